@@ -1,0 +1,318 @@
+//! The CXL lab topology: what `lab up` builds and what `cxl-memsim` models.
+//!
+//! A topology is a TOML file (see `default.toml`, the embedded default) with
+//! host bridges, root ports, optional switches, type-3 devices, fixed memory
+//! windows and the guest's CPUs and RAM. [`Topology::load`] parses and
+//! validates; every validation error names the file, the field and the reason.
+
+mod size;
+mod validate;
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use size::{ByteSize, ParseSizeError, GIB, KIB, MIB};
+
+/// The embedded default topology's text.
+pub const DEFAULT_TOPOLOGY_TOML: &str = include_str!("default.toml");
+/// The name used for the embedded default in messages.
+pub const DEFAULT_ORIGIN: &str = "<embedded default topology>";
+
+/// Every HDM decoder and window size is a multiple of this.
+pub const CXL_GRANULE: u64 = 256 * MIB;
+
+/// Errors while loading a topology.
+#[derive(Debug, thiserror::Error)]
+pub enum TopologyError {
+    #[error("Cannot read topology file {path}.")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{file}: the topology is not valid TOML for cxl-lab.")]
+    Parse {
+        file: String,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{file}: {field}: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// Guest machine resources.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    #[serde(default = "default_cpus")]
+    pub cpus: u32,
+    #[serde(default = "default_memory")]
+    pub memory: ByteSize,
+}
+
+fn default_cpus() -> u32 {
+    2
+}
+fn default_memory() -> ByteSize {
+    ByteSize(GIB)
+}
+
+impl Default for Guest {
+    fn default() -> Self {
+        Guest {
+            cpus: default_cpus(),
+            memory: default_memory(),
+        }
+    }
+}
+
+/// A CXL host bridge (`pxb-cxl`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostBridge {
+    pub name: String,
+    /// PCI bus number of the expander bridge; assigned when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bus_nr: Option<u8>,
+    /// Modelled latency of the link from the CPU to this bridge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_latency_ns: Option<u64>,
+    /// Modelled bandwidth of that link in GB/s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bandwidth_gbps: Option<f64>,
+}
+
+/// A CXL root port (`cxl-rp`) on a host bridge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RootPort {
+    pub name: String,
+    pub host_bridge: String,
+}
+
+/// A CXL switch (`cxl-upstream` below a root port, `cxl-downstream` ports).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Switch {
+    pub name: String,
+    pub root_port: String,
+    /// Names of the downstream ports; devices attach to these.
+    pub downstream_ports: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_latency_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link_bandwidth_gbps: Option<f64>,
+}
+
+/// The kind of memory a type-3 device exposes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    Volatile,
+    Persistent,
+    /// Dynamic capacity (DCD).
+    Dynamic,
+}
+
+/// What the guest makes of a device's region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeviceMode {
+    /// A `/dev/daxX.Y` character device.
+    Devdax,
+    /// Onlined as system RAM: a new NUMA node (volatile devices only).
+    SystemRam,
+    /// No region is created (dynamic capacity devices).
+    None,
+}
+
+/// A CXL type-3 memory device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    pub name: String,
+    pub kind: DeviceKind,
+    pub size: ByteSize,
+    /// Root port or switch downstream port the device sits on.
+    pub port: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DeviceMode>,
+    /// Label storage area size (persistent devices; default 1M).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lsa_size: Option<ByteSize>,
+    /// Number of dynamic capacity regions (dynamic devices; default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dc_regions: Option<u8>,
+    /// Serial number; distinct per device, assigned when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_latency_ns: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_latency_ns: Option<u64>,
+}
+
+/// A CXL fixed memory window (CFMWS) in the host physical address space.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    pub size: ByteSize,
+    /// Host bridges interleaved by this window; ways = number of targets.
+    pub targets: Vec<String>,
+    #[serde(default = "default_granularity")]
+    pub interleave_granularity: ByteSize,
+}
+
+fn default_granularity() -> ByteSize {
+    ByteSize(8 * KIB)
+}
+
+/// Parameters of the simulator's model that are not per device.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Simulator {
+    /// Seed of the model's jitter PRNG.
+    #[serde(default)]
+    pub seed: u64,
+    /// Maximum jitter added to each modelled latency (0 = none).
+    #[serde(default)]
+    pub jitter_ns: u64,
+}
+
+/// A validated topology.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Topology {
+    #[serde(default)]
+    pub guest: Guest,
+    #[serde(default, rename = "host_bridge")]
+    pub host_bridges: Vec<HostBridge>,
+    #[serde(default, rename = "root_port")]
+    pub root_ports: Vec<RootPort>,
+    #[serde(default, rename = "switch")]
+    pub switches: Vec<Switch>,
+    #[serde(default, rename = "device")]
+    pub devices: Vec<Device>,
+    #[serde(default, rename = "window")]
+    pub windows: Vec<Window>,
+    #[serde(default)]
+    pub simulator: Simulator,
+    /// Where this topology came from (a path or [`DEFAULT_ORIGIN`]).
+    #[serde(skip)]
+    pub origin: String,
+}
+
+/// Where a device sits: host bridge, root port and optional switch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DevicePath<'a> {
+    pub host_bridge: &'a HostBridge,
+    pub root_port: &'a RootPort,
+    pub switch: Option<&'a Switch>,
+}
+
+impl Topology {
+    /// The embedded default topology.
+    pub fn embedded_default() -> Topology {
+        Topology::parse(DEFAULT_TOPOLOGY_TOML, DEFAULT_ORIGIN)
+            .expect("the embedded default topology is valid")
+    }
+
+    /// Loads `path`, or the embedded default when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> Result<Topology, TopologyError> {
+        match path {
+            None => Ok(Topology::embedded_default()),
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| TopologyError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                Topology::parse(&text, &p.display().to_string())
+            }
+        }
+    }
+
+    /// Parses and validates topology text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Topology, TopologyError> {
+        let mut t: Topology = toml::from_str(text).map_err(|e| TopologyError::Parse {
+            file: origin.to_owned(),
+            source: Box::new(e),
+        })?;
+        t.origin = origin.to_owned();
+        validate::validate_and_fill(&mut t)?;
+        Ok(t)
+    }
+
+    /// The TOML text of this topology, with assigned defaults filled in.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a topology serialises to TOML")
+    }
+
+    pub fn device(&self, name: &str) -> Option<&Device> {
+        self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// The path from the host bridge to `device`.
+    pub fn path_of(&self, device: &Device) -> DevicePath<'_> {
+        let (root_port_name, switch) = match self
+            .switches
+            .iter()
+            .find(|s| s.downstream_ports.contains(&device.port))
+        {
+            Some(s) => (s.root_port.as_str(), Some(s)),
+            None => (device.port.as_str(), None),
+        };
+        let root_port = self
+            .root_ports
+            .iter()
+            .find(|r| r.name == root_port_name)
+            .expect("validated: device port leads to a root port");
+        let host_bridge = self
+            .host_bridges
+            .iter()
+            .find(|h| h.name == root_port.host_bridge)
+            .expect("validated: root port is on a host bridge");
+        DevicePath {
+            host_bridge,
+            root_port,
+            switch,
+        }
+    }
+
+    /// Offset of each device in the simulator's flat address space: devices
+    /// back to back from 0 in topology order.
+    pub fn flat_offsets(&self) -> Vec<(&Device, u64)> {
+        let mut off = 0;
+        self.devices
+            .iter()
+            .map(|d| {
+                let here = off;
+                off += d.size.bytes();
+                (d, here)
+            })
+            .collect()
+    }
+}
+
+impl Device {
+    /// The mode, with the default for the kind applied.
+    pub fn effective_mode(&self) -> DeviceMode {
+        self.mode.unwrap_or(match self.kind {
+            DeviceKind::Volatile | DeviceKind::Persistent => DeviceMode::Devdax,
+            DeviceKind::Dynamic => DeviceMode::None,
+        })
+    }
+
+    /// The serial number (assigned during validation when absent).
+    pub fn serial_number(&self) -> u64 {
+        self.serial
+            .expect("validated topologies have a serial for every device")
+    }
+}
+
+#[cfg(test)]
+mod tests;

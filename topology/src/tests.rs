@@ -1,0 +1,245 @@
+use super::*;
+
+const BASE: &str = r#"
+[[host_bridge]]
+name = "hb0"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[device]]
+name = "mem0"
+kind = "volatile"
+size = "256M"
+port = "rp0"
+[[window]]
+size = "4G"
+targets = ["hb0"]
+"#;
+
+fn invalid(text: &str) -> String {
+    match Topology::parse(text, "bad.toml") {
+        Ok(_) => panic!("expected an error for:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn embedded_default_is_what_the_issue_asks() {
+    let t = Topology::embedded_default();
+    assert_eq!(t.host_bridges.len(), 1);
+    assert_eq!(t.root_ports.len(), 2);
+    assert_eq!(t.devices.len(), 2);
+    assert_eq!(t.devices[0].kind, DeviceKind::Volatile);
+    assert_eq!(t.devices[0].size.bytes(), 256 * MIB);
+    assert_eq!(t.devices[1].kind, DeviceKind::Persistent);
+    assert_eq!(t.devices[1].lsa_size, Some(ByteSize(MIB)));
+    assert_eq!(t.windows[0].size.bytes(), 4 * GIB);
+    assert_ne!(t.devices[0].serial, t.devices[1].serial);
+    assert_eq!(t.flat_offsets()[1].1, 256 * MIB);
+}
+
+#[test]
+fn round_trips_through_toml() {
+    let t = Topology::embedded_default();
+    let again = Topology::parse(&t.to_toml(), "again").unwrap();
+    assert_eq!(t.devices, again.devices);
+    assert_eq!(t.windows, again.windows);
+}
+
+#[test]
+fn switch_topology_parses_and_paths_go_through_the_switch() {
+    let text = r#"
+[[host_bridge]]
+name = "hb0"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[switch]]
+name = "sw0"
+root_port = "rp0"
+downstream_ports = ["dsp0", "dsp1"]
+[[device]]
+name = "a"
+kind = "volatile"
+size = "512M"
+port = "dsp0"
+mode = "system-ram"
+[[device]]
+name = "b"
+kind = "dynamic"
+size = "512M"
+port = "dsp1"
+dc_regions = 2
+[[window]]
+size = "1G"
+targets = ["hb0"]
+"#;
+    let t = Topology::parse(text, "sw.toml").unwrap();
+    let p = t.path_of(&t.devices[0]);
+    assert_eq!(p.switch.unwrap().name, "sw0");
+    assert_eq!(p.root_port.name, "rp0");
+    assert_eq!(t.devices[1].effective_mode(), DeviceMode::None);
+}
+
+#[test]
+fn unknown_field_names_the_file() {
+    let e = Topology::parse(&format!("{BASE}\n[guest]\nram = 3\n"), "bad.toml").unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("bad.toml: the topology is not valid TOML"),
+        "{e}"
+    );
+    let src = std::error::Error::source(&e).unwrap().to_string();
+    assert!(src.contains("unknown field `ram`"), "{src}");
+}
+
+#[test]
+fn bad_size_string_is_explained() {
+    let e = Topology::parse(
+        &BASE.replace("size = \"256M\"", "size = \"big\""),
+        "bad.toml",
+    )
+    .unwrap_err();
+    let src = std::error::Error::source(&e).unwrap().to_string();
+    assert!(src.contains("'big' is not a size"), "{src}");
+}
+
+#[test]
+fn device_without_a_root_port() {
+    let m = invalid(&BASE.replace("port = \"rp0\"", "port = \"nowhere\""));
+    assert_eq!(
+        m,
+        "bad.toml: device[0].port: port 'nowhere' is neither a root port nor a switch downstream port; known ports: rp0"
+    );
+}
+
+#[test]
+fn window_size_not_a_multiple_of_256m() {
+    let m = invalid(&BASE.replace("size = \"4G\"", "size = \"300M\""));
+    assert_eq!(
+        m,
+        "bad.toml: window[0].size: 300M is not a multiple of 256M"
+    );
+}
+
+#[test]
+fn interleave_target_that_does_not_exist() {
+    let m = invalid(&BASE.replace("targets = [\"hb0\"]", "targets = [\"hb0\", \"hb9\"]"));
+    assert_eq!(
+        m,
+        "bad.toml: window[0].targets[1]: interleave target 'hb9' does not exist; targets are host bridges: hb0"
+    );
+}
+
+#[test]
+fn three_way_interleave_is_refused() {
+    let m = invalid(&BASE.replace("targets = [\"hb0\"]", "targets = [\"a\", \"b\", \"c\"]"));
+    assert!(
+        m.contains("window[0].targets: 3 targets is not a valid interleave"),
+        "{m}"
+    );
+}
+
+#[test]
+fn device_size_not_a_multiple_of_256m() {
+    let m = invalid(&BASE.replace("size = \"256M\"", "size = \"100M\""));
+    assert!(
+        m.starts_with("bad.toml: device[0].size: 100M is not a multiple of 256M"),
+        "{m}"
+    );
+}
+
+#[test]
+fn root_port_on_a_missing_host_bridge() {
+    let m = invalid(&BASE.replace("host_bridge = \"hb0\"", "host_bridge = \"hb1\""));
+    assert_eq!(m, "bad.toml: root_port[0].host_bridge: host bridge 'hb1' does not exist; known host bridges: hb0");
+}
+
+#[test]
+fn duplicate_names() {
+    let m = invalid(&BASE.replace("name = \"mem0\"", "name = \"rp0\""));
+    assert!(
+        m.contains("device[0].name: name 'rp0' is used twice"),
+        "{m}"
+    );
+}
+
+#[test]
+fn two_devices_on_one_port() {
+    let text = format!("{BASE}\n[[device]]\nname = \"mem1\"\nkind = \"volatile\"\nsize = \"256M\"\nport = \"rp0\"\n");
+    let m = invalid(&text);
+    assert!(
+        m.contains("device[1].port: port 'rp0' already holds device 'mem0'"),
+        "{m}"
+    );
+}
+
+#[test]
+fn system_ram_persistent_is_refused() {
+    let m = invalid(&BASE.replace(
+        "kind = \"volatile\"",
+        "kind = \"persistent\"\nmode = \"system-ram\"",
+    ));
+    assert!(
+        m.contains("device[0].mode: mode \"system-ram\" is not possible for a persistent device"),
+        "{m}"
+    );
+}
+
+#[test]
+fn lsa_on_volatile_is_refused() {
+    let m = invalid(&BASE.replace(
+        "kind = \"volatile\"",
+        "kind = \"volatile\"\nlsa_size = \"1M\"",
+    ));
+    assert!(
+        m.contains("device[0].lsa_size: only persistent devices"),
+        "{m}"
+    );
+}
+
+#[test]
+fn window_too_small_for_devices() {
+    let m = invalid(
+        &BASE
+            .replace("size = \"4G\"", "size = \"256M\"")
+            .replace("size = \"256M\"\nport", "size = \"512M\"\nport"),
+    );
+    assert!(
+        m.contains(
+            "device[0]: no one-way fixed memory window over host bridge 'hb0' has 512M left"
+        ),
+        "{m}"
+    );
+}
+
+#[test]
+fn duplicate_serials() {
+    let text = format!(
+        "{}\n[[root_port]]\nname = \"rp1\"\nhost_bridge = \"hb0\"\n[[device]]\nname = \"mem1\"\nkind = \"volatile\"\nsize = \"256M\"\nport = \"rp1\"\nserial = 7\n",
+        BASE.replace("port = \"rp0\"", "port = \"rp0\"\nserial = 7")
+    );
+    let m = invalid(&text);
+    assert!(
+        m.contains("device[1].serial: serial 7 is used by another device"),
+        "{m}"
+    );
+}
+
+#[test]
+fn missing_file_is_named() {
+    let e = Topology::load(Some(Path::new("/nonexistent/topo.toml"))).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "Cannot read topology file /nonexistent/topo.toml."
+    );
+}
+
+#[test]
+fn guest_memory_too_small() {
+    let m = invalid(&format!("[guest]\nmemory = \"64M\"\n{BASE}"));
+    assert!(
+        m.contains("guest.memory: 64M is not usable guest RAM"),
+        "{m}"
+    );
+}
