@@ -1,0 +1,121 @@
+//! Running ndctl's `cxl`, `ndctl` and `daxctl` and reading their JSON.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+/// Errors from the ndctl tools.
+#[derive(Debug, thiserror::Error)]
+pub enum ToolError {
+    #[error("Cannot run `{command}`; is ndctl in the guest image?")]
+    Spawn {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{command}` failed with {status}: {stderr}")]
+    Failed {
+        command: String,
+        status: String,
+        stderr: String,
+    },
+    #[error("`{command}` printed something that is not the JSON expected: {output}")]
+    Output { command: String, output: String },
+}
+
+/// Runs a command and returns its standard output.
+pub fn run(program: &str, args: &[&str]) -> Result<String, ToolError> {
+    let command = format!("{program} {}", args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .map_err(|source| ToolError::Spawn {
+            command: command.clone(),
+            source,
+        })?;
+    if !out.status.success() {
+        return Err(ToolError::Failed {
+            command,
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// ndctl's tools print one object, an array, or nothing: always a list.
+pub fn json_list(command: &str, text: &str) -> Result<Vec<Value>, ToolError> {
+    if text.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Array(v)) => Ok(v),
+        Ok(v @ Value::Object(_)) => Ok(vec![v]),
+        _ => Err(ToolError::Output {
+            command: command.to_owned(),
+            output: text.trim().to_owned(),
+        }),
+    }
+}
+
+/// The region name in `cxl create-region`'s output.
+pub fn created_region(text: &str) -> Result<String, ToolError> {
+    json_list("cxl create-region", text)?
+        .iter()
+        .find_map(|v| v.get("region").and_then(Value::as_str).map(str::to_owned))
+        .ok_or_else(|| ToolError::Output {
+            command: "cxl create-region".into(),
+            output: text.trim().into(),
+        })
+}
+
+/// The devdax chardev (`dax1.0`) of the first devdax namespace in
+/// `ndctl list -N -X` or `ndctl create-namespace` output.
+pub fn devdax_chardev(namespaces: &[Value]) -> Option<(String, u64)> {
+    namespaces
+        .iter()
+        .filter(|n| n.get("mode").and_then(Value::as_str) == Some("devdax"))
+        .find_map(|n| {
+            let dev = n.get("daxregion")?.get("devices")?.as_array()?.first()?;
+            let chardev = dev.get("chardev")?.as_str()?.to_owned();
+            let size = dev.get("size").and_then(size_of).unwrap_or(0);
+            Some((chardev, size))
+        })
+}
+
+/// ndctl prints sizes as numbers in `list` and as "250.00 MiB (262.14 MB)"
+/// with human output; only exact numbers are used.
+fn size_of(v: &Value) -> Option<u64> {
+    v.as_u64()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_create_region_output() {
+        let out = r#"{
+  "region":"region1",
+  "resource":"0x120000000",
+  "size":"256.00 MiB (268.44 MB)",
+  "interleave_ways":1,
+  "decode_state":"commit"
+}"#;
+        assert_eq!(created_region(out).unwrap(), "region1");
+        assert!(created_region("garbage").is_err());
+    }
+
+    #[test]
+    fn finds_devdax_chardev_in_namespace_list() {
+        let out = r#"[{"dev":"namespace1.0","mode":"devdax","map":"dev","size":262144000,
+          "daxregion":{"id":1,"size":262144000,"align":2097152,
+          "devices":[{"chardev":"dax1.0","size":262144000,"target_node":0,"align":2097152,"mode":"devdax"}]},
+          "align":2097152}]"#;
+        let list = json_list("ndctl list", out).unwrap();
+        assert_eq!(devdax_chardev(&list), Some(("dax1.0".into(), 262_144_000)));
+        assert_eq!(devdax_chardev(&json_list("ndctl list", "").unwrap()), None);
+        let raw = json_list("ndctl list", r#"{"dev":"namespace1.0","mode":"raw"}"#).unwrap();
+        assert_eq!(devdax_chardev(&raw), None);
+    }
+}

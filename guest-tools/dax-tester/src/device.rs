@@ -1,0 +1,276 @@
+//! Opening a device-dax (or any mappable file), checking the range against
+//! its size and alignment, and mapping it (MAP_SYNC first, then MAP_SHARED).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+const PAGE: u64 = 4096;
+const DEFAULT_DAX_ALIGN: u64 = 2 << 20;
+
+/// Why the device range cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("Device {0} does not exist.")]
+    Missing(PathBuf),
+    #[error("Cannot open {path} for reading and writing")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("{0} is neither a regular file nor a device-dax character device (no size in /sys/dev/char/MAJ:MIN/size).")]
+    NotDax(PathBuf),
+    #[error(
+        "The range {offset:#x} + {size:#x} runs past the end of {path} ({device_size:#x} bytes)."
+    )]
+    PastEnd {
+        path: PathBuf,
+        offset: u64,
+        size: u64,
+        device_size: u64,
+    },
+    #[error("The range is empty: give a size greater than zero.")]
+    Empty,
+    #[error("Cannot map {len:#x} bytes of {path} at offset {offset:#x} (alignment {align:#x})")]
+    Map {
+        path: PathBuf,
+        offset: u64,
+        len: u64,
+        align: u64,
+        source: io::Error,
+    },
+}
+
+/// What kind of object is mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    DeviceDax,
+    File,
+}
+
+/// How the range was mapped, for the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MapInfo {
+    /// `MAP_SHARED_VALIDATE|MAP_SYNC` or `MAP_SHARED`.
+    pub flags: &'static str,
+    pub map_sync: bool,
+    /// Why MAP_SYNC was not used, when it was not.
+    pub fallback_reason: Option<String>,
+    /// Device offset and length actually mapped (aligned).
+    pub mapped_offset: u64,
+    pub mapped_len: u64,
+}
+
+/// The device and the range under test.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceInfo {
+    pub path: String,
+    pub kind: Kind,
+    pub device_size: u64,
+    pub align: u64,
+    pub offset: u64,
+    pub size: u64,
+    pub map: MapInfo,
+}
+
+/// One shared mapping; unmapped on drop.
+pub struct Mapping {
+    addr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain shared memory; tests synchronise their own access.
+unsafe impl Send for Mapping {}
+unsafe impl Sync for Mapping {}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: addr/len come from a successful mmap.
+        unsafe { libc::munmap(self.addr.cast(), self.len) };
+    }
+}
+
+/// The opened device with the range under test mapped.
+pub struct Device {
+    file: File,
+    mapping: Mapping,
+    /// Address of the first byte of the range.
+    base: *mut u8,
+    pub info: DeviceInfo,
+}
+
+// SAFETY: see Mapping.
+unsafe impl Send for Device {}
+unsafe impl Sync for Device {}
+
+/// Size and alignment of the object behind `file`.
+fn geometry(path: &Path, file: &File) -> Result<(Kind, u64, u64), DeviceError> {
+    let meta = file.metadata().map_err(|source| DeviceError::Open {
+        path: path.into(),
+        source,
+    })?;
+    if meta.file_type().is_file() {
+        return Ok((Kind::File, meta.len(), PAGE));
+    }
+    if meta.file_type().is_char_device() {
+        let rdev = meta.rdev();
+        let (major, minor) = (libc::major(rdev), libc::minor(rdev));
+        let dir = format!("/sys/dev/char/{major}:{minor}");
+        let read = |name: &str| -> Option<u64> {
+            let text = std::fs::read_to_string(format!("{dir}/{name}")).ok()?;
+            crate::size::parse_size(text.trim()).ok()
+        };
+        let size = read("size").ok_or_else(|| DeviceError::NotDax(path.into()))?;
+        let align = read("align")
+            .filter(|a| a.is_power_of_two())
+            .unwrap_or(DEFAULT_DAX_ALIGN)
+            .max(PAGE);
+        return Ok((Kind::DeviceDax, size, align));
+    }
+    Err(DeviceError::NotDax(path.into()))
+}
+
+fn map(file: &File, offset: u64, len: u64, sync: bool) -> io::Result<Mapping> {
+    let flags = if sync {
+        libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC
+    } else {
+        libc::MAP_SHARED
+    };
+    // SAFETY: mapping a file we hold open; the result is checked.
+    let addr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len as usize,
+            libc::PROT_READ | libc::PROT_WRITE,
+            flags,
+            file.as_raw_fd(),
+            offset as libc::off_t,
+        )
+    };
+    if addr == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(Mapping {
+        addr: addr.cast(),
+        len: len as usize,
+    })
+}
+
+impl Device {
+    /// Opens `path` and maps `[offset, offset + size)`, aligned outwards to
+    /// the device alignment.
+    pub fn open(path: &Path, offset: u64, size: u64) -> Result<Device, DeviceError> {
+        if size == 0 {
+            return Err(DeviceError::Empty);
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(|source| {
+                if source.kind() == io::ErrorKind::NotFound {
+                    DeviceError::Missing(path.into())
+                } else {
+                    DeviceError::Open {
+                        path: path.into(),
+                        source,
+                    }
+                }
+            })?;
+        let (kind, device_size, align) = geometry(path, &file)?;
+        let end = offset
+            .checked_add(size)
+            .filter(|&e| e <= device_size)
+            .ok_or(DeviceError::PastEnd {
+                path: path.into(),
+                offset,
+                size,
+                device_size,
+            })?;
+        let map_start = offset / align * align;
+        let mut map_end = end.div_ceil(align) * align;
+        if kind == Kind::File {
+            map_end = map_end.min(device_size.div_ceil(PAGE) * PAGE);
+        }
+        let map_len = map_end - map_start;
+        let (mapping, map_sync, fallback_reason) = match map(&file, map_start, map_len, true) {
+            Ok(m) => (m, true, None),
+            Err(sync_err) => {
+                let m =
+                    map(&file, map_start, map_len, false).map_err(|source| DeviceError::Map {
+                        path: path.into(),
+                        offset: map_start,
+                        len: map_len,
+                        align,
+                        source,
+                    })?;
+                let why = match sync_err.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) => format!(
+                        "MAP_SHARED_VALIDATE|MAP_SYNC refused with EOPNOTSUPP: this {} is not DAX-capable for MAP_SYNC; CPU flushes alone do not guarantee persistence here",
+                        if kind == Kind::File { "file's filesystem" } else { "device" }
+                    ),
+                    _ => format!("MAP_SHARED_VALIDATE|MAP_SYNC failed ({sync_err}); mapped with MAP_SHARED"),
+                };
+                (m, false, Some(why))
+            }
+        };
+        // SAFETY: offset - map_start < map_len.
+        let base = unsafe { mapping.addr.add((offset - map_start) as usize) };
+        Ok(Device {
+            file,
+            mapping,
+            base,
+            info: DeviceInfo {
+                path: path.display().to_string(),
+                kind,
+                device_size,
+                align,
+                offset,
+                size,
+                map: MapInfo {
+                    flags: if map_sync {
+                        "MAP_SHARED_VALIDATE|MAP_SYNC"
+                    } else {
+                        "MAP_SHARED"
+                    },
+                    map_sync,
+                    fallback_reason,
+                    mapped_offset: map_start,
+                    mapped_len: map_len,
+                },
+            },
+        })
+    }
+
+    /// First byte of the range under test.
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Length of the range under test.
+    pub fn len(&self) -> usize {
+        self.info.size as usize
+    }
+
+    /// Whether the range is empty (never, once opened).
+    pub fn is_empty(&self) -> bool {
+        self.info.size == 0
+    }
+
+    /// A second, independent mapping of the same range (for persistence
+    /// checks), with the address of the range's first byte.
+    pub fn map_again(&self) -> io::Result<(Mapping, *const u8)> {
+        let m = map(
+            &self.file,
+            self.info.map.mapped_offset,
+            self.info.map.mapped_len,
+            false,
+        )?;
+        let delta = self.base as usize - self.mapping.addr as usize;
+        // SAFETY: same layout as the first mapping.
+        let p = unsafe { m.addr.add(delta) };
+        Ok((m, p))
+    }
+}

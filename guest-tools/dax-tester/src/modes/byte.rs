@@ -1,0 +1,137 @@
+//! byte: write, read back and verify at sizes from 1 B to 64 MiB at
+//! unaligned offsets, checking that the bytes around each write are untouched.
+
+use serde::Serialize;
+
+use super::{Env, Rng};
+
+/// Sizes tried, in order.
+pub const SIZES: [u64; 14] = [
+    1,
+    2,
+    3,
+    7,
+    64,
+    128,
+    256,
+    384,
+    511,
+    4096,
+    65536,
+    1 << 20,
+    16 << 20,
+    64 << 20,
+];
+/// Guard bytes checked on each side of a write.
+const GUARD: u64 = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    #[serde(rename = "PASS")]
+    Pass,
+    #[serde(rename = "FAIL")]
+    Fail,
+    #[serde(rename = "SKIP")]
+    Skip,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Skip => "SKIP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct SizeResult {
+    pub size: u64,
+    /// Offset of the write inside the range (deliberately not aligned).
+    pub offset: u64,
+    pub status: Status,
+    pub detail: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ByteReport {
+    pub passed: bool,
+    pub results: Vec<SizeResult>,
+}
+
+pub fn run(env: &Env<'_>) -> ByteReport {
+    let base = env.dev.base();
+    let len = env.dev.len() as u64;
+    let mut results = Vec::new();
+    for (i, &size) in SIZES.iter().enumerate() {
+        // An odd misalignment that differs per size: 1, 14, 27, ... (mod 64).
+        let shift = 1 + (i as u64 * 13) % 63;
+        let offset = GUARD + shift;
+        if offset + size + GUARD > len {
+            results.push(SizeResult {
+                size,
+                offset,
+                status: Status::Skip,
+                detail: Some(format!(
+                    "the range is {len} bytes; this size needs {}",
+                    offset + size + GUARD
+                )),
+            });
+            continue;
+        }
+        let detail = check(base, offset, size, i as u64);
+        results.push(SizeResult {
+            size,
+            offset,
+            status: if detail.is_none() {
+                Status::Pass
+            } else {
+                Status::Fail
+            },
+            detail,
+        });
+    }
+    let passed = results.iter().all(|r| r.status != Status::Fail)
+        && results.iter().any(|r| r.status == Status::Pass);
+    ByteReport { passed, results }
+}
+
+/// Writes a pattern at `base + offset`, reads it back and checks the guards.
+/// Returns a description of the first problem, if any.
+fn check(base: *mut u8, offset: u64, size: u64, seed: u64) -> Option<String> {
+    let mut rng = Rng::new(seed + 0xB17E);
+    let pattern: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+    let guard_lo = offset - GUARD;
+    let guard_hi = offset + size;
+    // SAFETY: [guard_lo, guard_hi + GUARD) lies inside the mapped range (checked by the caller).
+    unsafe {
+        for g in (guard_lo..offset).chain(guard_hi..guard_hi + GUARD) {
+            base.add(g as usize).write_volatile(0xA5);
+        }
+        let dst = base.add(offset as usize);
+        if size < 64 {
+            // Byte by byte: exercises sub-line stores.
+            for (k, &b) in pattern.iter().enumerate() {
+                dst.add(k).write_volatile(b);
+            }
+        } else {
+            std::ptr::copy_nonoverlapping(pattern.as_ptr(), dst, size as usize);
+        }
+        for (k, &want) in pattern.iter().enumerate() {
+            let got = dst.add(k).read_volatile();
+            if got != want {
+                return Some(format!("byte {k} reads {got:#04x}, wrote {want:#04x}"));
+            }
+        }
+        for g in (guard_lo..offset).chain(guard_hi..guard_hi + GUARD) {
+            let got = base.add(g as usize).read_volatile();
+            if got != 0xA5 {
+                return Some(format!(
+                    "guard byte at range offset {g} changed to {got:#04x}"
+                ));
+            }
+        }
+    }
+    None
+}

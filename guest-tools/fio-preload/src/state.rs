@@ -1,0 +1,282 @@
+//! The process-wide state set up by the load-time constructor: configuration,
+//! the mapped window, the slot table, the dirty bitmaps, and call counters.
+
+use core::cell::UnsafeCell;
+use core::fmt::Write as _;
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+
+use crate::config::Config;
+use crate::dirty::Dirty;
+use crate::log::{say, Bytes, Line};
+use crate::table::{SlotTable, MAX_SLOTS};
+use crate::window::Window;
+
+const UNINIT: u8 = 0;
+const DISABLED: u8 = 1;
+const READY: u8 = 2;
+const FAILED: u8 = 3;
+
+static STATUS: AtomicU8 = AtomicU8::new(UNINIT);
+/// The process that ran the constructor (it prints the counters at exit).
+static INIT_PID: AtomicU32 = AtomicU32::new(0);
+
+/// Everything set once by `init` before STATUS is published.
+struct Globals {
+    config: Config,
+    window: Option<Window>,
+    dirty: Option<Dirty>,
+    table: Option<&'static SlotTable>,
+    failure: Line,
+}
+
+struct Cell(UnsafeCell<Globals>);
+// SAFETY: written only by `init` (single-threaded, before main) and read
+// only after STATUS says it is complete.
+unsafe impl Sync for Cell {}
+
+static G: Cell = Cell(UnsafeCell::new(Globals {
+    config: Config::empty(),
+    window: None,
+    dirty: None,
+    table: None,
+    failure: Line::empty(),
+}));
+
+fn globals() -> &'static Globals {
+    // SAFETY: see `Cell`.
+    unsafe { &*G.0.get() }
+}
+
+pub fn errno() -> i32 {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() }
+}
+
+pub fn set_errno(e: i32) {
+    // SAFETY: errno is thread-local.
+    unsafe { *libc::__errno_location() = e };
+}
+
+/// Reads the environment and maps the window. Called from `.init_array`.
+pub fn init() {
+    if STATUS.load(Ordering::Acquire) != UNINIT {
+        return;
+    }
+    // SAFETY: constructors run once, before main and before other threads.
+    let g = unsafe { &mut *G.0.get() };
+    let saved = errno();
+    let status = match setup(g) {
+        Ok(true) => READY,
+        Ok(false) => DISABLED,
+        Err(()) => FAILED,
+    };
+    INIT_PID.store(std::process::id(), Ordering::Relaxed);
+    STATUS.store(status, Ordering::Release);
+    set_errno(saved);
+    if g.config.debug > 0 {
+        match status {
+            READY => {
+                let w = g.window.as_ref().expect("window set when ready");
+                say!(
+                    "pid {}: enabled: device {} ({}, {:#x} bytes), window offset {:#x} size {:#x}, {} slot(s) of {:#x} bytes, mapping {}, flush {}, pattern '{}'",
+                    std::process::id(),
+                    Bytes(g.config.device()),
+                    if w.is_dax { "device-dax" } else { "file" },
+                    w.device_size,
+                    g.config.mem_offset,
+                    w.len,
+                    w.slots,
+                    w.file_size,
+                    if w.map_sync { "MAP_SHARED_VALIDATE|MAP_SYNC" } else { "MAP_SHARED (MAP_SYNC not supported here)" },
+                    w.flush.name(),
+                    Bytes(g.config.pattern()),
+                );
+            }
+            DISABLED => say!("disabled (FIO_INTERCEPT_ENABLE is not 1); every call passes through"),
+            _ => say!("setup failed: {}", Bytes(g.failure.as_bytes())),
+        }
+    }
+}
+
+fn setup(g: &mut Globals) -> Result<bool, ()> {
+    if let Err(e) = g.config.load() {
+        let _ = write!(g.failure, "{e}");
+        return if g.config.enabled { Err(()) } else { Ok(false) };
+    }
+    if !g.config.enabled {
+        return Ok(false);
+    }
+    let window = Window::map(&g.config, MAX_SLOTS as u64).map_err(|e| {
+        let _ = write!(
+            g.failure,
+            "{e} (FIO_MEM_DEVICE={})",
+            Bytes(g.config.device())
+        );
+    })?;
+    let dirty = Dirty::new(window.len).map_err(|e| {
+        let _ = write!(
+            g.failure,
+            "Cannot map the dirty-line bitmap: {}.",
+            crate::log::ErrnoText(e)
+        );
+    })?;
+    let table = SlotTable::new().map_err(|e| {
+        let _ = write!(
+            g.failure,
+            "Cannot map the slot table: {}.",
+            crate::log::ErrnoText(e)
+        );
+    })?;
+    g.window = Some(window);
+    g.dirty = Some(dirty);
+    g.table = Some(table);
+    Ok(true)
+}
+
+/// Whether interception is on (READY or FAILED: a failed setup still claims
+/// matching paths so that they fail loudly instead of reaching the disk).
+#[inline]
+pub fn active() -> bool {
+    matches!(STATUS.load(Ordering::Acquire), READY | FAILED)
+}
+
+pub fn debug() -> u8 {
+    if STATUS.load(Ordering::Acquire) == UNINIT {
+        0
+    } else {
+        globals().config.debug
+    }
+}
+
+pub fn mem_offset() -> u64 {
+    globals().config.mem_offset
+}
+
+pub fn pattern() -> &'static [u8] {
+    globals().config.pattern()
+}
+
+/// The window, slot table and dirty bitmaps, or the setup failure text.
+pub fn ready() -> Result<(&'static Window, &'static SlotTable, &'static Dirty), &'static [u8]> {
+    let g = globals();
+    match (STATUS.load(Ordering::Acquire), &g.window, g.table, &g.dirty) {
+        (READY, Some(w), Some(t), Some(d)) => Ok((w, t, d)),
+        _ => Err(g.failure.as_bytes()),
+    }
+}
+
+/// Interposed functions counted for `FIO_DEBUG`.
+#[derive(Clone, Copy)]
+#[repr(usize)]
+pub enum Call {
+    Open,
+    Close,
+    Read,
+    Write,
+    Pread,
+    Pwrite,
+    Readv,
+    Writev,
+    Preadv,
+    Pwritev,
+    Lseek,
+    Fsync,
+    Fdatasync,
+    SyncFileRange,
+    Fstat,
+    Stat,
+    Statx,
+    Ftruncate,
+    Fallocate,
+    Fadvise,
+    Dup,
+    Unlink,
+    Access,
+}
+
+pub const CALLS: usize = 23;
+
+const CALL_NAMES: [&str; CALLS] = [
+    "open",
+    "close",
+    "read",
+    "write",
+    "pread",
+    "pwrite",
+    "readv",
+    "writev",
+    "preadv",
+    "pwritev",
+    "lseek",
+    "fsync",
+    "fdatasync",
+    "sync_file_range",
+    "fstat",
+    "stat",
+    "statx",
+    "ftruncate",
+    "fallocate",
+    "fadvise",
+    "dup",
+    "unlink",
+    "access",
+];
+
+/// Counters live in the shared slot table so the process that loaded the
+/// library also sees the calls of its forked fio jobs.
+fn counters() -> Option<&'static [AtomicU64; CALLS]> {
+    ready().ok().map(|(_, t, _)| t.counters())
+}
+
+/// Counts one intercepted call (only when FIO_DEBUG is set).
+#[inline]
+pub fn count(call: Call, name: &str, fd: i32) {
+    let d = debug();
+    if d > 0 {
+        if let Some(c) = counters() {
+            c[call as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        if d > 1 {
+            say!("{name}(fd {fd}) intercepted");
+        }
+    }
+}
+
+/// Counts one intercepted call on a claimed path (logged with FIO_DEBUG=2).
+pub fn count_path(call: Call, name: &str, path: &[u8]) {
+    let d = debug();
+    if d > 0 {
+        if let Some(c) = counters() {
+            c[call as usize].fetch_add(1, Ordering::Relaxed);
+        }
+        if d > 1 {
+            say!("{name}({}) intercepted", Bytes(path));
+        }
+    }
+}
+
+/// Prints the counters (at exit, when FIO_DEBUG is set and anything ran).
+pub fn report_counters() {
+    if debug() == 0 || INIT_PID.load(Ordering::Relaxed) != std::process::id() {
+        return;
+    }
+    let Some(counts) = counters() else { return };
+    let mut line = Line::empty();
+    let _ = write!(
+        line,
+        "intercepted calls in pid {} and its children:",
+        std::process::id()
+    );
+    let mut any = false;
+    for (name, c) in CALL_NAMES.iter().zip(counts.iter()) {
+        let n = c.load(Ordering::Relaxed);
+        if n > 0 {
+            any = true;
+            let _ = write!(line, " {name}={n}");
+        }
+    }
+    if !any {
+        let _ = write!(line, " none");
+    }
+    say!("{}", Bytes(line.as_bytes()));
+}

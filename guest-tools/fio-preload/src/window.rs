@@ -1,0 +1,299 @@
+//! The device window: `FIO_MEM_DEVICE` opened and mapped at
+//! `FIO_MEM_OFFSET` for `FIO_MEM_SIZE` bytes, and how its lines are flushed.
+
+use core::fmt::Write as _;
+
+use crate::config::Config;
+use crate::log::Line;
+
+/// Alignment assumed for device-dax when sysfs does not say.
+const DEFAULT_DAX_ALIGN: u64 = 2 << 20;
+const PAGE: u64 = 4096;
+
+/// Why the window could not be set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WindowError {
+    #[error("Cannot open FIO_MEM_DEVICE: {0}.")]
+    Open(crate::log::ErrnoText),
+    #[error("FIO_MEM_DEVICE is neither a regular file nor a device-dax character device.")]
+    NotMappable,
+    #[error("Cannot read the size of the device-dax from /sys/dev/char/{major}:{minor}/size.")]
+    DaxSize { major: u32, minor: u32 },
+    #[error("The window (FIO_MEM_OFFSET {offset:#x} + FIO_MEM_SIZE {size:#x}) runs past the end of FIO_MEM_DEVICE ({device_size:#x} bytes).")]
+    PastEnd {
+        offset: u64,
+        size: u64,
+        device_size: u64,
+    },
+    #[error(
+        "The window is empty: FIO_MEM_SIZE is 0 or FIO_MEM_OFFSET is at the end of the device."
+    )]
+    Empty,
+    #[error("FIO_FILE_SIZE ({file_size:#x}) is larger than the window ({window:#x}).")]
+    FileTooLarge { file_size: u64, window: u64 },
+    #[error("Cannot map {len:#x} bytes of FIO_MEM_DEVICE at offset {offset:#x}: {err}.")]
+    Map {
+        offset: u64,
+        len: u64,
+        err: crate::log::ErrnoText,
+    },
+}
+
+/// How written lines are made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushMode {
+    Clwb,
+    ClflushOpt,
+    Clflush,
+    /// `msync(MS_SYNC)` on the page range: a plain file mapping.
+    Msync,
+}
+
+impl FlushMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            FlushMode::Clwb => "clwb+sfence",
+            FlushMode::ClflushOpt => "clflushopt+sfence",
+            FlushMode::Clflush => "clflush+sfence",
+            FlushMode::Msync => "msync",
+        }
+    }
+}
+
+/// The mapped window.
+pub struct Window {
+    /// Address of device offset `FIO_MEM_OFFSET`.
+    pub base: *mut u8,
+    pub len: u64,
+    pub file_size: u64,
+    pub slots: u64,
+    pub dev_id: u64,
+    pub is_dax: bool,
+    pub map_sync: bool,
+    pub flush: FlushMode,
+    pub device_size: u64,
+}
+
+// SAFETY: the window is set up once before use and never changed afterwards.
+unsafe impl Sync for Window {}
+unsafe impl Send for Window {}
+
+impl Window {
+    /// Opens and maps the device described by `cfg`.
+    pub fn map(cfg: &Config, max_slots: u64) -> Result<Window, WindowError> {
+        // SAFETY: raw system calls on a NUL-terminated path and a local stat.
+        let fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat,
+                libc::AT_FDCWD,
+                cfg.device_c().as_ptr(),
+                libc::O_RDWR | libc::O_CLOEXEC,
+            )
+        } as i32;
+        if fd < 0 {
+            return Err(WindowError::Open(crate::log::ErrnoText(
+                crate::state::errno(),
+            )));
+        }
+        let result = Self::map_fd(cfg, fd, max_slots);
+        // SAFETY: closing the descriptor opened above; the mapping stays.
+        unsafe { libc::syscall(libc::SYS_close, fd) };
+        result
+    }
+
+    fn map_fd(cfg: &Config, fd: i32, max_slots: u64) -> Result<Window, WindowError> {
+        // SAFETY: fstat into a zeroed local.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
+            return Err(WindowError::Open(crate::log::ErrnoText(
+                crate::state::errno(),
+            )));
+        }
+        let kind = st.st_mode & libc::S_IFMT;
+        let (device_size, align, is_dax, dev_id) = if kind == libc::S_IFREG {
+            (st.st_size as u64, PAGE, false, st.st_dev)
+        } else if kind == libc::S_IFCHR {
+            let (major, minor) = (libc::major(st.st_rdev), libc::minor(st.st_rdev));
+            let size =
+                sysfs_number(major, minor, "size").ok_or(WindowError::DaxSize { major, minor })?;
+            let align = sysfs_number(major, minor, "align")
+                .filter(|a| a.is_power_of_two())
+                .unwrap_or(DEFAULT_DAX_ALIGN)
+                .max(PAGE);
+            (size, align, true, st.st_rdev)
+        } else {
+            return Err(WindowError::NotMappable);
+        };
+        let offset = cfg.mem_offset;
+        if offset > device_size {
+            return Err(WindowError::PastEnd {
+                offset,
+                size: cfg.mem_size.unwrap_or(0),
+                device_size,
+            });
+        }
+        let len = cfg.mem_size.unwrap_or(device_size - offset);
+        if offset.checked_add(len).is_none_or(|end| end > device_size) {
+            return Err(WindowError::PastEnd {
+                offset,
+                size: len,
+                device_size,
+            });
+        }
+        if len == 0 {
+            return Err(WindowError::Empty);
+        }
+        let file_size = cfg.file_size.unwrap_or(len);
+        if file_size > len {
+            return Err(WindowError::FileTooLarge {
+                file_size,
+                window: len,
+            });
+        }
+        let map_start = offset & !(align - 1);
+        let map_end = (offset + len).div_ceil(align) * align;
+        let map_end = if is_dax {
+            map_end
+        } else {
+            map_end.min(device_size.div_ceil(PAGE) * PAGE)
+        };
+        let map_len = map_end - map_start;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: mapping a descriptor we own; failure is checked.
+        let mut map_sync = true;
+        let mut addr = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                map_len as usize,
+                prot,
+                libc::MAP_SHARED_VALIDATE | libc::MAP_SYNC,
+                fd,
+                map_start as i64,
+            )
+        };
+        if addr == libc::MAP_FAILED {
+            map_sync = false;
+            // SAFETY: as above, without MAP_SYNC.
+            addr = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    map_len as usize,
+                    prot,
+                    libc::MAP_SHARED,
+                    fd,
+                    map_start as i64,
+                )
+            };
+        }
+        if addr == libc::MAP_FAILED {
+            return Err(WindowError::Map {
+                offset: map_start,
+                len: map_len,
+                err: crate::log::ErrnoText(crate::state::errno()),
+            });
+        }
+        let flush = if is_dax || map_sync {
+            cpu_flush_mode()
+        } else {
+            FlushMode::Msync
+        };
+        Ok(Window {
+            // SAFETY: offset - map_start < map_len.
+            base: unsafe { addr.cast::<u8>().add((offset - map_start) as usize) },
+            len,
+            file_size,
+            slots: (len / file_size).min(max_slots),
+            dev_id,
+            is_dax,
+            map_sync,
+            flush,
+            device_size,
+        })
+    }
+
+    /// Address of byte `off` of slot `slot`.
+    #[inline]
+    pub fn slot_ptr(&self, slot: u32, off: u64) -> *mut u8 {
+        // SAFETY: callers keep slot < slots and off <= file_size.
+        unsafe { self.base.add((slot as u64 * self.file_size + off) as usize) }
+    }
+
+    /// Makes `[addr, addr + len)` of the window durable.
+    pub fn flush_range(&self, addr: *const u8, len: usize) {
+        if len == 0 {
+            return;
+        }
+        match self.flush {
+            FlushMode::Msync => {
+                let start = addr as usize & !(PAGE as usize - 1);
+                let end = (addr as usize + len).div_ceil(PAGE as usize) * PAGE as usize;
+                // SAFETY: the range lies inside our shared mapping.
+                unsafe { libc::msync(start as *mut libc::c_void, end - start, libc::MS_SYNC) };
+            }
+            mode => {
+                let mut line = addr as usize & !63;
+                let end = addr as usize + len;
+                while line < end {
+                    // SAFETY: the line is mapped; these only write back or evict it.
+                    unsafe { flush_line(mode, line as *const u8) };
+                    line += 64;
+                }
+                // SAFETY: a store fence has no memory operands.
+                unsafe { core::arch::asm!("sfence", options(nostack, preserves_flags)) };
+            }
+        }
+    }
+}
+
+#[inline]
+unsafe fn flush_line(mode: FlushMode, p: *const u8) {
+    // SAFETY: `p` is a mapped address (caller's contract).
+    unsafe {
+        match mode {
+            FlushMode::Clwb => {
+                core::arch::asm!("clwb [{0}]", in(reg) p, options(nostack, preserves_flags))
+            }
+            FlushMode::ClflushOpt => {
+                core::arch::asm!("clflushopt [{0}]", in(reg) p, options(nostack, preserves_flags))
+            }
+            _ => core::arch::asm!("clflush [{0}]", in(reg) p, options(nostack, preserves_flags)),
+        }
+    }
+}
+
+/// The best cache-line write-back instruction CPUID reports.
+fn cpu_flush_mode() -> FlushMode {
+    let leaf7 = core::arch::x86_64::__cpuid_count(7, 0);
+    if leaf7.ebx & (1 << 24) != 0 {
+        FlushMode::Clwb
+    } else if leaf7.ebx & (1 << 23) != 0 {
+        FlushMode::ClflushOpt
+    } else {
+        FlushMode::Clflush
+    }
+}
+
+/// Reads `/sys/dev/char/MAJ:MIN/<name>` as a number.
+fn sysfs_number(major: u32, minor: u32, name: &str) -> Option<u64> {
+    let mut path = Line::empty();
+    let _ = write!(path, "/sys/dev/char/{major}:{minor}/{name}\0");
+    let mut buf = [0u8; 64];
+    // SAFETY: raw system calls on a NUL-terminated path and a local buffer.
+    unsafe {
+        let fd = libc::syscall(
+            libc::SYS_openat,
+            libc::AT_FDCWD,
+            path.as_bytes().as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        );
+        if fd < 0 {
+            return None;
+        }
+        let n = libc::syscall(libc::SYS_read, fd, buf.as_mut_ptr(), buf.len());
+        libc::syscall(libc::SYS_close, fd);
+        if n <= 0 {
+            return None;
+        }
+        crate::num::parse_size(&buf[..n as usize]).ok()
+    }
+}

@@ -1,0 +1,667 @@
+//! The verbs: `up`, `down`, `status`, `exec`, `args`. Each step reports
+//! progress through [`Events`]; every failure during `up` tears down what
+//! was started.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use cxl_topology::{DeviceKind, Topology, TopologyError};
+
+use crate::events::{Event, Events, Step};
+use crate::image::{self, ImageError, ImageOptions};
+use crate::memsim::{self, MemsimError};
+use crate::process::{self, ProcessError};
+use crate::qemu::{self, Accel, DeviceFiles, QemuConfig};
+use crate::qga::{Agent, ExecOutput, QgaError};
+use crate::qmp::Qmp;
+use crate::regions::{self, RegionError};
+use crate::rundir::{LabState, RunDir, RunDirError, Timings};
+
+/// Errors of the verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error("Building the guest image failed.")]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Memsim(#[from] MemsimError),
+    #[error("Starting QEMU failed.")]
+    Process(#[from] ProcessError),
+    #[error("Creating regions in the guest failed; the console log is {console}.")]
+    Regions {
+        console: PathBuf,
+        #[source]
+        source: Box<RegionError>,
+    },
+    #[error("Lab '{0}' is already up; run `lab down --name {0}` first.")]
+    AlreadyUp(String),
+    #[error("Lab '{0}' is not up; start it with `lab up --name {0}`.")]
+    NotUp(String),
+    #[error("QEMU exited during boot; {log} ends with:\n{qemu_tail}\nand the console ({console}) with:\n{console_tail}")]
+    QemuDied {
+        log: PathBuf,
+        qemu_tail: String,
+        console: PathBuf,
+        console_tail: String,
+    },
+    #[error("The guest agent did not answer within {timeout:?}; the console ({console}) ends with:\n{console_tail}")]
+    BootTimeout {
+        timeout: Duration,
+        console: PathBuf,
+        console_tail: String,
+        #[source]
+        source: Box<QgaError>,
+    },
+    #[error("Cannot reach the guest agent of lab '{name}'.")]
+    Agent {
+        name: String,
+        #[source]
+        source: Box<QgaError>,
+    },
+    #[error("KVM cannot run guests here ({0}); use --accel tcg or --accel auto.")]
+    KvmUnusable(String),
+    #[error("Cannot create {path}.")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What the guest /init prints on the console once qemu-ga runs.
+const AGENT_STARTED: &str = "cxl-lab: guest agent on";
+
+/// How to pick the accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccelChoice {
+    /// KVM where a cached probe says it works, else TCG.
+    Auto,
+    Tcg,
+    /// KVM after a probe boot passes; an error otherwise.
+    Kvm,
+}
+
+/// Options of `lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    pub topology: Option<PathBuf>,
+    pub accel: AccelChoice,
+    pub image: ImageOptions,
+    pub boot_timeout: Duration,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            name: "default".into(),
+            topology: None,
+            accel: AccelChoice::Auto,
+            image: ImageOptions::default(),
+            boot_timeout: Duration::from_secs(180),
+        }
+    }
+}
+
+/// One device in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSummary {
+    pub name: String,
+    pub kind: DeviceKind,
+    pub size: u64,
+    pub mode: String,
+    pub memdev: Option<String>,
+    pub dax: Option<String>,
+    pub numa_node: Option<i64>,
+    pub backing: PathBuf,
+    /// Offset of the device in the simulator's flat address space.
+    pub simulator_base: u64,
+}
+
+/// What `lab up` and `lab status` print.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub status: String,
+    pub run_dir: PathBuf,
+    pub accel: Accel,
+    pub image_key: String,
+    pub devices: Vec<DeviceSummary>,
+    pub qmp_socket: PathBuf,
+    pub agent_socket: PathBuf,
+    pub console_log: PathBuf,
+    pub simulator_tcp: Option<String>,
+    pub simulator_control: PathBuf,
+    pub qemu_pid: Option<u32>,
+    pub simulator_pid: Option<u32>,
+    pub timings: Timings,
+}
+
+fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
+    let offsets = topology.flat_offsets();
+    let devices = topology
+        .devices
+        .iter()
+        .map(|d| {
+            let outcome = state
+                .regions
+                .as_ref()
+                .and_then(|o| o.devices.iter().find(|x| x.name == d.name));
+            let files = state.devices.iter().find(|f| f.name == d.name);
+            DeviceSummary {
+                name: d.name.clone(),
+                kind: d.kind,
+                size: d.size.bytes(),
+                mode: serde_json::to_value(d.effective_mode())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                memdev: outcome.map(|o| o.memdev.clone()),
+                dax: outcome.and_then(|o| o.dax.clone()),
+                numa_node: outcome.and_then(|o| o.numa_node),
+                backing: files.map(|f| f.memory.clone()).unwrap_or_default(),
+                simulator_base: offsets
+                    .iter()
+                    .find(|(x, _)| x.name == d.name)
+                    .map(|(_, o)| *o)
+                    .unwrap_or(0),
+            }
+        })
+        .collect();
+    Summary {
+        name: run.name.clone(),
+        status: state.status.clone(),
+        run_dir: run.dir.clone(),
+        accel: state.accel,
+        image_key: state.image_key.clone(),
+        devices,
+        qmp_socket: qemu::qmp_socket(&run.dir),
+        agent_socket: qemu::agent_socket(&run.dir),
+        console_log: qemu::console_log(&run.dir),
+        simulator_tcp: state.memsim_listen.clone(),
+        simulator_control: run.memsim_control(),
+        qemu_pid: state.qemu_pid,
+        simulator_pid: state.memsim_pid,
+        timings: state.timings.clone(),
+    }
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Creates the label storage areas that persistent devices need (kept
+/// across restarts, like the device memory).
+fn label_areas(run: &RunDir, topology: &Topology) -> Result<Vec<(String, PathBuf)>, LabError> {
+    let mut out = Vec::new();
+    for d in &topology.devices {
+        if let Some(size) = d.lsa_size {
+            let path = run.backing_dir().join(format!("{}.lsa", d.name));
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            if f.metadata().map_err(io_err(&path))?.len() != size.bytes() {
+                f.set_len(size.bytes()).map_err(io_err(&path))?;
+            }
+            out.push((d.name.clone(), path));
+        }
+    }
+    Ok(out)
+}
+
+fn resolve_accel(
+    choice: AccelChoice,
+    img: &image::Image,
+    events: &Events,
+) -> Result<Accel, LabError> {
+    match choice {
+        AccelChoice::Tcg => Ok(Accel::Tcg),
+        AccelChoice::Auto => Ok(match crate::kvm::cached() {
+            Some(v) if v.usable => Accel::Kvm,
+            _ => Accel::Tcg,
+        }),
+        AccelChoice::Kvm => {
+            let v = match crate::kvm::cached() {
+                Some(v) => v,
+                None => {
+                    events.emit(Event::Started {
+                        step: Step::QemuStart,
+                        detail: "KVM probe boot".into(),
+                    });
+                    crate::kvm::probe(&img.kernel, &img.initrd)
+                }
+            };
+            if v.usable {
+                Ok(Accel::Kvm)
+            } else {
+                Err(LabError::KvmUnusable(v.reason))
+            }
+        }
+    }
+}
+
+/// `lab up`: image, simulator, QEMU, guest agent, regions.
+pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> {
+    let run = RunDir::new(&opts.name)?;
+    if let Some(state) = run.load()? {
+        let alive = state
+            .qemu_pid
+            .is_some_and(|p| process::is_alive(p, &run.marker()));
+        if alive && state.status != "down" {
+            return Err(LabError::AlreadyUp(run.name.clone()));
+        }
+        // A previous run died (QEMU killed, host rebooted): clean it up.
+        down_run(&run, events).await?;
+    }
+    let topology = Topology::load(opts.topology.as_deref())?;
+    run.create()?;
+    let t0 = Instant::now();
+    let ms = |t: Instant| t.elapsed().as_millis() as u64;
+
+    let img = image::build(&opts.image, events)?;
+    let image_ms = ms(t0);
+    let accel = resolve_accel(opts.accel, &img, events)?;
+
+    // The simulator reads the effective topology (defaults filled in).
+    let topo_file = run.topology_file();
+    std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
+    let lsas = label_areas(&run, &topology)?;
+    let sim = events.step(Step::SimulatorStart, "", || {
+        memsim::start(&run, &topo_file, Duration::from_secs(20))
+    })?;
+    let devices: Vec<DeviceFiles> = topology
+        .devices
+        .iter()
+        .map(|d| DeviceFiles {
+            name: d.name.clone(),
+            memory: sim
+                .ready
+                .devices
+                .iter()
+                .find(|r| r.name == d.name)
+                .map(|r| r.path.clone())
+                .unwrap_or_else(|| run.backing_dir().join(format!("{}.mem", d.name))),
+            lsa: lsas
+                .iter()
+                .find(|(n, _)| n == &d.name)
+                .map(|(_, p)| p.clone()),
+        })
+        .collect();
+    let simulator_ms = ms(t0);
+
+    for f in [
+        "qmp.sock",
+        "qga.sock",
+        "qemu.pid",
+        "console.log",
+        "qemu.log",
+    ] {
+        let _ = std::fs::remove_file(run.path(f));
+    }
+    let argv = qemu::argv(&QemuConfig {
+        topology: &topology,
+        kernel: &img.kernel,
+        initrd: &img.initrd,
+        run_dir: &run.dir,
+        devices: &devices,
+        accel,
+        extra_append: &[],
+    });
+    let mut state = LabState {
+        name: run.name.clone(),
+        status: "starting".into(),
+        topology_origin: topology.origin.clone(),
+        image_key: img.manifest.key.clone(),
+        kernel: img.kernel.clone(),
+        initrd: img.initrd.clone(),
+        accel,
+        argv: argv.clone(),
+        devices,
+        qemu_pid: None,
+        memsim_pid: Some(sim.pid),
+        memsim_listen: Some(sim.ready.listen.clone()),
+        regions: None,
+        timings: Timings {
+            image_ms,
+            simulator_ms,
+            ..Timings::default()
+        },
+    };
+    run.save(&state)?;
+
+    let result = boot(&run, &topology, &mut state, &argv, opts, events, t0).await;
+    match result {
+        Ok(()) => Ok(summarize(&run, &state, &topology)),
+        Err(e) => {
+            let _ = down_run(&run, events).await;
+            Err(e)
+        }
+    }
+}
+
+async fn boot(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    argv: &[String],
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+) -> Result<(), LabError> {
+    let mut qemu_child = events.step(Step::QemuStart, state.accel.as_str(), || {
+        process::spawn_detached(argv, &run.qemu_log())
+    })?;
+    let pid = qemu_child.id();
+    state.qemu_pid = Some(pid);
+    run.save(state)?;
+
+    let marker = run.marker();
+    let console = qemu::console_log(&run.dir);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::AgentWait,
+        detail: String::new(),
+    });
+    let agent = Agent::wait(
+        &qemu::agent_socket(&run.dir),
+        Instant::now() + opts.boot_timeout,
+        || process::child_running(&mut qemu_child),
+        || std::fs::read_to_string(&console).is_ok_and(|c| c.contains(AGENT_STARTED)),
+    )
+    .await;
+    let agent = match agent {
+        Ok(a) => a,
+        Err(source) => {
+            let err = if process::is_alive(pid, &marker) {
+                LabError::BootTimeout {
+                    timeout: opts.boot_timeout,
+                    console: console.clone(),
+                    console_tail: process::tail(&console, 15),
+                    source: Box::new(source),
+                }
+            } else {
+                LabError::QemuDied {
+                    log: run.qemu_log(),
+                    qemu_tail: process::tail(&run.qemu_log(), 10),
+                    console: console.clone(),
+                    console_tail: process::tail(&console, 15),
+                }
+            };
+            events.emit(Event::Failed {
+                step: Step::AgentWait,
+                error: err.to_string(),
+            });
+            return Err(err);
+        }
+    };
+    events.emit(Event::Finished {
+        step: Step::AgentWait,
+        elapsed: t.elapsed(),
+        detail: String::new(),
+    });
+    state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+
+    let plan = regions::plan(topology);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Regions,
+        detail: format!("{} devices", plan.devices.len()),
+    });
+    let outcome = regions::create(&agent, &plan).await.map_err(|source| {
+        let e = LabError::Regions {
+            console: console.clone(),
+            source: Box::new(source),
+        };
+        events.emit(Event::Failed {
+            step: Step::Regions,
+            error: format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(|s| s.to_string())
+                    .unwrap_or_default()
+            ),
+        });
+        e
+    })?;
+    let daxes: Vec<String> = outcome
+        .devices
+        .iter()
+        .filter_map(|d| d.dax.clone())
+        .collect();
+    events.emit(Event::Finished {
+        step: Step::Regions,
+        elapsed: t.elapsed(),
+        detail: daxes.join(" "),
+    });
+    state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+    state.regions = Some(outcome);
+    state.status = "up".into();
+    run.save(state)?;
+    Ok(())
+}
+
+/// What `lab down` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    pub name: String,
+    pub was_up: bool,
+    pub qemu: String,
+    pub simulator: String,
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// `lab down`: QMP quit, then SIGTERM/SIGKILL; removes sockets, pid files
+/// and volatile backing files; keeps persistent ones. Idempotent.
+pub async fn down(name: &str, events: &Events) -> Result<DownReport, LabError> {
+    let run = RunDir::new(name)?;
+    down_run(&run, events).await
+}
+
+async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError> {
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Shutdown,
+        detail: run.name.clone(),
+    });
+    let state = run.load()?;
+    let marker = run.marker();
+    let mut report = DownReport {
+        name: run.name.clone(),
+        was_up: false,
+        qemu: "not running".into(),
+        simulator: "not running".into(),
+        removed: vec![],
+        kept: vec![],
+    };
+    if let Some(pid) = state.as_ref().and_then(|s| s.qemu_pid) {
+        if process::is_alive(pid, &marker) {
+            report.was_up = true;
+            let qmp = qemu::qmp_socket(&run.dir);
+            let quit = async {
+                if let Ok(q) = Qmp::connect(&qmp).await {
+                    let _ = q.quit().await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), quit).await;
+            report.qemu = if process::wait_gone(pid, &marker, Duration::from_secs(5)) {
+                "quit".into()
+            } else {
+                process::terminate(pid, &marker, Duration::from_secs(3)).into()
+            };
+        }
+    }
+    if let Some(pid) = state.as_ref().and_then(|s| s.memsim_pid) {
+        // SIGTERM makes cxl-memsim print its final report into memsim.log.
+        report.simulator = process::terminate(pid, &marker, Duration::from_secs(3)).into();
+    }
+    for f in [
+        "qmp.sock",
+        "qga.sock",
+        "memsim.sock",
+        "qemu.pid",
+        "memsim.pid",
+    ] {
+        if std::fs::remove_file(run.path(f)).is_ok() {
+            report.removed.push(f.into());
+        }
+    }
+    let topology = Topology::load(Some(&run.topology_file())).ok();
+    if let (Some(state), Some(t)) = (&state, &topology) {
+        for f in &state.devices {
+            let persistent = t
+                .device(&f.name)
+                .is_some_and(|d| d.kind == DeviceKind::Persistent);
+            if persistent {
+                report.kept.push(f.memory.display().to_string());
+                if let Some(l) = &f.lsa {
+                    report.kept.push(l.display().to_string());
+                }
+            } else if std::fs::remove_file(&f.memory).is_ok() {
+                report.removed.push(f.memory.display().to_string());
+            }
+        }
+    }
+    if let Some(mut s) = state {
+        s.status = "down".into();
+        s.qemu_pid = None;
+        s.memsim_pid = None;
+        run.save(&s)?;
+    }
+    events.emit(Event::Finished {
+        step: Step::Shutdown,
+        elapsed: t.elapsed(),
+        detail: report.qemu.clone(),
+    });
+    Ok(report)
+}
+
+/// `lab status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub qemu_running: bool,
+    pub simulator_running: bool,
+    pub vm_status: Option<String>,
+    pub agent_answers: bool,
+}
+
+pub async fn status(name: &str) -> Result<StatusReport, LabError> {
+    let run = RunDir::new(name)?;
+    let state = run
+        .load()?
+        .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    let topology = Topology::load(Some(&run.topology_file()))?;
+    let marker = run.marker();
+    let qemu_running = state
+        .qemu_pid
+        .is_some_and(|p| process::is_alive(p, &marker));
+    let simulator_running = state
+        .memsim_pid
+        .is_some_and(|p| process::is_alive(p, &marker));
+    let mut vm_status = None;
+    let mut agent_answers = false;
+    if qemu_running {
+        if let Ok(q) = Qmp::connect(&qemu::qmp_socket(&run.dir)).await {
+            vm_status = q.status().await.ok();
+        }
+        if let Ok(a) = Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(3)).await {
+            agent_answers = a.ping().await.is_ok();
+        }
+    }
+    Ok(StatusReport {
+        summary: summarize(&run, &state, &topology),
+        qemu_running,
+        simulator_running,
+        vm_status,
+        agent_answers,
+    })
+}
+
+/// Connects to a running lab's guest agent.
+pub async fn agent(name: &str) -> Result<Agent, LabError> {
+    let run = RunDir::new(name)?;
+    let state = run
+        .load()?
+        .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    if !state
+        .qemu_pid
+        .is_some_and(|p| process::is_alive(p, &run.marker()))
+    {
+        return Err(LabError::NotUp(name.to_owned()));
+    }
+    Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(5))
+        .await
+        .map_err(|source| LabError::Agent {
+            name: name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// `lab exec -- CMD ARGS…`.
+pub async fn exec(
+    name: &str,
+    command: &[String],
+    timeout: Duration,
+) -> Result<ExecOutput, LabError> {
+    let a = agent(name).await?;
+    a.exec(&command[0], &command[1..], timeout)
+        .await
+        .map_err(|source| LabError::Agent {
+            name: name.to_owned(),
+            source: Box::new(source),
+        })
+}
+
+/// `lab args`: the argv of the running lab, or the one `lab up` would use.
+pub fn args(
+    name: &str,
+    topology: Option<&Path>,
+    image_opts: &ImageOptions,
+) -> Result<Vec<String>, LabError> {
+    let run = RunDir::new(name)?;
+    if let Some(state) = run.load()? {
+        if state.status != "down" {
+            return Ok(state.argv);
+        }
+    }
+    let topology = Topology::load(topology)?;
+    let img = image::build(image_opts, &Events::none())?;
+    let devices: Vec<DeviceFiles> = topology
+        .devices
+        .iter()
+        .map(|d| DeviceFiles {
+            name: d.name.clone(),
+            memory: run.backing_dir().join(format!("{}.mem", d.name)),
+            lsa: d
+                .lsa_size
+                .map(|_| run.backing_dir().join(format!("{}.lsa", d.name))),
+        })
+        .collect();
+    Ok(qemu::argv(&QemuConfig {
+        topology: &topology,
+        kernel: &img.kernel,
+        initrd: &img.initrd,
+        run_dir: &run.dir,
+        devices: &devices,
+        accel: Accel::Tcg,
+        extra_append: &[],
+    }))
+}
+
+/// The run directory of a lab (for `lab console` and results).
+pub fn run_dir(name: &str) -> Result<RunDir, LabError> {
+    Ok(RunDir::new(name)?)
+}

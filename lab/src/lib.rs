@@ -1,0 +1,22 @@
+//! cxl-lab's host harness: builds the guest image, starts the simulator and
+//! QEMU with a CXL topology, talks QMP and the guest agent, creates regions,
+//! runs commands in the guest and tears everything down.
+//!
+//! Where things are: the QEMU command line is `qemu.rs`, QMP is `qmp.rs`,
+//! the guest agent is `qga.rs`, region set-up is `regions.rs` (host side)
+//! and the `cxl-regions` guest tool, the run directory is `rundir.rs`, and
+//! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`.
+
+pub mod events;
+pub mod image;
+pub mod kvm;
+pub mod lab;
+pub mod memsim;
+pub mod paths;
+pub mod process;
+pub mod qemu;
+pub mod qga;
+pub mod qmp;
+pub mod regions;
+pub mod rundir;
+pub mod ui;

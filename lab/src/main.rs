@@ -1,0 +1,338 @@
+//! `lab`: boot a QEMU guest with simulated CXL memory and run things in it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use cxl_lab::events::Events;
+use cxl_lab::image::ImageOptions;
+use cxl_lab::lab::{self, AccelChoice, UpOptions};
+use cxl_lab::ui::TerminalUi;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "CXL memory lab: QEMU + simulated CXL type-3 memory, no hardware needed"
+)]
+struct Args {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AccelArg {
+    Auto,
+    Tcg,
+    Kvm,
+}
+
+#[derive(clap::Args)]
+struct NameArg {
+    /// Lab instance name (its run directory).
+    #[arg(long, default_value = "default")]
+    name: String,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Build the image if needed, start cxl-memsim and QEMU, wait for the
+    /// guest agent and create regions.
+    Up {
+        #[command(flatten)]
+        name: NameArg,
+        /// Topology TOML file; the embedded default when absent.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelArg,
+        /// Seconds to wait for the guest agent.
+        #[arg(long, default_value_t = 180)]
+        boot_timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop QEMU and the simulator; keep persistent backing files.
+    Down {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what runs and where.
+    Status {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a command in the guest; its exit code becomes lab's.
+    Exec {
+        #[command(flatten)]
+        name: NameArg,
+        /// Seconds before the command counts as hung.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Print the exact QEMU command line, shell-quoted.
+    Args {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print (and follow) the guest's serial console.
+    Console {
+        #[command(flatten)]
+        name: NameArg,
+        /// Print what is there and stop.
+        #[arg(long)]
+        no_follow: bool,
+    },
+    /// Guest image commands.
+    Image {
+        #[command(subcommand)]
+        verb: ImageVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageVerb {
+    /// Build (or find cached) the guest image.
+    Build {
+        /// Rebuild even when cached.
+        #[arg(long)]
+        force: bool,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+fn print_summary(s: &lab::Summary) {
+    println!(
+        "lab '{}' is {} ({}), run directory {}",
+        s.name,
+        s.status,
+        s.accel.as_str(),
+        s.run_dir.display()
+    );
+    for d in &s.devices {
+        let place = d
+            .dax
+            .clone()
+            .or_else(|| d.numa_node.map(|n| format!("NUMA node {n}")))
+            .unwrap_or_else(|| "no region".into());
+        println!(
+            "  {:<10} {:<10} {:>5} MiB  {:<9} {:<6} -> {:<12} backing {}",
+            d.name,
+            format!("{:?}", d.kind).to_lowercase(),
+            d.size >> 20,
+            d.mode,
+            d.memdev.clone().unwrap_or_default(),
+            place,
+            d.backing.display()
+        );
+    }
+    println!(
+        "  QMP {}  agent {}",
+        s.qmp_socket.display(),
+        s.agent_socket.display()
+    );
+    println!(
+        "  cxl-memsim tcp {}  control {}",
+        s.simulator_tcp.clone().unwrap_or_else(|| "-".into()),
+        s.simulator_control.display()
+    );
+    println!("  console {}", s.console_log.display());
+    let t = &s.timings;
+    println!(
+        "  boot: image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
+        t.image_ms as f64 / 1e3,
+        t.simulator_ms as f64 / 1e3,
+        t.agent_ready_ms as f64 / 1e3,
+        t.regions_ready_ms as f64 / 1e3
+    );
+}
+
+async fn follow_console(path: PathBuf, follow: bool) -> anyhow::Result<()> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    let mut pos = 0u64;
+    loop {
+        if let Ok(mut f) = std::fs::File::open(&path) {
+            f.seek(SeekFrom::Start(pos))?;
+            let mut buf = Vec::new();
+            f.read_to_end(&mut buf)?;
+            pos += buf.len() as u64;
+            std::io::stdout().write_all(&buf)?;
+            std::io::stdout().flush()?;
+        } else if !follow {
+            anyhow::bail!("no console log at {}; is the lab up?", path.display());
+        }
+        if !follow {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("LAB_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let ui = || Events::new(TerminalUi::default());
+    match args.verb {
+        Verb::Up {
+            name,
+            topology,
+            accel,
+            boot_timeout,
+            json,
+        } => {
+            let opts = UpOptions {
+                name: name.name.clone(),
+                topology,
+                accel: match accel {
+                    AccelArg::Auto => AccelChoice::Auto,
+                    AccelArg::Tcg => AccelChoice::Tcg,
+                    AccelArg::Kvm => AccelChoice::Kvm,
+                },
+                image: ImageOptions::default(),
+                boot_timeout: Duration::from_secs(boot_timeout),
+            };
+            let events = ui();
+            let summary = tokio::select! {
+                r = lab::up(&opts, &events) => r.context("lab up failed")?,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: tearing down");
+                    lab::down(&name.name, &events).await.context("tearing down after Ctrl-C")?;
+                    std::process::exit(130);
+                }
+            };
+            if json {
+                print_json(&summary)?;
+            } else {
+                print_summary(&summary);
+            }
+        }
+        Verb::Down { name, json } => {
+            let r = lab::down(&name.name, &ui())
+                .await
+                .context("lab down failed")?;
+            if json {
+                print_json(&r)?;
+            } else if r.was_up {
+                println!(
+                    "lab '{}' is down (QEMU: {}, cxl-memsim: {})",
+                    r.name, r.qemu, r.simulator
+                );
+            } else {
+                println!("lab '{}' was not running; cleaned up", r.name);
+            }
+        }
+        Verb::Status { name, json } => {
+            let s = lab::status(&name.name).await.context("lab status failed")?;
+            if json {
+                print_json(&s)?;
+            } else {
+                print_summary(&s.summary);
+                println!(
+                    "  QEMU {} ({}), cxl-memsim {}, guest agent {}",
+                    if s.qemu_running {
+                        "running"
+                    } else {
+                        "not running"
+                    },
+                    s.vm_status.clone().unwrap_or_else(|| "-".into()),
+                    if s.simulator_running {
+                        "running"
+                    } else {
+                        "not running"
+                    },
+                    if s.agent_answers {
+                        "answers"
+                    } else {
+                        "does not answer"
+                    }
+                );
+            }
+        }
+        Verb::Exec {
+            name,
+            timeout,
+            json,
+            command,
+        } => {
+            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout))
+                .await
+                .with_context(|| format!("running `{}` in the guest", command.join(" ")))?;
+            if json {
+                print_json(&out)?;
+            } else {
+                print!("{}", out.stdout);
+                eprint!("{}", out.stderr);
+            }
+            let code = if out.signal.is_some() {
+                128 + out.signal.unwrap_or(0)
+            } else {
+                out.exit_code
+            };
+            std::process::exit(code.clamp(0, 255) as i32);
+        }
+        Verb::Args {
+            name,
+            topology,
+            json,
+        } => {
+            let argv = lab::args(&name.name, topology.as_deref(), &ImageOptions::default())
+                .context("lab args failed")?;
+            if json {
+                print_json(&argv)?;
+            } else {
+                println!("{}", cxl_lab::qemu::shell_line(&argv));
+            }
+        }
+        Verb::Console { name, no_follow } => {
+            let run = lab::run_dir(&name.name)?;
+            follow_console(cxl_lab::qemu::console_log(&run.dir), !no_follow).await?;
+        }
+        Verb::Image {
+            verb: ImageVerb::Build { force, json },
+        } => {
+            let opts = ImageOptions {
+                force,
+                ..ImageOptions::default()
+            };
+            let img = cxl_lab::image::build(&opts, &ui()).context("building the guest image")?;
+            if json {
+                print_json(&img.manifest)?;
+            } else {
+                println!(
+                    "image {} ({}): kernel {} , initramfs {:.1} MiB, {} files, {} modules, tools: {}",
+                    img.manifest.key,
+                    if img.cached { "cached" } else { "built" },
+                    img.manifest.kernel_release,
+                    img.manifest.initrd_bytes as f64 / (1 << 20) as f64,
+                    img.manifest.files,
+                    img.manifest.modules.len(),
+                    img.manifest.guest_tools.join(", ")
+                );
+                println!("  {}", img.dir.display());
+            }
+        }
+    }
+    Ok(())
+}

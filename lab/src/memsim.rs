@@ -1,0 +1,122 @@
+//! Starting `cxl-memsim serve` for a run: it creates and owns the CXL
+//! backing files that QEMU then maps with memory-backend-file,share=on.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+
+use crate::process::{self, ProcessError};
+use crate::rundir::RunDir;
+
+/// Errors starting the simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum MemsimError {
+    #[error("Cannot start the simulator.")]
+    Spawn(#[source] ProcessError),
+    #[error("cxl-memsim exited before it was ready; its log ({log}) ends with:\n{tail}")]
+    Died { log: PathBuf, tail: String },
+    #[error("cxl-memsim did not report ready within {timeout:?}; see {log}.")]
+    Timeout { log: PathBuf, timeout: Duration },
+    #[error("cxl-memsim's ready line is not what the lab expects: {line}")]
+    BadReady {
+        line: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// One device in the ready line.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ReadyDevice {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    pub base: u64,
+}
+
+/// The JSON line `cxl-memsim serve` prints once its files and sockets are up.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Ready {
+    pub listen: String,
+    pub control: PathBuf,
+    pub devices: Vec<ReadyDevice>,
+}
+
+/// A running simulator.
+#[derive(Debug, Clone)]
+pub struct Memsim {
+    pub pid: u32,
+    pub ready: Ready,
+}
+
+/// The simulator binary: next to the lab's other binaries.
+pub fn binary() -> PathBuf {
+    crate::paths::tools_dir().join("cxl-memsim")
+}
+
+/// The ready event in a log line, if it is one.
+pub fn parse_ready(line: &str) -> Option<Result<Ready, MemsimError>> {
+    let v: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    (v.get("event")?.as_str()? == "ready").then(|| {
+        serde_json::from_value(v).map_err(|source| MemsimError::BadReady {
+            line: line.trim().to_owned(),
+            source,
+        })
+    })
+}
+
+/// Starts `cxl-memsim serve` on the run's topology and waits for ready.
+pub fn start(run: &RunDir, topology: &Path, timeout: Duration) -> Result<Memsim, MemsimError> {
+    let log = run.memsim_log();
+    let _ = std::fs::remove_file(&log);
+    let _ = std::fs::remove_file(run.memsim_control());
+    let argv: Vec<String> = vec![
+        binary().display().to_string(),
+        "serve".into(),
+        "--topology".into(),
+        topology.display().to_string(),
+        "--backing-dir".into(),
+        run.backing_dir().display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--control".into(),
+        run.memsim_control().display().to_string(),
+    ];
+    let mut child = process::spawn_detached(&argv, &log).map_err(MemsimError::Spawn)?;
+    let pid = child.id();
+    let marker = run.marker();
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(ready) = text.lines().find_map(parse_ready) {
+            return ready.map(|ready| Memsim { pid, ready });
+        }
+        if !process::child_running(&mut child) {
+            return Err(MemsimError::Died {
+                log: log.clone(),
+                tail: process::tail(&log, 20),
+            });
+        }
+        if Instant::now() >= deadline {
+            process::terminate(pid, &marker, Duration::from_secs(1));
+            return Err(MemsimError::Timeout { log, timeout });
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_ready_line() {
+        let line = r#"{"event":"ready","listen":"127.0.0.1:4567","control":"/r/memsim.sock","devices":[{"name":"vmem0","path":"/r/backing/vmem0.mem","size":268435456,"base":0}]}"#;
+        let r = parse_ready(line).unwrap().unwrap();
+        assert_eq!(r.listen, "127.0.0.1:4567");
+        assert_eq!(r.devices[0].name, "vmem0");
+        assert!(parse_ready("INFO starting").is_none());
+        assert!(parse_ready(r#"{"event":"ready"}"#).unwrap().is_err());
+    }
+}

@@ -1,0 +1,156 @@
+//! Processes the lab starts (QEMU, cxl-memsim): detached spawning, liveness
+//! that survives pid reuse, and SIGTERM-then-SIGKILL termination.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag};
+use nix::unistd::Pid;
+
+/// Errors starting processes.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("Cannot start {program}; is it installed? (run ci/install-deps, or cargo build --workspace for the lab's own binaries)")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Cannot open log file {path}.")]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Starts `argv` in its own process group (so a Ctrl-C aimed at `lab`
+/// does not reach it), stdin from /dev/null, stdout and stderr appended to
+/// `log`. The process outlives `lab`. Until it has exec'ed, its command line
+/// is still ours, so right after the spawn ask the returned `Child`
+/// (`try_wait`) whether it runs, not [`is_alive`].
+pub fn spawn_detached(argv: &[String], log: &Path) -> Result<Child, ProcessError> {
+    let open = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|source| ProcessError::Log {
+                path: log.to_owned(),
+                source,
+            })
+    };
+    let child = Command::new(&argv[0])
+        .args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(open()?)
+        .stderr(open()?)
+        .process_group(0)
+        .spawn()
+        .map_err(|source| ProcessError::Spawn {
+            program: argv[0].clone(),
+            source,
+        })?;
+    Ok(child)
+}
+
+/// True while a child we spawned has not exited.
+pub fn child_running(child: &mut Child) -> bool {
+    matches!(child.try_wait(), Ok(None))
+}
+
+/// True when `pid` runs and its command line mentions `marker` (the run
+/// directory), so a recycled pid is never mistaken for ours. Reaps it when
+/// it is a zombie child of this process.
+pub fn is_alive(pid: u32, marker: &str) -> bool {
+    let p = Pid::from_raw(pid as i32);
+    let _ = waitpid(p, Some(WaitPidFlag::WNOHANG));
+    if kill(p, None).is_err() {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesised comm.
+    if stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    String::from_utf8_lossy(&cmdline).contains(marker)
+}
+
+/// Waits up to `timeout` for `pid` to end.
+pub fn wait_gone(pid: u32, marker: &str, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if !is_alive(pid, marker) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    !is_alive(pid, marker)
+}
+
+/// SIGTERM, then SIGKILL after `grace`. Returns how it ended.
+pub fn terminate(pid: u32, marker: &str, grace: Duration) -> &'static str {
+    if !is_alive(pid, marker) {
+        return "not running";
+    }
+    let p = Pid::from_raw(pid as i32);
+    let _ = kill(p, Signal::SIGTERM);
+    if wait_gone(pid, marker, grace) {
+        return "terminated";
+    }
+    let _ = kill(p, Signal::SIGKILL);
+    wait_gone(pid, marker, Duration::from_secs(5));
+    "killed"
+}
+
+/// The last `n` lines of a log, for error messages.
+pub fn tail(path: &Path, n: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wait_for(mut f: impl FnMut() -> bool) -> bool {
+        (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(10));
+            f()
+        })
+    }
+
+    #[test]
+    fn spawn_watch_and_terminate() {
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("x.log");
+        let marker = d.path().display().to_string();
+        // The marker is sh's $0, so it shows in the shell's command line.
+        let argv = ["sh", "-c", "echo started; sleep 30; echo done", &marker].map(String::from);
+        let mut child = spawn_detached(&argv, &log).unwrap();
+        let pid = child.id();
+        assert!(child_running(&mut child));
+        assert!(wait_for(|| is_alive(pid, &marker)));
+        assert!(!is_alive(pid, "/some/other/run"));
+        assert_eq!(
+            terminate(pid, &marker, Duration::from_secs(2)),
+            "terminated"
+        );
+        assert!(!is_alive(pid, &marker));
+        assert_eq!(
+            terminate(pid, &marker, Duration::from_secs(1)),
+            "not running"
+        );
+        assert_eq!(tail(&log, 5), "started");
+        assert!(!child_running(&mut child));
+    }
+}

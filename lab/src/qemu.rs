@@ -1,0 +1,352 @@
+//! The QEMU command line, built from a topology in one place.
+//!
+//! Measured facts it encodes (DESIGN.md): region commit needs the guest CPU
+//! to hide the hypervisor bit (`-cpu max,hypervisor=off`); every
+//! `cxl-type3` needs a distinct `sn=`; the CXL memory is a
+//! `memory-backend-file,share=on` over a file the simulator owns.
+
+use std::path::{Path, PathBuf};
+
+use cxl_topology::{DeviceKind, Topology};
+
+/// The accelerator QEMU runs with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Tcg,
+    Kvm,
+}
+
+impl Accel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Accel::Tcg => "tcg",
+            Accel::Kvm => "kvm",
+        }
+    }
+}
+
+/// Backing files of one type-3 device.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceFiles {
+    pub name: String,
+    /// The device memory (created by cxl-memsim).
+    pub memory: PathBuf,
+    /// The label storage area of persistent devices.
+    pub lsa: Option<PathBuf>,
+}
+
+/// Everything the command line depends on besides the topology.
+#[derive(Debug, Clone)]
+pub struct QemuConfig<'a> {
+    pub topology: &'a Topology,
+    pub kernel: &'a Path,
+    pub initrd: &'a Path,
+    pub run_dir: &'a Path,
+    pub devices: &'a [DeviceFiles],
+    pub accel: Accel,
+    /// Extra kernel command line words.
+    pub extra_append: &'a [String],
+}
+
+pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+/// The virtio-serial port name qemu-ga listens on in the guest.
+pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
+
+/// Paths of the run directory's sockets and logs.
+pub fn qmp_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("qmp.sock")
+}
+pub fn agent_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("qga.sock")
+}
+pub fn console_log(run_dir: &Path) -> PathBuf {
+    run_dir.join("console.log")
+}
+pub fn pid_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("qemu.pid")
+}
+
+fn p(path: &Path) -> String {
+    path.display().to_string()
+}
+
+/// The full argv, program first.
+pub fn argv(cfg: &QemuConfig) -> Vec<String> {
+    let t = cfg.topology;
+    let mut a: Vec<String> = vec![QEMU_BINARY.into()];
+    let mut push = |xs: &[&str]| a.extend(xs.iter().map(|s| s.to_string()));
+    let name = cfg
+        .run_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+
+    let mut machine = "q35,cxl=on".to_owned();
+    for (i, w) in t.windows.iter().enumerate() {
+        for (j, target) in w.targets.iter().enumerate() {
+            machine.push_str(&format!(",cxl-fmw.{i}.targets.{j}={target}"));
+        }
+        machine.push_str(&format!(
+            ",cxl-fmw.{i}.size={},cxl-fmw.{i}.interleave-granularity={}",
+            w.size, w.interleave_granularity
+        ));
+    }
+    let mut append = vec![
+        "console=ttyS0",
+        "quiet",
+        "panic=-1",
+        "memhp_default_state=online",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    append.extend(cfg.extra_append.iter().cloned());
+
+    push(&["-name", &format!("cxl-lab-{name}")]);
+    push(&["-machine", &machine]);
+    push(&["-accel", cfg.accel.as_str()]);
+    push(&["-cpu", "max,hypervisor=off"]);
+    push(&["-smp", &t.guest.cpus.to_string()]);
+    push(&["-m", &t.guest.memory.to_string()]);
+    push(&[
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-no-reboot",
+    ]);
+    push(&[
+        "-kernel",
+        &p(cfg.kernel),
+        "-initrd",
+        &p(cfg.initrd),
+        "-append",
+        &append.join(" "),
+    ]);
+    push(&[
+        "-chardev",
+        &format!("file,id=console,path={}", p(&console_log(cfg.run_dir))),
+    ]);
+    push(&["-serial", "chardev:console"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            p(&qmp_socket(cfg.run_dir))
+        ),
+    ]);
+    push(&["-mon", "chardev=qmp,mode=control"]);
+    push(&[
+        "-chardev",
+        &format!(
+            "socket,id=qga,path={},server=on,wait=off",
+            p(&agent_socket(cfg.run_dir))
+        ),
+    ]);
+    push(&["-device", "virtio-serial-pci,id=vser0"]);
+    push(&[
+        "-device",
+        &format!("virtserialport,bus=vser0.0,chardev=qga,name={AGENT_PORT_NAME}"),
+    ]);
+    push(&["-pidfile", &p(&pid_file(cfg.run_dir))]);
+
+    for d in &t.devices {
+        let files = cfg
+            .devices
+            .iter()
+            .find(|f| f.name == d.name)
+            .expect("backing files for every device");
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-file,id=mem-{},share=on,mem-path={},size={}",
+                d.name,
+                p(&files.memory),
+                d.size
+            ),
+        ]);
+        if let (Some(lsa), Some(size)) = (&files.lsa, d.lsa_size) {
+            push(&[
+                "-object",
+                &format!(
+                    "memory-backend-file,id=lsa-{},share=on,mem-path={},size={size}",
+                    d.name,
+                    p(lsa)
+                ),
+            ]);
+        }
+    }
+    for h in &t.host_bridges {
+        push(&[
+            "-device",
+            &format!(
+                "pxb-cxl,bus_nr={},bus=pcie.0,id={}",
+                h.bus_nr.expect("validated"),
+                h.name
+            ),
+        ]);
+    }
+    // Slots are unique per chassis; every port gets its own.
+    let mut slot = 2;
+    for h in &t.host_bridges {
+        for (port, r) in t
+            .root_ports
+            .iter()
+            .filter(|r| r.host_bridge == h.name)
+            .enumerate()
+        {
+            push(&[
+                "-device",
+                &format!(
+                    "cxl-rp,port={port},bus={},id={},chassis=0,slot={slot}",
+                    h.name, r.name
+                ),
+            ]);
+            slot += 1;
+        }
+    }
+    for s in &t.switches {
+        push(&[
+            "-device",
+            &format!("cxl-upstream,bus={},id={}", s.root_port, s.name),
+        ]);
+        for (port, dsp) in s.downstream_ports.iter().enumerate() {
+            push(&[
+                "-device",
+                &format!(
+                    "cxl-downstream,port={port},bus={},id={dsp},chassis=0,slot={slot}",
+                    s.name
+                ),
+            ]);
+            slot += 1;
+        }
+    }
+    for d in &t.devices {
+        let memory = match d.kind {
+            DeviceKind::Volatile => format!("volatile-memdev=mem-{}", d.name),
+            DeviceKind::Persistent => format!("persistent-memdev=mem-{0},lsa=lsa-{0}", d.name),
+            DeviceKind::Dynamic => {
+                format!(
+                    "volatile-dc-memdev=mem-{},num-dc-regions={}",
+                    d.name,
+                    d.dc_regions.unwrap_or(1)
+                )
+            }
+        };
+        push(&[
+            "-device",
+            &format!(
+                "cxl-type3,bus={},{memory},id={},sn={}",
+                d.port,
+                d.name,
+                d.serial_number()
+            ),
+        ]);
+    }
+    a
+}
+
+/// The argv as one shell-quoted line for manual sessions.
+pub fn shell_line(argv: &[String]) -> String {
+    shell_words::join(argv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(t: &Topology, run: &Path) -> Vec<DeviceFiles> {
+        t.devices
+            .iter()
+            .map(|d| DeviceFiles {
+                name: d.name.clone(),
+                memory: run.join("backing").join(format!("{}.mem", d.name)),
+                lsa: d
+                    .lsa_size
+                    .map(|_| run.join("backing").join(format!("{}.lsa", d.name))),
+            })
+            .collect()
+    }
+
+    fn argv_for(t: &Topology) -> Vec<String> {
+        let run = Path::new("/run/cxl-lab/test");
+        let devices = files(t, run);
+        argv(&QemuConfig {
+            topology: t,
+            kernel: Path::new("/cache/images/KEY/vmlinuz"),
+            initrd: Path::new("/cache/images/KEY/initrd.lz4"),
+            run_dir: run,
+            devices: &devices,
+            accel: Accel::Tcg,
+            extra_append: &[],
+        })
+    }
+
+    #[test]
+    fn default_topology_argv() {
+        insta::assert_snapshot!(argv_for(&Topology::embedded_default()).join("\n"));
+    }
+
+    #[test]
+    fn switch_topology_argv() {
+        let t = Topology::parse(
+            r#"
+[guest]
+cpus = 4
+memory = "2G"
+[[host_bridge]]
+name = "hb0"
+[[host_bridge]]
+name = "hb1"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[root_port]]
+name = "rp1"
+host_bridge = "hb1"
+[[switch]]
+name = "sw0"
+root_port = "rp0"
+downstream_ports = ["dsp0", "dsp1"]
+[[device]]
+name = "ram0"
+kind = "volatile"
+size = "512M"
+port = "dsp0"
+mode = "system-ram"
+[[device]]
+name = "pm0"
+kind = "persistent"
+size = "256M"
+port = "dsp1"
+[[device]]
+name = "dcd0"
+kind = "dynamic"
+size = "512M"
+port = "rp1"
+dc_regions = 2
+[[window]]
+size = "4G"
+targets = ["hb0"]
+[[window]]
+size = "8G"
+targets = ["hb0", "hb1"]
+interleave_granularity = "4K"
+"#,
+            "switch.toml",
+        )
+        .unwrap();
+        insta::assert_snapshot!(argv_for(&t).join("\n"));
+    }
+
+    #[test]
+    fn shell_line_quotes_what_needs_it() {
+        let line = shell_line(&[
+            "qemu".into(),
+            "-append".into(),
+            "console=ttyS0 quiet".into(),
+        ]);
+        assert_eq!(line, "qemu -append 'console=ttyS0 quiet'");
+    }
+}

@@ -1,0 +1,272 @@
+//! The QEMU guest agent (QGA) over its virtio-serial socket, through the
+//! `qapi` crate: sync, guest-exec with captured output, file transfer.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use qapi::futures::{QapiService, QgaStreamTokio};
+use qapi::qga;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+
+/// Errors talking to the guest agent.
+#[derive(Debug, thiserror::Error)]
+pub enum QgaError {
+    #[error("Cannot connect to the guest agent socket {path}.")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("The guest agent did not answer guest-sync within {0:?}.")]
+    NoSync(Duration),
+    #[error("Guest agent command {command} failed.")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: qapi::ExecuteError,
+    },
+    #[error("Guest command `{command}` did not finish within {timeout:?}.")]
+    ExecTimeout { command: String, timeout: Duration },
+    #[error("The guest agent did not answer {command} within {timeout:?}.")]
+    Timeout {
+        command: &'static str,
+        timeout: Duration,
+    },
+}
+
+type Service = QapiService<QgaStreamTokio<WriteHalf<UnixStream>>>;
+
+/// A synchronised guest agent connection.
+pub struct Agent {
+    service: Service,
+    _reader: tokio::task::JoinHandle<()>,
+}
+
+/// What a guest command did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    /// The signal that ended it, if one did.
+    pub signal: Option<i64>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.exit_code == 0 && self.signal.is_none()
+    }
+}
+
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn cmd_err(command: &'static str) -> impl Fn(qapi::ExecuteError) -> QgaError {
+    move |source| QgaError::Command { command, source }
+}
+
+impl Agent {
+    /// Connects and runs guest-sync with a fresh id, so answers left over
+    /// from an earlier connection cannot be taken for ours.
+    pub async fn connect(path: &Path, sync_timeout: Duration) -> Result<Agent, QgaError> {
+        let stream = QgaStreamTokio::open_uds(path)
+            .await
+            .map_err(|source| QgaError::Connect {
+                path: path.to_owned(),
+                source,
+            })?;
+        let (service, reader) = stream.spawn_tokio();
+        let agent = Agent {
+            service,
+            _reader: reader,
+        };
+        let id = (std::process::id() as i32)
+            .wrapping_mul(31)
+            .wrapping_add(sync_id_seed());
+        match tokio::time::timeout(sync_timeout, agent.service.guest_sync(id)).await {
+            Ok(Ok(())) => Ok(agent),
+            Ok(Err(_)) | Err(_) => Err(QgaError::NoSync(sync_timeout)),
+        }
+    }
+
+    /// Connects, retrying until `deadline`, while `alive()` says the VM
+    /// still runs. No request is sent before `started()` says the agent
+    /// runs in the guest: requests sent earlier queue up and their late
+    /// answers would be taken for those of later requests.
+    pub async fn wait(
+        path: &Path,
+        deadline: Instant,
+        mut alive: impl FnMut() -> bool,
+        mut started: impl FnMut() -> bool,
+    ) -> Result<Agent, QgaError> {
+        let mut last = QgaError::NoSync(Duration::ZERO);
+        while Instant::now() < deadline && alive() {
+            if path.exists() && started() {
+                match Agent::connect(path, Duration::from_millis(1000)).await {
+                    Ok(a) => return Ok(a),
+                    Err(e) => last = e,
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Err(last)
+    }
+
+    pub async fn ping(&self) -> Result<(), QgaError> {
+        tokio::time::timeout(CALL_TIMEOUT, self.service.execute(qga::guest_ping {}))
+            .await
+            .map_err(|_| QgaError::Timeout {
+                command: "guest-ping",
+                timeout: CALL_TIMEOUT,
+            })?
+            .map(drop)
+            .map_err(cmd_err("guest-ping"))
+    }
+
+    /// Runs `program args…` in the guest and waits for it to end.
+    pub async fn exec(
+        &self,
+        program: &str,
+        args: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, QgaError> {
+        let started = tokio::time::timeout(
+            CALL_TIMEOUT,
+            self.service.execute(qga::guest_exec {
+                path: program.to_owned(),
+                arg: Some(args.to_vec()),
+                env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+                input_data: None,
+                capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
+            }),
+        )
+        .await
+        .map_err(|_| QgaError::Timeout {
+            command: "guest-exec",
+            timeout: CALL_TIMEOUT,
+        })?
+        .map_err(cmd_err("guest-exec"))?;
+        let deadline = Instant::now() + timeout;
+        let mut delay = Duration::from_millis(5);
+        loop {
+            let st = tokio::time::timeout(
+                CALL_TIMEOUT,
+                self.service
+                    .execute(qga::guest_exec_status { pid: started.pid }),
+            )
+            .await
+            .map_err(|_| QgaError::Timeout {
+                command: "guest-exec-status",
+                timeout: CALL_TIMEOUT,
+            })?
+            .map_err(cmd_err("guest-exec-status"))?;
+            if st.exited {
+                return Ok(ExecOutput {
+                    exit_code: st
+                        .exitcode
+                        .unwrap_or(if st.signal.is_some() { 128 } else { 0 }),
+                    signal: st.signal,
+                    stdout: String::from_utf8_lossy(&st.out_data.unwrap_or_default()).into_owned(),
+                    stderr: String::from_utf8_lossy(&st.err_data.unwrap_or_default()).into_owned(),
+                });
+            }
+            if Instant::now() >= deadline {
+                let command = std::iter::once(program.to_owned())
+                    .chain(args.iter().cloned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                return Err(QgaError::ExecTimeout { command, timeout });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(100));
+        }
+    }
+
+    /// Reads a whole guest file.
+    pub async fn read_file(&self, path: &str) -> Result<Vec<u8>, QgaError> {
+        let handle = self
+            .call(
+                "guest-file-open",
+                qga::guest_file_open {
+                    path: path.into(),
+                    mode: Some("r".into()),
+                },
+            )
+            .await?;
+        let mut out = Vec::new();
+        let result = async {
+            loop {
+                let r = self
+                    .call(
+                        "guest-file-read",
+                        qga::guest_file_read {
+                            handle,
+                            count: Some(1 << 20),
+                        },
+                    )
+                    .await?;
+                out.extend_from_slice(&r.buf_b64);
+                if r.eof || r.count == 0 {
+                    return Ok::<(), QgaError>(());
+                }
+            }
+        }
+        .await;
+        let _ = self
+            .call("guest-file-close", qga::guest_file_close { handle })
+            .await;
+        result.map(|()| out)
+    }
+
+    /// Writes a whole guest file (created or truncated).
+    pub async fn write_file(&self, path: &str, data: &[u8]) -> Result<(), QgaError> {
+        let handle = self
+            .call(
+                "guest-file-open",
+                qga::guest_file_open {
+                    path: path.into(),
+                    mode: Some("w".into()),
+                },
+            )
+            .await?;
+        let result = async {
+            for chunk in data.chunks(1 << 20) {
+                self.call(
+                    "guest-file-write",
+                    qga::guest_file_write {
+                        handle,
+                        buf_b64: chunk.to_vec(),
+                        count: None,
+                    },
+                )
+                .await?;
+            }
+            Ok::<(), QgaError>(())
+        }
+        .await;
+        let _ = self
+            .call("guest-file-close", qga::guest_file_close { handle })
+            .await;
+        result
+    }
+
+    async fn call<C>(&self, name: &'static str, command: C) -> Result<C::Ok, QgaError>
+    where
+        C: qapi::Command + qga::QgaCommand,
+    {
+        tokio::time::timeout(CALL_TIMEOUT, self.service.execute(command))
+            .await
+            .map_err(|_| QgaError::Timeout {
+                command: name,
+                timeout: CALL_TIMEOUT,
+            })?
+            .map_err(cmd_err(name))
+    }
+}
+
+fn sync_id_seed() -> i32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    (t.as_nanos() & 0x7fff_ffff) as i32
+}

@@ -1,0 +1,98 @@
+//! QMP: the QEMU monitor protocol, through the `qapi` crate.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+
+/// Errors talking to QMP.
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("Cannot connect to QMP at {path}; is QEMU running?")]
+    Connect {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP command {command} failed.")]
+    Command {
+        command: &'static str,
+        #[source]
+        source: qapi::ExecuteError,
+    },
+    #[error("QMP did not answer {command} within {timeout:?}.")]
+    Timeout {
+        command: &'static str,
+        timeout: Duration,
+    },
+}
+
+type Service = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+/// A negotiated QMP connection.
+pub struct Qmp {
+    service: Service,
+    _events: tokio::task::JoinHandle<()>,
+}
+
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Qmp {
+    pub async fn connect(path: &Path) -> Result<Qmp, QmpError> {
+        let err = |source| QmpError::Connect {
+            path: path.to_owned(),
+            source,
+        };
+        let neg = tokio::time::timeout(TIMEOUT, QmpStreamTokio::open_uds(path))
+            .await
+            .map_err(|_| err(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(err)?;
+        let stream = tokio::time::timeout(TIMEOUT, neg.negotiate())
+            .await
+            .map_err(|_| err(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(err)?;
+        let (service, events) = stream.into_parts();
+        let events = events.spawn_tokio();
+        Ok(Qmp {
+            service,
+            _events: events,
+        })
+    }
+
+    /// `query-status`: e.g. "running".
+    pub async fn status(&self) -> Result<String, QmpError> {
+        let info = tokio::time::timeout(TIMEOUT, self.service.execute(qmp::query_status {}))
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: "query-status",
+                timeout: TIMEOUT,
+            })?
+            .map_err(|source| QmpError::Command {
+                command: "query-status",
+                source,
+            })?;
+        Ok(serde_json::to_value(info.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default())
+    }
+
+    /// `quit`: QEMU exits; the connection closing is the expected answer.
+    pub async fn quit(&self) -> Result<(), QmpError> {
+        match tokio::time::timeout(TIMEOUT, self.service.execute(qmp::quit {})).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(qapi::ExecuteError::Io(_))) => Ok(()),
+            Ok(Err(source)) => Err(QmpError::Command {
+                command: "quit",
+                source,
+            }),
+            Err(_) => Err(QmpError::Timeout {
+                command: "quit",
+                timeout: TIMEOUT,
+            }),
+        }
+    }
+}
