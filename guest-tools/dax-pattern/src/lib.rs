@@ -1,27 +1,20 @@
 //! Deterministic byte patterns written to and verified on a mapped device,
 //! for checks that data crossed between guest, backing file and simulator.
 
-use std::fs::OpenOptions;
 use std::path::Path;
 
-use memmap2::MmapOptions;
+use dax_tester::device::{Device, DeviceError};
 
 /// Errors of the pattern tool.
 #[derive(Debug, thiserror::Error)]
 pub enum PatternError {
-    #[error("Cannot open {path}; is it a dax device or a file that exists?")]
-    Open {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("Cannot map {len} bytes of {path} at offset {offset:#x}; device-dax maps only whole, aligned ranges (usually 2 MiB).")]
+    #[error("Cannot map {len} bytes of {path} at offset {offset:#x}.")]
     Map {
         path: String,
         offset: u64,
         len: usize,
         #[source]
-        source: std::io::Error,
+        source: DeviceError,
     },
     #[error("{mismatches} of {len} bytes differ from the pattern (first at offset {first:#x}: expected {expected:#04x}, found {found:#04x}).")]
     Mismatch {
@@ -72,8 +65,9 @@ pub fn check(buf: &[u8], seed: u64, base: u64) -> Result<(), PatternError> {
     }
 }
 
-/// Maps `len` bytes of `path` at `offset` (both aligned to 2 MiB by the
-/// caller for device-dax) and writes or verifies the pattern.
+/// Maps `len` bytes of `path` at `offset` (dax-tester's mapping: aligned
+/// outwards to the device alignment, MAP_SYNC where the device allows it)
+/// and writes or verifies the pattern.
 pub fn run(
     path: &Path,
     offset: u64,
@@ -81,38 +75,20 @@ pub fn run(
     seed: u64,
     write: bool,
 ) -> Result<(), PatternError> {
-    let p = path.display().to_string();
-    let file = OpenOptions::new()
-        .read(true)
-        .write(write)
-        .open(path)
-        .map_err(|source| PatternError::Open {
-            path: p.clone(),
-            source,
-        })?;
-    let map_err = |source| PatternError::Map {
-        path: p.clone(),
+    let dev = Device::open(path, offset, len as u64).map_err(|source| PatternError::Map {
+        path: path.display().to_string(),
         offset,
         len,
         source,
-    };
-    // SAFETY: the mapping is private to this process's use below; other
+    })?;
+    // SAFETY: the mapping covers [base, base + len) while `dev` lives; other
     // writers (the guest kernel, the simulator) are exactly what we check.
+    let buf = unsafe { std::slice::from_raw_parts_mut(dev.base(), dev.len()) };
     if write {
-        let mut m = unsafe { MmapOptions::new().offset(offset).len(len).map_mut(&file) }
-            .map_err(map_err)?;
-        fill(&mut m, seed, offset);
-        m.flush().map_err(|source| PatternError::Map {
-            path: p.clone(),
-            offset,
-            len,
-            source,
-        })?;
+        fill(buf, seed, offset);
         Ok(())
     } else {
-        let m =
-            unsafe { MmapOptions::new().offset(offset).len(len).map(&file) }.map_err(map_err)?;
-        check(&m, seed, offset)
+        check(buf, seed, offset)
     }
 }
 
@@ -140,6 +116,10 @@ mod tests {
     #[test]
     fn missing_device_is_named() {
         let e = run(Path::new("/dev/dax9.9"), 0, 4096, 1, false).unwrap_err();
-        assert!(e.to_string().starts_with("Cannot open /dev/dax9.9"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("Cannot map 4096 bytes of /dev/dax9.9"),
+            "{e}"
+        );
     }
 }
