@@ -277,6 +277,13 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     let topo_file = run.topology_file();
     std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
     let lsas = label_areas(&run, &topology)?;
+    let scratch = qemu::scratch_disk(&run.dir);
+    let _ = std::fs::remove_file(&scratch);
+    if topology.guest.scratch_disk.bytes() > 0 {
+        let f = std::fs::File::create(&scratch).map_err(io_err(&scratch))?;
+        f.set_len(topology.guest.scratch_disk.bytes())
+            .map_err(io_err(&scratch))?;
+    }
     let sim = events.step(Step::SimulatorStart, "", || {
         memsim::start(&run, &topo_file, Duration::from_secs(20))
     })?;

@@ -66,6 +66,11 @@ pub fn console_log(run_dir: &Path) -> PathBuf {
 pub fn pid_file(run_dir: &Path) -> PathBuf {
     run_dir.join("qemu.pid")
 }
+pub fn scratch_disk(run_dir: &Path) -> PathBuf {
+    run_dir.join("scratch.img")
+}
+/// The serial of the scratch disk (`/sys/block/vdX/serial` in the guest).
+pub const SCRATCH_SERIAL: &str = "cxl-lab-scratch";
 
 fn p(path: &Path) -> String {
     path.display().to_string()
@@ -150,6 +155,19 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         &format!("virtserialport,bus=vser0.0,chardev=qga,name={AGENT_PORT_NAME}"),
     ]);
     push(&["-pidfile", &p(&pid_file(cfg.run_dir))]);
+    if t.guest.scratch_disk.bytes() > 0 {
+        push(&[
+            "-drive",
+            &format!(
+                "file={},if=none,format=raw,id=scratch,cache=unsafe",
+                p(&scratch_disk(cfg.run_dir))
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}"),
+        ]);
+    }
 
     for d in &t.devices {
         let files = cfg

@@ -53,6 +53,15 @@ pub struct Guest {
     pub cpus: u32,
     #[serde(default = "default_memory")]
     pub memory: ByteSize,
+    /// Size of a blank virtio-blk scratch disk (`/dev/vda` in the guest,
+    /// recreated empty at every `lab up`) for tests that need a real block
+    /// device, e.g. page-cache faults on ext4; "0" for none.
+    #[serde(default = "default_scratch_disk")]
+    pub scratch_disk: ByteSize,
+}
+
+fn default_scratch_disk() -> ByteSize {
+    ByteSize(GIB)
 }
 
 fn default_cpus() -> u32 {
@@ -67,6 +76,7 @@ impl Default for Guest {
         Guest {
             cpus: default_cpus(),
             memory: default_memory(),
+            scratch_disk: default_scratch_disk(),
         }
     }
 }
