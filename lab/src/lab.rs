@@ -63,6 +63,8 @@ pub enum LabError {
         #[source]
         source: Box<QgaError>,
     },
+    #[error(transparent)]
+    Suite(#[from] crate::suites::SuiteError),
     #[error("KVM cannot run guests here ({0}); use --accel tcg or --accel auto.")]
     KvmUnusable(String),
     #[error("Cannot create {path}.")]
@@ -671,4 +673,55 @@ pub fn args(
 /// The run directory of a lab (for `lab console` and results).
 pub fn run_dir(name: &str) -> Result<RunDir, LabError> {
     Ok(RunDir::new(name)?)
+}
+
+/// The outcome of one suite of `lab run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteResult {
+    pub suite: String,
+    pub passed: bool,
+    pub seconds: f64,
+    pub result_file: PathBuf,
+    /// The error when the suite could not run at all.
+    pub error: Option<String>,
+}
+
+/// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
+/// `results/<suite>.json` in the run directory.
+pub async fn run_suites(name: &str, suites: &[String], events: &Events) -> Result<Vec<SuiteResult>, LabError> {
+    let list = crate::suites::expand(suites)?;
+    let run = RunDir::new(name)?;
+    let state = run.load()?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    let topology = Topology::load(Some(&run.topology_file()))?;
+    let summary = summarize(&run, &state, &topology);
+    let agent = agent(name).await?;
+    std::fs::create_dir_all(run.results_dir()).map_err(io_err(&run.results_dir()))?;
+    let ctx = crate::suites::SuiteContext { agent: &agent, summary: &summary, results_dir: run.results_dir() };
+    let mut out = Vec::new();
+    for suite in list {
+        let t = Instant::now();
+        events.emit(Event::Started { step: Step::Command, detail: format!("suite {suite}") });
+        let file = run.results_dir().join(format!("{suite}.json"));
+        let result = crate::suites::run(suite, &ctx).await;
+        let (passed, error) = match result {
+            Ok(v) => {
+                let passed = v.get("passed").and_then(serde_json::Value::as_bool).unwrap_or(false);
+                std::fs::write(&file, serde_json::to_vec_pretty(&v).expect("JSON serialises")).map_err(io_err(&file))?;
+                (passed, None)
+            }
+            Err(e) => {
+                let mut msg = e.to_string();
+                let mut src = std::error::Error::source(&e);
+                while let Some(s) = src {
+                    msg.push_str(&format!(": {s}"));
+                    src = s.source();
+                }
+                (false, Some(msg))
+            }
+        };
+        let detail = if passed { "passed".to_owned() } else { "FAILED".to_owned() };
+        events.emit(Event::Finished { step: Step::Command, elapsed: t.elapsed(), detail });
+        out.push(SuiteResult { suite: suite.into(), passed, seconds: t.elapsed().as_secs_f64(), result_file: file, error });
+    }
+    Ok(out)
 }

@@ -19,4 +19,5 @@ pub mod qga;
 pub mod qmp;
 pub mod regions;
 pub mod rundir;
+pub mod suites;
 pub mod ui;

@@ -78,6 +78,16 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run test suites in the guest (dax, fio, or all); results go to the
+    /// run directory's results/ and a table to stdout.
+    Run {
+        #[command(flatten)]
+        name: NameArg,
+        #[arg(required = true)]
+        suites: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the exact QEMU command line, shell-quoted.
     Args {
         #[command(flatten)]
@@ -291,6 +301,22 @@ async fn main() -> anyhow::Result<()> {
                 out.exit_code
             };
             std::process::exit(code.clamp(0, 255) as i32);
+        }
+        Verb::Run { name, suites, json } => {
+            let results = lab::run_suites(&name.name, &suites, &ui()).await.context("lab run failed")?;
+            if json {
+                print_json(&results)?;
+            } else {
+                println!("{:<8} {:<7} {:>8}  result", "suite", "status", "seconds");
+                for r in &results {
+                    let status = if r.passed { "PASS" } else { "FAIL" };
+                    let what = r.error.clone().unwrap_or_else(|| r.result_file.display().to_string());
+                    println!("{:<8} {:<7} {:>8.1}  {}", r.suite, status, r.seconds, what);
+                }
+            }
+            if results.iter().any(|r| !r.passed) {
+                std::process::exit(1);
+            }
         }
         Verb::Args {
             name,

@@ -1,0 +1,116 @@
+//! `lab run <suite>`: real tools run in the guest, their JSON comes back to
+//! the run's `results/` directory on the host. One module per suite, each
+//! with `pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError>`.
+
+pub mod dax;
+pub mod fio;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::lab::Summary;
+use crate::qga::{Agent, ExecOutput, QgaError};
+
+/// Errors of a suite.
+#[derive(Debug, thiserror::Error)]
+pub enum SuiteError {
+    #[error("There is no suite '{name}'; known suites: {known}, or all.")]
+    Unknown { name: String, known: String },
+    #[error("Guest command `{command}` could not be run.")]
+    Agent {
+        command: String,
+        #[source]
+        source: QgaError,
+    },
+    #[error("Guest command `{command}` failed with exit {code}: {stderr}")]
+    Command { command: String, code: i64, stderr: String },
+    #[error("Guest command `{command}` printed output that is not the JSON expected: {output}")]
+    Output {
+        command: String,
+        output: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
+    NoDax(&'static str),
+}
+
+/// What a suite gets: the guest agent, the lab summary (devices and their
+/// dax paths) and where results go.
+pub struct SuiteContext<'a> {
+    pub agent: &'a Agent,
+    pub summary: &'a Summary,
+    pub results_dir: PathBuf,
+}
+
+/// Every suite, in the order `all` runs them.
+pub const SUITES: &[&str] = &["dax", "fio"];
+
+/// How long one guest command of a suite may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
+
+impl SuiteContext<'_> {
+    /// Runs a guest command and returns its output, whatever its exit code.
+    pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SuiteError> {
+        self.agent
+            .exec(&argv[0], &argv[1..], COMMAND_TIMEOUT)
+            .await
+            .map_err(|source| SuiteError::Agent { command: argv.join(" "), source })
+    }
+
+    /// Runs a guest command that prints JSON; a non-zero exit with JSON on
+    /// stdout still returns the JSON (tools exit 1 when a check fails), and
+    /// `exit_code` tells the caller.
+    pub async fn exec_json(&self, argv: &[String]) -> Result<(Value, i64), SuiteError> {
+        let out = self.exec(argv).await?;
+        let command = argv.join(" ");
+        match serde_json::from_str::<Value>(out.stdout.trim()) {
+            Ok(v) => Ok((v, out.exit_code)),
+            Err(_) if !out.success() => {
+                Err(SuiteError::Command { command, code: out.exit_code, stderr: out.stderr.trim().to_owned() })
+            }
+            Err(source) => Err(SuiteError::Output { command, output: out.stdout.trim().to_owned(), source }),
+        }
+    }
+}
+
+/// Expands `all` and checks names.
+pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
+    let mut out = Vec::new();
+    for n in names {
+        if n == "all" {
+            out.extend_from_slice(SUITES);
+            continue;
+        }
+        match SUITES.iter().find(|s| **s == n) {
+            Some(s) => out.push(*s),
+            None => return Err(SuiteError::Unknown { name: n.clone(), known: SUITES.join(", ") }),
+        }
+    }
+    out.dedup();
+    Ok(out)
+}
+
+/// Runs one suite by name.
+pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    match name {
+        "dax" => dax::run(ctx).await,
+        "fio" => fio::run(ctx).await,
+        other => Err(SuiteError::Unknown { name: other.to_owned(), known: SUITES.join(", ") }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_expands_and_unknown_names_are_refused() {
+        assert_eq!(expand(&["all".into()]).unwrap(), SUITES);
+        assert_eq!(expand(&["fio".into()]).unwrap(), ["fio"]);
+        let e = expand(&["nope".into()]).unwrap_err();
+        assert_eq!(e.to_string(), "There is no suite 'nope'; known suites: dax, fio, or all.");
+    }
+}
