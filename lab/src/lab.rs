@@ -688,25 +688,45 @@ pub struct SuiteResult {
 
 /// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
 /// `results/<suite>.json` in the run directory.
-pub async fn run_suites(name: &str, suites: &[String], events: &Events) -> Result<Vec<SuiteResult>, LabError> {
+pub async fn run_suites(
+    name: &str,
+    suites: &[String],
+    events: &Events,
+) -> Result<Vec<SuiteResult>, LabError> {
     let list = crate::suites::expand(suites)?;
     let run = RunDir::new(name)?;
-    let state = run.load()?.ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    let state = run
+        .load()?
+        .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
     let topology = Topology::load(Some(&run.topology_file()))?;
     let summary = summarize(&run, &state, &topology);
     let agent = agent(name).await?;
     std::fs::create_dir_all(run.results_dir()).map_err(io_err(&run.results_dir()))?;
-    let ctx = crate::suites::SuiteContext { agent: &agent, summary: &summary, results_dir: run.results_dir() };
+    let ctx = crate::suites::SuiteContext {
+        agent: &agent,
+        summary: &summary,
+        results_dir: run.results_dir(),
+    };
     let mut out = Vec::new();
     for suite in list {
         let t = Instant::now();
-        events.emit(Event::Started { step: Step::Command, detail: format!("suite {suite}") });
+        events.emit(Event::Started {
+            step: Step::Command,
+            detail: format!("suite {suite}"),
+        });
         let file = run.results_dir().join(format!("{suite}.json"));
         let result = crate::suites::run(suite, &ctx).await;
         let (passed, error) = match result {
             Ok(v) => {
-                let passed = v.get("passed").and_then(serde_json::Value::as_bool).unwrap_or(false);
-                std::fs::write(&file, serde_json::to_vec_pretty(&v).expect("JSON serialises")).map_err(io_err(&file))?;
+                let passed = v
+                    .get("passed")
+                    .and_then(serde_json::Value::as_bool)
+                    .unwrap_or(false);
+                std::fs::write(
+                    &file,
+                    serde_json::to_vec_pretty(&v).expect("JSON serialises"),
+                )
+                .map_err(io_err(&file))?;
                 (passed, None)
             }
             Err(e) => {
@@ -719,9 +739,66 @@ pub async fn run_suites(name: &str, suites: &[String], events: &Events) -> Resul
                 (false, Some(msg))
             }
         };
-        let detail = if passed { "passed".to_owned() } else { "FAILED".to_owned() };
-        events.emit(Event::Finished { step: Step::Command, elapsed: t.elapsed(), detail });
-        out.push(SuiteResult { suite: suite.into(), passed, seconds: t.elapsed().as_secs_f64(), result_file: file, error });
+        let detail = if passed {
+            "passed".to_owned()
+        } else {
+            "FAILED".to_owned()
+        };
+        events.emit(Event::Finished {
+            step: Step::Command,
+            elapsed: t.elapsed(),
+            detail,
+        });
+        out.push(SuiteResult {
+            suite: suite.into(),
+            passed,
+            seconds: t.elapsed().as_secs_f64(),
+            result_file: file,
+            error,
+        });
     }
     Ok(out)
+}
+
+/// `lab bench boot`: boot timings over several `up`/`down` cycles with a
+/// cached image.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootBench {
+    pub runs: Vec<Timings>,
+    pub median_agent_ready_ms: u64,
+    pub median_regions_ready_ms: u64,
+    pub min_regions_ready_ms: u64,
+    pub max_regions_ready_ms: u64,
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+pub async fn bench_boot(
+    opts: &UpOptions,
+    runs: usize,
+    events: &Events,
+) -> Result<BootBench, LabError> {
+    // Build (or find) the image first so every run measures a cached start.
+    image::build(&opts.image, events)?;
+    let mut timings = Vec::new();
+    for _ in 0..runs {
+        let s = up(opts, events).await?;
+        down(&opts.name, events).await?;
+        timings.push(s.timings);
+    }
+    let regions: Vec<u64> = timings.iter().map(|t| t.regions_ready_ms).collect();
+    Ok(BootBench {
+        median_agent_ready_ms: median(timings.iter().map(|t| t.agent_ready_ms).collect()),
+        median_regions_ready_ms: median(regions.clone()),
+        min_regions_ready_ms: regions.iter().copied().min().unwrap_or(0),
+        max_regions_ready_ms: regions.iter().copied().max().unwrap_or(0),
+        runs: timings,
+    })
 }

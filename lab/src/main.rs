@@ -105,10 +105,30 @@ enum Verb {
         #[arg(long)]
         no_follow: bool,
     },
+    /// Benchmarks: `lab bench boot` times up to agent-ready and
+    /// regions-ready over several cycles (median, with a cached image).
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
     /// Guest image commands.
     Image {
         #[command(subcommand)]
         verb: ImageVerb,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    Boot {
+        #[arg(long, default_value = "bench")]
+        name: String,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -303,14 +323,19 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code.clamp(0, 255) as i32);
         }
         Verb::Run { name, suites, json } => {
-            let results = lab::run_suites(&name.name, &suites, &ui()).await.context("lab run failed")?;
+            let results = lab::run_suites(&name.name, &suites, &ui())
+                .await
+                .context("lab run failed")?;
             if json {
                 print_json(&results)?;
             } else {
                 println!("{:<8} {:<7} {:>8}  result", "suite", "status", "seconds");
                 for r in &results {
                     let status = if r.passed { "PASS" } else { "FAIL" };
-                    let what = r.error.clone().unwrap_or_else(|| r.result_file.display().to_string());
+                    let what = r
+                        .error
+                        .clone()
+                        .unwrap_or_else(|| r.result_file.display().to_string());
                     println!("{:<8} {:<7} {:>8.1}  {}", r.suite, status, r.seconds, what);
                 }
             }
@@ -334,6 +359,46 @@ async fn main() -> anyhow::Result<()> {
         Verb::Console { name, no_follow } => {
             let run = lab::run_dir(&name.name)?;
             follow_console(cxl_lab::qemu::console_log(&run.dir), !no_follow).await?;
+        }
+        Verb::Bench {
+            what:
+                BenchWhat::Boot {
+                    name,
+                    topology,
+                    runs,
+                    json,
+                },
+        } => {
+            let opts = UpOptions {
+                name,
+                topology,
+                accel: AccelChoice::Tcg,
+                ..UpOptions::default()
+            };
+            let b = lab::bench_boot(&opts, runs, &Events::none())
+                .await
+                .context("lab bench boot failed")?;
+            if json {
+                print_json(&b)?;
+            } else {
+                println!("run  agent-ready  regions-ready");
+                for (i, t) in b.runs.iter().enumerate() {
+                    println!(
+                        "{:>3}  {:>9.2}s  {:>11.2}s",
+                        i + 1,
+                        t.agent_ready_ms as f64 / 1e3,
+                        t.regions_ready_ms as f64 / 1e3
+                    );
+                }
+                println!(
+                    "median over {} runs: guest agent {:.2}s, regions ready {:.2}s (min {:.2}s, max {:.2}s)",
+                    b.runs.len(),
+                    b.median_agent_ready_ms as f64 / 1e3,
+                    b.median_regions_ready_ms as f64 / 1e3,
+                    b.min_regions_ready_ms as f64 / 1e3,
+                    b.max_regions_ready_ms as f64 / 1e3
+                );
+            }
         }
         Verb::Image {
             verb: ImageVerb::Build { force, json },

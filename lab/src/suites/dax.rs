@@ -12,7 +12,12 @@ use super::{SuiteContext, SuiteError};
 const RANGE: &str = "20M";
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
-    let devices: Vec<_> = ctx.summary.devices.iter().filter(|d| d.dax.is_some()).collect();
+    let devices: Vec<_> = ctx
+        .summary
+        .devices
+        .iter()
+        .filter(|d| d.dax.is_some())
+        .collect();
     if devices.is_empty() {
         return Err(SuiteError::NoDax("dax"));
     }

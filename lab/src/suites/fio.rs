@@ -55,7 +55,12 @@ fn job_figures(report: &Value, dir: &str) -> (f64, u64, i64) {
 }
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
-    let dev = ctx.summary.devices.iter().find(|d| d.dax.is_some()).ok_or(SuiteError::NoDax("fio"))?;
+    let dev = ctx
+        .summary
+        .devices
+        .iter()
+        .find(|d| d.dax.is_some())
+        .ok_or(SuiteError::NoDax("fio"))?;
     let dax = dev.dax.clone().unwrap_or_default();
     let mut runs = Vec::new();
     let mut all_passed = true;

@@ -25,7 +25,11 @@ pub enum SuiteError {
         source: QgaError,
     },
     #[error("Guest command `{command}` failed with exit {code}: {stderr}")]
-    Command { command: String, code: i64, stderr: String },
+    Command {
+        command: String,
+        code: i64,
+        stderr: String,
+    },
     #[error("Guest command `{command}` printed output that is not the JSON expected: {output}")]
     Output {
         command: String,
@@ -57,7 +61,10 @@ impl SuiteContext<'_> {
         self.agent
             .exec(&argv[0], &argv[1..], COMMAND_TIMEOUT)
             .await
-            .map_err(|source| SuiteError::Agent { command: argv.join(" "), source })
+            .map_err(|source| SuiteError::Agent {
+                command: argv.join(" "),
+                source,
+            })
     }
 
     /// Runs a guest command that prints JSON; a non-zero exit with JSON on
@@ -68,10 +75,16 @@ impl SuiteContext<'_> {
         let command = argv.join(" ");
         match serde_json::from_str::<Value>(out.stdout.trim()) {
             Ok(v) => Ok((v, out.exit_code)),
-            Err(_) if !out.success() => {
-                Err(SuiteError::Command { command, code: out.exit_code, stderr: out.stderr.trim().to_owned() })
-            }
-            Err(source) => Err(SuiteError::Output { command, output: out.stdout.trim().to_owned(), source }),
+            Err(_) if !out.success() => Err(SuiteError::Command {
+                command,
+                code: out.exit_code,
+                stderr: out.stderr.trim().to_owned(),
+            }),
+            Err(source) => Err(SuiteError::Output {
+                command,
+                output: out.stdout.trim().to_owned(),
+                source,
+            }),
         }
     }
 }
@@ -86,7 +99,12 @@ pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
         }
         match SUITES.iter().find(|s| **s == n) {
             Some(s) => out.push(*s),
-            None => return Err(SuiteError::Unknown { name: n.clone(), known: SUITES.join(", ") }),
+            None => {
+                return Err(SuiteError::Unknown {
+                    name: n.clone(),
+                    known: SUITES.join(", "),
+                })
+            }
         }
     }
     out.dedup();
@@ -98,7 +116,10 @@ pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError
     match name {
         "dax" => dax::run(ctx).await,
         "fio" => fio::run(ctx).await,
-        other => Err(SuiteError::Unknown { name: other.to_owned(), known: SUITES.join(", ") }),
+        other => Err(SuiteError::Unknown {
+            name: other.to_owned(),
+            known: SUITES.join(", "),
+        }),
     }
 }
 
@@ -111,6 +132,9 @@ mod tests {
         assert_eq!(expand(&["all".into()]).unwrap(), SUITES);
         assert_eq!(expand(&["fio".into()]).unwrap(), ["fio"]);
         let e = expand(&["nope".into()]).unwrap_err();
-        assert_eq!(e.to_string(), "There is no suite 'nope'; known suites: dax, fio, or all.");
+        assert_eq!(
+            e.to_string(),
+            "There is no suite 'nope'; known suites: dax, fio, or all."
+        );
     }
 }
