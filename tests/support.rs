@@ -1,0 +1,120 @@
+//! Shared helpers of the end-to-end tests: a booted lab that is torn down
+//! even when a check panics, and guest command helpers that panic with
+//! context.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cxl_lab::events::{Events, Recorder};
+use cxl_lab::lab::{self, AccelChoice, Summary, UpOptions};
+use cxl_lab::qga::ExecOutput;
+
+/// The directory with the workspace binaries the lab needs (cxl-memsim and
+/// the guest tools): cargo's target dir of this test binary.
+pub fn tools_dir() -> PathBuf {
+    let dir = cxl_lab::paths::tools_dir();
+    for tool in ["cxl-memsim", "cxl-regions", "dax-pattern"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{} is missing in {}: run `cargo build --workspace` before the end-to-end tests (ci/test does)",
+            tool,
+            dir.display()
+        );
+    }
+    dir
+}
+
+/// A lab instance for one test; `lab down` runs when it is dropped.
+pub struct TestLab {
+    pub name: String,
+    pub rt: tokio::runtime::Runtime,
+    pub recorder: Recorder,
+}
+
+impl TestLab {
+    pub fn new(name: &str) -> TestLab {
+        tools_dir();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime");
+        let lab = TestLab {
+            name: name.to_owned(),
+            rt,
+            recorder: Recorder::default(),
+        };
+        // A run left over by an interrupted test would make `up` refuse.
+        lab.rt
+            .block_on(lab::down(name, &Events::none()))
+            .expect("cleaning up an earlier run");
+        lab
+    }
+
+    pub fn options(&self) -> UpOptions {
+        UpOptions {
+            name: self.name.clone(),
+            accel: AccelChoice::Tcg,
+            ..UpOptions::default()
+        }
+    }
+
+    pub fn up(&self) -> Summary {
+        let events = Events::new(self.recorder.clone());
+        self.rt
+            .block_on(lab::up(&self.options(), &events))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+    }
+
+    pub fn down(&self) -> lab::DownReport {
+        self.rt
+            .block_on(lab::down(&self.name, &Events::none()))
+            .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, chain(&e)))
+    }
+
+    /// Runs a guest command; panics with its output when it fails.
+    pub fn run(&self, argv: &[&str]) -> String {
+        let out = self.exec(argv);
+        assert!(
+            out.success(),
+            "guest command {argv:?} failed with exit {}:\nstdout: {}\nstderr: {}",
+            out.exit_code,
+            out.stdout,
+            out.stderr
+        );
+        out.stdout
+    }
+
+    pub fn exec(&self, argv: &[&str]) -> ExecOutput {
+        let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
+        self.rt
+            .block_on(lab::exec(&self.name, &argv, Duration::from_secs(300)))
+            .unwrap_or_else(|e| panic!("cannot run {argv:?} in lab {}: {}", self.name, chain(&e)))
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let _ = self.rt.block_on(lab::down(&self.name, &Events::none()));
+    }
+}
+
+/// An error with its sources, for panic messages.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(&format!(": {c}"));
+        cur = c.source();
+    }
+    s
+}
+
+/// Whether a pid still runs (and is not a zombie).
+pub fn pid_alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    !stat.is_empty()
+        && !stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+}

@@ -1,0 +1,179 @@
+//! The CXL devices' memory: one file per type-3 device, mapped MAP_SHARED.
+//! QEMU maps the same files (`memory-backend-file,share=on`), so guest
+//! stores are visible here and our writes are visible to the guest.
+//! Persistent devices keep their file across restarts; volatile and dynamic
+//! ones start zeroed.
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+
+use cxl_topology::{DeviceKind, Topology};
+use memmap2::MmapMut;
+
+/// Errors preparing backing memory.
+#[derive(Debug, thiserror::Error)]
+pub enum BackingError {
+    #[error("Cannot create or open the backing file {path}.")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("The backing file {path} of persistent device {device} has {found} bytes but the topology says {expected}; move the file away (its data belongs to another topology) or fix the device size.")]
+    SizeMismatch {
+        device: String,
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("Cannot map the backing file {path}.")]
+    Map {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// One device's memory.
+pub struct DeviceMemory {
+    pub name: String,
+    pub path: PathBuf,
+    pub size: u64,
+    /// Start in the flat address space (devices back to back from 0).
+    pub base: u64,
+    pub persistent: bool,
+    map: MmapMut,
+}
+
+impl DeviceMemory {
+    pub fn bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    pub fn bytes_mut(&mut self) -> &mut [u8] {
+        &mut self.map
+    }
+
+    /// Raw base pointer, for the server's concurrent access (the guest
+    /// writes this memory concurrently anyway; accesses are bytewise copies).
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.map.as_ptr() as *mut u8
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        self.map.flush()
+    }
+}
+
+/// The path of a device's backing file in `dir`.
+pub fn backing_path(dir: &Path, device: &str) -> PathBuf {
+    dir.join(format!("{device}.mem"))
+}
+
+/// Creates or opens every device's backing file and maps it.
+pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, BackingError> {
+    std::fs::create_dir_all(dir).map_err(|source| BackingError::Open {
+        path: dir.to_owned(),
+        source,
+    })?;
+    topology
+        .flat_offsets()
+        .into_iter()
+        .map(|(d, base)| {
+            let path = backing_path(dir, &d.name);
+            let persistent = d.kind == DeviceKind::Persistent;
+            let size = d.size.bytes();
+            let open_err = |source| BackingError::Open {
+                path: path.clone(),
+                source,
+            };
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(!persistent)
+                .open(&path)
+                .map_err(open_err)?;
+            let found = file.metadata().map_err(open_err)?.len();
+            if persistent && found != 0 && found != size {
+                return Err(BackingError::SizeMismatch {
+                    device: d.name.clone(),
+                    path,
+                    found,
+                    expected: size,
+                });
+            }
+            if found != size {
+                file.set_len(size).map_err(open_err)?;
+            }
+            // SAFETY: the file stays open and sized while mapped; QEMU's
+            // concurrent writes are the point of sharing it.
+            let map = unsafe { MmapMut::map_mut(&file) }.map_err(|source| BackingError::Map {
+                path: path.clone(),
+                source,
+            })?;
+            Ok(DeviceMemory {
+                name: d.name.clone(),
+                path,
+                size,
+                base,
+                persistent,
+                map,
+            })
+        })
+        .collect()
+}
+
+/// Finds the device holding flat address `addr .. addr + len`.
+pub fn locate(devices: &[DeviceMemory], addr: u64, len: u64) -> Option<(usize, u64)> {
+    devices.iter().enumerate().find_map(|(i, d)| {
+        let end = addr.checked_add(len)?;
+        (addr >= d.base && end <= d.base + d.size).then_some((i, addr - d.base))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn persistent_files_keep_data_and_volatile_ones_are_zeroed() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        {
+            let mut devs = open_all(&t, dir.path()).unwrap();
+            assert_eq!(devs.len(), 2);
+            assert_eq!(devs[1].base, 256 << 20);
+            devs[0].bytes_mut()[10] = 1;
+            devs[1].bytes_mut()[10] = 2;
+            devs[0].flush().unwrap();
+            devs[1].flush().unwrap();
+        }
+        let devs = open_all(&t, dir.path()).unwrap();
+        assert_eq!(devs[0].bytes()[10], 0, "volatile memory starts zeroed");
+        assert_eq!(devs[1].bytes()[10], 2, "persistent memory keeps its data");
+        assert_eq!(locate(&devs, (256 << 20) + 5, 8), Some((1, 5)));
+        assert_eq!(locate(&devs, (512 << 20) - 4, 8), None);
+    }
+
+    #[test]
+    fn a_persistent_file_of_the_wrong_size_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pmem0.mem"), [0u8; 4096]).unwrap();
+        let e = open_all(&Topology::embedded_default(), dir.path())
+            .err()
+            .expect("size mismatch");
+        assert!(
+            e.to_string()
+                .contains("has 4096 bytes but the topology says 268435456"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::metadata(dir.path().join("pmem0.mem"))
+                .unwrap()
+                .len(),
+            4096,
+            "no data lost"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! `cxl-memsim client`: a load generator for any CXLMemSim-protocol server.
+//! Each connection sends its requests in pipelined batches of `depth`.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::protocol::{Request, Response, LINE, OP_READ, OP_WRITE, REQUEST_SIZE, RESPONSE_SIZE};
+use crate::stats::Histogram;
+
+/// Errors of the load generator.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("Cannot connect to {addr}.")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("The connection to the server failed mid-run.")]
+    Io(#[from] std::io::Error),
+    #[error("--size must be 1 to 64 bytes (one request never crosses a 64-byte line), not {0}.")]
+    Size(u64),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pattern {
+    Seq,
+    Random,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    pub addr: String,
+    /// Requests per connection.
+    pub ops: u64,
+    pub read_ratio: f64,
+    pub size: u64,
+    pub pattern: Pattern,
+    pub depth: usize,
+    pub connections: usize,
+    /// Addresses fall in `base .. base + span`.
+    pub base: u64,
+    pub span: u64,
+    pub seed: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientReport {
+    pub connections: usize,
+    pub depth: usize,
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub requests_per_second: f64,
+    /// Round trip of the batch each request was in, in ns of wall time.
+    pub wall_latency_ns: Percentiles,
+    /// The server's modelled latency.
+    pub modelled_latency_ns: Percentiles,
+}
+
+fn pct(h: &Histogram, max: u64) -> Percentiles {
+    Percentiles {
+        p50: h.percentile(0.5),
+        p90: h.percentile(0.9),
+        p99: h.percentile(0.99),
+        max,
+    }
+}
+
+struct ConnResult {
+    wall: Histogram,
+    wall_max: u64,
+    modelled: Histogram,
+    modelled_max: u64,
+    errors: u64,
+}
+
+async fn one_connection(cfg: ClientConfig, index: u64) -> Result<ConnResult, ClientError> {
+    let mut s = TcpStream::connect(&cfg.addr)
+        .await
+        .map_err(|source| ClientError::Connect {
+            addr: cfg.addr.clone(),
+            source,
+        })?;
+    s.set_nodelay(true)?;
+    let mut rng = cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let lines = (cfg.span / LINE).max(1);
+    let mut seq_line = index * lines / (cfg.connections as u64).max(1);
+    let depth = cfg.depth.max(1);
+    let mut res = ConnResult {
+        wall: Histogram::default(),
+        wall_max: 0,
+        modelled: Histogram::default(),
+        modelled_max: 0,
+        errors: 0,
+    };
+    let mut out = Vec::with_capacity(depth * REQUEST_SIZE);
+    let mut inp = vec![0u8; depth * RESPONSE_SIZE];
+    let mut left = cfg.ops;
+    while left > 0 {
+        let n = (depth as u64).min(left) as usize;
+        out.clear();
+        for _ in 0..n {
+            let line = match cfg.pattern {
+                Pattern::Seq => {
+                    seq_line = (seq_line + 1) % lines;
+                    seq_line
+                }
+                Pattern::Random => next() % lines,
+            };
+            let read = (next() % 10_000) as f64 / 10_000.0 < cfg.read_ratio;
+            let op = if read { OP_READ } else { OP_WRITE };
+            let mut data = [0u8; 64];
+            data[0] = line as u8;
+            out.extend_from_slice(
+                &Request::new(op, cfg.base + line * LINE, cfg.size, 0, data).encode(),
+            );
+        }
+        let t = Instant::now();
+        s.write_all(&out).await?;
+        s.read_exact(&mut inp[..n * RESPONSE_SIZE]).await?;
+        let rtt = t.elapsed().as_nanos() as u64;
+        for i in 0..n {
+            let b: &[u8; RESPONSE_SIZE] = inp[i * RESPONSE_SIZE..(i + 1) * RESPONSE_SIZE]
+                .try_into()
+                .expect("frame");
+            let r = Response::decode(b);
+            if r.status != 0 {
+                res.errors += 1;
+            }
+            res.modelled.record(r.latency_ns);
+            res.modelled_max = res.modelled_max.max(r.latency_ns);
+            res.wall.record(rtt);
+            res.wall_max = res.wall_max.max(rtt);
+        }
+        left -= n as u64;
+    }
+    Ok(res)
+}
+
+/// Runs the load and reports.
+pub async fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
+    if cfg.size == 0 || cfg.size > LINE {
+        return Err(ClientError::Size(cfg.size));
+    }
+    let start = Instant::now();
+    let tasks: Vec<_> = (0..cfg.connections.max(1))
+        .map(|i| tokio::spawn(one_connection(cfg.clone(), i as u64)))
+        .collect();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.push(
+            t.await
+                .map_err(|e| ClientError::Io(std::io::Error::other(e)))??,
+        );
+    }
+    let secs = start.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
+    // Merge by re-recording percentiles: keep it simple and exact enough.
+    let mut wall = Histogram::default();
+    let mut modelled = Histogram::default();
+    let (mut wall_max, mut modelled_max, mut errors) = (0, 0, 0);
+    for r in &all {
+        wall.merge(&r.wall);
+        modelled.merge(&r.modelled);
+        wall_max = wall_max.max(r.wall_max);
+        modelled_max = modelled_max.max(r.modelled_max);
+        errors += r.errors;
+    }
+    let requests = cfg.ops * cfg.connections.max(1) as u64;
+    Ok(ClientReport {
+        connections: cfg.connections.max(1),
+        depth: cfg.depth.max(1),
+        requests,
+        errors,
+        seconds: secs,
+        requests_per_second: requests as f64 / secs,
+        wall_latency_ns: pct(&wall, wall_max),
+        modelled_latency_ns: pct(&modelled, modelled_max),
+    })
+}

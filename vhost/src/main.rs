@@ -1,0 +1,190 @@
+//! `cxl-memsim serve | stats | client`.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cxl_memsim::client::{ClientConfig, Pattern};
+use cxl_memsim::serve::ServeConfig;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "CXL memory simulator: backing memory, deterministic model, CXLMemSim-compatible TCP server"
+)]
+struct Args {
+    #[command(subcommand)]
+    verb: Verb,
+}
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    cxl_topology::ByteSize::parse(s)
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Create/open the backing files, then serve TCP and the control socket.
+    Serve {
+        /// Topology TOML (the lab's format); the embedded default when absent.
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Where the devices' backing files live (`<device>.mem`).
+        #[arg(long, default_value = ".")]
+        backing_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        listen: String,
+        /// Unix control socket for `cxl-memsim stats`.
+        #[arg(long)]
+        control: Option<PathBuf>,
+        /// Seed of the model's jitter (default: the topology's).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Address of the first device on the wire (e.g. the CXL window's
+        /// host physical address); 0 = flat offsets.
+        #[arg(long, default_value = "0", value_parser = parse_u64)]
+        base: u64,
+        /// CXLMemSim Newick topology for link latencies, e.g. "(CPU:0,(CXL:100));".
+        #[arg(long)]
+        newick: Option<String>,
+        /// Print a stats line every N seconds.
+        #[arg(long)]
+        report_interval: Option<u64>,
+    },
+    /// Print a running simulator's stats.
+    Stats {
+        #[arg(long)]
+        control: PathBuf,
+        #[arg(long, default_value_t = 10)]
+        top: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load generator for any CXLMemSim-protocol server.
+    Client {
+        #[arg(long, default_value = "127.0.0.1:9999")]
+        addr: String,
+        /// Requests per connection.
+        #[arg(long, default_value_t = 100_000)]
+        ops: u64,
+        #[arg(long, default_value_t = 0.5)]
+        read_ratio: f64,
+        #[arg(long, default_value_t = 64)]
+        size: u64,
+        #[arg(long, value_enum, default_value = "random")]
+        pattern: Pattern,
+        #[arg(long, default_value_t = 1)]
+        depth: usize,
+        #[arg(long, default_value_t = 1)]
+        connections: usize,
+        #[arg(long, default_value = "0", value_parser = parse_u64)]
+        base: u64,
+        #[arg(long, default_value = "256M", value_parser = parse_u64)]
+        span: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("CXL_MEMSIM_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    match Args::parse().verb {
+        Verb::Serve {
+            topology,
+            backing_dir,
+            listen,
+            control,
+            seed,
+            base,
+            newick,
+            report_interval,
+        } => {
+            let cfg = ServeConfig {
+                topology,
+                backing_dir,
+                listen,
+                control,
+                seed,
+                base,
+                newick,
+                report_interval: report_interval.map(Duration::from_secs),
+            };
+            cxl_memsim::serve::serve(&cfg)
+                .await
+                .context("cxl-memsim serve failed")?;
+        }
+        Verb::Stats { control, top, json } => {
+            let v = cxl_memsim::control::query_stats(&control, top)
+                .await
+                .context("reading stats")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("requests {}  errors {}", v["requests"], v["errors"]);
+                println!("latency ns: {}", v["latency_ns"]);
+                for d in v["devices"].as_array().into_iter().flatten() {
+                    println!(
+                        "  {}: {} reads, {} writes, {} pages touched",
+                        d["name"], d["reads"], d["writes"], d["pages_touched"]
+                    );
+                }
+                for p in v["hot_pages"].as_array().into_iter().flatten() {
+                    println!(
+                        "  hot {} +{:#x}: {} accesses",
+                        p["device"],
+                        p["offset"].as_u64().unwrap_or(0),
+                        p["accesses"]
+                    );
+                }
+            }
+        }
+        Verb::Client {
+            addr,
+            ops,
+            read_ratio,
+            size,
+            pattern,
+            depth,
+            connections,
+            base,
+            span,
+            seed,
+            json,
+        } => {
+            let cfg = ClientConfig {
+                addr,
+                ops,
+                read_ratio,
+                size,
+                pattern,
+                depth,
+                connections,
+                base,
+                span,
+                seed,
+            };
+            let r = cxl_memsim::client::run(&cfg)
+                .await
+                .context("running the load")?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!(
+                    "{} requests over {} connection(s), depth {}: {:.0} req/s, {} errors",
+                    r.requests, r.connections, r.depth, r.requests_per_second, r.errors
+                );
+                println!("wall latency ns: {:?}", r.wall_latency_ns);
+                println!("modelled latency ns: {:?}", r.modelled_latency_ns);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,306 @@
+//! The deterministic latency/bandwidth model. Pure: same topology, seed and
+//! request sequence give the same latencies, byte for byte. The formula is
+//! in the crate README.
+
+use cxl_topology::Topology;
+
+/// Errors building a model.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    #[error(
+        "The Newick topology '{text}' is not valid: {reason}. Write it like (CPU:0,(CXL:100));"
+    )]
+    Newick { text: String, reason: String },
+}
+
+pub const DEFAULT_READ_NS: u64 = 200;
+pub const DEFAULT_WRITE_NS: u64 = 100;
+pub const DEFAULT_LINK_GBPS: f64 = 64.0;
+
+/// A link on a device's path (CPU to host bridge, or switch to device).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub name: String,
+    pub latency_ns: u64,
+    /// Femtoseconds per byte (1e6 / GB/s), integer so the model is exact.
+    pub fs_per_byte: u64,
+    /// When the link is free again, in simulated femtoseconds.
+    busy_until_fs: u64,
+}
+
+impl Link {
+    fn new(name: &str, latency_ns: u64, gbps: f64) -> Link {
+        let fs_per_byte = (1e6 / gbps.max(1e-3)).round() as u64;
+        Link {
+            name: name.to_owned(),
+            latency_ns,
+            fs_per_byte,
+            busy_until_fs: 0,
+        }
+    }
+}
+
+/// Per-device parameters.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceModel {
+    pub name: String,
+    pub read_ns: u64,
+    pub write_ns: u64,
+    /// Indexes into [`Model::links`], CPU side first.
+    pub path: Vec<usize>,
+}
+
+/// A small, fast, seedable PRNG (splitmix64) for jitter.
+#[derive(Debug, Clone)]
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// The breakdown of one modelled access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub latency_ns: u64,
+    pub queue_ns: u64,
+}
+
+/// The model of every device of a topology.
+#[derive(Debug, Clone)]
+pub struct Model {
+    pub devices: Vec<DeviceModel>,
+    pub links: Vec<Link>,
+    jitter_ns: u64,
+    rng: SplitMix64,
+    /// Simulated time of the last completion, used as the arrival time of
+    /// requests that carry no timestamp (closed loop).
+    clock_fs: u64,
+}
+
+impl Model {
+    /// Builds the model from the topology's latencies and bandwidths.
+    pub fn from_topology(t: &Topology, seed: u64) -> Model {
+        let mut links: Vec<Link> = Vec::new();
+        let link_index = |links: &mut Vec<Link>, name: &str, lat: Option<u64>, bw: Option<f64>| {
+            if let Some(i) = links.iter().position(|l| l.name == name) {
+                return i;
+            }
+            links.push(Link::new(
+                name,
+                lat.unwrap_or(0),
+                bw.unwrap_or(DEFAULT_LINK_GBPS),
+            ));
+            links.len() - 1
+        };
+        let devices = t
+            .devices
+            .iter()
+            .map(|d| {
+                let p = t.path_of(d);
+                let mut path = vec![link_index(
+                    &mut links,
+                    &p.host_bridge.name,
+                    p.host_bridge.link_latency_ns,
+                    p.host_bridge.link_bandwidth_gbps,
+                )];
+                if let Some(s) = p.switch {
+                    path.push(link_index(
+                        &mut links,
+                        &s.name,
+                        s.link_latency_ns,
+                        s.link_bandwidth_gbps,
+                    ));
+                }
+                DeviceModel {
+                    name: d.name.clone(),
+                    read_ns: d.read_latency_ns.unwrap_or(DEFAULT_READ_NS),
+                    write_ns: d.write_latency_ns.unwrap_or(DEFAULT_WRITE_NS),
+                    path,
+                }
+            })
+            .collect();
+        Model {
+            devices,
+            links,
+            jitter_ns: t.simulator.jitter_ns,
+            rng: SplitMix64(seed),
+            clock_fs: 0,
+        }
+    }
+
+    /// Applies a CXLMemSim Newick topology: the i-th `CXL` leaf's path
+    /// latency (the sum of branch lengths from the root) becomes the extra
+    /// link latency of the i-th device (the last leaf repeats).
+    pub fn apply_newick(&mut self, newick: &str) -> Result<(), ModelError> {
+        let leaves = newick_cxl_latencies(newick)?;
+        for (i, d) in self.devices.iter_mut().enumerate() {
+            let lat = leaves[i.min(leaves.len() - 1)];
+            let name = format!("newick:{}", d.name);
+            self.links.push(Link::new(&name, lat, DEFAULT_LINK_GBPS));
+            d.path = vec![self.links.len() - 1];
+        }
+        Ok(())
+    }
+
+    /// Models one access of `size` bytes to `device` arriving at
+    /// `timestamp_ns` (0: when the previous access completed).
+    pub fn access(&mut self, device: usize, write: bool, size: u64, timestamp_ns: u64) -> Timing {
+        let d = &self.devices[device];
+        let arrival = if timestamp_ns == 0 {
+            self.clock_fs
+        } else {
+            timestamp_ns.saturating_mul(1_000_000)
+        };
+        let mut total_fs = (if write { d.write_ns } else { d.read_ns }) * 1_000_000;
+        let mut queue_fs = 0;
+        for &l in &d.path {
+            let link = &mut self.links[l];
+            let transfer = size * link.fs_per_byte;
+            let start = arrival.max(link.busy_until_fs);
+            queue_fs += start - arrival;
+            link.busy_until_fs = start + transfer;
+            total_fs += link.latency_ns * 1_000_000 + (start - arrival) + transfer;
+        }
+        if self.jitter_ns > 0 {
+            total_fs += (self.rng.next() % (self.jitter_ns + 1)) * 1_000_000;
+        }
+        self.clock_fs = arrival + total_fs;
+        Timing {
+            latency_ns: total_fs.div_ceil(1_000_000),
+            queue_ns: queue_fs / 1_000_000,
+        }
+    }
+}
+
+/// Parses a Newick tree and returns the root-to-leaf latency of every leaf
+/// whose label starts with `CXL`, in order.
+pub fn newick_cxl_latencies(text: &str) -> Result<Vec<u64>, ModelError> {
+    let err = |reason: &str| ModelError::Newick {
+        text: text.to_owned(),
+        reason: reason.to_owned(),
+    };
+    #[derive(Default)]
+    struct Node {
+        label: String,
+        len: f64,
+        children: Vec<Node>,
+    }
+    fn parse(s: &[u8], i: &mut usize) -> Result<Node, String> {
+        let mut n = Node::default();
+        if s.get(*i) == Some(&b'(') {
+            *i += 1;
+            loop {
+                n.children.push(parse(s, i)?);
+                match s.get(*i) {
+                    Some(b',') => *i += 1,
+                    Some(b')') => {
+                        *i += 1;
+                        break;
+                    }
+                    _ => return Err(format!("expected ',' or ')' at byte {}", *i)),
+                }
+            }
+        }
+        let start = *i;
+        while *i < s.len() && !b":,();".contains(&s[*i]) {
+            *i += 1;
+        }
+        n.label = String::from_utf8_lossy(&s[start..*i]).trim().to_owned();
+        if s.get(*i) == Some(&b':') {
+            *i += 1;
+            let st = *i;
+            while *i < s.len() && (s[*i].is_ascii_digit() || s[*i] == b'.') {
+                *i += 1;
+            }
+            n.len = std::str::from_utf8(&s[st..*i])
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .ok_or_else(|| format!("a branch length at byte {st} is not a number"))?;
+        }
+        Ok(n)
+    }
+    fn walk(n: &Node, acc: f64, out: &mut Vec<u64>) {
+        let here = acc + n.len;
+        if n.children.is_empty() {
+            if n.label.to_ascii_uppercase().starts_with("CXL") {
+                out.push(here.round() as u64);
+            }
+        } else {
+            n.children.iter().for_each(|c| walk(c, here, out));
+        }
+    }
+    let bytes: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let mut i = 0;
+    let root = parse(&bytes, &mut i).map_err(|r| err(&r))?;
+    if bytes.get(i) != Some(&b';') {
+        return Err(err("it must end with ';'"));
+    }
+    let mut out = Vec::new();
+    walk(&root, 0.0, &mut out);
+    if out.is_empty() {
+        return Err(err("it has no leaf named CXL"));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_follow_cxlmemsim_simple_server() {
+        let mut m = Model::from_topology(&Topology::embedded_default(), 0);
+        // 200 ns media + 64 B at 64 GB/s (1 ns).
+        assert_eq!(m.access(0, false, 64, 0).latency_ns, 201);
+        assert_eq!(m.access(0, true, 64, 0).latency_ns, 101);
+    }
+
+    #[test]
+    fn a_saturated_link_queues() {
+        let mut m = Model::from_topology(&Topology::embedded_default(), 0);
+        // Both devices share the host bridge link; simultaneous arrivals queue.
+        let a = m.access(0, false, 64, 1_000);
+        let b = m.access(1, false, 64, 1_000);
+        assert_eq!(a.queue_ns, 0);
+        assert_eq!(b.queue_ns, 1);
+        assert_eq!(b.latency_ns, a.latency_ns + 1);
+    }
+
+    #[test]
+    fn same_seed_same_latencies() {
+        let mut t = Topology::embedded_default();
+        t.simulator.jitter_ns = 50;
+        let run = |seed| {
+            let mut m = Model::from_topology(&t, seed);
+            (0..1000)
+                .map(|i| {
+                    m.access(i % 2, i % 3 == 0, 1 + (i as u64 % 64), 0)
+                        .latency_ns
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8));
+    }
+
+    #[test]
+    fn newick_latencies() {
+        assert_eq!(newick_cxl_latencies("(CPU:0,(CXL:100));").unwrap(), [100]);
+        assert_eq!(
+            newick_cxl_latencies("(CPU:0,(CXL:100,CXL:150)SW:50);").unwrap(),
+            [150, 200]
+        );
+        let e = newick_cxl_latencies("(CPU:0,(DRAM:100));").unwrap_err();
+        assert!(e.to_string().contains("it has no leaf named CXL"), "{e}");
+        assert!(newick_cxl_latencies("(CPU:0,(CXL:x));").is_err());
+        let mut m = Model::from_topology(&Topology::embedded_default(), 0);
+        m.apply_newick("(CPU:0,(CXL:100));").unwrap();
+        assert_eq!(m.access(0, false, 64, 0).latency_ns, 301);
+    }
+}

@@ -1,0 +1,88 @@
+//! The simulator's shared state: device memory, model and stats, and how
+//! one request is served.
+
+use std::sync::Mutex;
+
+use crate::backing::{self, DeviceMemory};
+use crate::model::Model;
+use crate::protocol::{Request, Response, Status, OP_WRITE};
+use crate::stats::{Report, Stats};
+
+/// Shared by every connection.
+pub struct Simulator {
+    devices: Vec<DeviceMemory>,
+    /// Addresses on the wire are `base + flat offset` (0 by default; a host
+    /// physical address when `--base` names the window start).
+    base: u64,
+    state: Mutex<(Model, Stats)>,
+}
+
+// SAFETY: device memory is a shared file mapping that the guest writes
+// concurrently anyway; the simulator only copies bytes in and out of it.
+unsafe impl Sync for Simulator {}
+unsafe impl Send for Simulator {}
+
+impl Simulator {
+    pub fn new(devices: Vec<DeviceMemory>, model: Model, base: u64) -> Simulator {
+        let stats = Stats::new(devices.iter().map(|d| d.name.clone()).collect());
+        Simulator {
+            devices,
+            base,
+            state: Mutex::new((model, stats)),
+        }
+    }
+
+    pub fn devices(&self) -> &[DeviceMemory] {
+        &self.devices
+    }
+
+    pub fn base(&self) -> u64 {
+        self.base
+    }
+
+    /// Serves one request: a bad one gets its status and touches nothing.
+    pub fn handle(&self, req: &Request) -> Response {
+        let located = req.validate().and_then(|()| {
+            req.addr
+                .checked_sub(self.base)
+                .and_then(|flat| backing::locate(&self.devices, flat, req.size))
+                .ok_or(Status::OutOfRange)
+        });
+        let mut state = self.state.lock().expect("simulator state");
+        let (dev, offset) = match located {
+            Ok(x) => x,
+            Err(status) => {
+                state.1.record_error(status);
+                return Response::new(status, 0, [0; 64]);
+            }
+        };
+        let write = req.op_type == OP_WRITE;
+        let len = req.size as usize;
+        let mut data = [0u8; 64];
+        let mem = self.devices[dev].as_ptr();
+        // SAFETY: locate() checked offset + len <= device size.
+        unsafe {
+            if write {
+                std::ptr::copy_nonoverlapping(req.data.as_ptr(), mem.add(offset as usize), len);
+            } else {
+                std::ptr::copy_nonoverlapping(mem.add(offset as usize), data.as_mut_ptr(), len);
+            }
+        }
+        let timing = state.0.access(dev, write, req.size, req.timestamp_ns);
+        state
+            .1
+            .record(dev, offset, write, req.size, timing.latency_ns);
+        Response::new(Status::Ok, timing.latency_ns, data)
+    }
+
+    pub fn report(&self, top: usize) -> Report {
+        self.state.lock().expect("simulator state").1.report(top)
+    }
+
+    /// Flushes persistent devices' memory to their files.
+    pub fn flush(&self) {
+        for d in self.devices.iter().filter(|d| d.persistent) {
+            let _ = d.flush();
+        }
+    }
+}

@@ -1,0 +1,265 @@
+//! Hotness and statistics: per 4 KiB page read/write counts and bytes, per
+//! device totals, a histogram of modelled latencies, the hottest pages.
+
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::protocol::Status;
+
+pub const PAGE: u64 = 4096;
+/// Latencies below this are counted exactly; above, in 1/16 octaves.
+const EXACT_NS: u64 = 4096;
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct Counts {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+}
+
+impl Counts {
+    fn add(&mut self, write: bool, bytes: u64) {
+        if write {
+            self.writes += 1;
+            self.write_bytes += bytes;
+        } else {
+            self.reads += 1;
+            self.read_bytes += bytes;
+        }
+    }
+}
+
+/// A histogram of latencies in ns: exact below 4096 ns, logarithmic above.
+#[derive(Debug, Clone, Default)]
+pub struct Histogram {
+    exact: Vec<u64>,
+    log: HashMap<u32, u64>,
+    count: u64,
+    max: u64,
+}
+
+impl Histogram {
+    pub fn record(&mut self, ns: u64) {
+        if self.exact.is_empty() {
+            self.exact = vec![0; EXACT_NS as usize];
+        }
+        if ns < EXACT_NS {
+            self.exact[ns as usize] += 1;
+        } else {
+            *self.log.entry(Self::bucket(ns)).or_default() += 1;
+        }
+        self.count += 1;
+        self.max = self.max.max(ns);
+    }
+
+    /// Adds another histogram's samples.
+    pub fn merge(&mut self, other: &Histogram) {
+        if other.count == 0 {
+            return;
+        }
+        if self.exact.is_empty() {
+            self.exact = vec![0; EXACT_NS as usize];
+        }
+        for (i, c) in other.exact.iter().enumerate() {
+            self.exact[i] += c;
+        }
+        for (b, c) in &other.log {
+            *self.log.entry(*b).or_default() += c;
+        }
+        self.count += other.count;
+        self.max = self.max.max(other.max);
+    }
+
+    fn bucket(ns: u64) -> u32 {
+        let octave = 63 - ns.leading_zeros();
+        let frac = ((ns >> (octave - 4)) & 0xF) as u32;
+        octave * 16 + frac
+    }
+
+    fn bucket_low(b: u32) -> u64 {
+        let (octave, frac) = (b / 16, (b % 16) as u64);
+        (1u64 << octave) + (frac << (octave - 4))
+    }
+
+    /// The smallest latency with at least `p` of the samples at or below.
+    pub fn percentile(&self, p: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let target = ((p * self.count as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (ns, &c) in self.exact.iter().enumerate() {
+            seen += c;
+            if seen >= target {
+                return ns as u64;
+            }
+        }
+        let mut buckets: Vec<(&u32, &u64)> = self.log.iter().collect();
+        buckets.sort();
+        for (b, c) in buckets {
+            seen += c;
+            if seen >= target {
+                return Self::bucket_low(*b).min(self.max);
+            }
+        }
+        self.max
+    }
+}
+
+/// The stats report (what `cxl-memsim stats --json` prints).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Report {
+    pub requests: u64,
+    pub errors: HashMap<String, u64>,
+    pub devices: Vec<DeviceReport>,
+    pub latency_ns: LatencyReport,
+    pub hot_pages: Vec<HotPage>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct DeviceReport {
+    pub name: String,
+    #[serde(flatten)]
+    pub counts: Counts,
+    pub pages_touched: usize,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct LatencyReport {
+    pub count: u64,
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HotPage {
+    pub device: String,
+    /// Offset of the page in the device.
+    pub offset: u64,
+    pub accesses: u64,
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Everything counted since start.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    names: Vec<String>,
+    devices: Vec<Counts>,
+    pages: HashMap<(usize, u64), Counts>,
+    histogram: Histogram,
+    errors: HashMap<String, u64>,
+    requests: u64,
+}
+
+impl Stats {
+    pub fn new(device_names: Vec<String>) -> Stats {
+        let n = device_names.len();
+        Stats {
+            names: device_names,
+            devices: vec![Counts::default(); n],
+            pages: HashMap::new(),
+            histogram: Histogram::default(),
+            errors: HashMap::new(),
+            requests: 0,
+        }
+    }
+
+    pub fn record(&mut self, device: usize, offset: u64, write: bool, bytes: u64, latency_ns: u64) {
+        self.requests += 1;
+        self.devices[device].add(write, bytes);
+        self.pages
+            .entry((device, offset / PAGE))
+            .or_default()
+            .add(write, bytes);
+        self.histogram.record(latency_ns);
+    }
+
+    pub fn record_error(&mut self, status: Status) {
+        self.requests += 1;
+        *self.errors.entry(format!("{status:?}")).or_default() += 1;
+    }
+
+    pub fn report(&self, top: usize) -> Report {
+        let mut hot: Vec<HotPage> = self
+            .pages
+            .iter()
+            .map(|(&(d, page), c)| HotPage {
+                device: self.names[d].clone(),
+                offset: page * PAGE,
+                accesses: c.reads + c.writes,
+                counts: *c,
+            })
+            .collect();
+        // Ties break by device and offset so reports are deterministic.
+        hot.sort_by(|a, b| {
+            b.accesses
+                .cmp(&a.accesses)
+                .then(a.device.cmp(&b.device))
+                .then(a.offset.cmp(&b.offset))
+        });
+        hot.truncate(top);
+        let h = &self.histogram;
+        Report {
+            requests: self.requests,
+            errors: self.errors.clone(),
+            devices: self
+                .names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| DeviceReport {
+                    name: n.clone(),
+                    counts: self.devices[i],
+                    pages_touched: self.pages.keys().filter(|(d, _)| *d == i).count(),
+                })
+                .collect(),
+            latency_ns: LatencyReport {
+                count: h.count,
+                p50: h.percentile(0.5),
+                p90: h.percentile(0.9),
+                p99: h.percentile(0.99),
+                max: h.max,
+            },
+            hot_pages: hot,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_exact_and_large_latencies() {
+        let mut h = Histogram::default();
+        for ns in 1..=100 {
+            h.record(ns);
+        }
+        assert_eq!(h.percentile(0.5), 50);
+        assert_eq!(h.percentile(0.99), 99);
+        h.record(1_000_000);
+        assert_eq!(h.max, 1_000_000);
+        assert!(h.percentile(1.0) >= 1_000_000 - (1_000_000 >> 4));
+    }
+
+    #[test]
+    fn hot_pages_are_ranked() {
+        let mut s = Stats::new(vec!["a".into(), "b".into()]);
+        for _ in 0..3 {
+            s.record(1, 8192 + 10, true, 8, 100);
+        }
+        s.record(0, 0, false, 64, 200);
+        s.record_error(Status::BadOp);
+        let r = s.report(10);
+        assert_eq!(r.requests, 5);
+        assert_eq!(r.hot_pages[0].device, "b");
+        assert_eq!(r.hot_pages[0].offset, 8192);
+        assert_eq!(r.hot_pages[0].accesses, 3);
+        assert_eq!(r.errors["BadOp"], 1);
+        assert_eq!(r.devices[1].counts.write_bytes, 24);
+    }
+}
