@@ -16,6 +16,62 @@ pub struct Verdict {
     pub reason: String,
 }
 
+/// Boots under KVM, watching the output: Ok(true) when the guest's marker
+/// appears, Err(line) as soon as QEMU reports a KVM error (it would
+/// otherwise sit paused until the timeout).
+fn probe_boot(kernel: &Path, initrd: &Path) -> Result<bool, String> {
+    let log = std::env::temp_dir().join(format!("cxl-lab-kvm-probe-{}.log", std::process::id()));
+    let file =
+        std::fs::File::create(&log).map_err(|e| format!("cannot create {}: {e}", log.display()))?;
+    let mut child = Command::new(crate::qemu::QEMU_BINARY)
+        .args([
+            "-accel",
+            "kvm",
+            "-cpu",
+            "max,hypervisor=off",
+            "-m",
+            "512M",
+            "-nodefaults",
+            "-display",
+            "none",
+        ])
+        .args([
+            "-bios",
+            "qboot.rom",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-kernel",
+        ])
+        .arg(kernel)
+        .arg("-initrd")
+        .arg(initrd)
+        .args(["-append", "console=ttyS0 quiet panic=-1 cxl_lab.probe=1"])
+        .stdin(std::process::Stdio::null())
+        .stdout(file.try_clone().map_err(|e| e.to_string())?)
+        .stderr(file)
+        .spawn()
+        .map_err(|e| format!("cannot run QEMU: {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        if out.contains("CXL_LAB_PROBE_OK") {
+            break Ok(true);
+        }
+        if let Some(line) = out.lines().find(|l| l.contains("KVM") || l.contains("kvm")) {
+            break Err(line.trim().to_owned());
+        }
+        if matches!(child.try_wait(), Ok(Some(_))) || std::time::Instant::now() >= deadline {
+            break Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(&log);
+    result
+}
+
 /// Identifies the host: kernel release, QEMU version and CPU model.
 pub fn host_id() -> String {
     let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
@@ -61,46 +117,13 @@ pub fn probe(kernel: &Path, initrd: &Path) -> Verdict {
     let v = if !Path::new("/dev/kvm").exists() {
         verdict(false, "/dev/kvm does not exist".into())
     } else {
-        let out = Command::new("timeout")
-            .arg(Duration::from_secs(30).as_secs().to_string())
-            .arg(crate::qemu::QEMU_BINARY)
-            .args([
-                "-accel",
-                "kvm",
-                "-cpu",
-                "max,hypervisor=off",
-                "-m",
-                "512M",
-                "-nodefaults",
-                "-display",
-                "none",
-            ])
-            .args(["-no-reboot", "-serial", "stdio", "-kernel"])
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", "console=ttyS0 quiet panic=-1 cxl_lab.probe=1"])
-            .output();
-        match out {
-            Err(e) => verdict(false, format!("cannot run QEMU: {e}")),
-            Ok(o) => {
-                let all = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&o.stdout),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                if all.contains("CXL_LAB_PROBE_OK") {
-                    verdict(true, "probe boot under KVM reached userspace".into())
-                } else {
-                    let line = all
-                        .lines()
-                        .find(|l| l.contains("KVM") || l.contains("kvm"))
-                        .unwrap_or("the probe guest did not reach userspace")
-                        .trim()
-                        .to_owned();
-                    verdict(false, line)
-                }
-            }
+        match probe_boot(kernel, initrd) {
+            Ok(true) => verdict(true, "probe boot under KVM reached userspace".into()),
+            Ok(false) => verdict(
+                false,
+                "the probe guest did not reach userspace within 30 s".into(),
+            ),
+            Err(line) => verdict(false, line),
         }
     };
     let _ = std::fs::create_dir_all(crate::paths::cache_dir());

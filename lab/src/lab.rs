@@ -65,8 +65,6 @@ pub enum LabError {
     },
     #[error(transparent)]
     Suite(#[from] crate::suites::SuiteError),
-    #[error("KVM cannot run guests here ({0}); use --accel tcg or --accel auto.")]
-    KvmUnusable(String),
     #[error("Cannot create {path}.")]
     Io {
         path: PathBuf,
@@ -84,7 +82,8 @@ pub enum AccelChoice {
     /// KVM where a cached probe says it works, else TCG.
     Auto,
     Tcg,
-    /// KVM after a probe boot passes; an error otherwise.
+    /// KVM after a probe boot passes (verdict cached per host); TCG with a
+    /// message otherwise.
     Kvm,
 }
 
@@ -247,7 +246,11 @@ fn resolve_accel(
             if v.usable {
                 Ok(Accel::Kvm)
             } else {
-                Err(LabError::KvmUnusable(v.reason))
+                events.emit(Event::Skipped {
+                    step: Step::QemuStart,
+                    reason: format!("KVM cannot run guests here ({}); using TCG", v.reason),
+                });
+                Ok(Accel::Tcg)
             }
         }
     }
