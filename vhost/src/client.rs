@@ -32,20 +32,41 @@ pub enum Pattern {
     Random,
 }
 
-#[derive(Debug, Clone)]
+/// The load to generate (also the `cxl-memsim client` flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct ClientConfig {
+    #[arg(long, default_value = "127.0.0.1:9999")]
     pub addr: String,
     /// Requests per connection.
+    #[arg(long, default_value_t = 100_000)]
     pub ops: u64,
+    /// Fraction of reads (the rest are writes).
+    #[arg(long, default_value_t = 0.5)]
     pub read_ratio: f64,
+    /// Bytes per request, 1 to 64.
+    #[arg(long, default_value_t = 64)]
     pub size: u64,
+    #[arg(long, value_enum, default_value = "random")]
     pub pattern: Pattern,
+    /// Requests in flight per connection.
+    #[arg(long, default_value_t = 1)]
     pub depth: usize,
+    #[arg(long, default_value_t = 1)]
     pub connections: usize,
     /// Addresses fall in `base .. base + span`.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
     pub base: u64,
+    #[arg(long, default_value = "256M", value_parser = parse_size)]
     pub span: u64,
+    #[arg(long, default_value_t = 1)]
     pub seed: u64,
+}
+
+/// Sizes and addresses as `256M`, `0x110000000` or plain numbers.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    cxl_topology::ByteSize::parse(s)
+        .map(|b| b.bytes())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cxl_memsim::client::{ClientConfig, Pattern};
+use cxl_memsim::client::{parse_size, ClientConfig};
 use cxl_memsim::serve::ServeConfig;
 
 #[derive(Parser)]
@@ -18,11 +18,6 @@ struct Args {
     verb: Verb,
 }
 
-fn parse_u64(s: &str) -> Result<u64, String> {
-    cxl_topology::ByteSize::parse(s)
-        .map(|b| b.bytes())
-        .map_err(|e| e.to_string())
-}
 
 #[derive(Subcommand)]
 enum Verb {
@@ -44,7 +39,7 @@ enum Verb {
         seed: Option<u64>,
         /// Address of the first device on the wire (e.g. the CXL window's
         /// host physical address); 0 = flat offsets.
-        #[arg(long, default_value = "0", value_parser = parse_u64)]
+        #[arg(long, default_value = "0", value_parser = parse_size)]
         base: u64,
         /// CXLMemSim Newick topology for link latencies, e.g. "(CPU:0,(CXL:100));".
         #[arg(long)]
@@ -64,27 +59,8 @@ enum Verb {
     },
     /// Load generator for any CXLMemSim-protocol server.
     Client {
-        #[arg(long, default_value = "127.0.0.1:9999")]
-        addr: String,
-        /// Requests per connection.
-        #[arg(long, default_value_t = 100_000)]
-        ops: u64,
-        #[arg(long, default_value_t = 0.5)]
-        read_ratio: f64,
-        #[arg(long, default_value_t = 64)]
-        size: u64,
-        #[arg(long, value_enum, default_value = "random")]
-        pattern: Pattern,
-        #[arg(long, default_value_t = 1)]
-        depth: usize,
-        #[arg(long, default_value_t = 1)]
-        connections: usize,
-        #[arg(long, default_value = "0", value_parser = parse_u64)]
-        base: u64,
-        #[arg(long, default_value = "256M", value_parser = parse_u64)]
-        span: u64,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
+        #[command(flatten)]
+        load: ClientConfig,
         #[arg(long)]
         json: bool,
     },
@@ -146,31 +122,7 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        Verb::Client {
-            addr,
-            ops,
-            read_ratio,
-            size,
-            pattern,
-            depth,
-            connections,
-            base,
-            span,
-            seed,
-            json,
-        } => {
-            let cfg = ClientConfig {
-                addr,
-                ops,
-                read_ratio,
-                size,
-                pattern,
-                depth,
-                connections,
-                base,
-                span,
-                seed,
-            };
+        Verb::Client { load: cfg, json } => {
             let r = cxl_memsim::client::run(&cfg)
                 .await
                 .context("running the load")?;
