@@ -44,6 +44,27 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
         ".devices[].memdev" => "[memdev]",
     });
 
+    // lab status sees QEMU, the simulator and the agent; lab args is the
+    // argv QEMU runs with.
+    let status = lab
+        .rt
+        .block_on(cxl_lab::lab::status(&lab.name))
+        .unwrap_or_else(|e| panic!("lab status: {}", lab_e2e::chain(&e)));
+    assert!(
+        status.qemu_running && status.simulator_running && status.agent_answers,
+        "{status:#?}"
+    );
+    assert_eq!(status.vm_status.as_deref(), Some("running"));
+    let argv = cxl_lab::lab::args(&lab.name, None, &Default::default()).expect("lab args");
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", summary.qemu_pid.expect("pid")))
+        .expect("QEMU cmdline");
+    let running: Vec<String> = cmdline
+        .split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert_eq!(argv, running, "lab args prints the argv QEMU runs with");
+
     // cxl list -M: two memdevs of 256 MiB, one ram and one pmem.
     let memdevs: serde_json::Value =
         serde_json::from_str(&lab.run(&["cxl", "list", "-M"])).expect("cxl list -M prints JSON");

@@ -18,7 +18,6 @@ struct Args {
     verb: Verb,
 }
 
-
 #[derive(Subcommand)]
 enum Verb {
     /// Create/open the backing files, then serve TCP and the control socket.
