@@ -151,6 +151,8 @@ mod tests {
             "not running"
         );
         assert_eq!(tail(&log, 5), "started");
-        assert!(!child_running(&mut child));
+        // Its command line is gone once its memory is released, a moment
+        // before it is a zombie: wait for the exit itself.
+        assert!(wait_for(|| !child_running(&mut child)));
     }
 }

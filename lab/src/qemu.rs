@@ -42,6 +42,8 @@ pub struct QemuConfig<'a> {
     pub topology: &'a Topology,
     pub kernel: &'a Path,
     pub initrd: &'a Path,
+    /// The image's extras directory, shared read-only over virtio-9p.
+    pub extras: &'a Path,
     pub run_dir: &'a Path,
     pub devices: &'a [DeviceFiles],
     pub accel: Accel,
@@ -155,6 +157,14 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         &format!("virtserialport,bus=vser0.0,chardev=qga,name={AGENT_PORT_NAME}"),
     ]);
     push(&["-pidfile", &p(&pid_file(cfg.run_dir))]);
+    push(&[
+        "-virtfs",
+        &format!(
+            "local,path={},mount_tag={},security_model=none,readonly=on",
+            p(cfg.extras),
+            crate::image::EXTRAS_TAG
+        ),
+    ]);
     if t.guest.scratch_disk.bytes() > 0 {
         push(&[
             "-drive",
@@ -294,6 +304,7 @@ mod tests {
             topology: t,
             kernel: Path::new("/cache/images/KEY/vmlinuz"),
             initrd: Path::new("/cache/images/KEY/initrd.lz4"),
+            extras: Path::new("/cache/images/KEY/extras"),
             run_dir: run,
             devices: &devices,
             accel: Accel::Tcg,

@@ -26,6 +26,9 @@ pub enum RegionError {
 /// Created by the guest /init once the CXL and DAX modules are loaded.
 pub const READY_FILE: &str = "/run/cxl-lab-modules-loaded";
 
+/// Created by the guest /init once the image extras (9p) are mounted.
+pub const EXTRAS_READY_FILE: &str = "/run/cxl-lab-extras-ready";
+
 /// The guest path of the region tool.
 pub const TOOL: &str = "/usr/bin/cxl-regions";
 
@@ -54,6 +57,7 @@ pub fn plan(t: &Topology) -> Plan {
     Plan {
         devices,
         ready_file: Some(READY_FILE.into()),
+        finally_wait_for: Some(EXTRAS_READY_FILE.into()),
         timeout_ms: 30_000,
     }
 }

@@ -39,6 +39,10 @@ pub struct Plan {
     /// /init creates it); waited for before anything else.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready_file: Option<String>,
+    /// A file waited for after the regions are up (the image extras mount),
+    /// so that everything the lab promises is there when `lab up` returns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finally_wait_for: Option<String>,
     /// How long to wait for memdevs, regions and namespaces to appear.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,

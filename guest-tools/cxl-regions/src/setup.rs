@@ -17,7 +17,7 @@ use crate::tools::{self, ToolError};
 /// Errors while setting up regions.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
-    #[error("{file} did not appear within {timeout_ms} ms; the guest's module loading is stuck (see the console log).")]
+    #[error("{file} did not appear within {timeout_ms} ms; the guest /init reports why on the console (lab console).")]
     NotReady { file: String, timeout_ms: u64 },
     #[error("Memdevs with serials {missing:?} did not appear within {timeout_ms} ms; is cxl_pci loaded and the device in the QEMU command line?")]
     MemdevsMissing {
@@ -163,6 +163,10 @@ pub fn run(plan: &Plan, sys: &Sysfs) -> Result<Outcome, SetupError> {
             _ => ram_device(&ctx, d, memdev)?,
         };
         outcomes.push(out);
+    }
+    if let Some(f) = &plan.finally_wait_for {
+        ctx.wait(|| Path::new(f).exists().then_some(()))
+            .ok_or_else(|| SetupError::NotReady { file: f.clone(), timeout_ms: plan.timeout_ms })?;
     }
     // Report in plan order.
     outcomes.sort_by_key(|o| plan.devices.iter().position(|d| d.name == o.name));
@@ -410,6 +414,7 @@ mod tests {
                 host_bridge_uid: 12,
             }],
             ready_file: None,
+            finally_wait_for: None,
             timeout_ms: 50,
         };
         let e = run(&plan, &Sysfs::new(t.path())).unwrap_err();

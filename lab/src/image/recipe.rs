@@ -14,6 +14,7 @@ pub struct Recipe {
     pub packages: Vec<String>,
     pub extra_packages: Vec<String>,
     pub programs: Vec<String>,
+    pub extra_programs: Vec<String>,
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,
