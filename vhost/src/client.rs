@@ -1,11 +1,13 @@
 //! `cxl-memsim client`: a load generator for any CXLMemSim-protocol server.
-//! Each connection sends its requests in pipelined batches of `depth`.
+//! Each connection keeps `depth` requests in flight (a sliding window): it
+//! tops the window up, then reads whatever responses have arrived.
 
+use std::collections::VecDeque;
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::protocol::{Request, Response, LINE, OP_READ, OP_WRITE, REQUEST_SIZE, RESPONSE_SIZE};
 use crate::stats::Histogram;
@@ -21,6 +23,8 @@ pub enum ClientError {
     },
     #[error("The connection to the server failed mid-run.")]
     Io(#[from] std::io::Error),
+    #[error("The server closed the connection after {done} of {ops} responses.")]
+    Closed { done: u64, ops: u64 },
     #[error("--size must be 1 to 64 bytes (one request never crosses a 64-byte line), not {0}.")]
     Size(u64),
 }
@@ -85,7 +89,7 @@ pub struct ClientReport {
     pub errors: u64,
     pub seconds: f64,
     pub requests_per_second: f64,
-    /// Round trip of the batch each request was in, in ns of wall time.
+    /// From sending each request to receiving its response, ns of wall time.
     pub wall_latency_ns: Percentiles,
     /// The server's modelled latency.
     pub modelled_latency_ns: Percentiles,
@@ -108,13 +112,11 @@ struct ConnResult {
     errors: u64,
 }
 
-async fn one_connection(cfg: ClientConfig, index: u64) -> Result<ConnResult, ClientError> {
-    let mut s = TcpStream::connect(&cfg.addr)
-        .await
-        .map_err(|source| ClientError::Connect {
-            addr: cfg.addr.clone(),
-            source,
-        })?;
+fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientError> {
+    let mut s = TcpStream::connect(&cfg.addr).map_err(|source| ClientError::Connect {
+        addr: cfg.addr.clone(),
+        source,
+    })?;
     s.set_nodelay(true)?;
     let mut rng = cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     let mut next = || {
@@ -125,7 +127,7 @@ async fn one_connection(cfg: ClientConfig, index: u64) -> Result<ConnResult, Cli
     };
     let lines = (cfg.span / LINE).max(1);
     let mut seq_line = index * lines / (cfg.connections as u64).max(1);
-    let depth = cfg.depth.max(1);
+    let depth = cfg.depth.max(1) as u64;
     let mut res = ConnResult {
         wall: Histogram::default(),
         wall_max: 0,
@@ -133,13 +135,17 @@ async fn one_connection(cfg: ClientConfig, index: u64) -> Result<ConnResult, Cli
         modelled_max: 0,
         errors: 0,
     };
-    let mut out = Vec::with_capacity(depth * REQUEST_SIZE);
-    let mut inp = vec![0u8; depth * RESPONSE_SIZE];
-    let mut left = cfg.ops;
-    while left > 0 {
-        let n = (depth as u64).min(left) as usize;
+    let mut out = Vec::with_capacity(depth as usize * REQUEST_SIZE);
+    let mut input = vec![0u8; depth as usize * RESPONSE_SIZE];
+    let mut have = 0;
+    // Send time of every outstanding request, oldest first.
+    let mut sent_at = VecDeque::with_capacity(depth as usize);
+    let (mut sent, mut done) = (0u64, 0u64);
+    while done < cfg.ops {
+        // Keep `depth` requests in flight: top up, then wait for responses.
         out.clear();
-        for _ in 0..n {
+        let now = Instant::now();
+        while sent < cfg.ops && sent - done < depth {
             let line = match cfg.pattern {
                 Pattern::Seq => {
                     seq_line = (seq_line + 1) % lines;
@@ -149,52 +155,60 @@ async fn one_connection(cfg: ClientConfig, index: u64) -> Result<ConnResult, Cli
             };
             let read = (next() % 10_000) as f64 / 10_000.0 < cfg.read_ratio;
             let op = if read { OP_READ } else { OP_WRITE };
-            let mut data = [0u8; 64];
-            data[0] = line as u8;
+            let data = [line as u8; 64];
             out.extend_from_slice(
                 &Request::new(op, cfg.base + line * LINE, cfg.size, 0, data).encode(),
             );
+            sent_at.push_back(now);
+            sent += 1;
         }
-        let t = Instant::now();
-        s.write_all(&out).await?;
-        s.read_exact(&mut inp[..n * RESPONSE_SIZE]).await?;
-        let rtt = t.elapsed().as_nanos() as u64;
-        for i in 0..n {
-            let b: &[u8; RESPONSE_SIZE] = inp[i * RESPONSE_SIZE..(i + 1) * RESPONSE_SIZE]
-                .try_into()
-                .expect("frame");
-            let r = Response::decode(b);
+        if !out.is_empty() {
+            s.write_all(&out)?;
+        }
+        let n = s.read(&mut input[have..])?;
+        if n == 0 {
+            return Err(ClientError::Closed { done, ops: cfg.ops });
+        }
+        have += n;
+        let arrived = Instant::now();
+        let whole = have / RESPONSE_SIZE;
+        for frame in input[..whole * RESPONSE_SIZE].chunks_exact(RESPONSE_SIZE) {
+            let r = Response::decode(frame.try_into().expect("a whole frame"));
             if r.status != 0 {
                 res.errors += 1;
             }
             res.modelled.record(r.latency_ns);
             res.modelled_max = res.modelled_max.max(r.latency_ns);
-            res.wall.record(rtt);
-            res.wall_max = res.wall_max.max(rtt);
+            let sent_time = sent_at.pop_front().expect("a response answers a request");
+            let wall = arrived.duration_since(sent_time).as_nanos() as u64;
+            res.wall.record(wall);
+            res.wall_max = res.wall_max.max(wall);
         }
-        left -= n as u64;
+        input.copy_within(whole * RESPONSE_SIZE..have, 0);
+        have -= whole * RESPONSE_SIZE;
+        done += whole as u64;
     }
     Ok(res)
 }
 
-/// Runs the load and reports.
-pub async fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
+/// Runs the load (one thread per connection, blocking sockets, so the
+/// generator adds as little as possible to what it measures) and reports.
+pub fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
     if cfg.size == 0 || cfg.size > LINE {
         return Err(ClientError::Size(cfg.size));
     }
+    let connections = cfg.connections.max(1);
     let start = Instant::now();
-    let tasks: Vec<_> = (0..cfg.connections.max(1))
-        .map(|i| tokio::spawn(one_connection(cfg.clone(), i as u64)))
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.push(
-            t.await
-                .map_err(|e| ClientError::Io(std::io::Error::other(e)))??,
-        );
-    }
+    let all = std::thread::scope(|scope| {
+        let threads: Vec<_> = (0..connections)
+            .map(|i| scope.spawn(move || one_connection(cfg, i as u64)))
+            .collect();
+        threads
+            .into_iter()
+            .map(|t| t.join().expect("client thread"))
+            .collect::<Result<Vec<_>, _>>()
+    })?;
     let secs = start.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
-    // Merge by re-recording percentiles: keep it simple and exact enough.
     let mut wall = Histogram::default();
     let mut modelled = Histogram::default();
     let (mut wall_max, mut modelled_max, mut errors) = (0, 0, 0);
@@ -205,9 +219,9 @@ pub async fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
         modelled_max = modelled_max.max(r.modelled_max);
         errors += r.errors;
     }
-    let requests = cfg.ops * cfg.connections.max(1) as u64;
+    let requests = cfg.ops * connections as u64;
     Ok(ClientReport {
-        connections: cfg.connections.max(1),
+        connections,
         depth: cfg.depth.max(1),
         requests,
         errors,

@@ -65,8 +65,14 @@ enum Verb {
     },
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("CXL_MEMSIM_LOG"))
         .with_writer(std::io::stderr)
@@ -92,14 +98,14 @@ async fn main() -> anyhow::Result<()> {
                 newick,
                 report_interval: report_interval.map(Duration::from_secs),
             };
-            cxl_memsim::serve::serve(&cfg)
-                .await
+            runtime()?
+                .block_on(cxl_memsim::serve::serve(&cfg))
                 .context("cxl-memsim serve failed")?;
         }
         Verb::Stats { control, top, json } => {
-            let v = cxl_memsim::control::query_stats(&control, top)
-                .await
-                .context("reading stats")?;
+            let v = runtime()?
+                .block_on(cxl_memsim::control::query_stats(&control, top))
+                .context("cannot read the simulator's stats")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
@@ -122,9 +128,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Client { load: cfg, json } => {
-            let r = cxl_memsim::client::run(&cfg)
-                .await
-                .context("running the load")?;
+            let r = cxl_memsim::client::run(&cfg).context("the load run failed")?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {

@@ -24,8 +24,9 @@ pub struct Link {
     pub latency_ns: u64,
     /// Femtoseconds per byte (1e6 / GB/s), integer so the model is exact.
     pub fs_per_byte: u64,
-    /// When the link is free again, in simulated femtoseconds.
-    busy_until_fs: u64,
+    /// When the link is free again, in simulated femtoseconds (u128: wall
+    /// clock timestamps in ns times 1e6 do not fit in a u64).
+    busy_until_fs: u128,
 }
 
 impl Link {
@@ -80,7 +81,7 @@ pub struct Model {
     rng: SplitMix64,
     /// Simulated time of the last completion, used as the arrival time of
     /// requests that carry no timestamp (closed loop).
-    clock_fs: u64,
+    clock_fs: u128,
 }
 
 impl Model {
@@ -151,29 +152,32 @@ impl Model {
     /// Models one access of `size` bytes to `device` arriving at
     /// `timestamp_ns` (0: when the previous access completed).
     pub fn access(&mut self, device: usize, write: bool, size: u64, timestamp_ns: u64) -> Timing {
+        const FS_PER_NS: u128 = 1_000_000;
         let d = &self.devices[device];
         let arrival = if timestamp_ns == 0 {
             self.clock_fs
         } else {
-            timestamp_ns.saturating_mul(1_000_000)
+            u128::from(timestamp_ns) * FS_PER_NS
         };
-        let mut total_fs = (if write { d.write_ns } else { d.read_ns }) * 1_000_000;
+        let media_ns = if write { d.write_ns } else { d.read_ns };
+        let mut total_fs = u128::from(media_ns) * FS_PER_NS;
         let mut queue_fs = 0;
         for &l in &d.path {
             let link = &mut self.links[l];
-            let transfer = size * link.fs_per_byte;
+            let transfer = u128::from(size) * u128::from(link.fs_per_byte);
             let start = arrival.max(link.busy_until_fs);
             queue_fs += start - arrival;
             link.busy_until_fs = start + transfer;
-            total_fs += link.latency_ns * 1_000_000 + (start - arrival) + transfer;
+            total_fs += u128::from(link.latency_ns) * FS_PER_NS + (start - arrival) + transfer;
         }
         if self.jitter_ns > 0 {
-            total_fs += (self.rng.next() % (self.jitter_ns + 1)) * 1_000_000;
+            total_fs += u128::from(self.rng.next() % (self.jitter_ns + 1)) * FS_PER_NS;
         }
         self.clock_fs = arrival + total_fs;
+        let ns = |fs: u128| u64::try_from(fs).unwrap_or(u64::MAX);
         Timing {
-            latency_ns: total_fs.div_ceil(1_000_000),
-            queue_ns: queue_fs / 1_000_000,
+            latency_ns: ns(total_fs.div_ceil(FS_PER_NS)),
+            queue_ns: ns(queue_fs / FS_PER_NS),
         }
     }
 }
@@ -270,6 +274,59 @@ mod tests {
         assert_eq!(a.queue_ns, 0);
         assert_eq!(b.queue_ns, 1);
         assert_eq!(b.latency_ns, a.latency_ns + 1);
+    }
+
+    #[test]
+    fn wall_clock_timestamps_do_not_overflow() {
+        let mut m = Model::from_topology(&Topology::embedded_default(), 0);
+        // CLOCK_REALTIME in ns, as a CXLMemSim client may send it.
+        let now = 1_764_000_000_000_000_000u64;
+        assert_eq!(m.access(0, false, 64, now).latency_ns, 201);
+        assert_eq!(m.access(1, false, 64, now).latency_ns, 202, "queued 1 ns");
+        assert_eq!(m.access(0, false, 64, u64::MAX).latency_ns, 201);
+        // A request without timestamp after those still models normally.
+        assert_eq!(m.access(0, true, 64, 0).latency_ns, 101);
+    }
+
+    #[test]
+    fn a_slow_switch_link_adds_latency_and_saturates() {
+        let t = Topology::parse(
+            r#"
+[[host_bridge]]
+name = "hb"
+link_latency_ns = 20
+[[root_port]]
+name = "rp"
+host_bridge = "hb"
+[[switch]]
+name = "sw"
+root_port = "rp"
+downstream_ports = ["dp0"]
+link_latency_ns = 30
+link_bandwidth_gbps = 1.0
+[[device]]
+name = "mem"
+kind = "volatile"
+size = "256M"
+port = "dp0"
+read_latency_ns = 150
+[[window]]
+size = "256M"
+targets = ["hb"]
+"#,
+            "test",
+        )
+        .unwrap();
+        let mut m = Model::from_topology(&t, 0);
+        assert_eq!(m.devices[0].path.len(), 2);
+        // 150 media + 20 + 1 (host bridge, 64 GB/s) + 30 + 64 (switch, 1 GB/s).
+        assert_eq!(m.access(0, false, 64, 1_000).latency_ns, 265);
+        // Arriving together: waits 1 ns for the host bridge link and 64 ns
+        // for the switch link (each link is checked at the arrival time).
+        let second = m.access(0, false, 64, 1_000);
+        assert_eq!((second.latency_ns, second.queue_ns), (265 + 65, 65));
+        // Arriving after the link is free again: no queueing.
+        assert_eq!(m.access(0, false, 64, 2_000).queue_ns, 0);
     }
 
     #[test]

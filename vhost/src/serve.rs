@@ -2,7 +2,7 @@
 //! one JSON `ready` line on stdout when everything is up; a final report on
 //! SIGINT/SIGTERM.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,15 +15,22 @@ use crate::backing::{self, BackingError};
 use crate::model::{Model, ModelError};
 use crate::simulator::Simulator;
 
+/// Hot pages in the periodic and final reports.
+const REPORT_TOP: usize = 10;
+
 /// Errors starting the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error(transparent)]
+    #[error("Cannot load the topology.")]
     Topology(#[from] TopologyError),
-    #[error(transparent)]
+    #[error("Cannot prepare the devices' backing memory.")]
     Backing(#[from] BackingError),
-    #[error(transparent)]
+    #[error("Cannot build the latency model.")]
     Model(#[from] ModelError),
+    #[error("Another cxl-memsim is already serving the control socket {path}; stop it or choose another --control path.")]
+    ControlInUse { path: String },
+    #[error("Cannot install the SIGINT/SIGTERM handlers.")]
+    Signal(#[source] std::io::Error),
     #[error("Cannot listen on {what} {addr}.")]
     Listen {
         what: &'static str,
@@ -56,8 +63,24 @@ pub fn build(cfg: &ServeConfig) -> Result<Simulator, ServeError> {
     Ok(Simulator::new(devices, model, cfg.base))
 }
 
+/// Removes a stale control socket left by a simulator that died; refuses
+/// to take over one that still answers.
+fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(ServeError::ControlInUse {
+            path: path.display().to_string(),
+        });
+    }
+    let _ = std::fs::remove_file(path);
+    Ok(())
+}
+
 /// Serves until SIGINT or SIGTERM, then prints the final report.
 pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
+    // Handlers first: a SIGTERM right after the ready line must still give
+    // the final report and exit status 0.
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let sim = Arc::new(build(cfg)?);
     let tcp = TcpListener::bind(&cfg.listen)
         .await
@@ -67,9 +90,8 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let listen = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tokio::spawn(crate::server::serve(tcp, sim.clone()));
     if let Some(path) = &cfg.control {
-        let _ = std::fs::remove_file(path);
+        clear_stale_socket(path)?;
         let unix = UnixListener::bind(path).map_err(|source| ServeError::Listen {
             what: "control socket",
             addr: path.display().to_string(),
@@ -77,6 +99,7 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         })?;
         tokio::spawn(crate::control::serve(unix, sim.clone()));
     }
+    tokio::spawn(crate::server::serve(tcp, sim.clone()));
     let devices: Vec<_> = sim
         .devices()
         .iter()
@@ -87,20 +110,23 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         json!({"event": "ready", "listen": listen, "control": cfg.control, "devices": devices})
     );
 
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut tick = cfg.report_interval.map(tokio::time::interval);
+    let mut tick = cfg
+        .report_interval
+        .map(|every| tokio::time::interval_at(tokio::time::Instant::now() + every, every));
     loop {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                println!("{}", json!({"event": "report", "stats": sim.report(10)}));
+                println!("{}", json!({"event": "report", "stats": sim.report(REPORT_TOP)}));
             }
         }
     }
     sim.flush();
-    println!("{}", json!({"event": "final", "stats": sim.report(10)}));
+    println!(
+        "{}",
+        json!({"event": "final", "stats": sim.report(REPORT_TOP)})
+    );
     if let Some(path) = &cfg.control {
         let _ = std::fs::remove_file(path);
     }

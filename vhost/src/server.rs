@@ -1,13 +1,14 @@
 //! The TCP server (CXLMemSim's protocol): many connections; requests on a
 //! connection may be pipelined and are answered in order; responses are
-//! batched and flushed when no more input is buffered; TCP_NODELAY.
+//! batched: every read's whole frames are served under one lock and
+//! answered with one write; TCP_NODELAY.
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::protocol::{Request, REQUEST_SIZE};
+use crate::protocol::REQUEST_SIZE;
 use crate::simulator::Simulator;
 
 /// Accepts connections forever.
@@ -28,25 +29,28 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) {
 }
 
 /// Serves one connection until the peer closes it or sends a short frame.
+/// Every complete frame already received is served in one batch and the
+/// responses go out in one write.
 pub async fn connection(stream: TcpStream, sim: Arc<Simulator>) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let (r, w) = stream.into_split();
-    let mut r = BufReader::with_capacity(64 * 1024, r);
-    let mut w = BufWriter::with_capacity(64 * 1024, w);
-    let mut frame = [0u8; REQUEST_SIZE];
+    let mut stream = stream;
+    let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut outbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        match r.read_exact(&mut frame).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                w.flush().await?;
-                return Ok(());
-            }
-            Err(e) => return Err(e),
+        let n = stream.read(&mut chunk).await?;
+        if n == 0 {
+            // A trailing partial frame is dropped with the connection.
+            return Ok(());
         }
-        let resp = sim.handle(&Request::decode(&frame));
-        w.write_all(&resp.encode()).await?;
-        if r.buffer().is_empty() {
-            w.flush().await?;
+        inbuf.extend_from_slice(&chunk[..n]);
+        let whole = inbuf.len() / REQUEST_SIZE * REQUEST_SIZE;
+        if whole == 0 {
+            continue;
         }
+        outbuf.clear();
+        sim.handle_frames(&inbuf[..whole], &mut outbuf);
+        inbuf.drain(..whole);
+        stream.write_all(&outbuf).await?;
     }
 }

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use crate::backing::{self, DeviceMemory};
 use crate::model::Model;
-use crate::protocol::{Request, Response, Status, OP_WRITE};
+use crate::protocol::{Request, Response, Status, OP_WRITE, REQUEST_SIZE};
 use crate::stats::{Report, Stats};
 
 /// Shared by every connection.
@@ -42,13 +42,29 @@ impl Simulator {
 
     /// Serves one request: a bad one gets its status and touches nothing.
     pub fn handle(&self, req: &Request) -> Response {
+        let mut state = self.state.lock().expect("simulator state");
+        self.serve_locked(&mut state, req)
+    }
+
+    /// Serves every whole request frame in `frames` (a multiple of
+    /// [`REQUEST_SIZE`] bytes; a trailing partial frame is ignored) under one
+    /// lock, in order, appending the encoded responses to `out`.
+    pub fn handle_frames(&self, frames: &[u8], out: &mut Vec<u8>) {
+        let mut state = self.state.lock().expect("simulator state");
+        for frame in frames.chunks_exact(REQUEST_SIZE) {
+            let frame: &[u8; REQUEST_SIZE] = frame.try_into().expect("a whole frame");
+            let resp = self.serve_locked(&mut state, &Request::decode(frame));
+            out.extend_from_slice(&resp.encode());
+        }
+    }
+
+    fn serve_locked(&self, state: &mut (Model, Stats), req: &Request) -> Response {
         let located = req.validate().and_then(|()| {
             req.addr
                 .checked_sub(self.base)
                 .and_then(|flat| backing::locate(&self.devices, flat, req.size))
                 .ok_or(Status::OutOfRange)
         });
-        let mut state = self.state.lock().expect("simulator state");
         let (dev, offset) = match located {
             Ok(x) => x,
             Err(status) => {
@@ -60,7 +76,8 @@ impl Simulator {
         let len = req.size as usize;
         let mut data = [0u8; 64];
         let mem = self.devices[dev].as_ptr();
-        // SAFETY: locate() checked offset + len <= device size.
+        // SAFETY: locate() checked offset + len <= device size; the mapping
+        // lives as long as self.
         unsafe {
             if write {
                 std::ptr::copy_nonoverlapping(req.data.as_ptr(), mem.add(offset as usize), len);

@@ -1,7 +1,8 @@
 //! Hotness and statistics: per 4 KiB page read/write counts and bytes, per
 //! device totals, a histogram of modelled latencies, the hottest pages.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -28,6 +29,34 @@ impl Counts {
             self.reads += 1;
             self.read_bytes += bytes;
         }
+    }
+}
+
+/// A fast hasher for page keys (FxHash's multiply-rotate): the page table
+/// is updated on every request and its keys are not attacker-chosen in a
+/// way that matters (a local simulator), so SipHash's cost buys nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PageHasher(u64);
+
+impl Hasher for PageHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.write_u64(n as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
     }
 }
 
@@ -112,7 +141,8 @@ impl Histogram {
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
     pub requests: u64,
-    pub errors: HashMap<String, u64>,
+    /// Bad requests by status name, in name order.
+    pub errors: BTreeMap<String, u64>,
     pub devices: Vec<DeviceReport>,
     pub latency_ns: LatencyReport,
     pub hot_pages: Vec<HotPage>,
@@ -150,9 +180,9 @@ pub struct HotPage {
 pub struct Stats {
     names: Vec<String>,
     devices: Vec<Counts>,
-    pages: HashMap<(usize, u64), Counts>,
+    pages: HashMap<(usize, u64), Counts, BuildHasherDefault<PageHasher>>,
     histogram: Histogram,
-    errors: HashMap<String, u64>,
+    errors: BTreeMap<String, u64>,
     requests: u64,
 }
 
@@ -162,9 +192,9 @@ impl Stats {
         Stats {
             names: device_names,
             devices: vec![Counts::default(); n],
-            pages: HashMap::new(),
+            pages: HashMap::default(),
             histogram: Histogram::default(),
-            errors: HashMap::new(),
+            errors: BTreeMap::new(),
             requests: 0,
         }
     }
