@@ -4,10 +4,11 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use cxl_memsim::protocol::{Request, Response, OP_READ, OP_WRITE, REQUEST_SIZE, RESPONSE_SIZE};
-use cxl_memsim::serve::{build, ServeConfig};
+
+mod common;
+use common::Server;
 
 /// One host bridge with a slow (1 GB/s) link, 40 ns of jitter.
 const TOPOLOGY: &str = r#"
@@ -33,31 +34,8 @@ jitter_ns = 40
 /// Runs `requests` pipelined on one connection of a fresh simulator and
 /// returns the modelled latencies.
 fn latencies(seed: u64, requests: &[Request]) -> Vec<u64> {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let topo = dir.path().join("topology.toml");
-    std::fs::write(&topo, TOPOLOGY).expect("topology");
-    let cfg = ServeConfig {
-        topology: Some(topo),
-        backing_dir: dir.path().join("backing"),
-        listen: "127.0.0.1:0".into(),
-        control: None,
-        seed: Some(seed),
-        base: 0,
-        newick: None,
-        report_interval: None,
-    };
-    let sim = Arc::new(build(&cfg).expect("simulator"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    rt.spawn(cxl_memsim::server::serve(listener, sim));
-    let mut s = TcpStream::connect(addr).expect("connect");
+    let srv = Server::start(Some(TOPOLOGY), seed);
+    let mut s = TcpStream::connect(&srv.addr).expect("connect");
     let mut out = Vec::with_capacity(requests.len() * REQUEST_SIZE);
     for r in requests {
         out.extend_from_slice(&r.encode());

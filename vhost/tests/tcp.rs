@@ -3,51 +3,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 
 use cxl_memsim::protocol::{
     Request, Response, Status, OP_READ, OP_WRITE, REQUEST_SIZE, RESPONSE_SIZE,
 };
-use cxl_memsim::serve::{build, ServeConfig};
-use cxl_memsim::simulator::Simulator;
 
-struct Server {
-    addr: String,
-    sim: Arc<Simulator>,
-    dir: tempfile::TempDir,
-    _rt: tokio::runtime::Runtime,
-}
-
-fn server(seed: u64) -> Server {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = ServeConfig {
-        topology: None,
-        backing_dir: dir.path().to_owned(),
-        listen: "127.0.0.1:0".into(),
-        control: None,
-        seed: Some(seed),
-        base: 0,
-        newick: None,
-        report_interval: None,
-    };
-    let sim = Arc::new(build(&cfg).expect("simulator"));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let listener = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr").to_string();
-    rt.spawn(cxl_memsim::server::serve(listener, sim.clone()));
-    Server {
-        addr,
-        sim,
-        dir,
-        _rt: rt,
-    }
-}
+mod common;
+use common::Server;
 
 fn call(s: &mut TcpStream, r: Request) -> Response {
     s.write_all(&r.encode()).expect("send");
@@ -64,7 +26,7 @@ fn data(bytes: &[u8]) -> [u8; 64] {
 
 #[test]
 fn write_then_read_returns_the_data_and_it_is_in_the_backing_file() {
-    let srv = server(0);
+    let srv = Server::start(None, 0);
     let mut s = TcpStream::connect(&srv.addr).expect("connect");
     let addr = (256 << 20) + 4096 + 3; // pmem0, byte-addressed, unaligned
     let w = call(&mut s, Request::new(OP_WRITE, addr, 5, 0, data(b"hello")));
@@ -83,7 +45,7 @@ fn write_then_read_returns_the_data_and_it_is_in_the_backing_file() {
 
 #[test]
 fn each_bad_request_gets_its_status_and_the_connection_stays_usable() {
-    let srv = server(0);
+    let srv = Server::start(None, 0);
     let mut s = TcpStream::connect(&srv.addr).expect("connect");
     let good = Request::new(OP_WRITE, 128, 8, 0, data(b"12345678"));
     let cases = [
@@ -135,7 +97,7 @@ fn each_bad_request_gets_its_status_and_the_connection_stays_usable() {
 
 #[test]
 fn pipelined_requests_are_answered_in_order_and_a_short_frame_ends_only_that_connection() {
-    let srv = server(0);
+    let srv = Server::start(None, 0);
     let mut s = TcpStream::connect(&srv.addr).expect("connect");
     let mut batch = Vec::new();
     for i in 0..32u64 {
@@ -174,7 +136,7 @@ fn pipelined_requests_are_answered_in_order_and_a_short_frame_ends_only_that_con
 
 /// A fixed workload: mixed reads and writes over both devices.
 fn workload(seed: u64) -> (Vec<u64>, serde_json::Value) {
-    let srv = server(seed);
+    let srv = Server::start(None, seed);
     let mut s = TcpStream::connect(&srv.addr).expect("connect");
     let mut lat = Vec::new();
     for i in 0..2000u64 {
