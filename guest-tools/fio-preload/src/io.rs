@@ -175,20 +175,9 @@ impl Ctx {
     /// # Safety
     /// `iov` must point to `cnt` valid iovecs.
     pub unsafe fn readv_at(&self, off: u64, iov: *const libc::iovec, cnt: i32) -> Res {
-        let iovs = iovecs(iov, cnt)?;
-        let mut done = 0usize;
-        for v in iovs {
-            let r = match self.read_at(off + done as u64, v.iov_base.cast(), v.iov_len) {
-                Ok(r) => r,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            };
-            done += r;
-            if r < v.iov_len {
-                break;
-            }
-        }
-        Ok(done)
+        vectored(iovecs(iov, cnt)?, off, |at, v| {
+            self.read_at(at, v.iov_base.cast(), v.iov_len)
+        })
     }
 
     /// `pwritev`-style: writes the buffers in order from `off`.
@@ -196,20 +185,9 @@ impl Ctx {
     /// # Safety
     /// `iov` must point to `cnt` valid iovecs.
     pub unsafe fn writev_at(&self, off: u64, iov: *const libc::iovec, cnt: i32) -> Res {
-        let iovs = iovecs(iov, cnt)?;
-        let mut done = 0usize;
-        for v in iovs {
-            let r = match self.write_at(off + done as u64, v.iov_base.cast(), v.iov_len) {
-                Ok(r) => r,
-                Err(e) if done == 0 => return Err(e),
-                Err(_) => break,
-            };
-            done += r;
-            if r < v.iov_len {
-                break;
-            }
-        }
-        Ok(done)
+        vectored(iovecs(iov, cnt)?, off, |at, v| {
+            self.write_at(at, v.iov_base.cast(), v.iov_len)
+        })
     }
 
     /// `readv`: vectored read at the description's offset.
@@ -347,6 +325,24 @@ pub fn set_size(c: &Ctx, len: u64) -> Result<(), i32> {
     }
     c.slot().size.store(len, Ordering::Release);
     Ok(())
+}
+/// Runs `one` on each buffer in order from `off`, as the vectored calls do:
+/// stops after a short transfer; an error after some bytes moved ends the
+/// call with those bytes, an error on the first buffer is the call's error.
+fn vectored(iovs: &[libc::iovec], off: u64, mut one: impl FnMut(u64, &libc::iovec) -> Res) -> Res {
+    let mut done = 0usize;
+    for v in iovs {
+        let r = match one(off + done as u64, v) {
+            Ok(r) => r,
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        };
+        done += r;
+        if r < v.iov_len {
+            break;
+        }
+    }
+    Ok(done)
 }
 
 fn iovecs<'a>(iov: *const libc::iovec, cnt: i32) -> Result<&'a [libc::iovec], i32> {
