@@ -116,7 +116,7 @@ impl Ctx {
 
     fn copy_in(&self, off: u64, buf: *const u8, n: usize) {
         // SAFETY: [off, off+n) lies inside the slot; buf is the caller's buffer.
-        unsafe { core::ptr::copy_nonoverlapping(buf, self.w.slot_ptr(self.slot_no, off), n) };
+        unsafe { crate::stream::copy(buf, self.w.slot_ptr(self.slot_no, off), n) };
         self.d.mark(self.win_off(off), n as u64);
         if self.flags() & flags::SYNC != 0 {
             self.sync();

@@ -21,6 +21,7 @@ mod path;
 mod real;
 mod stat;
 mod state;
+mod stream;
 mod table;
 mod window;
 
