@@ -130,7 +130,10 @@ int BPF_KRETPROBE(fault_exit, unsigned int ret)
 		if (!s)
 			return 0;
 	}
-	/* Only this thread writes its own entry: plain updates are enough. */
+	/* Only this thread writes its own entry: plain updates are enough.
+	 * The comm is refreshed because a thread names itself (and a process
+	 * execs) after its first faults. */
+	bpf_get_current_comm(&s->comm, sizeof(s->comm));
 	if (ret & vm_fault_error) {
 		s->errors++;
 	} else {
