@@ -110,7 +110,7 @@ impl Collector {
             .flatten()
             .map(|(pid, p)| Sample {
                 pid,
-                comm: table::comm(&p.comm),
+                comm: process_name(pid).unwrap_or_else(|| table::comm(&p.comm)),
                 faults: p.faults,
                 sequential: p.sequential,
                 last_address: p.last_address,
@@ -119,6 +119,13 @@ impl Collector {
         out.sort_by_key(|s| s.pid);
         Ok(out)
     }
+}
+
+/// The process's name while it runs: the kernel program keeps the comm of
+/// the first fault, which can be the shell's before an exec.
+fn process_name(pid: u32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+    Some(s.trim_end().to_owned())
 }
 
 /// The `PID COUNT` lines, one per process, by pid.
