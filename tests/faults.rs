@@ -143,10 +143,12 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
 
     let o = &v["overhead"];
     println!(
-        "overhead: {} bare {:.1} ms, under fault-monitor {:.1} ms, ratio {:.3} (target <= {})",
+        "overhead: {} bare {} ms (median {:.1}), under fault-monitor {} ms (median {:.1}), ratio {:.3} (target <= {})",
         o["workload"].as_str().unwrap_or_default(),
-        o["bare_ms"].as_f64().unwrap_or(0.0),
-        o["monitored_ms"].as_f64().unwrap_or(0.0),
+        o["bare_ms"],
+        o["bare_median_ms"].as_f64().unwrap_or(0.0),
+        o["monitored_ms"],
+        o["monitored_median_ms"].as_f64().unwrap_or(0.0),
         o["ratio"].as_f64().unwrap_or(0.0),
         o["target"]
     );
@@ -166,7 +168,7 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
             "seq": { "pid": seq["pid"], "first_advice": first },
             "random": { "pid": rnd["pid"], "advise_decisions": rnd["advise_decisions"] },
         },
-        "overhead": { "workload": o["workload"], "target": o["target"], "ratio": o["ratio"] },
+        "overhead": { "workload": o["workload"], "rounds": o["rounds"], "target": o["target"], "ratio": o["ratio"] },
         "checks": v["checks"],
     });
     insta::assert_json_snapshot!("faults_digest", digest, {
