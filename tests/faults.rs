@@ -103,6 +103,11 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
         );
     }
 
+    println!(
+        "faults whose return the monitor did not see: {}",
+        mon["unfinished"]
+    );
+
     // Sequential faults: the seq run far above the random run.
     let col = &v["collector"];
     let (seq, rnd) = (&col["seq"], &col["random"]);

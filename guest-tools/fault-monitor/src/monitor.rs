@@ -196,6 +196,23 @@ impl Monitor {
         Ok(rows)
     }
 
+    /// Faults whose start was seen but not their end: still in progress,
+    /// or returns the kretprobe missed (the kernel keeps a bounded number of
+    /// return instances, max(10, 2 × CPUs) by default, so many threads
+    /// sleeping in faults at once can exceed it).
+    pub fn unfinished(&self) -> Result<u64, MonitorError> {
+        let map = self
+            .ebpf
+            .map("inflight")
+            .ok_or(MonitorError::Missing("inflight"))?;
+        let m: HashMap<_, u32, [u64; 4]> =
+            HashMap::try_from(map).map_err(|source| MonitorError::Map {
+                name: "inflight",
+                source,
+            })?;
+        Ok(m.keys().flatten().count() as u64)
+    }
+
     /// Hands every queued event to `f`.
     pub fn drain_events(&mut self, mut f: impl FnMut(Event)) {
         if let Some(rb) = self.events.as_mut() {
@@ -219,6 +236,8 @@ pub struct Report {
     /// The constants the programs were loaded with, from the kernel's BTF.
     pub fault_bits: FaultBits,
     pub rows: Vec<Row>,
+    /// See [`Monitor::unfinished`]; counted when the monitor stops.
+    pub unfinished: u64,
     pub events_seen: u64,
     pub events: Vec<Event>,
 }
@@ -290,6 +309,7 @@ pub fn run(
         intervals,
         fault_bits: bits,
         rows: mon.rows()?,
+        unfinished: mon.unfinished()?,
         events_seen,
         events: kept,
     })

@@ -282,6 +282,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "monitor": {
             "interval_ms": mon["interval_ms"],
             "intervals": mon["intervals"],
+            "unfinished": mon["unfinished"],
             "random": random_m,
             "seq": seq_m,
         },
