@@ -2,3 +2,12 @@
 //! `build.rs`; its object is embedded here (8-byte aligned, as aya's ELF
 //! parser wants) as a `pub static` and loaded with `aya::Ebpf::load` by the
 //! tool that uses it. Shared C headers live in `bpf/include/`.
+
+/// `fault_monitor.bpf.c`: kprobe + kretprobe on `handle_mm_fault`, per
+/// (pid, tid) aggregation, per-fault events in a ring buffer.
+pub static FAULT_MONITOR: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fault_monitor.bpf.o"));
+
+/// `madvise_collector.bpf.c`: per-process sequential-fault counts.
+pub static MADVISE_COLLECTOR: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/madvise_collector.bpf.o"));

@@ -3,6 +3,7 @@
 //! with `pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError>`.
 
 pub mod dax;
+pub mod faults;
 pub mod fio;
 
 use std::path::PathBuf;
@@ -50,7 +51,7 @@ pub struct SuiteContext<'a> {
 }
 
 /// Every suite, in the order `all` runs them.
-pub const SUITES: &[&str] = &["dax", "fio"];
+pub const SUITES: &[&str] = &["dax", "fio", "faults"];
 
 /// How long one guest command of a suite may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
@@ -116,6 +117,7 @@ pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError
     match name {
         "dax" => dax::run(ctx).await,
         "fio" => fio::run(ctx).await,
+        "faults" => faults::run(ctx).await,
         other => Err(SuiteError::Unknown {
             name: other.to_owned(),
             known: SUITES.join(", "),
@@ -134,7 +136,7 @@ mod tests {
         let e = expand(&["nope".into()]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "There is no suite 'nope'; known suites: dax, fio, or all."
+            "There is no suite 'nope'; known suites: dax, fio, faults, or all."
         );
     }
 }

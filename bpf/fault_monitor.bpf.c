@@ -1,0 +1,165 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Page-fault monitor: kprobe + kretprobe on handle_mm_fault.
+ *
+ * Per (pid, tid) the faults are aggregated in the kernel (major, minor,
+ * total/max/min handling time, comm); with events on, every completed fault
+ * also goes to a ring buffer. Counting follows the kernel's own accounting
+ * (mm_account_fault): a call that returns VM_FAULT_RETRY is not a fault yet,
+ * the retried call completes it, and a fault is major if the completing call
+ * returns VM_FAULT_MAJOR or was a retry (FAULT_FLAG_TRIED); errors are kept
+ * apart. The handling time runs from the first attempt to the completion. */
+#include "fault_common.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by the loader; 0 means every process. */
+volatile const __u32 target_pid = 0;
+volatile const __u32 emit_events = 0;
+/* From the running kernel's BTF. */
+volatile const __u32 vm_fault_major = 0;
+volatile const __u32 vm_fault_retry = 0;
+volatile const __u32 vm_fault_error = 0;
+volatile const __u32 fault_flag_tried = 0;
+
+struct key {
+	__u32 pid;
+	__u32 tid;
+};
+
+struct stats {
+	__u64 major;
+	__u64 minor;
+	__u64 errors;
+	__u64 total_ns;
+	__u64 max_ns;
+	__u64 min_ns;
+	char comm[TASK_COMM_LEN];
+};
+
+struct inflight {
+	__u64 start_ns;
+	__u64 address;
+	__u32 flags;
+	__u32 retried;
+	__u32 major_seen;
+	__u32 pad;
+};
+
+struct event {
+	__u32 pid;
+	__u32 tid;
+	__u64 address;
+	__u64 duration_ns;
+	__u32 major;
+	__u32 ret;
+	char comm[TASK_COMM_LEN];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct key);
+	__type(value, struct stats);
+} stats SEC(".maps");
+
+/* The fault a thread is in, keyed by tid. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct inflight);
+} inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} events SEC(".maps");
+
+SEC("kprobe/handle_mm_fault")
+int BPF_KPROBE(fault_enter, void *vma, unsigned long address, unsigned int flags)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = (__u32)id;
+
+	if (target_pid && pid != target_pid)
+		return 0;
+	struct inflight *f = bpf_map_lookup_elem(&inflight, &tid);
+	if (f && f->retried) {
+		/* The retry of a fault already under way keeps its start. */
+		f->address = address;
+		f->flags = flags;
+		return 0;
+	}
+	struct inflight n = {
+		.start_ns = bpf_ktime_get_ns(),
+		.address = address,
+		.flags = flags,
+	};
+	bpf_map_update_elem(&inflight, &tid, &n, BPF_ANY);
+	return 0;
+}
+
+SEC("kretprobe/handle_mm_fault")
+int BPF_KRETPROBE(fault_exit, unsigned int ret)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32, tid = (__u32)id;
+	struct inflight *f = bpf_map_lookup_elem(&inflight, &tid);
+
+	if (!f)
+		return 0;
+	if (ret & vm_fault_retry) {
+		f->retried = 1;
+		if (ret & vm_fault_major)
+			f->major_seen = 1;
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	__u64 dur = now > f->start_ns ? now - f->start_ns : 0;
+	__u64 address = f->address;
+	int major = (ret & vm_fault_major) || (f->flags & fault_flag_tried) || f->major_seen;
+	bpf_map_delete_elem(&inflight, &tid);
+
+	struct key k = { .pid = pid, .tid = tid };
+	struct stats *s = bpf_map_lookup_elem(&stats, &k);
+	if (!s) {
+		struct stats z = { .min_ns = ~0ULL };
+		bpf_get_current_comm(&z.comm, sizeof(z.comm));
+		bpf_map_update_elem(&stats, &k, &z, BPF_NOEXIST);
+		s = bpf_map_lookup_elem(&stats, &k);
+		if (!s)
+			return 0;
+	}
+	/* Only this thread writes its own entry: plain updates are enough.
+	 * The comm is refreshed because a thread names itself (and a process
+	 * execs) after its first faults. */
+	bpf_get_current_comm(&s->comm, sizeof(s->comm));
+	if (ret & vm_fault_error) {
+		s->errors++;
+	} else {
+		if (major)
+			s->major++;
+		else
+			s->minor++;
+		s->total_ns += dur;
+		if (dur > s->max_ns)
+			s->max_ns = dur;
+		if (dur < s->min_ns)
+			s->min_ns = dur;
+	}
+
+	if (emit_events) {
+		struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (e) {
+			e->pid = pid;
+			e->tid = tid;
+			e->address = address;
+			e->duration_ns = dur;
+			e->major = major;
+			e->ret = ret;
+			bpf_get_current_comm(&e->comm, sizeof(e->comm));
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return 0;
+}

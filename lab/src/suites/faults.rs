@@ -1,0 +1,394 @@
+//! `lab run faults`: the page-fault tools on a real filesystem in the guest.
+//! The scratch virtio-blk disk gets a fresh ext4 (page-cache faults on tmpfs
+//! are never major), data-generator writes a file, the page cache is dropped
+//! before every workload, and mmap-workload runs seq and random patterns
+//! from several threads: once bare, then under fault-monitor, then under
+//! madvise-collector as a dry-run daemon. The result holds the workloads'
+//! own per-thread counts next to what the tools saw, the checks, and the
+//! overhead of the monitor (median random run, monitored / bare).
+
+use serde_json::{json, Value};
+
+use super::{SuiteContext, SuiteError};
+
+/// Mount point of the ext4 on the scratch disk.
+pub const MOUNT: &str = "/mnt/faults";
+pub const FILE: &str = "/mnt/faults/data";
+/// Small: the guest is TCG-emulated on a shared machine.
+pub const FILE_MB: u64 = 32;
+pub const THREADS: u32 = 4;
+/// Accesses per thread.
+pub const RANDOM_COUNT: u64 = 256;
+pub const SEQ_COUNT: u64 = 512;
+/// Pause per access under the collector, so its 100 ms intervals see each
+/// workload for several intervals.
+pub const COLLECTOR_DELAY_MS: u64 = 1;
+pub const COLLECTOR_INTERVAL_MS: u64 = 100;
+pub const MONITOR_INTERVAL_MS: u64 = 500;
+/// Where the guest keeps the tools' output.
+const WORK: &str = "/tmp/lab-faults";
+/// Runs of the random workload with and without the monitor; the overhead
+/// is the ratio of the medians (single runs vary by tens of percent on a
+/// shared machine under TCG).
+pub const OVERHEAD_ROUNDS: usize = 3;
+/// The overhead the monitor should stay under (reported, not enforced).
+pub const OVERHEAD_TARGET: f64 = 1.2;
+/// "Far above": the sequential run's sequential faults over the random run's.
+pub const SEQUENTIAL_FACTOR: f64 = 10.0;
+
+/// Formats an ext4 on the disk whose serial is the lab's scratch serial and
+/// mounts it; prints the device.
+fn prepare_script(serial: &str) -> String {
+    format!(
+        r#"set -e
+dev=
+for b in /sys/block/vd*; do
+  if [ "$(cat "$b/serial" 2>/dev/null)" = "{serial}" ]; then dev=/dev/${{b##*/}}; fi
+done
+if [ -z "$dev" ]; then echo "no virtio disk with serial {serial} under /sys/block/vd*" >&2; exit 1; fi
+if grep -q " {MOUNT} " /proc/mounts; then umount {MOUNT}; fi
+/sbin/mke2fs -q -F -t ext4 "$dev"
+mkdir -p {MOUNT} {WORK}
+mount -t ext4 "$dev" {MOUNT}
+echo "$dev""#
+    )
+}
+
+pub fn workload_argv(pattern: &str, count: u64, delay_ms: u64) -> String {
+    format!("mmap-workload -f {FILE} -p {pattern} -c {count} -t {THREADS} -d {delay_ms} --seed 7 --json")
+}
+
+/// Runs `tool` in the background, waits for it to say it is attached, runs
+/// each workload on a cold page cache, stops the tool with SIGINT and prints
+/// `{"tool": <its JSON>, "runs": [<workload JSON>…]}`.
+pub fn under_script(name: &str, tool: &str, workloads: &[String]) -> String {
+    let mut s = format!(
+        r#"set -e
+cd {WORK}
+{tool} > {name}.json 2> {name}.err < /dev/null &
+t=$!
+trap 'kill $t 2>/dev/null || true' EXIT
+i=0
+until grep -q attached {name}.err; do
+  i=$((i+1))
+  if [ $i -gt 600 ] || ! kill -0 $t 2>/dev/null; then echo "{name} did not attach:" >&2; cat {name}.err >&2; exit 1; fi
+  sleep 0.1
+done
+"#
+    );
+    for (i, w) in workloads.iter().enumerate() {
+        s.push_str(&format!(
+            "sync; echo 3 > /proc/sys/vm/drop_caches\n{w} > run{i}.json\n"
+        ));
+    }
+    s.push_str("kill -INT $t\nwait $t\ntrap - EXIT\n");
+    s.push_str(&format!(
+        "printf '{{\"tool\":'; cat {name}.json; printf ',\"runs\":['\n"
+    ));
+    for i in 0..workloads.len() {
+        if i > 0 {
+            s.push_str("printf ','\n");
+        }
+        s.push_str(&format!("cat run{i}.json\n"));
+    }
+    s.push_str("printf ']}'\n");
+    s
+}
+
+fn sh(script: String) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script]
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or(0)
+}
+
+/// The monitor's rows of one workload process, next to each worker's own
+/// count (getrusage) of its faults.
+pub fn thread_view(workload: &Value, monitor: &Value) -> Value {
+    let pid = u(&workload["pid"]);
+    let rows: Vec<&Value> = monitor["rows"]
+        .as_array()
+        .map(|r| r.iter().filter(|r| u(&r["pid"]) == pid).collect())
+        .unwrap_or_default();
+    let workers: Vec<Value> = workload["threads"]
+        .as_array()
+        .map(|ts| {
+            ts.iter()
+                .map(|t| {
+                    let tid = u(&t["tid"]);
+                    let mine: Vec<&&Value> = rows.iter().filter(|r| u(&r["tid"]) == tid).collect();
+                    let row = mine.first();
+                    json!({
+                        "tid": tid,
+                        "rows": mine.len(),
+                        "monitor_major": row.map(|r| u(&r["major"])),
+                        "monitor_minor": row.map(|r| u(&r["minor"])),
+                        "monitor_avg_ms": row.map(|r| r["avg_ms"].clone()),
+                        "workload_major": t["major_faults"],
+                        "workload_minor": t["minor_faults"],
+                        "accesses": t["accesses"],
+                        "elapsed_ms": t["elapsed_ms"],
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    json!({
+        "pid": pid,
+        "pattern": workload["pattern"],
+        "elapsed_ms": workload["elapsed_ms"],
+        "rows": rows,
+        "workers": workers,
+    })
+}
+
+/// The collector's counts and daemon decisions about one workload process.
+pub fn process_view(workload: &Value, collector: &Value) -> Value {
+    let pid = u(&workload["pid"]);
+    let proc_ = collector["processes"]
+        .as_array()
+        .and_then(|p| p.iter().find(|p| u(&p["pid"]) == pid))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let decisions: Vec<&Value> = collector["decisions"]
+        .as_array()
+        .map(|d| d.iter().filter(|d| u(&d["pid"]) == pid).collect())
+        .unwrap_or_default();
+    let advised = decisions.iter().filter(|d| d["action"] == "advise").count();
+    json!({
+        "pid": pid,
+        "pattern": workload["pattern"],
+        "elapsed_ms": workload["elapsed_ms"],
+        "faults": proc_["faults"],
+        "sequential": proc_["sequential"],
+        "ratio": proc_["ratio"],
+        "advise_decisions": advised,
+        "decisions": decisions,
+    })
+}
+
+/// The suite's checks over the views.
+pub fn checks(random: &Value, seq_c: &Value, random_c: &Value) -> Value {
+    let workers = random["workers"].as_array().cloned().unwrap_or_default();
+    let own_rows = !workers.is_empty() && workers.iter().all(|w| u(&w["rows"]) == 1);
+    let majors = !workers.is_empty() && workers.iter().all(|w| u(&w["monitor_major"]) > 0);
+    let (s, r) = (u(&seq_c["sequential"]), u(&random_c["sequential"]));
+    let factor = s as f64 / (r.max(1)) as f64;
+    json!({
+        "random_every_worker_has_its_own_row": own_rows,
+        "random_major_faults_on_every_worker": majors,
+        "sequential_over_random": factor,
+        "sequential_far_above_random": factor >= SEQUENTIAL_FACTOR,
+        "daemon_advises_the_sequential_process": u(&seq_c["advise_decisions"]) > 0,
+        "daemon_leaves_the_random_process_alone": u(&random_c["advise_decisions"]) == 0,
+    })
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn all_true(checks: &Value) -> bool {
+    checks
+        .as_object()
+        .map(|m| {
+            m.values()
+                .filter(|v| v.is_boolean())
+                .all(|v| v == &Value::Bool(true))
+        })
+        .unwrap_or(false)
+}
+
+pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    let out = ctx
+        .exec(&sh(prepare_script(crate::qemu::SCRATCH_SERIAL)))
+        .await?;
+    if !out.success() {
+        return Err(SuiteError::Command {
+            command: "format and mount the scratch disk".into(),
+            code: out.exit_code,
+            stderr: out.stderr.trim().to_owned(),
+        });
+    }
+    let disk = out.stdout.trim().to_owned();
+    let gen = format!("data-generator -f {FILE} -s {FILE_MB} -p random --json");
+    let (file, _) = ctx.exec_json(&sh(gen)).await?;
+
+    let random = workload_argv("random", RANDOM_COUNT, 0);
+    let seq = workload_argv("seq", SEQ_COUNT, 0);
+    let mut bare_ms = Vec::new();
+    for _ in 0..OVERHEAD_ROUNDS {
+        let cold = format!("sync; echo 3 > /proc/sys/vm/drop_caches\n{random}");
+        let (bare, _) = ctx.exec_json(&sh(cold)).await?;
+        bare_ms.push(bare["elapsed_ms"].as_f64().unwrap_or(0.0));
+    }
+
+    let fm = format!("fault-monitor -p 0 -i {MONITOR_INTERVAL_MS} --json");
+    let mut runs = vec![random.clone(); OVERHEAD_ROUNDS];
+    runs.push(seq);
+    let (monitored, _) = ctx
+        .exec_json(&sh(under_script("fault-monitor", &fm, &runs)))
+        .await?;
+    let mon = &monitored["tool"];
+    let random_m = thread_view(&monitored["runs"][0], mon);
+    let seq_m = thread_view(&monitored["runs"][OVERHEAD_ROUNDS], mon);
+    let monitored_ms: Vec<f64> = (0..OVERHEAD_ROUNDS)
+        .map(|i| monitored["runs"][i]["elapsed_ms"].as_f64().unwrap_or(0.0))
+        .collect();
+
+    let mc = format!(
+        "madvise-collector -i {COLLECTOR_INTERVAL_MS} --daemon --dry-run --json -o /run/madvise-collector/sequential"
+    );
+    let (collected, _) = ctx
+        .exec_json(&sh(under_script(
+            "madvise-collector",
+            &mc,
+            &[
+                workload_argv("seq", SEQ_COUNT, COLLECTOR_DELAY_MS),
+                workload_argv("random", RANDOM_COUNT, COLLECTOR_DELAY_MS),
+            ],
+        )))
+        .await?;
+    let col = &collected["tool"];
+    let seq_c = process_view(&collected["runs"][0], col);
+    let random_c = process_view(&collected["runs"][1], col);
+    let counts = ctx
+        .exec(&sh("cat /run/madvise-collector/sequential".into()))
+        .await?
+        .stdout;
+
+    let (bare_median, monitored_median) = (median(&bare_ms), median(&monitored_ms));
+    let ratio = if bare_median > 0.0 {
+        monitored_median / bare_median
+    } else {
+        0.0
+    };
+    let checks = checks(&random_m, &seq_c, &random_c);
+    Ok(json!({
+        "suite": "faults",
+        "passed": all_true(&checks),
+        "disk": disk,
+        "filesystem": "ext4",
+        "file": file,
+        "threads": THREADS,
+        "fault_bits": mon["fault_bits"],
+        "monitor": {
+            "interval_ms": mon["interval_ms"],
+            "intervals": mon["intervals"],
+            "unfinished": mon["unfinished"],
+            "random": random_m,
+            "seq": seq_m,
+        },
+        "overhead": {
+            "workload": random,
+            "rounds": OVERHEAD_ROUNDS,
+            "bare_ms": bare_ms,
+            "monitored_ms": monitored_ms,
+            "bare_median_ms": bare_median,
+            "monitored_median_ms": monitored_median,
+            "ratio": ratio,
+            "target": OVERHEAD_TARGET,
+            "within_target": ratio <= OVERHEAD_TARGET,
+        },
+        "collector": {
+            "interval_ms": col["interval_ms"],
+            "policy": col["policy"],
+            "dry_run": col["dry_run"],
+            "seq": seq_c,
+            "random": random_c,
+            "counts_file": counts,
+        },
+        "checks": checks,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_guest_scripts_drop_caches_before_each_workload_and_stop_the_tool() {
+        let s = under_script(
+            "fault-monitor",
+            "fault-monitor -p 0 --json",
+            &["w0".into(), "w1".into()],
+        );
+        assert_eq!(s.matches("echo 3 > /proc/sys/vm/drop_caches").count(), 2);
+        let (attach, w0, stop) = (
+            s.find("grep -q attached").unwrap(),
+            s.find("w0 > run0.json").unwrap(),
+            s.find("kill -INT $t").unwrap(),
+        );
+        assert!(attach < w0 && w0 < stop);
+        assert!(s.ends_with("printf '{\"tool\":'; cat fault-monitor.json; printf ',\"runs\":['\ncat run0.json\nprintf ','\ncat run1.json\nprintf ']}'\n"));
+        let p = prepare_script("cxl-lab-scratch");
+        assert!(p.contains("= \"cxl-lab-scratch\" ]; then dev=/dev/${b##*/}"));
+        assert!(
+            p.contains("/sbin/mke2fs -q -F -t ext4 \"$dev\""),
+            "the real mke2fs, not busybox's"
+        );
+        assert_eq!(
+            workload_argv("seq", 5, 1),
+            "mmap-workload -f /mnt/faults/data -p seq -c 5 -t 4 -d 1 --seed 7 --json"
+        );
+    }
+
+    fn workload(pid: u64, tids: &[u64]) -> Value {
+        json!({"pid": pid, "pattern": "random", "elapsed_ms": 10.0,
+               "threads": tids.iter().map(|t| json!({"tid": t, "major_faults": 3, "minor_faults": 9, "accesses": 5, "elapsed_ms": 1.0})).collect::<Vec<_>>()})
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn views_and_checks() {
+        let w = workload(10, &[11, 12]);
+        let mon = json!({"rows": [
+            {"pid": 10, "tid": 10, "major": 0, "minor": 50, "avg_ms": 0.1},
+            {"pid": 10, "tid": 11, "major": 3, "minor": 9, "avg_ms": 0.2},
+            {"pid": 10, "tid": 12, "major": 0, "minor": 12, "avg_ms": 0.2},
+            {"pid": 99, "tid": 11, "major": 7, "minor": 1, "avg_ms": 0.2},
+        ]});
+        let v = thread_view(&w, &mon);
+        assert_eq!(
+            v["rows"].as_array().unwrap().len(),
+            3,
+            "only the workload's rows"
+        );
+        assert_eq!(v["workers"][0]["monitor_major"], 3);
+        assert_eq!(v["workers"][1]["rows"], 1);
+        let col = json!({"processes": [{"pid": 10, "faults": 100, "sequential": 2, "ratio": 0.02}, {"pid": 20, "faults": 100, "sequential": 90, "ratio": 0.9}],
+                         "decisions": [{"pid": 20, "action": "none"}, {"pid": 20, "action": "advise"}, {"pid": 10, "action": "none"}]});
+        let seq_c = process_view(&json!({"pid": 20, "pattern": "seq"}), &col);
+        let rnd_c = process_view(&w, &col);
+        assert_eq!(
+            (
+                seq_c["sequential"].as_u64(),
+                seq_c["advise_decisions"].as_u64()
+            ),
+            (Some(90), Some(1))
+        );
+        let c = checks(&v, &seq_c, &rnd_c);
+        assert_eq!(
+            c["random_major_faults_on_every_worker"], false,
+            "tid 12 had no major fault"
+        );
+        assert_eq!(c["random_every_worker_has_its_own_row"], true);
+        assert_eq!(c["sequential_over_random"], 45.0);
+        assert_eq!(c["daemon_advises_the_sequential_process"], true);
+        assert_eq!(c["daemon_leaves_the_random_process_alone"], true);
+        assert!(!all_true(&c));
+    }
+}
