@@ -1,9 +1,12 @@
 //! cxl-memsim: the simulator behind cxl-lab's CXL memory. It owns the
 //! devices' backing files (QEMU maps them shared), models latency and
 //! bandwidth deterministically, counts hotness, and serves CXLMemSim's TCP
-//! protocol (`protocol.rs`) and a Unix control socket for stats.
+//! protocol (`protocol.rs`), a Unix control socket for stats, and a
+//! vhost-user-blk view of any device's memory (`blk.rs`, `blk_backend.rs`).
 
 pub mod backing;
+pub mod blk;
+pub mod blk_backend;
 pub mod client;
 pub mod control;
 pub mod model;

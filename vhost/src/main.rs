@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use cxl_memsim::blk_backend::BlkView;
 use cxl_memsim::client::{parse_size, ClientConfig};
 use cxl_memsim::serve::ServeConfig;
 
@@ -46,6 +47,13 @@ enum Verb {
         /// Print a stats line every N seconds.
         #[arg(long)]
         report_interval: Option<u64>,
+        /// Serve DEVICE's memory as a vhost-user-blk disk on the Unix socket
+        /// SOCKET_PATH (repeatable).
+        #[arg(long = "vhost-user-blk", value_name = "DEVICE=SOCKET_PATH", value_parser = |s: &str| BlkView::parse(s, false))]
+        vhost_user_blk: Vec<BlkView>,
+        /// Like --vhost-user-blk, read-only: writes fail with VIRTIO_BLK_S_IOERR.
+        #[arg(long = "vhost-user-blk-ro", value_name = "DEVICE=SOCKET_PATH", value_parser = |s: &str| BlkView::parse(s, true))]
+        vhost_user_blk_ro: Vec<BlkView>,
     },
     /// Print a running simulator's stats.
     Stats {
@@ -87,6 +95,8 @@ fn main() -> anyhow::Result<()> {
             base,
             newick,
             report_interval,
+            vhost_user_blk,
+            vhost_user_blk_ro,
         } => {
             let cfg = ServeConfig {
                 topology,
@@ -97,6 +107,10 @@ fn main() -> anyhow::Result<()> {
                 base,
                 newick,
                 report_interval: report_interval.map(Duration::from_secs),
+                vhost_user_blk: vhost_user_blk
+                    .into_iter()
+                    .chain(vhost_user_blk_ro)
+                    .collect(),
             };
             runtime()?
                 .block_on(cxl_memsim::serve::serve(&cfg))

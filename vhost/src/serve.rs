@@ -1,4 +1,5 @@
-//! `cxl-memsim serve`: backing files, model, TCP server and control socket;
+//! `cxl-memsim serve`: backing files, model, TCP server, control socket and
+//! vhost-user-blk views;
 //! one JSON `ready` line on stdout when everything is up; a final report on
 //! SIGINT/SIGTERM.
 
@@ -12,6 +13,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::backing::{self, BackingError};
+use crate::blk_backend::{self, BlkBackendError, BlkView};
 use crate::model::{Model, ModelError};
 use crate::simulator::Simulator;
 
@@ -29,6 +31,12 @@ pub enum ServeError {
     Model(#[from] ModelError),
     #[error("Another cxl-memsim is already serving the control socket {path}; stop it or choose another --control path.")]
     ControlInUse { path: String },
+    #[error("Cannot start the vhost-user-blk view of device {device}.")]
+    Block {
+        device: String,
+        #[source]
+        source: BlkBackendError,
+    },
     #[error("Cannot install the SIGINT/SIGTERM handlers.")]
     Signal(#[source] std::io::Error),
     #[error("Cannot listen on {what} {addr}.")]
@@ -50,6 +58,8 @@ pub struct ServeConfig {
     pub base: u64,
     pub newick: Option<String>,
     pub report_interval: Option<Duration>,
+    /// Devices to serve as vhost-user-blk disks, each on its own socket.
+    pub vhost_user_blk: Vec<BlkView>,
 }
 
 /// Builds the simulator (files, model) without serving: for tests and tools.
@@ -99,15 +109,26 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         })?;
         tokio::spawn(crate::control::serve(unix, sim.clone()));
     }
+    for view in &cfg.vhost_user_blk {
+        blk_backend::spawn(sim.clone(), view).map_err(|source| ServeError::Block {
+            device: view.device.clone(),
+            source,
+        })?;
+    }
     tokio::spawn(crate::server::serve(tcp, sim.clone()));
     let devices: Vec<_> = sim
         .devices()
         .iter()
         .map(|d| json!({"name": d.name, "path": d.path, "size": d.size, "base": sim.base() + d.base}))
         .collect();
+    let views: Vec<_> = cfg
+        .vhost_user_blk
+        .iter()
+        .map(|v| json!({"device": v.device, "socket": v.socket, "read_only": v.read_only}))
+        .collect();
     println!(
         "{}",
-        json!({"event": "ready", "listen": listen, "control": cfg.control, "devices": devices})
+        json!({"event": "ready", "listen": listen, "control": cfg.control, "devices": devices, "vhost_user_blk": views})
     );
 
     let mut tick = cfg
@@ -129,6 +150,9 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     );
     if let Some(path) = &cfg.control {
         let _ = std::fs::remove_file(path);
+    }
+    for view in &cfg.vhost_user_blk {
+        let _ = std::fs::remove_file(&view.socket);
     }
     Ok(())
 }

@@ -2,11 +2,12 @@
 //! one request is served.
 
 use std::sync::Mutex;
+use std::time::Instant;
 
 use crate::backing::{self, DeviceMemory};
 use crate::model::Model;
 use crate::protocol::{Request, Response, Status, OP_WRITE, REQUEST_SIZE};
-use crate::stats::{Report, Stats};
+use crate::stats::{BlockOp, Report, Stats};
 
 /// Shared by every connection.
 pub struct Simulator {
@@ -15,6 +16,9 @@ pub struct Simulator {
     /// physical address when `--base` names the window start).
     base: u64,
     state: Mutex<(Model, Stats)>,
+    /// Simulated time zero for requests that carry no timestamp of their own
+    /// but must complete in wall time (the vhost-user-blk view).
+    epoch: Instant,
 }
 
 // SAFETY: device memory is a shared file mapping that the guest writes
@@ -29,6 +33,7 @@ impl Simulator {
             devices,
             base,
             state: Mutex::new((model, stats)),
+            epoch: Instant::now(),
         }
     }
 
@@ -38,6 +43,69 @@ impl Simulator {
 
     pub fn base(&self) -> u64 {
         self.base
+    }
+
+    /// The index of the device called `name`.
+    pub fn device_index(&self, name: &str) -> Option<usize> {
+        self.devices.iter().position(|d| d.name == name)
+    }
+
+    /// When simulated time was 0: one simulated nanosecond is one wall
+    /// nanosecond after this instant.
+    pub fn epoch(&self) -> Instant {
+        self.epoch
+    }
+
+    /// Now in simulated nanoseconds (never 0: the model reads 0 as "no
+    /// timestamp, closed loop").
+    pub fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// Charges a block transfer of `len` bytes at `offset` of device `dev`
+    /// arriving at `arrival_ns` to the model and the stats; returns the
+    /// modelled latency. The caller has done (or will do) the copy.
+    pub fn charge_block_io(
+        &self,
+        dev: usize,
+        offset: u64,
+        len: u64,
+        write: bool,
+        arrival_ns: u64,
+    ) -> u64 {
+        let mut state = self.state.lock().expect("simulator state");
+        let timing = state.0.access(dev, write, len, arrival_ns);
+        state
+            .1
+            .record_range(dev, offset, write, len, timing.latency_ns);
+        let op = if write {
+            BlockOp::Write(len)
+        } else {
+            BlockOp::Read(len)
+        };
+        state.1.record_block(dev, op);
+        timing.latency_ns
+    }
+
+    /// Charges a cache flush of device `dev`: a write of no data, so the
+    /// media write latency plus the links' latencies and queueing.
+    pub fn charge_block_flush(&self, dev: usize, arrival_ns: u64) -> u64 {
+        let mut state = self.state.lock().expect("simulator state");
+        let timing = state.0.access(dev, true, 0, arrival_ns);
+        state.1.record_block(dev, BlockOp::Flush);
+        timing.latency_ns
+    }
+
+    /// Counts a block request that touches no device memory (GET_ID, or a
+    /// failed request).
+    pub fn record_block(&self, dev: usize, op: BlockOp) {
+        self.state
+            .lock()
+            .expect("simulator state")
+            .1
+            .record_block(dev, op);
     }
 
     /// Serves one request: a bad one gets its status and touches nothing.

@@ -146,6 +146,35 @@ pub struct Report {
     pub devices: Vec<DeviceReport>,
     pub latency_ns: LatencyReport,
     pub hot_pages: Vec<HotPage>,
+    /// Requests that came through the vhost-user-blk view, per device; absent
+    /// until one did.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub block: BTreeMap<String, BlockCounts>,
+}
+
+/// Block requests served through a device's vhost-user-blk view. Reads and
+/// writes are also in the device totals, pages and latency histogram.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct BlockCounts {
+    pub reads: u64,
+    pub writes: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub flushes: u64,
+    pub get_ids: u64,
+    /// Requests answered VIRTIO_BLK_S_IOERR or VIRTIO_BLK_S_UNSUPP.
+    pub errors: u64,
+}
+
+/// What a block request was, for [`Stats::record_block`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlockOp {
+    Read(u64),
+    Write(u64),
+    Flush,
+    GetId,
+    /// A request that failed; its reason is counted under `errors` by name.
+    Failed(&'static str),
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -184,6 +213,7 @@ pub struct Stats {
     histogram: Histogram,
     errors: BTreeMap<String, u64>,
     requests: u64,
+    block: BTreeMap<String, BlockCounts>,
 }
 
 impl Stats {
@@ -196,6 +226,7 @@ impl Stats {
             histogram: Histogram::default(),
             errors: BTreeMap::new(),
             requests: 0,
+            block: BTreeMap::new(),
         }
     }
 
@@ -207,6 +238,56 @@ impl Stats {
             .or_default()
             .add(write, bytes);
         self.histogram.record(latency_ns);
+    }
+
+    /// Records one access of `bytes` bytes at `offset` that may span many
+    /// pages (a block request): one request and one latency sample, each
+    /// page touched gets one access and its share of the bytes.
+    pub fn record_range(
+        &mut self,
+        device: usize,
+        offset: u64,
+        write: bool,
+        bytes: u64,
+        latency_ns: u64,
+    ) {
+        self.requests += 1;
+        self.devices[device].add(write, bytes);
+        let end = offset + bytes;
+        let mut at = offset;
+        while at < end {
+            let page = at / PAGE;
+            let here = ((page + 1) * PAGE).min(end) - at;
+            self.pages
+                .entry((device, page))
+                .or_default()
+                .add(write, here);
+            at += here;
+        }
+        self.histogram.record(latency_ns);
+    }
+
+    /// Counts a block request by kind in the per-device `block` section (its
+    /// memory access, if any, is recorded by [`Stats::record_range`]).
+    pub fn record_block(&mut self, device: usize, op: BlockOp) {
+        let c = self.block.entry(self.names[device].clone()).or_default();
+        match op {
+            BlockOp::Read(n) => {
+                c.reads += 1;
+                c.read_bytes += n;
+            }
+            BlockOp::Write(n) => {
+                c.writes += 1;
+                c.write_bytes += n;
+            }
+            BlockOp::Flush => c.flushes += 1,
+            BlockOp::GetId => c.get_ids += 1,
+            BlockOp::Failed(reason) => {
+                c.errors += 1;
+                self.requests += 1;
+                *self.errors.entry(reason.to_owned()).or_default() += 1;
+            }
+        }
     }
 
     pub fn record_error(&mut self, status: Status) {
@@ -255,6 +336,7 @@ impl Stats {
                 max: h.max,
             },
             hot_pages: hot,
+            block: self.block.clone(),
         }
     }
 }
@@ -291,5 +373,36 @@ mod tests {
         assert_eq!(r.hot_pages[0].accesses, 3);
         assert_eq!(r.errors["BadOp"], 1);
         assert_eq!(r.devices[1].counts.write_bytes, 24);
+        assert!(
+            r.block.is_empty(),
+            "no block section without block requests"
+        );
+    }
+
+    #[test]
+    fn a_range_is_spread_over_the_pages_it_touches() {
+        let mut s = Stats::new(vec!["a".into()]);
+        // From 2 KiB before a page boundary, 8 KiB: three pages.
+        s.record_range(0, PAGE - 2048, true, 2 * PAGE, 300);
+        s.record_block(0, BlockOp::Write(2 * PAGE));
+        s.record_block(0, BlockOp::Failed("BlkOutOfRange"));
+        let r = s.report(10);
+        assert_eq!(r.requests, 2);
+        assert_eq!(r.devices[0].pages_touched, 3);
+        assert_eq!(r.devices[0].counts.writes, 1);
+        let bytes: Vec<(u64, u64)> = {
+            let mut v: Vec<_> = r
+                .hot_pages
+                .iter()
+                .map(|p| (p.offset, p.counts.write_bytes))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(bytes, vec![(0, 2048), (PAGE, PAGE), (2 * PAGE, 2048)]);
+        assert_eq!(r.latency_ns.count, 1);
+        assert_eq!(r.block["a"].writes, 1);
+        assert_eq!(r.block["a"].errors, 1);
+        assert_eq!(r.errors["BlkOutOfRange"], 1);
     }
 }
