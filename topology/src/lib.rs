@@ -192,6 +192,15 @@ pub struct Simulator {
     /// Maximum jitter added to each modelled latency (0 = none).
     #[serde(default)]
     pub jitter_ns: u64,
+    /// Devices whose memory the simulator also serves as a vhost-user-blk
+    /// disk; lab adds each to the guest as a virtio disk whose serial is the
+    /// device name (and then gives the guest shared RAM, which vhost-user
+    /// needs).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost_user_blk: Vec<String>,
+    /// Those of `vhost_user_blk` the guest may only read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vhost_user_blk_read_only: Vec<String>,
 }
 
 /// A validated topology.
@@ -291,6 +300,20 @@ impl Topology {
             root_port,
             switch,
         }
+    }
+
+    /// The devices served as vhost-user-blk disks, in the order listed,
+    /// each with whether it is read-only.
+    pub fn block_views(&self) -> Vec<(&Device, bool)> {
+        self.simulator
+            .vhost_user_blk
+            .iter()
+            .filter_map(|n| self.device(n))
+            .map(|d| {
+                let ro = self.simulator.vhost_user_blk_read_only.contains(&d.name);
+                (d, ro)
+            })
+            .collect()
     }
 
     /// Offset of each device in the simulator's flat address space: devices

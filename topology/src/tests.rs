@@ -243,3 +243,43 @@ fn guest_memory_too_small() {
         "{m}"
     );
 }
+
+#[test]
+fn vhost_user_blk_views_name_devices() {
+    let t = Topology::parse(
+        &format!("{BASE}\n[simulator]\nvhost_user_blk = [\"mem0\"]\nvhost_user_blk_read_only = [\"mem0\"]\n"),
+        "blk.toml",
+    )
+    .unwrap();
+    let views = t.block_views();
+    assert_eq!(views.len(), 1);
+    assert_eq!((views[0].0.name.as_str(), views[0].1), ("mem0", true));
+    let again = Topology::parse(&t.to_toml(), "again").unwrap();
+    assert_eq!(
+        again.simulator, t.simulator,
+        "views survive the effective topology"
+    );
+    assert!(Topology::embedded_default().block_views().is_empty());
+
+    let m = invalid(&format!(
+        "{BASE}\n[simulator]\nvhost_user_blk = [\"disk9\"]\n"
+    ));
+    assert_eq!(
+        m,
+        "bad.toml: simulator.vhost_user_blk[0]: device 'disk9' does not exist; a vhost-user-blk view serves a [[device]]: mem0"
+    );
+    let m = invalid(&format!(
+        "{BASE}\n[simulator]\nvhost_user_blk = [\"mem0\", \"mem0\"]\n"
+    ));
+    assert_eq!(
+        m,
+        "bad.toml: simulator.vhost_user_blk[1]: device 'mem0' is listed twice; a device has at most one block view"
+    );
+    let m = invalid(&format!(
+        "{BASE}\n[simulator]\nvhost_user_blk_read_only = [\"mem0\"]\n"
+    ));
+    assert_eq!(
+        m,
+        "bad.toml: simulator.vhost_user_blk_read_only[0]: device 'mem0' has no block view; list it in simulator.vhost_user_blk too"
+    );
+}

@@ -357,6 +357,38 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
         }
     }
 
+    // vhost-user-blk views name devices, each once.
+    let devices: HashSet<&str> = t.devices.iter().map(|d| d.name.as_str()).collect();
+    let mut views = HashSet::new();
+    for (i, name) in t.simulator.vhost_user_blk.iter().enumerate() {
+        let field = format!("simulator.vhost_user_blk[{i}]");
+        if !devices.contains(name.as_str()) {
+            return Err(c.err(
+                field,
+                format!(
+                    "device '{name}' does not exist; a vhost-user-blk view serves a [[device]]: {}",
+                    list(&devices)
+                ),
+            ));
+        }
+        if !views.insert(name.as_str()) {
+            return Err(c.err(
+                field,
+                format!("device '{name}' is listed twice; a device has at most one block view"),
+            ));
+        }
+    }
+    for (i, name) in t.simulator.vhost_user_blk_read_only.iter().enumerate() {
+        if !views.contains(name.as_str()) {
+            return Err(c.err(
+                format!("simulator.vhost_user_blk_read_only[{i}]"),
+                format!(
+                    "device '{name}' has no block view; list it in simulator.vhost_user_blk too"
+                ),
+            ));
+        }
+    }
+
     // Every device that gets a region needs room in a one-way window over
     // its host bridge: lab creates one x1 region per device.
     let mut room: Vec<u64> = t.windows.iter().map(|w| w.size.bytes()).collect();
