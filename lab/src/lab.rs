@@ -290,7 +290,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             .map_err(io_err(&scratch))?;
     }
     let sim = events.step(Step::SimulatorStart, "", || {
-        memsim::start(&run, &topo_file, Duration::from_secs(20))
+        memsim::start(&run, &topo_file, &topology, Duration::from_secs(20))
     })?;
     let devices: Vec<DeviceFiles> = topology
         .devices
@@ -531,6 +531,14 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
         }
     }
     let topology = Topology::load(Some(&run.topology_file())).ok();
+    // The simulator removes its vhost-user sockets when it exits cleanly;
+    // one it was killed will not have.
+    for (d, _) in topology.iter().flat_map(|t| t.block_views()) {
+        let socket = qemu::vhost_user_blk_socket(&run.dir, &d.name);
+        if std::fs::remove_file(&socket).is_ok() {
+            report.removed.push(socket.display().to_string());
+        }
+    }
     if let (Some(state), Some(t)) = (&state, &topology) {
         for f in &state.devices {
             let persistent = t

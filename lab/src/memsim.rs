@@ -1,9 +1,11 @@
 //! Starting `cxl-memsim serve` for a run: it creates and owns the CXL
-//! backing files that QEMU then maps with memory-backend-file,share=on.
+//! backing files that QEMU then maps with memory-backend-file,share=on, and
+//! serves the devices the topology asks for as vhost-user-blk disks.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use cxl_topology::Topology;
 use serde::Deserialize;
 
 use crate::process::{self, ProcessError};
@@ -66,16 +68,40 @@ pub fn parse_ready(line: &str) -> Option<Result<Ready, MemsimError>> {
     })
 }
 
-/// Starts `cxl-memsim serve` on the run's topology and waits for ready.
-pub fn start(run: &RunDir, topology: &Path, timeout: Duration) -> Result<Memsim, MemsimError> {
+/// The `serve` flags of the topology's vhost-user-blk views, with sockets in
+/// the run directory.
+pub fn block_view_args(run_dir: &Path, topology: &Topology) -> Vec<String> {
+    topology
+        .block_views()
+        .into_iter()
+        .flat_map(|(d, read_only)| {
+            let flag = if read_only {
+                "--vhost-user-blk-ro"
+            } else {
+                "--vhost-user-blk"
+            };
+            let socket = crate::qemu::vhost_user_blk_socket(run_dir, &d.name);
+            [flag.to_owned(), format!("{}={}", d.name, socket.display())]
+        })
+        .collect()
+}
+
+/// Starts `cxl-memsim serve` on the run's topology (`topology_file` holds
+/// `topology`) and waits for ready.
+pub fn start(
+    run: &RunDir,
+    topology_file: &Path,
+    topology: &Topology,
+    timeout: Duration,
+) -> Result<Memsim, MemsimError> {
     let log = run.memsim_log();
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(run.memsim_control());
-    let argv: Vec<String> = vec![
+    let mut argv: Vec<String> = vec![
         binary().display().to_string(),
         "serve".into(),
         "--topology".into(),
-        topology.display().to_string(),
+        topology_file.display().to_string(),
         "--backing-dir".into(),
         run.backing_dir().display().to_string(),
         "--listen".into(),
@@ -83,6 +109,7 @@ pub fn start(run: &RunDir, topology: &Path, timeout: Duration) -> Result<Memsim,
         "--control".into(),
         run.memsim_control().display().to_string(),
     ];
+    argv.extend(block_view_args(&run.dir, topology));
     let mut child = process::spawn_detached(&argv, &log).map_err(MemsimError::Spawn)?;
     let pid = child.id();
     let marker = run.marker();
@@ -118,5 +145,27 @@ mod tests {
         assert_eq!(r.devices[0].name, "vmem0");
         assert!(parse_ready("INFO starting").is_none());
         assert!(parse_ready(r#"{"event":"ready"}"#).unwrap().is_err());
+    }
+
+    #[test]
+    fn block_views_become_serve_flags() {
+        let t = Topology::parse(
+            &format!(
+                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
+                cxl_topology::DEFAULT_TOPOLOGY_TOML
+            ),
+            "blk.toml",
+        )
+        .unwrap();
+        assert_eq!(
+            block_view_args(Path::new("/r"), &t),
+            [
+                "--vhost-user-blk",
+                "pmem0=/r/vublk-pmem0.sock",
+                "--vhost-user-blk-ro",
+                "vmem0=/r/vublk-vmem0.sock"
+            ]
+        );
+        assert!(block_view_args(Path::new("/r"), &Topology::embedded_default()).is_empty());
     }
 }

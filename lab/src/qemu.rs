@@ -3,7 +3,11 @@
 //! Measured facts it encodes (DESIGN.md): region commit needs the guest CPU
 //! to hide the hypervisor bit (`-cpu max,hypervisor=off`); every
 //! `cxl-type3` needs a distinct `sn=`; the CXL memory is a
-//! `memory-backend-file,share=on` over a file the simulator owns.
+//! `memory-backend-file,share=on` over a file the simulator owns. A device
+//! the topology also serves as a vhost-user-blk disk becomes a
+//! `vhost-user-blk-pci` on the simulator's socket; vhost-user needs the
+//! guest RAM shared with the back end, so only then is the RAM a
+//! `memory-backend-memfd,share=on` (the default boot is untouched).
 
 use std::path::{Path, PathBuf};
 
@@ -71,6 +75,12 @@ pub fn pid_file(run_dir: &Path) -> PathBuf {
 pub fn scratch_disk(run_dir: &Path) -> PathBuf {
     run_dir.join("scratch.img")
 }
+/// The vhost-user socket on which the simulator serves `device` as a disk.
+pub fn vhost_user_blk_socket(run_dir: &Path, device: &str) -> PathBuf {
+    run_dir.join(format!("vublk-{device}.sock"))
+}
+/// The id of the shared guest RAM backend (only with vhost-user-blk views).
+const GUEST_RAM_ID: &str = "guest-ram";
 /// The serial of the scratch disk (`/sys/block/vdX/serial` in the guest).
 pub const SCRATCH_SERIAL: &str = "cxl-lab-scratch";
 
@@ -89,6 +99,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
 
+    let views = t.block_views();
     let mut machine = "q35,cxl=on".to_owned();
     for (i, w) in t.windows.iter().enumerate() {
         for (j, target) in w.targets.iter().enumerate() {
@@ -98,6 +109,9 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
             ",cxl-fmw.{i}.size={},cxl-fmw.{i}.interleave-granularity={}",
             w.size, w.interleave_granularity
         ));
+    }
+    if !views.is_empty() {
+        machine.push_str(&format!(",memory-backend={GUEST_RAM_ID}"));
     }
     let mut append = vec![
         "console=ttyS0",
@@ -116,6 +130,15 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
     push(&["-cpu", "max,hypervisor=off"]);
     push(&["-smp", &t.guest.cpus.to_string()]);
     push(&["-m", &t.guest.memory.to_string()]);
+    if !views.is_empty() {
+        push(&[
+            "-object",
+            &format!(
+                "memory-backend-memfd,id={GUEST_RAM_ID},size={},share=on",
+                t.guest.memory
+            ),
+        ]);
+    }
     push(&[
         "-nodefaults",
         "-no-user-config",
@@ -176,6 +199,22 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         push(&[
             "-device",
             &format!("virtio-blk-pci,drive=scratch,serial={SCRATCH_SERIAL}"),
+        ]);
+    }
+
+    // The disks' serial is the device name: the simulator answers GET_ID.
+    for (d, _read_only) in &views {
+        push(&[
+            "-chardev",
+            &format!(
+                "socket,id=vublk-{},path={}",
+                d.name,
+                p(&vhost_user_blk_socket(cfg.run_dir, &d.name))
+            ),
+        ]);
+        push(&[
+            "-device",
+            &format!("vhost-user-blk-pci,chardev=vublk-{0},id=blk-{0}", d.name),
         ]);
     }
 
@@ -367,6 +406,26 @@ interleave_granularity = "4K"
         )
         .unwrap();
         insta::assert_snapshot!(argv_for(&t).join("\n"));
+    }
+
+    #[test]
+    fn vhost_user_blk_topology_argv() {
+        let t = Topology::parse(
+            &format!(
+                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
+                cxl_topology::DEFAULT_TOPOLOGY_TOML
+            ),
+            "blk.toml",
+        )
+        .unwrap();
+        let with = argv_for(&t);
+        let without = argv_for(&Topology::embedded_default());
+        // Only the shared RAM (and the machine's memory-backend=) and the
+        // two disks (a chardev and a device each) are added.
+        let added: Vec<&String> = with.iter().filter(|a| !without.contains(a)).collect();
+        assert_eq!(added.len(), 6, "{added:#?}");
+        assert_eq!(with.len(), without.len() + 2 + 2 * 4);
+        insta::assert_snapshot!(with.join("\n"));
     }
 
     #[test]
