@@ -66,6 +66,18 @@ impl TestLab {
             .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
     }
 
+    /// `lab up` on a topology file instead of the embedded default.
+    pub fn up_with_topology(&self, topology: &std::path::Path) -> Summary {
+        let events = Events::new(self.recorder.clone());
+        let opts = UpOptions {
+            topology: Some(topology.to_owned()),
+            ..self.options()
+        };
+        self.rt
+            .block_on(lab::up(&opts, &events))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+    }
+
     pub fn down(&self) -> lab::DownReport {
         self.rt
             .block_on(lab::down(&self.name, &Events::none()))
