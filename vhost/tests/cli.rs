@@ -216,3 +216,59 @@ fn a_persistent_file_of_the_wrong_size_stops_serve_with_a_clear_error() {
     );
     assert_eq!(std::fs::read(&pmem).expect("read"), b"old data");
 }
+
+#[test]
+fn vhost_user_blk_sockets_are_bound_before_ready_and_removed_at_exit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let rw = dir.path().join("pmem0-blk.sock");
+    let ro = dir.path().join("vmem0-blk.sock");
+    let running = serve(
+        dir.path(),
+        &[
+            "--vhost-user-blk",
+            &format!("pmem0={}", rw.display()),
+            "--vhost-user-blk-ro",
+            &format!("vmem0={}", ro.display()),
+        ],
+    );
+    assert_eq!(
+        running.ready["vhost_user_blk"],
+        serde_json::json!([
+            {"device": "pmem0", "socket": rw, "read_only": false},
+            {"device": "vmem0", "socket": ro, "read_only": true},
+        ])
+    );
+    for s in [&rw, &ro] {
+        std::os::unix::net::UnixStream::connect(s)
+            .unwrap_or_else(|e| panic!("{} accepts a front end: {e}", s.display()));
+    }
+    running.stop(Signal::SIGTERM);
+    assert!(!rw.exists() && !ro.exists(), "sockets removed at exit");
+}
+
+#[test]
+fn a_block_view_of_an_unknown_device_stops_serve_with_a_clear_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--backing-dir"])
+        .arg(dir.path())
+        .args(["--vhost-user-blk", "disk9=/tmp/never.sock"])
+        .output()
+        .expect("cxl-memsim serve");
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "no ready line");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("No device is called 'disk9'; the topology has: vmem0, pmem0."),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["serve", "--vhost-user-blk", "pmem0"])
+        .output()
+        .expect("cxl-memsim serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not DEVICE=SOCKET_PATH"),
+        "{out:?}"
+    );
+}
