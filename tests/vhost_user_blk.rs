@@ -72,6 +72,12 @@ fn block_views_share_the_device_memory() {
     )
     .expect("writing the topology");
     let lab = TestLab::new("e2e-vublk");
+    // Blank persistent memory: an earlier run's block writes may have
+    // landed on pmem0's namespace metadata (the view is the raw device).
+    let backing = cxl_lab::lab::run_dir(&lab.name)
+        .expect("run dir")
+        .backing_dir();
+    let _ = std::fs::remove_dir_all(&backing);
     let summary = lab.up_with_topology(&topology);
     let pmem = device(&summary, "pmem0");
     let vmem = device(&summary, "vmem0");
@@ -91,7 +97,7 @@ fn block_views_share_the_device_memory() {
     // 64 KiB written through the TCP server read back from the disk.
     let mut tcp = std::net::TcpStream::connect(summary.simulator_tcp.as_deref().expect("TCP"))
         .expect("connecting to cxl-memsim");
-    let (tcp_off, len) = (MIB, 64 * KIB);
+    let (tcp_off, len) = (64 * MIB, 64 * KIB);
     let mut want = vec![0u8; len as usize];
     dax_pattern::fill(&mut want, 44, tcp_off);
     for (i, line) in want.chunks(64).enumerate() {
@@ -109,7 +115,7 @@ fn block_views_share_the_device_memory() {
 
     // 64 KiB of random data written with dd (O_DIRECT) to the disk land in
     // the host backing file and are served over TCP.
-    let dd_off = 4 * MIB;
+    let dd_off = 68 * MIB;
     let guest_sum = lab.run(&[
         "sh",
         "-c",
