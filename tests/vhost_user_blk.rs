@@ -82,6 +82,18 @@ fn block_views_share_the_device_memory() {
     let pmem = device(&summary, "pmem0");
     let vmem = device(&summary, "vmem0");
 
+    let view = pmem
+        .vhost_user_blk
+        .as_ref()
+        .expect("pmem0's view in the summary");
+    assert_eq!((view.serial.as_str(), view.read_only), ("pmem0", false));
+    assert!(
+        vmem.vhost_user_blk
+            .as_ref()
+            .expect("vmem0's view")
+            .read_only
+    );
+
     // Both disks are there, named by serial, sized like their devices.
     let pdisk = disk_by_serial(&lab, "pmem0");
     let vdisk = disk_by_serial(&lab, "vmem0");
@@ -218,10 +230,14 @@ fn block_views_share_the_device_memory() {
         stats["latency_ns"]
     );
 
-    let sockets: Vec<_> = ["pmem0", "vmem0"]
+    let sockets: Vec<_> = [pmem, vmem]
         .iter()
-        .map(|d| cxl_lab::qemu::vhost_user_blk_socket(&summary.run_dir, d))
+        .map(|d| d.vhost_user_blk.as_ref().expect("a view").socket.clone())
         .collect();
+    assert_eq!(
+        sockets[0],
+        cxl_lab::qemu::vhost_user_blk_socket(&summary.run_dir, "pmem0")
+    );
     assert!(sockets.iter().all(|s| s.exists()));
     assert!(lab.down().was_up);
     for s in &sockets {

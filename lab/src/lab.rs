@@ -122,6 +122,19 @@ pub struct DeviceSummary {
     pub backing: PathBuf,
     /// Offset of the device in the simulator's flat address space.
     pub simulator_base: u64,
+    /// The device's vhost-user-blk view, when the topology asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost_user_blk: Option<BlockViewSummary>,
+}
+
+/// A device's memory served as a virtio disk by the simulator.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockViewSummary {
+    /// The simulator's vhost-user socket QEMU is connected to.
+    pub socket: PathBuf,
+    /// The disk's serial in the guest (`/sys/block/vdX/serial`).
+    pub serial: String,
+    pub read_only: bool,
 }
 
 /// What `lab up` and `lab status` print.
@@ -145,6 +158,7 @@ pub struct Summary {
 
 fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
     let offsets = topology.flat_offsets();
+    let views = topology.block_views();
     let devices = topology
         .devices
         .iter()
@@ -171,6 +185,13 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
                     .find(|(x, _)| x.name == d.name)
                     .map(|(_, o)| *o)
                     .unwrap_or(0),
+                vhost_user_blk: views.iter().find(|(v, _)| v.name == d.name).map(
+                    |(v, read_only)| BlockViewSummary {
+                        socket: qemu::vhost_user_blk_socket(&run.dir, &v.name),
+                        serial: v.name.clone(),
+                        read_only: *read_only,
+                    },
+                ),
             }
         })
         .collect();

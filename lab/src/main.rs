@@ -173,6 +173,15 @@ fn print_summary(s: &lab::Summary) {
             place,
             d.backing.display()
         );
+        if let Some(v) = &d.vhost_user_blk {
+            println!(
+                "  {:<10} virtio disk (serial {}{}) served by cxl-memsim on {}",
+                "",
+                v.serial,
+                if v.read_only { ", read-only" } else { "" },
+                v.socket.display()
+            );
+        }
     }
     println!(
         "  QMP {}  agent {}",
