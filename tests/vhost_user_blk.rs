@@ -125,15 +125,16 @@ fn block_views_share_the_device_memory() {
         "the disk reads what TCP wrote"
     );
 
-    // 64 KiB of random data written with dd (O_DIRECT) to the disk land in
-    // the host backing file and are served over TCP.
+    // 64 KiB of random data written with dd (O_DIRECT, then fsync: a
+    // flush) to the disk land in the host backing file and are served over
+    // TCP.
     let dd_off = 68 * MIB;
     let guest_sum = lab.run(&[
         "sh",
         "-c",
         &format!(
             "dd if=/dev/urandom of=/tmp/blk.bin bs={len} count=1 2>/dev/null && \
-             dd if=/tmp/blk.bin of=/dev/{pdisk} bs={len} seek={} count=1 oflag=direct conv=notrunc 2>/dev/null && \
+             dd if=/tmp/blk.bin of=/dev/{pdisk} bs={len} seek={} count=1 oflag=direct conv=notrunc,fsync 2>/dev/null && \
              sha256sum /tmp/blk.bin",
             dd_off / len
         ),
@@ -223,6 +224,7 @@ fn block_views_share_the_device_memory() {
     assert!(block["pmem0"]["reads"].as_u64() >= Some(1), "{block}");
     assert!(block["vmem0"]["reads"].as_u64() >= Some(1), "{block}");
     assert!(block["pmem0"]["get_ids"].as_u64() >= Some(1), "{block}");
+    assert!(block["pmem0"]["flushes"].as_u64() >= Some(1), "{block}");
     assert_eq!(block["vmem0"]["writes"].as_u64(), Some(0), "{block}");
     assert!(
         stats["latency_ns"]["max"].as_u64() >= Some(20_971_720),
