@@ -603,6 +603,43 @@ mod tests {
     }
 
     #[test]
+    fn an_indirect_chain_is_followed() {
+        use virtio_bindings::virtio_ring::{
+            VRING_DESC_F_INDIRECT, VRING_DESC_F_NEXT, VRING_DESC_F_WRITE,
+        };
+        use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
+
+        let (dir, sim, mem) = setup(None);
+        let disk = BlockDisk::new(sim.clone(), "vmem0", false).unwrap();
+        let q = MockSplitQueue::new(&mem, 16);
+        let data = pattern(1024, 3);
+        mem.write_slice(&data, GuestAddress(DATA_AT)).unwrap();
+        header(&mem, VIRTIO_BLK_T_OUT, 2);
+        // The request's three descriptors in a table of their own, as Linux
+        // posts multi-segment requests when INDIRECT_DESC is negotiated.
+        let table = 0x3f_0000;
+        let next = VRING_DESC_F_NEXT as u16;
+        let inner = [
+            SplitDescriptor::new(HEADER_AT, 16, next, 1),
+            SplitDescriptor::new(DATA_AT, 1024, next, 2),
+            SplitDescriptor::new(STATUS_AT, 1, VRING_DESC_F_WRITE as u16, 0),
+        ];
+        for (i, d) in inner.iter().enumerate() {
+            mem.write_obj(RawDescriptor::from(*d), GuestAddress(table + 16 * i as u64))
+                .unwrap();
+        }
+        let head = RawDescriptor::from(SplitDescriptor::new(
+            table,
+            48,
+            VRING_DESC_F_INDIRECT as u16,
+            0,
+        ));
+        let c = disk.handle(&mem, q.build_desc_chain(&[head]).unwrap());
+        assert_eq!(c.status, Some(VIRTIO_BLK_S_OK as u8));
+        assert_eq!(file_bytes(&dir, "vmem0", 1024, 1024), data);
+    }
+
+    #[test]
     fn flush_and_get_id() {
         let (_dir, sim, mem) = setup(None);
         let disk = BlockDisk::new(sim.clone(), "pmem0", false).unwrap();

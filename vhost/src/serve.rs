@@ -37,6 +37,8 @@ pub enum ServeError {
         #[source]
         source: BlkBackendError,
     },
+    #[error("The vhost-user socket {path} is given to two block views; give each its own.")]
+    SocketTwice { path: String },
     #[error("Cannot install the SIGINT/SIGTERM handlers.")]
     Signal(#[source] std::io::Error),
     #[error("Cannot listen on {what} {addr}.")]
@@ -108,6 +110,15 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
         tokio::spawn(crate::control::serve(unix, sim.clone()));
+    }
+    let mut sockets = std::collections::HashSet::new();
+    for view in &cfg.vhost_user_blk {
+        // Binding a second view would unlink the first one's socket.
+        if !sockets.insert(&view.socket) {
+            return Err(ServeError::SocketTwice {
+                path: view.socket.display().to_string(),
+            });
+        }
     }
     for view in &cfg.vhost_user_blk {
         blk_backend::spawn(sim.clone(), view).map_err(|source| ServeError::Block {

@@ -263,6 +263,20 @@ fn a_block_view_of_an_unknown_device_stops_serve_with_a_clear_error() {
         "{err}"
     );
     let out = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--backing-dir"])
+        .arg(dir.path())
+        .args(["--vhost-user-blk", "pmem0=/tmp/same.sock"])
+        .args(["--vhost-user-blk-ro", "vmem0=/tmp/same.sock"])
+        .output()
+        .expect("cxl-memsim serve");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(
+            "The vhost-user socket /tmp/same.sock is given to two block views; give each its own."
+        ),
+        "{out:?}"
+    );
+    let out = Command::new(BIN)
         .args(["serve", "--vhost-user-blk", "pmem0"])
         .output()
         .expect("cxl-memsim serve");
