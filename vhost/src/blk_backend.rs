@@ -5,10 +5,10 @@
 //! when it disconnects the socket accepts the next one with a fresh device
 //! state. Requests are taken off a ring in batches: each is executed at once
 //! (the data moves, the model is charged), then completions are put on the
-//! used ring in order of their due time, the thread sleeping until each is
-//! due, so the guest sees a completion no earlier than its modelled latency
-//! (later by the timer slack, and by queueing behind a slower request of
-//! the same batch).
+//! used ring in order of their due time, the thread waiting until each is
+//! due, so the guest sees a completion no earlier than its modelled latency.
+//! A request the guest posts while the thread waits is taken off the ring,
+//! and so arrives in the model, once the batch is done.
 
 use std::io;
 use std::path::PathBuf;
