@@ -160,10 +160,6 @@ impl BlockDisk {
         })
     }
 
-    pub fn name(&self) -> &str {
-        &self.sim.devices()[self.dev].name
-    }
-
     /// Capacity in 512-byte sectors.
     pub fn capacity_sectors(&self) -> u64 {
         self.size / SECTOR
@@ -171,10 +167,6 @@ impl BlockDisk {
 
     pub fn read_only(&self) -> bool {
         self.read_only
-    }
-
-    pub fn simulator(&self) -> &Arc<Simulator> {
-        &self.sim
     }
 
     /// Serves one descriptor chain: checks it, moves the data, writes the

@@ -84,10 +84,6 @@ impl BlkBackend {
         }
     }
 
-    pub fn disk(&self) -> &BlockDisk {
-        &self.disk
-    }
-
     /// Serves every request on `vring` until the driver has posted no more
     /// (with EVENT_IDX: until re-enabling notifications finds nothing new).
     fn process_vring(&self, vring: &VringRwLock) -> io::Result<()> {
