@@ -239,6 +239,7 @@ impl BlockDisk {
     {
         let mut readable = Vec::new();
         let mut writable = Vec::new();
+        let mut seen_writable = false;
         let last = descs.len() - 1;
         for (i, d) in descs.iter().enumerate() {
             let mut len = d.len() as usize;
@@ -246,9 +247,10 @@ impl BlockDisk {
                 len -= 1; // the status byte
             }
             if d.is_write_only() {
+                seen_writable = true;
                 resolve(mem, d.addr(), len, Permissions::Write, &mut writable)
                     .ok_or(Fail::BadBuffer)?;
-            } else if writable.is_empty() {
+            } else if !seen_writable {
                 resolve(mem, d.addr(), len, Permissions::Read, &mut readable)
                     .ok_or(Fail::BadBuffer)?;
             } else {
@@ -720,6 +722,15 @@ mod tests {
         ];
         let c = disk.handle(&mem, q.build_desc_chain(&descs).unwrap());
         assert_eq!(c.status, Some(VIRTIO_BLK_S_IOERR as u8));
+        // The same after an empty writable buffer.
+        let descs = [
+            readable(HEADER_AT, 16),
+            writable(DATA_AT, 0),
+            readable(DATA_AT + 0x1000, 512),
+            writable(STATUS_AT, 1),
+        ];
+        let c = disk.handle(&mem, q.build_desc_chain(&descs).unwrap());
+        assert_eq!(c.status, Some(VIRTIO_BLK_S_IOERR as u8));
 
         // A data buffer outside guest memory: refused before any copy.
         mem.write_slice(&[0x77; 512], GuestAddress(DATA_AT))
@@ -751,8 +762,8 @@ mod tests {
         assert_eq!(c.status, Some(VIRTIO_BLK_S_UNSUPP as u8));
 
         let r = sim.report(1);
-        assert_eq!(r.block["pmem0"].errors, 7);
-        assert_eq!(r.errors["BlkBadLayout"], 5);
+        assert_eq!(r.block["pmem0"].errors, 8);
+        assert_eq!(r.errors["BlkBadLayout"], 6);
         assert_eq!(r.errors["BlkBadBuffer"], 1);
         assert_eq!(r.errors["BlkUnsupported"], 1);
     }
