@@ -208,6 +208,12 @@ impl VhostUserBackend for BlkBackend {
         Ok(())
     }
 
+    fn queues_per_thread(&self) -> Vec<u64> {
+        // A thread per queue: one queue's completion wait must not hold up
+        // the requests of another (the model's links are shared anyway).
+        (0..NUM_QUEUES).map(|q| 1 << q).collect()
+    }
+
     fn exit_event(&self, _thread_index: usize) -> Option<(EventConsumer, EventNotifier)> {
         new_event_consumer_and_notifier(EventFlag::NONBLOCK).ok()
     }
