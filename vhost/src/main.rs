@@ -46,6 +46,10 @@ enum Verb {
         /// Print a stats line every N seconds.
         #[arg(long)]
         report_interval: Option<u64>,
+        /// Unix socket for QEMU's TCG plugin (libcxl_memsim_plugin.so),
+        /// whose guest accesses are charged to the model and the stats.
+        #[arg(long)]
+        plugin_socket: Option<PathBuf>,
     },
     /// Print a running simulator's stats.
     Stats {
@@ -55,6 +59,14 @@ enum Verb {
         top: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Drive the TCG plugin through a running simulator: show its counters,
+    /// map devices to guest physical addresses, arm, disarm or flush it.
+    Plugin {
+        #[arg(long)]
+        control: PathBuf,
+        /// Nothing (counters), `map NAME=ADDR…`, `arm BASE+SIZE…`, `disarm` or `flush`.
+        command: Vec<String>,
     },
     /// Load generator for any CXLMemSim-protocol server.
     Client {
@@ -87,6 +99,7 @@ fn main() -> anyhow::Result<()> {
             base,
             newick,
             report_interval,
+            plugin_socket,
         } => {
             let cfg = ServeConfig {
                 topology,
@@ -97,6 +110,7 @@ fn main() -> anyhow::Result<()> {
                 base,
                 newick,
                 report_interval: report_interval.map(Duration::from_secs),
+                plugin_socket,
             };
             runtime()?
                 .block_on(cxl_memsim::serve::serve(&cfg))
@@ -125,6 +139,19 @@ fn main() -> anyhow::Result<()> {
                         p["accesses"]
                     );
                 }
+            }
+        }
+        Verb::Plugin { control, command } => {
+            let line = std::iter::once("plugin".to_owned())
+                .chain(command)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let v = runtime()?
+                .block_on(cxl_memsim::control::request(&control, &line))
+                .context("cannot reach the simulator's control socket")?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                anyhow::bail!("{e}");
             }
         }
         Verb::Client { load: cfg, json } => {

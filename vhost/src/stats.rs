@@ -146,6 +146,11 @@ pub struct Report {
     pub devices: Vec<DeviceReport>,
     pub latency_ns: LatencyReport,
     pub hot_pages: Vec<HotPage>,
+    /// The TCG plugin stream, when the simulator listens for one (its
+    /// accesses are also in `requests`, `devices`, `latency_ns` and
+    /// `hot_pages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<crate::plugin::PluginReport>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -255,6 +260,7 @@ impl Stats {
                 max: h.max,
             },
             hot_pages: hot,
+            plugin: None,
         }
     }
 }

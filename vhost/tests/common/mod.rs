@@ -35,6 +35,7 @@ impl Server {
             base: 0,
             newick: None,
             report_interval: None,
+            plugin_socket: None,
         };
         let sim = Arc::new(build(&cfg).expect("simulator"));
         let rt = tokio::runtime::Builder::new_multi_thread()
