@@ -67,11 +67,17 @@ pub fn parse_ready(line: &str) -> Option<Result<Ready, MemsimError>> {
 }
 
 /// Starts `cxl-memsim serve` on the run's topology and waits for ready.
-pub fn start(run: &RunDir, topology: &Path, timeout: Duration) -> Result<Memsim, MemsimError> {
+/// With `plugin_socket` it also listens for the TCG plugin there.
+pub fn start(
+    run: &RunDir,
+    topology: &Path,
+    plugin_socket: Option<&Path>,
+    timeout: Duration,
+) -> Result<Memsim, MemsimError> {
     let log = run.memsim_log();
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(run.memsim_control());
-    let argv: Vec<String> = vec![
+    let mut argv: Vec<String> = vec![
         binary().display().to_string(),
         "serve".into(),
         "--topology".into(),
@@ -83,6 +89,9 @@ pub fn start(run: &RunDir, topology: &Path, timeout: Duration) -> Result<Memsim,
         "--control".into(),
         run.memsim_control().display().to_string(),
     ];
+    if let Some(p) = plugin_socket {
+        argv.extend(["--plugin-socket".into(), p.display().to_string()]);
+    }
     let mut child = process::spawn_detached(&argv, &log).map_err(MemsimError::Spawn)?;
     let pid = child.id();
     let marker = run.marker();

@@ -192,6 +192,10 @@ pub struct Simulator {
     /// Maximum jitter added to each modelled latency (0 = none).
     #[serde(default)]
     pub jitter_ns: u64,
+    /// Timing mode: QEMU loads the TCG plugin that streams guest accesses
+    /// to the CXL windows to the simulator (as `lab up --timing`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timing: bool,
 }
 
 /// A validated topology.
