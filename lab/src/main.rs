@@ -135,6 +135,9 @@ enum BenchWhat {
         topology: Option<PathBuf>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Boot in timing mode (the TCG plugin loaded, armed after regions).
+        #[arg(long)]
+        timing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -390,6 +393,7 @@ async fn main() -> anyhow::Result<()> {
                     name,
                     topology,
                     runs,
+                    timing,
                     json,
                 },
         } => {
@@ -397,6 +401,7 @@ async fn main() -> anyhow::Result<()> {
                 name,
                 topology,
                 accel: AccelChoice::Tcg,
+                timing,
                 ..UpOptions::default()
             };
             let b = lab::bench_boot(&opts, runs, &Events::none())
