@@ -124,6 +124,13 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("requests {}  errors {}", v["requests"], v["errors"]);
+                let p = &v["plugin"];
+                if !p.is_null() {
+                    println!(
+                        "plugin: {} connected, {} armed, {} accesses ({} reads, {} writes), {} unmapped, {} dropped",
+                        p["connections"], p["armed"], p["accesses"], p["reads"], p["writes"], p["unmapped"], p["plugin_dropped"]
+                    );
+                }
                 println!("latency ns: {}", v["latency_ns"]);
                 for d in v["devices"].as_array().into_iter().flatten() {
                     println!(
