@@ -3,7 +3,8 @@
 # RUNS times with the plugin armed, then RUNS times disarmed (loaded, no
 # instrumentation), then armed again; medians of host wall time around
 # `lab exec` (which includes the guest agent's round trip, about `true`'s
-# time). A report, never a test: this machine's 2 cores are shared.
+# time). Then, for reference, the same in a second lab booted without the
+# plugin. A report, never a test: this machine's 2 cores are shared.
 #
 #   vhost/plugin/overhead.sh [RUNS]     (after cargo build --workspace)
 set -euo pipefail
@@ -44,10 +45,15 @@ for w in "${workloads[@]}"; do disarmed[$w]=$(measure disarmed "$w"); done
 $MEMSIM plugin --control "$CONTROL" arm $WINDOWS >/dev/null &
 while kill -0 $! 2>/dev/null; do $LAB exec --name $NAME -- true >/dev/null; done
 wait $!
-for w in "${workloads[@]}"; do
-  again=$(measure armed "$w")
-  printf '%-55s armed %6.2f s  disarmed %6.2f s  re-armed %6.2f s  slowdown %.2fx\n' \
-    "$w" "${armed[$w]}" "${disarmed[$w]}" "$again" "$(echo "${armed[$w]} / ${disarmed[$w]}" | bc -l)"
-done
+declare -A rearmed plain
+for w in "${workloads[@]}"; do rearmed[$w]=$(measure armed "$w"); done
 $MEMSIM plugin --control "$CONTROL" flush >/dev/null
 $MEMSIM plugin --control "$CONTROL"
+$LAB down --name $NAME >/dev/null
+$LAB up --name $NAME >/dev/null
+for w in "${workloads[@]}"; do plain[$w]=$(measure plain "$w"); done
+for w in "${workloads[@]}"; do
+  printf '%-55s armed %6.2f s  disarmed %6.2f s  re-armed %6.2f s  no plugin %6.2f s  armed/disarmed %.2fx\n' \
+    "$w" "${armed[$w]}" "${disarmed[$w]}" "${rearmed[$w]}" "${plain[$w]}" \
+    "$(echo "${armed[$w]} / ${disarmed[$w]}" | bc -l)"
+done

@@ -219,6 +219,9 @@ pub struct Message {
 #[derive(Debug, Default)]
 pub struct Decoder {
     buf: Vec<u8>,
+    /// Where the next message starts in `buf`: consumed bytes are dropped
+    /// once per `push`, not once per message (a read holds many).
+    start: usize,
 }
 
 impl Decoder {
@@ -227,30 +230,33 @@ impl Decoder {
     }
 
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         self.buf.extend_from_slice(bytes);
     }
 
     /// Bytes of an incomplete message still waiting (a truncated stream
     /// ends with some).
     pub fn pending(&self) -> usize {
-        self.buf.len()
+        self.buf.len() - self.start
     }
 
     /// The next whole message, `Ok(None)` when more bytes are needed.
     pub fn next_message(&mut self) -> Result<Option<Message>, WireError> {
-        let Some(head) = self.buf.first_chunk::<HEADER_SIZE>() else {
+        let rest = &self.buf[self.start..];
+        let Some(head) = rest.first_chunk::<HEADER_SIZE>() else {
             return Ok(None);
         };
         let header = BatchHeader::decode(head)?;
         let len = header.message_len();
-        if self.buf.len() < len {
+        if rest.len() < len {
             return Ok(None);
         }
-        let records = self.buf[HEADER_SIZE..len]
+        let records = rest[HEADER_SIZE..len]
             .chunks_exact(RECORD_SIZE)
             .map(|c| AccessRecord::decode(c.try_into().expect("a whole record")))
             .collect();
-        self.buf.drain(..len);
+        self.start += len;
         Ok(Some(Message { header, records }))
     }
 }
