@@ -186,6 +186,24 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
         assert_eq!(p[counter], 0, "{counter}: {p}");
     }
     assert!(after["latency_ns"]["count"].as_u64() > before["latency_ns"]["count"].as_u64());
+    // Instruction-count timestamps: per guest vCPU (2), growing.
+    let icounts = |st: &Value| -> BTreeMap<String, u64> {
+        st["plugin"]["vcpus"]
+            .as_object()
+            .expect("vcpus")
+            .iter()
+            .map(|(k, v)| (k.clone(), v["last_icount"].as_u64().expect("icount")))
+            .collect()
+    };
+    let (i0, i1) = (icounts(&before), icounts(&after));
+    assert!(
+        !i1.is_empty() && i1.keys().all(|k| k == "0" || k == "1"),
+        "{i1:?}"
+    );
+    assert!(
+        i1.values().sum::<u64>() > i0.values().sum::<u64>(),
+        "instruction counts grow: {i0:?} -> {i1:?}"
+    );
 
     // Disarmed: the write lands but is not seen; re-armed: it is again.
     assert_eq!(ask("plugin disarm")["plugins"], 1);

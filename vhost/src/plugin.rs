@@ -74,6 +74,15 @@ pub struct PluginReport {
     pub decode_errors: u64,
     /// Bytes of incomplete messages left when a connection closed.
     pub truncated_bytes: u64,
+    /// Per vCPU index: accesses streamed and the latest instruction-count
+    /// timestamp (instructions the vCPU executed under instrumentation).
+    pub vcpus: BTreeMap<u32, VcpuReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VcpuReport {
+    pub accesses: u64,
+    pub last_icount: u64,
 }
 
 struct Conn {
@@ -186,6 +195,11 @@ impl PluginHub {
                 r.unmapped += unmapped;
                 r.writes += writes;
                 r.reads += msg.records.len() as u64 - writes;
+                for rec in &msg.records {
+                    let v = r.vcpus.entry(rec.vcpu).or_default();
+                    v.accesses += 1;
+                    v.last_icount = v.last_icount.max(rec.icount);
+                }
             }
             kind => {
                 if let Some(c) = st.conns.get_mut(&id) {
@@ -415,6 +429,14 @@ mod tests {
         s.write_all(&bytes).await.unwrap();
         let r = until(&hub, |r| r.batches == 2).await;
         assert_eq!((r.accesses, r.reads, r.writes, r.unmapped), (3, 1, 2, 0));
+        // rec() stamps each access with its address as instruction count.
+        assert_eq!(
+            r.vcpus[&0],
+            VcpuReport {
+                accesses: 3,
+                last_icount: 256 * MIB + 0x2000
+            }
+        );
         assert_eq!(r.connections, 1);
         let stats = hub.sim.report(10);
         assert_eq!(stats.requests, 3);
