@@ -296,6 +296,12 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     let image_ms = ms(t0);
     // QEMU plugins instrument translated code: timing mode is TCG.
     let accel = if timing {
+        if crate::kvm::cached().is_some_and(|v| v.usable) {
+            events.emit(Event::Skipped {
+                step: Step::QemuStart,
+                reason: "timing mode runs under TCG, not KVM".into(),
+            });
+        }
         Accel::Tcg
     } else {
         resolve_accel(opts.accel, &img, events)?
