@@ -16,6 +16,7 @@ pub enum Step {
     QemuStart,
     AgentWait,
     Regions,
+    Timing,
     Command,
     Shutdown,
 }
@@ -31,6 +32,7 @@ impl Step {
             Step::QemuStart => "start QEMU",
             Step::AgentWait => "boot to guest agent",
             Step::Regions => "create regions",
+            Step::Timing => "arm the timing plugin",
             Step::Command => "guest command",
             Step::Shutdown => "shut down",
         }

@@ -65,6 +65,8 @@ pub enum LabError {
     },
     #[error(transparent)]
     Suite(#[from] crate::suites::SuiteError),
+    #[error("Timing mode could not start.")]
+    Timing(#[from] crate::timing::TimingError),
     #[error("Cannot create {path}.")]
     Io {
         path: PathBuf,
@@ -95,6 +97,9 @@ pub struct UpOptions {
     pub accel: AccelChoice,
     pub image: ImageOptions,
     pub boot_timeout: Duration,
+    /// Timing mode: load the TCG plugin and arm it once regions are up
+    /// (also on when the topology says `[simulator] timing = true`).
+    pub timing: bool,
 }
 
 impl Default for UpOptions {
@@ -105,6 +110,7 @@ impl Default for UpOptions {
             accel: AccelChoice::Auto,
             image: ImageOptions::default(),
             boot_timeout: Duration::from_secs(180),
+            timing: false,
         }
     }
 }
@@ -154,6 +160,9 @@ pub struct Summary {
     pub qemu_pid: Option<u32>,
     pub simulator_pid: Option<u32>,
     pub timings: Timings,
+    /// Timing mode: the TCG plugin, its socket, windows and regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::timing::TimingState>,
 }
 
 fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
@@ -210,6 +219,7 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
         qemu_pid: state.qemu_pid,
         simulator_pid: state.memsim_pid,
         timings: state.timings.clone(),
+        timing: state.timing.clone(),
     }
 }
 
@@ -295,9 +305,28 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
 
+    let timing = opts.timing || topology.simulator.timing;
+    if timing && opts.accel == AccelChoice::Kvm {
+        return Err(crate::timing::TimingError::NeedsTcg.into());
+    }
+    let plugin = crate::timing::library();
+    if timing && !plugin.is_file() {
+        return Err(crate::timing::TimingError::NoPlugin(plugin).into());
+    }
     let img = image::build(&opts.image, events)?;
     let image_ms = ms(t0);
-    let accel = resolve_accel(opts.accel, &img, events)?;
+    // QEMU plugins instrument translated code: timing mode is TCG.
+    let accel = if timing {
+        if crate::kvm::cached().is_some_and(|v| v.usable) {
+            events.emit(Event::Skipped {
+                step: Step::QemuStart,
+                reason: "timing mode runs under TCG, not KVM".into(),
+            });
+        }
+        Accel::Tcg
+    } else {
+        resolve_accel(opts.accel, &img, events)?
+    };
 
     // The simulator reads the effective topology (defaults filled in).
     let topo_file = run.topology_file();
@@ -311,7 +340,14 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             .map_err(io_err(&scratch))?;
     }
     let sim = events.step(Step::SimulatorStart, "", || {
-        memsim::start(&run, &topo_file, &topology, Duration::from_secs(20))
+        let socket = run.plugin_socket();
+        memsim::start(
+            &run,
+            &topo_file,
+            &topology,
+            timing.then_some(socket.as_path()),
+            Duration::from_secs(20),
+        )
     })?;
     let devices: Vec<DeviceFiles> = topology
         .devices
@@ -351,6 +387,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         devices: &devices,
         accel,
         extra_append: &[],
+        plugin: timing.then(|| crate::timing::plugin_option(&plugin, &run.dir)),
     });
     let mut state = LabState {
         name: run.name.clone(),
@@ -371,6 +408,11 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             simulator_ms,
             ..Timings::default()
         },
+        timing: timing.then(|| crate::timing::TimingState {
+            plugin: plugin.clone(),
+            plugin_socket: run.plugin_socket(),
+            ..Default::default()
+        }),
     };
     run.save(&state)?;
 
@@ -479,6 +521,37 @@ async fn boot(
         detail: daxes.join(" "),
     });
     state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+    if let Some(ts) = state.timing.clone() {
+        let t = Instant::now();
+        events.emit(Event::Started {
+            step: Step::Timing,
+            detail: String::new(),
+        });
+        let armed = crate::timing::arm(
+            &run.memsim_control(),
+            &agent,
+            &outcome,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| {
+            events.emit(Event::Failed {
+                step: Step::Timing,
+                error: e.to_string(),
+            });
+            LabError::from(e)
+        })?;
+        events.emit(Event::Finished {
+            step: Step::Timing,
+            elapsed: t.elapsed(),
+            detail: armed.windows.join(" "),
+        });
+        state.timing = Some(crate::timing::TimingState {
+            plugin: ts.plugin,
+            plugin_socket: ts.plugin_socket,
+            ..armed
+        });
+    }
     state.regions = Some(outcome);
     state.status = "up".into();
     run.save(state)?;
@@ -544,6 +617,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
         "qmp.sock",
         "qga.sock",
         "memsim.sock",
+        "plugin.sock",
         "qemu.pid",
         "memsim.pid",
     ] {
@@ -672,6 +746,7 @@ pub fn args(
     name: &str,
     topology: Option<&Path>,
     image_opts: &ImageOptions,
+    timing: bool,
 ) -> Result<Vec<String>, LabError> {
     let run = RunDir::new(name)?;
     if let Some(state) = run.load()? {
@@ -701,6 +776,8 @@ pub fn args(
         devices: &devices,
         accel: Accel::Tcg,
         extra_append: &[],
+        plugin: (timing || topology.simulator.timing)
+            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.dir)),
     }))
 }
 

@@ -5,7 +5,8 @@
 //! Where things are: the QEMU command line is `qemu.rs`, QMP is `qmp.rs`,
 //! the guest agent is `qga.rs`, region set-up is `regions.rs` (host side)
 //! and the `cxl-regions` guest tool, the run directory is `rundir.rs`, and
-//! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`.
+//! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`, timing mode (the
+//! TCG plugin) is `timing.rs`.
 
 pub mod events;
 pub mod image;
@@ -20,4 +21,5 @@ pub mod qmp;
 pub mod regions;
 pub mod rundir;
 pub mod suites;
+pub mod timing;
 pub mod ui;

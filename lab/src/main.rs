@@ -49,6 +49,11 @@ enum Verb {
         /// Seconds to wait for the guest agent.
         #[arg(long, default_value_t = 180)]
         boot_timeout: u64,
+        /// Timing mode: QEMU loads cxl-memsim's TCG plugin, armed once
+        /// regions are up, so every guest access to CXL memory is charged to
+        /// the simulator's model and stats (`cxl-memsim stats`). TCG only.
+        #[arg(long)]
+        timing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -94,6 +99,9 @@ enum Verb {
         name: NameArg,
         #[arg(long)]
         topology: Option<PathBuf>,
+        /// The command line of timing mode (with the TCG plugin).
+        #[arg(long)]
+        timing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -127,6 +135,9 @@ enum BenchWhat {
         topology: Option<PathBuf>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Boot in timing mode (the TCG plugin loaded, armed after regions).
+        #[arg(long)]
+        timing: bool,
         #[arg(long)]
         json: bool,
     },
@@ -194,6 +205,14 @@ fn print_summary(s: &lab::Summary) {
         s.simulator_control.display()
     );
     println!("  console {}", s.console_log.display());
+    if let Some(t) = &s.timing {
+        println!(
+            "  timing: plugin armed in {} ms on {}; `cxl-memsim stats --control {}` shows guest accesses",
+            t.arm_ms,
+            t.windows.join(" "),
+            s.simulator_control.display()
+        );
+    }
     let t = &s.timings;
     println!(
         "  boot: image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
@@ -239,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
             topology,
             accel,
             boot_timeout,
+            timing,
             json,
         } => {
             let opts = UpOptions {
@@ -251,6 +271,7 @@ async fn main() -> anyhow::Result<()> {
                 },
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
+                timing,
             };
             let events = ui();
             let summary = tokio::select! {
@@ -355,10 +376,16 @@ async fn main() -> anyhow::Result<()> {
         Verb::Args {
             name,
             topology,
+            timing,
             json,
         } => {
-            let argv = lab::args(&name.name, topology.as_deref(), &ImageOptions::default())
-                .context("lab args failed")?;
+            let argv = lab::args(
+                &name.name,
+                topology.as_deref(),
+                &ImageOptions::default(),
+                timing,
+            )
+            .context("lab args failed")?;
             if json {
                 print_json(&argv)?;
             } else {
@@ -375,6 +402,7 @@ async fn main() -> anyhow::Result<()> {
                     name,
                     topology,
                     runs,
+                    timing,
                     json,
                 },
         } => {
@@ -382,6 +410,7 @@ async fn main() -> anyhow::Result<()> {
                 name,
                 topology,
                 accel: AccelChoice::Tcg,
+                timing,
                 ..UpOptions::default()
             };
             let b = lab::bench_boot(&opts, runs, &Events::none())

@@ -87,11 +87,13 @@ pub fn block_view_args(run_dir: &Path, topology: &Topology) -> Vec<String> {
 }
 
 /// Starts `cxl-memsim serve` on the run's topology (`topology_file` holds
-/// `topology`) and waits for ready.
+/// `topology`) and waits for ready. With `plugin_socket` it also listens
+/// for the TCG plugin there.
 pub fn start(
     run: &RunDir,
     topology_file: &Path,
     topology: &Topology,
+    plugin_socket: Option<&Path>,
     timeout: Duration,
 ) -> Result<Memsim, MemsimError> {
     let log = run.memsim_log();
@@ -110,6 +112,9 @@ pub fn start(
         run.memsim_control().display().to_string(),
     ];
     argv.extend(block_view_args(&run.dir, topology));
+    if let Some(p) = plugin_socket {
+        argv.extend(["--plugin-socket".into(), p.display().to_string()]);
+    }
     let mut child = process::spawn_detached(&argv, &log).map_err(MemsimError::Spawn)?;
     let pid = child.id();
     let marker = run.marker();

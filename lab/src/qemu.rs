@@ -53,6 +53,8 @@ pub struct QemuConfig<'a> {
     pub accel: Accel,
     /// Extra kernel command line words.
     pub extra_append: &'a [String],
+    /// The `-plugin` value (timing mode): the TCG plugin and its arguments.
+    pub plugin: Option<String>,
 }
 
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
@@ -180,6 +182,9 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         &format!("virtserialport,bus=vser0.0,chardev=qga,name={AGENT_PORT_NAME}"),
     ]);
     push(&["-pidfile", &p(&pid_file(cfg.run_dir))]);
+    if let Some(plugin) = &cfg.plugin {
+        push(&["-plugin", plugin]);
+    }
     push(&[
         "-virtfs",
         &format!(
@@ -337,6 +342,10 @@ mod tests {
     }
 
     fn argv_for(t: &Topology) -> Vec<String> {
+        argv_with(t, None)
+    }
+
+    fn argv_with(t: &Topology, plugin: Option<String>) -> Vec<String> {
         let run = Path::new("/run/cxl-lab/test");
         let devices = files(t, run);
         argv(&QemuConfig {
@@ -348,12 +357,22 @@ mod tests {
             devices: &devices,
             accel: Accel::Tcg,
             extra_append: &[],
+            plugin,
         })
     }
 
     #[test]
     fn default_topology_argv() {
         insta::assert_snapshot!(argv_for(&Topology::embedded_default()).join("\n"));
+    }
+
+    #[test]
+    fn timing_mode_loads_the_plugin() {
+        let plugin = crate::timing::plugin_option(
+            Path::new("/target/debug/libcxl_memsim_plugin.so"),
+            Path::new("/run/cxl-lab/test"),
+        );
+        insta::assert_snapshot!(argv_with(&Topology::embedded_default(), Some(plugin)).join("\n"));
     }
 
     #[test]

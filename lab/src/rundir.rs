@@ -2,7 +2,7 @@
 //!
 //! `<state root>/<name>/`: `state.json`, the effective `topology.toml`,
 //! `qmp.sock`, `qga.sock`, `console.log`, `qemu.log`, `qemu.pid`,
-//! `memsim.log`, `memsim.sock`, `backing/` (device memory and label areas)
+//! `memsim.log`, `memsim.sock`, `plugin.sock` (timing mode), `backing/` (device memory and label areas)
 //! and `results/`.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,9 @@ pub struct LabState {
     pub memsim_listen: Option<String>,
     pub regions: Option<cxl_regions::plan::Outcome>,
     pub timings: Timings,
+    /// Timing mode: the plugin and what it was armed with.
+    #[serde(default)]
+    pub timing: Option<crate::timing::TimingState>,
 }
 
 impl RunDir {
@@ -102,6 +105,9 @@ impl RunDir {
     }
     pub fn memsim_control(&self) -> PathBuf {
         self.path("memsim.sock")
+    }
+    pub fn plugin_socket(&self) -> PathBuf {
+        crate::timing::plugin_socket(&self.dir)
     }
     pub fn memsim_log(&self) -> PathBuf {
         self.path("memsim.log")

@@ -201,6 +201,10 @@ pub struct Simulator {
     /// Those of `vhost_user_blk` the guest may only read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vhost_user_blk_read_only: Vec<String>,
+    /// Timing mode: QEMU loads the TCG plugin that streams guest accesses
+    /// to the CXL windows to the simulator (as `lab up --timing`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timing: bool,
 }
 
 /// A validated topology.

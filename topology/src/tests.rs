@@ -47,6 +47,24 @@ fn round_trips_through_toml() {
 }
 
 #[test]
+fn timing_mode_is_off_unless_asked_and_survives_the_effective_file() {
+    let t = Topology::parse(BASE, "base.toml").unwrap();
+    assert!(!t.simulator.timing);
+    assert!(
+        !t.to_toml().contains("timing"),
+        "the default file stays as it was"
+    );
+    let timed = Topology::parse(&format!("{BASE}[simulator]\ntiming = true\n"), "t.toml").unwrap();
+    assert!(timed.simulator.timing);
+    assert!(
+        Topology::parse(&timed.to_toml(), "again")
+            .unwrap()
+            .simulator
+            .timing
+    );
+}
+
+#[test]
 fn switch_topology_parses_and_paths_go_through_the_switch() {
     let text = r#"
 [[host_bridge]]

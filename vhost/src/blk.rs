@@ -431,13 +431,7 @@ pub(crate) mod test_support {
         let sim = build(&ServeConfig {
             topology,
             backing_dir: dir.path().join("backing"),
-            listen: String::new(),
-            control: None,
-            seed: None,
-            base: 0,
-            newick: None,
-            report_interval: None,
-            vhost_user_blk: Vec::new(),
+            ..Default::default()
         })
         .expect("simulator");
         let mem =

@@ -1,12 +1,27 @@
-//! The Unix control socket: `stats` returns the stats report as one JSON
-//! line. `cxl-memsim stats --control SOCK` is its client.
+//! The Unix control socket: one command per line, one JSON line back.
+//!
+//! - `stats [TOP]`: the stats report.
+//! - `plugin`: the TCG plugin stream's counters.
+//! - `plugin map NAME=ADDRESS…`: where devices appear in guest physical
+//!   addresses (their regions' starts).
+//! - `plugin arm BASE+SIZE…` / `plugin disarm` / `plugin flush`: relayed to
+//!   every connected plugin; the answer comes once each acknowledged
+//!   (`{"ok":true,"plugins":N}`), or `{"error":…}`.
+//!
+//! `cxl-memsim stats` and `cxl-memsim plugin` are its clients.
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
+
+use cxl_memsim_wire::Command;
+use serde_json::json;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
+use crate::plugin::PluginHub;
+use crate::serve::full_report;
 use crate::simulator::Simulator;
 
 /// Errors of the control client.
@@ -22,10 +37,14 @@ pub enum ControlError {
     Protocol(#[source] std::io::Error),
 }
 
+/// How long `plugin arm|disarm|flush` waits for the plugins.
+const PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves control connections forever.
-pub async fn serve(listener: UnixListener, sim: Arc<Simulator>) {
+pub async fn serve(listener: UnixListener, sim: Arc<Simulator>, hub: Option<Arc<PluginHub>>) {
     while let Ok((stream, _)) = listener.accept().await {
         let sim = sim.clone();
+        let hub = hub.clone();
         tokio::spawn(async move {
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r).lines();
@@ -34,9 +53,14 @@ pub async fn serve(listener: UnixListener, sim: Arc<Simulator>) {
                 let reply = match words.next() {
                     Some("stats") => {
                         let top = words.next().and_then(|t| t.parse().ok()).unwrap_or(10);
-                        serde_json::to_string(&sim.report(top)).expect("report serialises")
+                        serde_json::to_string(&full_report(&sim, hub.as_deref(), top))
+                            .expect("report serialises")
                     }
-                    _ => serde_json::json!({"error": format!("unknown command '{line}'; try 'stats [TOP]'")}).to_string(),
+                    Some("plugin") => {
+                        let rest: Vec<&str> = words.collect();
+                        plugin_command(hub.as_deref(), &rest).await.to_string()
+                    }
+                    _ => serde_json::json!({"error": format!("unknown command '{line}'; try 'stats [TOP]' or 'plugin [map|arm|disarm|flush]'")}).to_string(),
                 };
                 if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
                     break;
@@ -46,8 +70,36 @@ pub async fn serve(listener: UnixListener, sim: Arc<Simulator>) {
     }
 }
 
+async fn plugin_command(hub: Option<&PluginHub>, words: &[&str]) -> serde_json::Value {
+    let Some(hub) = hub else {
+        return json!({"error": "this simulator has no plugin socket; start it with --plugin-socket PATH"});
+    };
+    let relay = |cmd: Command| async move {
+        match hub.command(&cmd, PLUGIN_TIMEOUT).await {
+            Ok(n) => json!({"ok": true, "plugins": n}),
+            Err(e) => json!({"error": e.to_string()}),
+        }
+    };
+    match words.split_first() {
+        None => serde_json::to_value(hub.report()).expect("report serialises"),
+        Some((&"map", rest)) => match hub.map(rest) {
+            Ok(()) => json!({"ok": true}),
+            Err(e) => json!({"error": e.to_string()}),
+        },
+        Some(_) => match Command::parse(&words.join(" ")) {
+            Ok(cmd) => relay(cmd).await,
+            Err(e) => json!({"error": e}),
+        },
+    }
+}
+
 /// Asks a running simulator for its stats.
 pub async fn query_stats(path: &Path, top: usize) -> Result<serde_json::Value, ControlError> {
+    request(path, &format!("stats {top}")).await
+}
+
+/// Sends one command line and returns the JSON answer.
+pub async fn request(path: &Path, line: &str) -> Result<serde_json::Value, ControlError> {
     let stream = UnixStream::connect(path)
         .await
         .map_err(|source| ControlError::Connect {
@@ -55,7 +107,7 @@ pub async fn query_stats(path: &Path, top: usize) -> Result<serde_json::Value, C
             source,
         })?;
     let (r, mut w) = stream.into_split();
-    w.write_all(format!("stats {top}\n").as_bytes())
+    w.write_all(format!("{line}\n").as_bytes())
         .await
         .map_err(ControlError::Protocol)?;
     let mut line = String::new();

@@ -1,8 +1,9 @@
 //! cxl-memsim: the simulator behind cxl-lab's CXL memory. It owns the
 //! devices' backing files (QEMU maps them shared), models latency and
 //! bandwidth deterministically, counts hotness, and serves CXLMemSim's TCP
-//! protocol (`protocol.rs`), a Unix control socket for stats, and a
-//! vhost-user-blk view of any device's memory (`blk.rs`, `blk_backend.rs`).
+//! protocol (`protocol.rs`), a Unix control socket for stats, a
+//! vhost-user-blk view of any device's memory (`blk.rs`, `blk_backend.rs`)
+//! and the stream of guest accesses from its QEMU TCG plugin (`plugin.rs`).
 
 pub mod backing;
 pub mod blk;
@@ -10,6 +11,7 @@ pub mod blk_backend;
 pub mod client;
 pub mod control;
 pub mod model;
+pub mod plugin;
 pub mod protocol;
 pub mod serve;
 pub mod server;

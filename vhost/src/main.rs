@@ -54,6 +54,10 @@ enum Verb {
         /// Like --vhost-user-blk, read-only: writes fail with VIRTIO_BLK_S_IOERR.
         #[arg(long = "vhost-user-blk-ro", value_name = "DEVICE=SOCKET_PATH", value_parser = |s: &str| BlkView::parse(s, true))]
         vhost_user_blk_ro: Vec<BlkView>,
+        /// Unix socket for QEMU's TCG plugin (libcxl_memsim_plugin.so),
+        /// whose guest accesses are charged to the model and the stats.
+        #[arg(long)]
+        plugin_socket: Option<PathBuf>,
     },
     /// Print a running simulator's stats.
     Stats {
@@ -63,6 +67,14 @@ enum Verb {
         top: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Drive the TCG plugin through a running simulator: show its counters,
+    /// map devices to guest physical addresses, arm, disarm or flush it.
+    Plugin {
+        #[arg(long)]
+        control: PathBuf,
+        /// Nothing (counters), `map NAME=ADDR…`, `arm BASE+SIZE…`, `disarm` or `flush`.
+        command: Vec<String>,
     },
     /// Load generator for any CXLMemSim-protocol server.
     Client {
@@ -97,6 +109,7 @@ fn main() -> anyhow::Result<()> {
             report_interval,
             vhost_user_blk,
             vhost_user_blk_ro,
+            plugin_socket,
         } => {
             let cfg = ServeConfig {
                 topology,
@@ -111,6 +124,7 @@ fn main() -> anyhow::Result<()> {
                     .into_iter()
                     .chain(vhost_user_blk_ro)
                     .collect(),
+                plugin_socket,
             };
             runtime()?
                 .block_on(cxl_memsim::serve::serve(&cfg))
@@ -124,6 +138,13 @@ fn main() -> anyhow::Result<()> {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
                 println!("requests {}  errors {}", v["requests"], v["errors"]);
+                let p = &v["plugin"];
+                if !p.is_null() {
+                    println!(
+                        "plugin: {} connected, {} armed, {} accesses ({} reads, {} writes), {} unmapped, {} dropped",
+                        p["connections"], p["armed"], p["accesses"], p["reads"], p["writes"], p["unmapped"], p["plugin_dropped"]
+                    );
+                }
                 println!("latency ns: {}", v["latency_ns"]);
                 for d in v["devices"].as_array().into_iter().flatten() {
                     println!(
@@ -139,6 +160,19 @@ fn main() -> anyhow::Result<()> {
                         p["accesses"]
                     );
                 }
+            }
+        }
+        Verb::Plugin { control, command } => {
+            let line = std::iter::once("plugin".to_owned())
+                .chain(command)
+                .collect::<Vec<_>>()
+                .join(" ");
+            let v = runtime()?
+                .block_on(cxl_memsim::control::request(&control, &line))
+                .context("cannot reach the simulator's control socket")?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+                anyhow::bail!("{e}");
             }
         }
         Verb::Client { load: cfg, json } => {

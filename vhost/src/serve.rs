@@ -1,5 +1,5 @@
 //! `cxl-memsim serve`: backing files, model, TCP server, control socket and
-//! vhost-user-blk views;
+//! vhost-user-blk views; the TCG plugin's socket;
 //! one JSON `ready` line on stdout when everything is up; a final report on
 //! SIGINT/SIGTERM.
 
@@ -15,7 +15,9 @@ use tokio::signal::unix::{signal, SignalKind};
 use crate::backing::{self, BackingError};
 use crate::blk_backend::{self, BlkBackendError, BlkView};
 use crate::model::{Model, ModelError};
+use crate::plugin::PluginHub;
 use crate::simulator::Simulator;
+use crate::stats::Report;
 
 /// Hot pages in the periodic and final reports.
 const REPORT_TOP: usize = 10;
@@ -50,7 +52,7 @@ pub enum ServeError {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServeConfig {
     pub topology: Option<PathBuf>,
     pub backing_dir: PathBuf,
@@ -62,6 +64,8 @@ pub struct ServeConfig {
     pub report_interval: Option<Duration>,
     /// Devices to serve as vhost-user-blk disks, each on its own socket.
     pub vhost_user_blk: Vec<BlkView>,
+    /// Unix socket the QEMU TCG plugin connects to.
+    pub plugin_socket: Option<PathBuf>,
 }
 
 /// Builds the simulator (files, model) without serving: for tests and tools.
@@ -87,6 +91,13 @@ fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// The stats report with the plugin stream's part when there is one.
+pub fn full_report(sim: &Simulator, hub: Option<&PluginHub>, top: usize) -> Report {
+    let mut r = sim.report(top);
+    r.plugin = hub.map(PluginHub::report);
+    r
+}
+
 /// Serves until SIGINT or SIGTERM, then prints the final report.
 pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     // Handlers first: a SIGTERM right after the ready line must still give
@@ -102,6 +113,21 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     let listen = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    // Bound before the control socket so `ready` means QEMU may connect.
+    let hub = match &cfg.plugin_socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(path);
+            let unix = UnixListener::bind(path).map_err(|source| ServeError::Listen {
+                what: "plugin socket",
+                addr: path.display().to_string(),
+                source,
+            })?;
+            let hub = Arc::new(PluginHub::new(sim.clone()));
+            tokio::spawn(crate::plugin::serve(unix, hub.clone()));
+            Some(hub)
+        }
+        None => None,
+    };
     if let Some(path) = &cfg.control {
         clear_stale_socket(path)?;
         let unix = UnixListener::bind(path).map_err(|source| ServeError::Listen {
@@ -109,7 +135,7 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             addr: path.display().to_string(),
             source,
         })?;
-        tokio::spawn(crate::control::serve(unix, sim.clone()));
+        tokio::spawn(crate::control::serve(unix, sim.clone(), hub.clone()));
     }
     let mut sockets = std::collections::HashSet::new();
     for view in &cfg.vhost_user_blk {
@@ -139,7 +165,7 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
         .collect();
     println!(
         "{}",
-        json!({"event": "ready", "listen": listen, "control": cfg.control, "devices": devices, "vhost_user_blk": views})
+        json!({"event": "ready", "listen": listen, "control": cfg.control, "plugin_socket": cfg.plugin_socket, "devices": devices, "vhost_user_blk": views})
     );
 
     let mut tick = cfg
@@ -150,16 +176,16 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             _ = term.recv() => break,
             _ = int.recv() => break,
             _ = async { match tick.as_mut() { Some(t) => { t.tick().await; } None => std::future::pending().await } } => {
-                println!("{}", json!({"event": "report", "stats": sim.report(REPORT_TOP)}));
+                println!("{}", json!({"event": "report", "stats": full_report(&sim, hub.as_deref(), REPORT_TOP)}));
             }
         }
     }
     sim.flush();
     println!(
         "{}",
-        json!({"event": "final", "stats": sim.report(REPORT_TOP)})
+        json!({"event": "final", "stats": full_report(&sim, hub.as_deref(), REPORT_TOP)})
     );
-    if let Some(path) = &cfg.control {
+    for path in [&cfg.control, &cfg.plugin_socket].into_iter().flatten() {
         let _ = std::fs::remove_file(path);
     }
     for view in &cfg.vhost_user_blk {

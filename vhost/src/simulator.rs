@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use cxl_memsim_wire::AccessRecord;
+
 use crate::backing::{self, DeviceMemory};
 use crate::model::Model;
 use crate::protocol::{Request, Response, Status, OP_WRITE, REQUEST_SIZE};
@@ -158,6 +160,33 @@ impl Simulator {
             .1
             .record(dev, offset, write, req.size, timing.latency_ns);
         Response::new(Status::Ok, timing.latency_ns, data)
+    }
+
+    /// Charges guest accesses streamed by the TCG plugin to the model and
+    /// the stats under one lock; `locate` maps a guest physical address and
+    /// size to (device, offset). Accesses arrive closed-loop (each when the
+    /// previous completed): vCPUs' instruction counts are not a shared
+    /// clock. Returns (charged, unmapped).
+    pub fn charge_plugin(
+        &self,
+        records: &[AccessRecord],
+        locate: impl Fn(u64, u64) -> Option<(usize, u64)>,
+    ) -> (u64, u64) {
+        let mut state = self.state.lock().expect("simulator state");
+        let (model, stats) = &mut *state;
+        let (mut charged, mut unmapped) = (0, 0);
+        for r in records {
+            let size = u64::from(r.size);
+            match locate(r.addr, size) {
+                Some((dev, offset)) => {
+                    let timing = model.access(dev, r.is_write(), size, 0);
+                    stats.record(dev, offset, r.is_write(), size, timing.latency_ns);
+                    charged += 1;
+                }
+                None => unmapped += 1,
+            }
+        }
+        (charged, unmapped)
     }
 
     pub fn report(&self, top: usize) -> Report {

@@ -150,6 +150,11 @@ pub struct Report {
     /// until one did.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub block: BTreeMap<String, BlockCounts>,
+    /// The TCG plugin stream, when the simulator listens for one (its
+    /// accesses are also in `requests`, `devices`, `latency_ns` and
+    /// `hot_pages`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<crate::plugin::PluginReport>,
 }
 
 /// Block requests served through a device's vhost-user-blk view. Reads and
@@ -337,6 +342,7 @@ impl Stats {
             },
             hot_pages: hot,
             block: self.block.clone(),
+            plugin: None,
         }
     }
 }

@@ -45,13 +45,7 @@ fn simulator(dir: &std::path::Path) -> Arc<Simulator> {
         build(&ServeConfig {
             topology: None,
             backing_dir: dir.join("backing"),
-            listen: String::new(),
-            control: None,
-            seed: None,
-            base: 0,
-            newick: None,
-            report_interval: None,
-            vhost_user_blk: Vec::new(),
+            ..Default::default()
         })
         .expect("simulator"),
     )

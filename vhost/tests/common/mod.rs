@@ -30,12 +30,8 @@ impl Server {
             topology,
             backing_dir: dir.path().to_owned(),
             listen: "127.0.0.1:0".into(),
-            control: None,
             seed: Some(seed),
-            base: 0,
-            newick: None,
-            report_interval: None,
-            vhost_user_blk: Vec::new(),
+            ..Default::default()
         };
         let sim = Arc::new(build(&cfg).expect("simulator"));
         let rt = tokio::runtime::Builder::new_multi_thread()

@@ -1,0 +1,207 @@
+//! Timing mode (`lab up --timing`, or `[simulator] timing = true`): QEMU
+//! loads cxl-memsim's TCG plugin, which streams every guest access to the
+//! CXL windows to the simulator's plugin socket.
+//!
+//! The plugin starts disarmed (instrumenting from boot costs 1.84× the boot
+//! and made QEMU abort in 2 of 20 measured runs). Once regions are up the
+//! lab reads the windows from the guest's `/proc/iomem` ("CXL Window N"),
+//! tells the simulator where each device's region starts (`plugin map`),
+//! and arms the plugin through the simulator (`plugin arm`), which answers
+//! once QEMU has installed the instrumentation.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cxl_memsim_wire::args::Args as PluginArgs;
+use cxl_memsim_wire::Window;
+use cxl_regions::plan::Outcome;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use crate::qga::{Agent, QgaError};
+
+/// Errors of timing mode.
+#[derive(Debug, thiserror::Error)]
+pub enum TimingError {
+    #[error("The TCG plugin {0} is missing; build it with `cargo build --workspace` (crate cxl-memsim-plugin).")]
+    NoPlugin(PathBuf),
+    #[error("Timing mode needs TCG (QEMU plugins instrument translated code); drop --accel kvm.")]
+    NeedsTcg,
+    #[error("Cannot read the guest's /proc/iomem.")]
+    Iomem(#[source] QgaError),
+    #[error("The guest's /proc/iomem lists no \"CXL Window\"; are the CXL modules loaded?")]
+    NoWindow,
+    #[error("Cannot talk to the simulator's control socket {path}.")]
+    Control {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("The simulator refused '{command}': {error}")]
+    Refused { command: String, error: String },
+    #[error("The plugin did not arm within {0:?} although the guest was kept busy.")]
+    ArmTimeout(Duration),
+}
+
+/// The plugin library: next to the lab's other binaries.
+pub fn library() -> PathBuf {
+    crate::paths::tools_dir().join("libcxl_memsim_plugin.so")
+}
+
+/// The simulator's plugin socket in a run directory.
+pub fn plugin_socket(run_dir: &Path) -> PathBuf {
+    run_dir.join("plugin.sock")
+}
+
+/// The value of QEMU's `-plugin` option: the library, then its arguments
+/// (disarmed; the lab arms it once regions are up).
+pub fn plugin_option(library: &Path, run_dir: &Path) -> String {
+    let mut words = vec![library.display().to_string()];
+    words.extend(PluginArgs::new(plugin_socket(run_dir)).to_words());
+    words.join(",")
+}
+
+/// What `lab up` recorded about timing mode.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TimingState {
+    pub plugin: PathBuf,
+    pub plugin_socket: PathBuf,
+    /// The CXL windows the plugin watches, `BASE+SIZE`.
+    pub windows: Vec<String>,
+    /// Device name to the guest physical address of its region.
+    pub regions: Vec<(String, u64)>,
+    /// How long arming took (from asking to QEMU's acknowledgement).
+    pub arm_ms: u64,
+}
+
+/// The "CXL Window" ranges of a `/proc/iomem` text.
+pub fn windows_from_iomem(text: &str) -> Vec<Window> {
+    text.lines()
+        .filter_map(|l| {
+            let (range, name) = l.trim().split_once(" : ")?;
+            if !name.starts_with("CXL Window") {
+                return None;
+            }
+            let (a, b) = range.split_once('-')?;
+            let start = u64::from_str_radix(a, 16).ok()?;
+            let end = u64::from_str_radix(b, 16).ok()?;
+            (end >= start).then(|| Window {
+                base: start,
+                size: end - start + 1,
+            })
+        })
+        .collect()
+}
+
+/// Sends one line to the simulator's control socket; the JSON answer, or
+/// its error as [`TimingError::Refused`].
+pub async fn control(path: &Path, line: &str) -> Result<serde_json::Value, TimingError> {
+    let io = |source| TimingError::Control {
+        path: path.to_owned(),
+        source,
+    };
+    let stream = UnixStream::connect(path).await.map_err(io)?;
+    let (r, mut w) = stream.into_split();
+    w.write_all(format!("{line}\n").as_bytes())
+        .await
+        .map_err(io)?;
+    let mut answer = String::new();
+    BufReader::new(r).read_line(&mut answer).await.map_err(io)?;
+    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| io(e.into()))?;
+    if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
+        return Err(TimingError::Refused {
+            command: line.to_owned(),
+            error: e.to_owned(),
+        });
+    }
+    Ok(v)
+}
+
+/// Maps the regions and arms the plugin; keeps the guest busy meanwhile,
+/// because the swap runs at the next vCPU callback and an idle guest's
+/// vCPUs may sleep.
+pub async fn arm(
+    control_socket: &Path,
+    agent: &Agent,
+    outcome: &Outcome,
+    timeout: Duration,
+) -> Result<TimingState, TimingError> {
+    let iomem = agent
+        .read_file("/proc/iomem")
+        .await
+        .map_err(TimingError::Iomem)?;
+    let windows = windows_from_iomem(&String::from_utf8_lossy(&iomem));
+    if windows.is_empty() {
+        return Err(TimingError::NoWindow);
+    }
+    let regions: Vec<(String, u64)> = outcome
+        .devices
+        .iter()
+        .filter_map(|d| Some((d.name.clone(), d.region_start?)))
+        .collect();
+    if !regions.is_empty() {
+        let words: Vec<String> = regions.iter().map(|(n, a)| format!("{n}={a:#x}")).collect();
+        control(control_socket, &format!("plugin map {}", words.join(" "))).await?;
+    }
+    let windows_text: Vec<String> = windows.iter().map(Window::to_string).collect();
+    let t = Instant::now();
+    let line = format!("plugin arm {}", windows_text.join(" "));
+    let arm = control(control_socket, &line);
+    tokio::pin!(arm);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            r = &mut arm => { r?; break; }
+            _ = tokio::time::sleep_until(deadline) => return Err(TimingError::ArmTimeout(timeout)),
+            // Wakes a vCPU: the agent's answer is guest work.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => { let _ = agent.ping().await; }
+        }
+    }
+    Ok(TimingState {
+        plugin: library(),
+        plugin_socket: PathBuf::new(),
+        windows: windows_text,
+        regions,
+        arm_ms: t.elapsed().as_millis() as u64,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_cxl_windows_in_proc_iomem() {
+        let text = "\
+00000000-00000fff : Reserved
+100000000-10fffffff : PCI Bus 0000:00
+110000000-20fffffff : CXL Window 0
+  110000000-11fffffff : region0
+    110000000-11fffffff : dax0.0
+210000000-30fffffff : CXL Window 1
+";
+        assert_eq!(
+            windows_from_iomem(text),
+            [
+                Window {
+                    base: 0x1_1000_0000,
+                    size: 0x1_0000_0000
+                },
+                Window {
+                    base: 0x2_1000_0000,
+                    size: 0x1_0000_0000
+                }
+            ]
+        );
+        assert!(windows_from_iomem("00000000-00000fff : Reserved\n").is_empty());
+    }
+
+    #[test]
+    fn the_plugin_option_names_the_socket_and_starts_disarmed() {
+        assert_eq!(
+            plugin_option(Path::new("/t/libcxl_memsim_plugin.so"), Path::new("/run/x")),
+            "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock"
+        );
+    }
+}

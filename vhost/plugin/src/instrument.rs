@@ -1,0 +1,271 @@
+//! The QEMU callbacks and the arm/disarm state machine.
+//!
+//! Disarmed: a translation callback and vCPU idle/resume callbacks that only
+//! look for a pending request. Armed: every translated block also counts
+//! its instructions into a per-vCPU scoreboard (an inline add, no call) and
+//! every instruction gets a memory callback; the callback asks QEMU for the
+//! physical address and keeps it when it falls in a watched window.
+//!
+//! `qemu_plugin_reset` must be called from a vCPU thread (it queues the
+//! swap as exclusive work on the current vCPU; from another thread QEMU
+//! would assert), hence requests are posted by the command thread and
+//! picked up by the next vCPU callback.
+
+use std::ffi::{c_uint, c_void};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use cxl_memsim_wire::args::{self, MAX_WINDOWS};
+use cxl_memsim_wire::{AccessRecord, Command, Kind, Window, FLAG_WRITE};
+use qemu_plugin::sys::{
+    qemu_plugin_cb_flags, qemu_plugin_get_hwaddr, qemu_plugin_hwaddr_phys_addr, qemu_plugin_id_t,
+    qemu_plugin_mem_is_store, qemu_plugin_mem_rw, qemu_plugin_mem_size_shift,
+    qemu_plugin_meminfo_t, qemu_plugin_op, qemu_plugin_register_atexit_cb,
+    qemu_plugin_register_vcpu_idle_cb, qemu_plugin_register_vcpu_mem_cb,
+    qemu_plugin_register_vcpu_resume_cb, qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu,
+    qemu_plugin_register_vcpu_tb_trans_cb, qemu_plugin_reset, qemu_plugin_scoreboard_new,
+    qemu_plugin_tb, qemu_plugin_tb_get_insn, qemu_plugin_tb_n_insns, qemu_plugin_u64,
+    qemu_plugin_u64_get,
+};
+
+use crate::link::Link;
+
+const NONE: u8 = 0;
+const ARM: u8 = 1;
+const DISARM: u8 = 2;
+
+struct State {
+    id: qemu_plugin_id_t,
+    link: Link,
+    /// The watched windows: `n_windows` (base, size) pairs. Written only
+    /// inside the reset callback, when every vCPU is stopped.
+    windows: [(AtomicU64, AtomicU64); MAX_WINDOWS],
+    n_windows: AtomicUsize,
+    /// Windows of the pending `arm`.
+    next_windows: Mutex<Vec<Window>>,
+    pending: AtomicU8,
+    resetting: AtomicBool,
+    /// Per-vCPU count of executed instructions while armed.
+    icount: ScoreEntry,
+}
+
+/// The scoreboard entry; QEMU owns the memory and keeps it valid for the
+/// plugin's lifetime.
+struct ScoreEntry(qemu_plugin_u64);
+// SAFETY: the entry is a handle QEMU reads and writes per vCPU; the plugin
+// only passes it back to QEMU.
+unsafe impl Send for ScoreEntry {}
+unsafe impl Sync for ScoreEntry {}
+
+static STATE: OnceLock<State> = OnceLock::new();
+
+fn state() -> &'static State {
+    STATE.get().expect("the plugin is installed")
+}
+
+impl State {
+    fn set_windows(&self, ws: &[Window]) {
+        for (slot, w) in self.windows.iter().zip(ws) {
+            slot.0.store(w.base, Ordering::Relaxed);
+            slot.1.store(w.size, Ordering::Relaxed);
+        }
+        self.n_windows
+            .store(ws.len().min(MAX_WINDOWS), Ordering::Relaxed);
+    }
+
+    #[inline]
+    fn watched(&self, addr: u64) -> bool {
+        let n = self.n_windows.load(Ordering::Relaxed);
+        self.windows[..n]
+            .iter()
+            .any(|(b, s)| addr.wrapping_sub(b.load(Ordering::Relaxed)) < s.load(Ordering::Relaxed))
+    }
+}
+
+/// Installs the plugin: connects, starts the I/O threads and registers the
+/// disarmed (or, with `armed=on`, armed) callbacks.
+pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(), String> {
+    let a = args::parse(raw)?;
+    let (link, reader) = Link::connect(&a.socket, vcpus, a.batch)?;
+    // SAFETY: plain allocation of one u64 per vCPU, owned by QEMU.
+    let score = unsafe { qemu_plugin_scoreboard_new(std::mem::size_of::<u64>()) };
+    let st = State {
+        id,
+        link,
+        windows: Default::default(),
+        n_windows: AtomicUsize::new(0),
+        next_windows: Mutex::new(Vec::new()),
+        pending: AtomicU8::new(NONE),
+        resetting: AtomicBool::new(false),
+        icount: ScoreEntry(qemu_plugin_u64 { score, offset: 0 }),
+    };
+    if STATE.set(st).is_err() {
+        return Err("the plugin is loaded twice".into());
+    }
+    let st = state();
+    st.link.spawn_flusher(a.flush_every);
+    st.link.spawn_reader(
+        reader,
+        |cmd| match cmd {
+            Command::Arm(ws) => {
+                *state()
+                    .next_windows
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner()) = ws;
+                state().pending.store(ARM, Ordering::Release);
+            }
+            Command::Disarm => state().pending.store(DISARM, Ordering::Release),
+            Command::Flush => {}
+        },
+        // Without a simulator the instrumentation is pure cost.
+        || state().pending.store(DISARM, Ordering::Release),
+    );
+    if a.armed {
+        st.set_windows(&a.windows);
+        register(true);
+    } else {
+        register(false);
+    }
+    Ok(())
+}
+
+/// Registers the callbacks of one state (a reset removed all of them).
+fn register(armed: bool) {
+    let id = state().id;
+    // SAFETY: registering callbacks is what QEMU expects from install and
+    // from the reset callback.
+    unsafe {
+        qemu_plugin_register_vcpu_tb_trans_cb(
+            id,
+            Some(if armed { on_tb_armed } else { on_tb_disarmed }),
+        );
+        qemu_plugin_register_vcpu_idle_cb(id, Some(on_idle));
+        qemu_plugin_register_vcpu_resume_cb(id, Some(on_resume));
+        qemu_plugin_register_atexit_cb(id, Some(on_exit), std::ptr::null_mut());
+    }
+}
+
+/// Starts a pending arm/disarm, from a vCPU thread.
+#[inline]
+fn poll_pending(st: &State) {
+    if st.pending.load(Ordering::Relaxed) == NONE {
+        return;
+    }
+    if st
+        .resetting
+        .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
+    {
+        // SAFETY: called on a vCPU thread, as qemu_plugin_reset requires.
+        unsafe { qemu_plugin_reset(st.id, Some(on_reset)) };
+    }
+}
+
+/// Runs with every vCPU stopped and the plugin's callbacks removed.
+unsafe extern "C" fn on_reset(_id: qemu_plugin_id_t) {
+    let st = state();
+    let want = st.pending.swap(NONE, Ordering::AcqRel);
+    // Records of the old state go out before the new state is announced.
+    st.link.flush_all();
+    let armed = match want {
+        ARM if st.link.connected() => {
+            let ws = st
+                .next_windows
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            st.set_windows(&ws);
+            true
+        }
+        ARM | DISARM => false,
+        // A request raced with this reset: keep what the windows say.
+        _ => st.n_windows.load(Ordering::Relaxed) > 0,
+    };
+    if !armed {
+        st.set_windows(&[]);
+    }
+    register(armed);
+    st.link
+        .send_event(if armed { Kind::Armed } else { Kind::Disarmed });
+    st.resetting.store(false, Ordering::Release);
+}
+
+unsafe extern "C" fn on_tb_disarmed(_id: qemu_plugin_id_t, _tb: *mut qemu_plugin_tb) {
+    poll_pending(state());
+}
+
+unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
+    let st = state();
+    poll_pending(st);
+    // SAFETY: tb is the block being translated, valid during this callback.
+    unsafe {
+        let n = qemu_plugin_tb_n_insns(tb);
+        // Counted when the block starts: an access of instruction i sees
+        // the count after the block, so it subtracts n - i (its userdata).
+        qemu_plugin_register_vcpu_tb_exec_inline_per_vcpu(
+            tb,
+            qemu_plugin_op::QEMU_PLUGIN_INLINE_ADD_U64,
+            st.icount.0,
+            n as u64,
+        );
+        for i in 0..n {
+            let insn = qemu_plugin_tb_get_insn(tb, i);
+            qemu_plugin_register_vcpu_mem_cb(
+                insn,
+                Some(on_mem),
+                qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
+                qemu_plugin_mem_rw::QEMU_PLUGIN_MEM_RW,
+                (n - i) as *mut c_void,
+            );
+        }
+    }
+}
+
+/// Every guest memory access while armed: the hot path.
+unsafe extern "C" fn on_mem(
+    vcpu: c_uint,
+    info: qemu_plugin_meminfo_t,
+    vaddr: u64,
+    userdata: *mut c_void,
+) {
+    let st = state();
+    // SAFETY: info is valid during the callback; the hwaddr handle too.
+    unsafe {
+        let hw = qemu_plugin_get_hwaddr(info, vaddr);
+        if hw.is_null() {
+            return;
+        }
+        let addr = qemu_plugin_hwaddr_phys_addr(hw);
+        if !st.watched(addr) {
+            return;
+        }
+        let back = userdata as u64;
+        let rec = AccessRecord {
+            addr,
+            icount: qemu_plugin_u64_get(st.icount.0, vcpu).wrapping_sub(back),
+            vcpu,
+            size: 1u16 << qemu_plugin_mem_size_shift(info).min(15),
+            flags: if qemu_plugin_mem_is_store(info) {
+                FLAG_WRITE
+            } else {
+                0
+            },
+        };
+        st.link.push(vcpu as usize, rec);
+    }
+}
+
+unsafe extern "C" fn on_idle(_id: qemu_plugin_id_t, vcpu: c_uint) {
+    let st = state();
+    // An idle vCPU's records would otherwise wait for the flusher.
+    st.link.flush_vcpu(vcpu as usize);
+    poll_pending(st);
+}
+
+unsafe extern "C" fn on_resume(_id: qemu_plugin_id_t, _vcpu: c_uint) {
+    poll_pending(state());
+}
+
+unsafe extern "C" fn on_exit(_id: qemu_plugin_id_t, _userdata: *mut c_void) {
+    state().link.flush_all();
+}
