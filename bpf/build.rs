@@ -21,7 +21,10 @@ fn main() {
 }
 
 fn compile(dir: &Path, src: &Path, out: &Path) {
-    let name = src.file_name().and_then(|n| n.to_str()).expect("utf-8 name");
+    let name = src
+        .file_name()
+        .and_then(|n| n.to_str())
+        .expect("utf-8 name");
     let obj = out.join(name.replace(".bpf.c", ".bpf.o"));
     // -g keeps BTF (aya needs it for BTF-defined maps such as ring buffers);
     // the asm headers come from the host's multiarch include directory.

@@ -166,7 +166,10 @@ pub fn run(plan: &Plan, sys: &Sysfs) -> Result<Outcome, SetupError> {
     }
     if let Some(f) = &plan.finally_wait_for {
         ctx.wait(|| Path::new(f).exists().then_some(()))
-            .ok_or_else(|| SetupError::NotReady { file: f.clone(), timeout_ms: plan.timeout_ms })?;
+            .ok_or_else(|| SetupError::NotReady {
+                file: f.clone(),
+                timeout_ms: plan.timeout_ms,
+            })?;
     }
     // Report in plan order.
     outcomes.sort_by_key(|o| plan.devices.iter().position(|d| d.name == o.name));
