@@ -10,6 +10,7 @@ pub mod escape;
 pub mod generate;
 pub mod init;
 pub mod op;
+pub mod order;
 pub mod paths;
 pub mod purge;
 pub mod replay;

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::Parser;
 use ioriot::generate::GenerateConfig;
+use ioriot::order::Done;
 use ioriot::replay::ReplayConfig;
 use ioriot::replay_format::Replay;
 use ioriot::{capture_format, generate, init, purge, replay, replay_format};
@@ -69,6 +70,9 @@ struct Args {
     /// Internal: run replay worker K of P and print its raw statistics.
     #[arg(long, hide = true, value_name = "K/P")]
     worker: Option<String>,
+    /// Internal: the workers' shared completion flags.
+    #[arg(long, hide = true)]
+    order_file: Option<PathBuf>,
 }
 
 enum Mode {
@@ -86,7 +90,7 @@ enum Mode {
         replay: PathBuf,
         cfg: ReplayConfig,
         stats: Option<PathBuf>,
-        worker: Option<(u32, u32)>,
+        worker: Option<(u32, u32, PathBuf)>,
     },
     Purge {
         replay: PathBuf,
@@ -130,7 +134,11 @@ impl Args {
                     None => None,
                     Some(w) => {
                         let (k, p) = w.split_once('/').context("--worker takes K/P")?;
-                        Some((k.parse()?, p.parse()?))
+                        let file = self
+                            .order_file
+                            .clone()
+                            .context("--worker needs --order-file")?;
+                        Some((k.parse()?, p.parse()?, file))
                     }
                 };
                 Ok(Mode::Replay {
@@ -240,13 +248,16 @@ fn run(args: Args) -> anyhow::Result<()> {
             worker,
         } => {
             let rep = read_replay(&replay)?;
-            if let Some((k, p)) = worker {
-                let s = replay::run_worker(&rep, &cfg, k, p).context("replay worker failed")?;
+            if let Some((k, p, file)) = worker {
+                let done = Done::shared(&file, rep.ops.len())
+                    .with_context(|| format!("cannot map {}", file.display()))?;
+                let s =
+                    replay::run_worker(&rep, &cfg, k, p, &done).context("replay worker failed")?;
                 println!("{}", serde_json::to_string(&s)?);
                 return Ok(());
             }
             let exe = std::env::current_exe().context("cannot find the ioriot executable")?;
-            let s = replay::run(&rep, &cfg, |k, p| {
+            let s = replay::run(&rep, &cfg, |k, p, order_file| {
                 let mut c = std::process::Command::new(&exe);
                 c.arg("-r")
                     .arg(&replay)
@@ -257,7 +268,9 @@ fn run(args: Args) -> anyhow::Result<()> {
                     .arg("-s")
                     .arg(cfg.speed.to_string())
                     .arg("--worker")
-                    .arg(format!("{k}/{p}"));
+                    .arg(format!("{k}/{p}"))
+                    .arg("--order-file")
+                    .arg(order_file);
                 c
             })
             .context("replay failed")?;

@@ -10,12 +10,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::confine::{Failure, Jail};
 use crate::op::Op;
+use crate::order::{self, Done};
 use crate::replay_format::{Replay, ReplayOp};
 use crate::stats::Stats;
 
@@ -40,6 +41,8 @@ pub enum ReplayError {
     Config,
     #[error("The test directory cannot be confined; run init first.")]
     Confine(#[from] crate::confine::ConfineError),
+    #[error("The replay's completion flags could not be mapped.")]
+    Order(#[source] std::io::Error),
     #[error("Worker process {index} could not be started.")]
     Spawn {
         index: u32,
@@ -147,7 +150,7 @@ struct Ctx<'a> {
 }
 
 /// What issuing one operation gave.
-enum Done {
+enum Issued {
     /// The call returned this (bytes for reads and writes).
     Ret(i64),
     /// Not issued: its arguments cannot be replayed.
@@ -238,7 +241,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn issue(&self, o: &ReplayOp, buf: &mut [u8]) -> Result<Done, Failure> {
+    fn issue(&self, o: &ReplayOp, buf: &mut [u8]) -> Result<Issued, Failure> {
         let p = self.path(o);
         let n = (o.a.max(0) as usize).min(buf.len());
         let ret = match o.op {
@@ -343,13 +346,13 @@ impl Ctx<'_> {
                 self.fds.close(o.vfd)?;
                 0
             }
-            Op::Fork => return Ok(Done::Skipped),
+            Op::Fork => return Ok(Issued::Skipped),
             _ => return self.issue_fd(o, buf, n),
         };
-        Ok(Done::Ret(ret))
+        Ok(Issued::Ret(ret))
     }
 
-    fn issue_fd(&self, o: &ReplayOp, buf: &mut [u8], n: usize) -> Result<Done, Failure> {
+    fn issue_fd(&self, o: &ReplayOp, buf: &mut [u8], n: usize) -> Result<Issued, Failure> {
         let fd = self.fds.get(o.vfd)?;
         let p = buf.as_mut_ptr();
         // SAFETY (all calls below): fd is an open descriptor this worker
@@ -401,31 +404,41 @@ impl Ctx<'_> {
                         r.into()
                     }
                     // Commands whose argument is a pointer (locks, owners) are not replayed.
-                    _ => return Ok(Done::Skipped),
+                    _ => return Ok(Issued::Skipped),
                 },
                 other => unreachable!("{other} is not a descriptor operation"),
             }
         };
-        Ok(Done::Ret(check(r)?))
+        Ok(Issued::Ret(check(r)?))
     }
 }
 
 /// Runs one thread's operations in order and records them.
-fn run_thread(ctx: &Ctx<'_>, ops: &[&ReplayOp], speed: f64, start: Instant) -> Stats {
+fn run_thread(
+    ctx: &Ctx<'_>,
+    ops: &[(usize, &ReplayOp)],
+    order: (&[Option<usize>], &Done),
+    speed: f64,
+    start: Instant,
+) -> Stats {
+    let (deps, done) = order;
     let mut stats = Stats::default();
     let want = ops
         .iter()
-        .filter(|o| {
+        .filter(|(_, o)| {
             o.op.reads()
                 || o.op.writes()
                 || matches!(o.op, Op::Getdents64 | Op::Readlink | Op::Readlinkat)
         })
-        .map(|o| o.a.max(0) as usize)
+        .map(|(_, o)| o.a.max(0) as usize)
         .max()
         .unwrap_or(0)
         .clamp(4096, MAX_IO);
     let mut buf = vec![0x5au8; want];
-    for o in ops {
+    for &(i, o) in ops {
+        if let Some(d) = deps[i] {
+            done.wait(d);
+        }
         if speed > 0.0 {
             let due = start + Duration::from_nanos((o.t_ns as f64 / speed) as u64);
             let now = Instant::now();
@@ -436,11 +449,12 @@ fn run_thread(ctx: &Ctx<'_>, ops: &[&ReplayOp], speed: f64, start: Instant) -> S
         let t = Instant::now();
         let res = ctx.issue(o, &mut buf);
         let ns = t.elapsed().as_nanos() as u64;
+        done.set(i);
         let name = o.op.name();
         match res {
             Err(Failure::Refused(r)) => stats.refuse(name, r.to_string()),
-            Ok(Done::Skipped) => stats.op(name).skipped += 1,
-            Ok(Done::Ret(r)) => {
+            Ok(Issued::Skipped) => stats.op(name).skipped += 1,
+            Ok(Issued::Ret(r)) => {
                 let s = stats.op(name);
                 s.count += 1;
                 s.latency.record(ns);
@@ -471,26 +485,28 @@ pub fn run_worker(
     cfg: &ReplayConfig,
     index: u32,
     workers: u32,
+    done: &Done,
 ) -> Result<Stats, ReplayError> {
     if cfg.threads == 0 || workers == 0 || cfg.speed.is_nan() || cfg.speed < 0.0 {
         return Err(ReplayError::Config);
     }
     let jail = Jail::new(&cfg.root, &rep.name)?;
     let fds = Fds::default();
-    let mut per_vtid: BTreeMap<u32, Vec<&ReplayOp>> = BTreeMap::new();
-    for o in rep
-        .ops
-        .iter()
-        .filter(|o| (o.vpid.max(1) - 1) % workers == index)
-    {
-        per_vtid.entry(o.vtid).or_default().push(o);
+    let deps = order::dependencies(&rep.ops);
+    let mut per_vtid: BTreeMap<u32, Vec<(usize, &ReplayOp)>> = BTreeMap::new();
+    for (i, o) in rep.ops.iter().enumerate() {
+        if (o.vpid.max(1) - 1) % workers == index {
+            per_vtid.entry(o.vtid).or_default().push((i, o));
+        }
     }
-    let mut per_thread: Vec<Vec<&ReplayOp>> = vec![Vec::new(); cfg.threads as usize];
+    let mut per_thread: Vec<Vec<(usize, &ReplayOp)>> = vec![Vec::new(); cfg.threads as usize];
     for (i, (_, ops)) in per_vtid.into_iter().enumerate() {
         per_thread[i % cfg.threads as usize].extend(ops);
     }
+    // Operations are in captured order in the file; a thread with several
+    // virtual threads keeps that order.
     for ops in &mut per_thread {
-        ops.sort_by_key(|o| o.t_ns);
+        ops.sort_by_key(|(i, _)| *i);
     }
     per_thread.retain(|v| !v.is_empty());
     let ctx = Ctx {
@@ -503,7 +519,8 @@ pub fn run_worker(
             .iter()
             .map(|ops| {
                 let ctx = &ctx;
-                s.spawn(move || run_thread(ctx, ops, cfg.speed, start))
+                let deps = &deps;
+                s.spawn(move || run_thread(ctx, ops, (deps, done), cfg.speed, start))
             })
             .collect();
         handles
@@ -520,21 +537,38 @@ pub fn run_worker(
 }
 
 /// Runs the whole replay: in this process when P is 1, otherwise in P
-/// worker processes (`exe` with `--worker K/P`), whose statistics are merged.
+/// worker processes (`worker_cmd(K, P, order file)`, which runs
+/// `run_worker` with `Done::shared`), whose statistics are merged.
 pub fn run(
     rep: &Replay,
     cfg: &ReplayConfig,
-    worker_cmd: impl Fn(u32, u32) -> std::process::Command,
+    worker_cmd: impl Fn(u32, u32, &Path) -> std::process::Command,
 ) -> Result<Stats, ReplayError> {
     if cfg.processes == 0 {
         return Err(ReplayError::Config);
     }
     if cfg.processes == 1 {
-        return run_worker(rep, cfg, 0, 1);
+        let done = Done::anonymous(rep.ops.len()).map_err(ReplayError::Order)?;
+        return run_worker(rep, cfg, 0, 1, &done);
     }
+    // The completion flags the workers share: ioriot's own file, outside the test tree.
+    let sync = std::env::temp_dir().join(format!("ioriot-order-{}", std::process::id()));
+    std::fs::File::create(&sync)
+        .and_then(|f| f.set_len(rep.ops.len().max(1) as u64))
+        .map_err(ReplayError::Order)?;
+    let res = run_workers(cfg, &sync, worker_cmd);
+    let _ = std::fs::remove_file(&sync);
+    res
+}
+
+fn run_workers(
+    cfg: &ReplayConfig,
+    sync: &Path,
+    worker_cmd: impl Fn(u32, u32, &Path) -> std::process::Command,
+) -> Result<Stats, ReplayError> {
     let mut children = Vec::new();
     for i in 0..cfg.processes {
-        let child = worker_cmd(i, cfg.processes)
+        let child = worker_cmd(i, cfg.processes, sync)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()

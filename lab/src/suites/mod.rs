@@ -4,6 +4,7 @@
 
 pub mod dax;
 pub mod fio;
+pub mod ioriot;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -50,7 +51,7 @@ pub struct SuiteContext<'a> {
 }
 
 /// Every suite, in the order `all` runs them.
-pub const SUITES: &[&str] = &["dax", "fio"];
+pub const SUITES: &[&str] = &["dax", "fio", "ioriot"];
 
 /// How long one guest command of a suite may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
@@ -116,6 +117,7 @@ pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError
     match name {
         "dax" => dax::run(ctx).await,
         "fio" => fio::run(ctx).await,
+        "ioriot" => ioriot::run(ctx).await,
         other => Err(SuiteError::Unknown {
             name: other.to_owned(),
             known: SUITES.join(", "),
@@ -134,7 +136,7 @@ mod tests {
         let e = expand(&["nope".into()]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "There is no suite 'nope'; known suites: dax, fio, or all."
+            "There is no suite 'nope'; known suites: dax, fio, ioriot, or all."
         );
     }
 }

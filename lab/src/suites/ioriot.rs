@@ -1,0 +1,267 @@
+//! `lab run ioriot`: in the guest, capture `ioriot-syscall-matrix` by pid
+//! with the eBPF capture, generate a replay, init its skeleton, replay it
+//! single-threaded and with 2 processes × 4 threads, and bring back the
+//! capture's and the replay's operation sets, the statistics and the
+//! replayed tree. Then measure: the helper with and without capture (same
+//! run, same iterations) and the replay rate against the captured rate.
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use super::{SuiteContext, SuiteError};
+
+/// Work directory in the guest (the initramfs root, a rootfs: generate
+/// keeps it with --keep-tmpfs).
+pub const DIR: &str = "/var/tmp/ioriot-lab";
+/// Test name of the replay.
+pub const NAME: &str = "matrix";
+/// Iterations of the helper for the overhead measurement.
+pub const BENCH_ITERATIONS: u32 = 20;
+
+/// Every system call the helper makes (and ioriot traces).
+pub const HELPER_OPS: &[&str] = &[
+    "chmod",
+    "chown",
+    "close",
+    "creat",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "getdents64",
+    "lchown",
+    "lseek",
+    "lstat",
+    "mkdir",
+    "mkdirat",
+    "newfstatat",
+    "open",
+    "openat",
+    "pread64",
+    "pwrite64",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "stat",
+    "statfs",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "unlink",
+    "unlinkat",
+    "write",
+    "writev",
+];
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// The shell line that captures the helper: the helper's shell stops
+/// itself before exec, and capture sends SIGCONT once it is attached, so
+/// no call is missed. The helper's report goes to `<out>.helper.json`
+/// (opened before the stop), capture's to `<out>.json`, the capture to
+/// `<out>.capture`.
+pub fn capture_script(work: &str, out: &str, iterations: u32) -> String {
+    format!(
+        "sh -c 'exec >{out}.helper.json 2>&1; kill -STOP $$; exec ioriot-syscall-matrix {work} --iterations {iterations} --json' & P=$!; \
+         ioriot -c {out}.capture -x $P --json >{out}.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+    )
+}
+
+/// Paths, types and sizes under a directory, as `find` prints them.
+fn tree_script(dir: &str) -> String {
+    format!("cd {dir} && find . -type d | sort | sed 's/$/\\//' && find . -type f -exec wc -c {{}} + | grep -v ' total$' | sort -k2")
+}
+
+/// Parses `tree_script`'s output into sorted entries: `dir/` or `file SIZE`.
+pub fn parse_tree(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.ends_with('/') {
+                Some(l.trim_start_matches("./").to_owned())
+            } else {
+                let (size, path) = l.split_once(' ')?;
+                Some(format!("{} {size}", path.trim().trim_start_matches("./")))
+            }
+        })
+        .filter(|s| !s.is_empty() && s != "/")
+        .collect();
+    v.sort();
+    v
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn run_checked(ctx: &SuiteContext<'_>, script: &str) -> Result<String, SuiteError> {
+    let out = ctx.exec(&sh(script)).await?;
+    if !out.success() {
+        return Err(SuiteError::Command {
+            command: script.to_owned(),
+            code: out.exit_code,
+            stderr: format!("{}{}", out.stderr.trim(), out.stdout.trim()),
+        });
+    }
+    Ok(out.stdout)
+}
+
+async fn json_of(ctx: &SuiteContext<'_>, script: &str) -> Result<Value, SuiteError> {
+    let out = run_checked(ctx, script).await?;
+    serde_json::from_str(out.trim()).map_err(|source| SuiteError::Output {
+        command: script.to_owned(),
+        output: out.trim().to_owned(),
+        source,
+    })
+}
+
+async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<Value, SuiteError> {
+    let root = format!("{DIR}/root");
+    run_checked(ctx, &format!("ioriot -i {DIR}/m.replay -w {root} --json")).await?;
+    let stats = json_of(
+        ctx,
+        &format!("ioriot -r {DIR}/m.replay -w {root} -p {p} -t {t} -s 0 -S {DIR}/{label}.stats.json --json"),
+    )
+    .await?;
+    let tree =
+        parse_tree(&run_checked(ctx, &tree_script(&format!("{root}/{NAME}{DIR}/work"))).await?);
+    Ok(json!({"processes": p, "threads": t, "stats": stats, "tree": tree}))
+}
+
+fn clean(v: &Value) -> bool {
+    ["errors", "mismatches", "refused"]
+        .iter()
+        .all(|k| v[k].as_u64() == Some(0))
+}
+
+pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    run_checked(ctx, &format!("rm -rf {DIR} && mkdir -p {DIR}")).await?;
+    run_checked(
+        ctx,
+        &capture_script(&format!("{DIR}/work"), &format!("{DIR}/m"), 1),
+    )
+    .await?;
+    let capture = json_of(ctx, &format!("cat {DIR}/m.json")).await?;
+    let helper = json_of(ctx, &format!("cat {DIR}/m.helper.json")).await?;
+    let generate = json_of(
+        ctx,
+        &format!("ioriot -c {DIR}/m.capture -r {DIR}/m.replay -n {NAME} --keep-tmpfs --json"),
+    )
+    .await?;
+    let original = parse_tree(&run_checked(ctx, &tree_script(&format!("{DIR}/work"))).await?);
+    let single = replay(ctx, "single", 1, 1).await?;
+    let multi = replay(ctx, "multi", 2, 4).await?;
+
+    // Overhead: the same helper run, BENCH_ITERATIONS passes, without and with capture.
+    let plain = json_of(
+        ctx,
+        &format!("ioriot-syscall-matrix {DIR}/bench-plain --iterations {BENCH_ITERATIONS} --json"),
+    )
+    .await?;
+    run_checked(
+        ctx,
+        &capture_script(
+            &format!("{DIR}/bench-traced"),
+            &format!("{DIR}/bench"),
+            BENCH_ITERATIONS,
+        ),
+    )
+    .await?;
+    let traced = json_of(ctx, &format!("cat {DIR}/bench.helper.json")).await?;
+    let bench_capture = json_of(ctx, &format!("cat {DIR}/bench.json")).await?;
+    let plain_s = plain["seconds"].as_f64().unwrap_or(0.0);
+    let traced_s = traced["seconds"].as_f64().unwrap_or(0.0);
+    let overhead = if plain_s > 0.0 {
+        traced_s / plain_s
+    } else {
+        0.0
+    };
+
+    let capture_ops = keys(&generate["capture_ops"]);
+    let replay_ops = keys(&generate["replay_ops"]);
+    let missing_capture: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !capture_ops.contains(*o))
+        .collect();
+    let missing_replay: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !replay_ops.contains(*o))
+        .collect();
+    let replayed_ops = keys(&single["stats"]["per_op"]);
+    let missing_replayed: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !replayed_ops.contains(*o))
+        .collect();
+    let passed = helper["failed"].as_array().is_some_and(|f| f.is_empty())
+        && capture["lost"].as_u64() == Some(0)
+        && capture["lost_pending"].as_u64() == Some(0)
+        && missing_capture.is_empty()
+        && missing_replay.is_empty()
+        && missing_replayed.is_empty()
+        && clean(&single["stats"])
+        && clean(&multi["stats"])
+        && single["tree"] == json!(original)
+        && multi["tree"] == json!(original);
+    Ok(json!({
+        "suite": "ioriot",
+        "passed": passed,
+        "capture": capture,
+        "helper_calls": helper["calls"].as_array().map_or(0, Vec::len),
+        "generate": generate,
+        "capture_ops": capture_ops,
+        "replay_ops": replay_ops,
+        "missing_in_capture": missing_capture,
+        "missing_in_replay": missing_replay,
+        "missing_in_replayed": missing_replayed,
+        "original_tree": original,
+        "single": single,
+        "multi": multi,
+        "overhead": {
+            "iterations": BENCH_ITERATIONS,
+            "plain_seconds": plain_s,
+            "traced_seconds": traced_s,
+            "traced_events": bench_capture["events"],
+            "traced_lost": bench_capture["lost"],
+            "ratio": overhead,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_listings_parse_into_sorted_entries() {
+        let out = "./\n./sub/\n    300 ./t.dat\n   8704 ./sub/a3.dat\n";
+        assert_eq!(
+            parse_tree(out),
+            vec!["sub/", "sub/a3.dat 8704", "t.dat 300"]
+        );
+        let s = capture_script("/w", "/o", 2);
+        assert!(s.contains("kill -STOP $$; exec ioriot-syscall-matrix /w --iterations 2"));
+        assert!(s.contains("ioriot -c /o.capture -x $P --json >/o.json"));
+    }
+}
