@@ -6,7 +6,7 @@
 //! is inferred from what succeeded and failed; every path is rewritten
 //! under `NAME/`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -109,6 +109,8 @@ struct State<'a> {
     mounts: Vec<Mount>,
     fds: HashMap<(u32, i64), Fd>,
     known: HashMap<Vec<u8>, Known>,
+    /// Entries the workload created.
+    created: HashSet<Vec<u8>>,
     /// Entries the skeleton must create: path → (kind, size).
     init: BTreeMap<Vec<u8>, (Kind, u64)>,
     next_vfd: u64,
@@ -168,6 +170,9 @@ impl State<'_> {
     fn need(&mut self, path: &[u8], kind: Kind) {
         match self.known.get(path) {
             Some(Known::Exists(_)) | Some(Known::Absent) => {}
+            None if self.under_run_made(path) => {
+                self.known.insert(path.to_vec(), Known::Exists(kind));
+            }
             None => {
                 self.need_parents(path);
                 self.known.insert(path.to_vec(), Known::Exists(kind));
@@ -197,6 +202,7 @@ impl State<'_> {
     }
 
     fn rename(&mut self, from: &[u8], to: &[u8]) {
+        self.created.insert(to.to_vec());
         let kind = match self.known.get(from) {
             Some(Known::Exists(k)) => *k,
             _ => Kind::File,
@@ -226,9 +232,22 @@ impl State<'_> {
     }
 
     /// Updates the model for one successful or failed path operation.
+    /// Success means the path (or, for creations, its parent) existed;
+    /// ENOENT says only that some component was missing, so it adds
+    /// nothing to the skeleton.
     fn model(&mut self, e: &Event, path: &[u8]) {
         let ok = e.ret >= 0;
-        let enoent = e.ret == -(libc::ENOENT as i64);
+        let errno = (-e.ret) as i32;
+        if !ok && errno == libc::ENOENT {
+            if !matches!(self.known.get(path), Some(Known::Exists(_))) {
+                self.set(path, Known::Absent);
+            }
+            return;
+        }
+        // Failures that prove the entry exists (EEXIST, EINVAL from
+        // readlink on a non-link, ENOTEMPTY, EISDIR); others prove nothing.
+        let exists_anyway =
+            [libc::EEXIST, libc::EINVAL, libc::ENOTEMPTY, libc::EISDIR].contains(&errno);
         match e.op {
             Op::Open | Op::Openat | Op::Creat => {
                 let flags = if e.op == Op::Creat {
@@ -236,60 +255,71 @@ impl State<'_> {
                 } else {
                     e.a as i32
                 };
-                if ok {
-                    let kind = if flags & libc::O_DIRECTORY != 0 {
-                        Kind::Dir
-                    } else {
-                        Kind::File
-                    };
-                    if flags & libc::O_CREAT != 0 && flags & libc::O_EXCL != 0 {
-                        self.need_parents(path);
-                        self.set(path, Known::Exists(Kind::File));
-                    } else {
-                        self.need(path, kind);
-                    }
-                } else if enoent {
-                    self.need_parents(path);
-                    if !matches!(self.known.get(path), Some(Known::Exists(_))) {
-                        self.set(path, Known::Absent);
-                    }
+                let kind = if flags & libc::O_DIRECTORY != 0 {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                };
+                if ok
+                    && flags & libc::O_CREAT != 0
+                    && !matches!(self.known.get(path), Some(Known::Exists(_)))
+                {
+                    // The workload is ready to create it: the replay creates it too.
+                    self.create(path, Kind::File);
+                } else if ok || exists_anyway {
+                    self.need(path, kind);
                 }
             }
             Op::Mkdir | Op::Mkdirat => {
-                self.need_parents(path);
                 if ok {
-                    self.set(path, Known::Exists(Kind::Dir));
-                } else if e.ret == -(libc::EEXIST as i64) {
+                    self.create(path, Kind::Dir);
+                } else if exists_anyway {
                     self.need(path, Kind::Dir);
-                }
-            }
-            Op::Rmdir => {
-                if ok {
-                    self.need(path, Kind::Dir);
-                    self.set(path, Known::Absent);
-                }
-            }
-            Op::Unlink | Op::Unlinkat => {
-                if ok {
-                    let dir = e.op == Op::Unlinkat && e.a & i64::from(libc::AT_REMOVEDIR) != 0;
-                    self.need(path, if dir { Kind::Dir } else { Kind::File });
-                    self.set(path, Known::Absent);
                 }
             }
             Op::Symlink | Op::Symlinkat => {
-                self.need_parents(path);
                 if ok {
-                    self.set(path, Known::Exists(Kind::Symlink));
+                    self.create(path, Kind::Symlink);
+                } else if exists_anyway {
+                    self.need(path, Kind::File);
+                }
+            }
+            Op::Rmdir | Op::Unlink | Op::Unlinkat => {
+                let dir = e.op == Op::Rmdir
+                    || (e.op == Op::Unlinkat && e.a & i64::from(libc::AT_REMOVEDIR) != 0);
+                if ok || exists_anyway {
+                    self.need(path, if dir { Kind::Dir } else { Kind::File });
+                }
+                if ok {
+                    self.set(path, Known::Absent);
                 }
             }
             _ => {
-                if ok {
+                if ok || exists_anyway {
                     self.need(path, Kind::File);
-                } else if enoent {
-                    self.need_parents(path);
                 }
             }
         }
+    }
+
+    /// `path` is created by the workload: its parent must exist.
+    fn create(&mut self, path: &[u8], kind: Kind) {
+        self.need_parents(path);
+        self.created.insert(path.to_vec());
+        self.set(path, Known::Exists(kind));
+    }
+
+    /// Whether an ancestor of `path` was created or removed by the workload
+    /// (then `path` cannot have existed before the capture).
+    fn under_run_made(&self, path: &[u8]) -> bool {
+        let mut p = paths::parent(path);
+        while p != b"/" {
+            if self.created.contains(p) || self.known.get(p) == Some(&Known::Absent) {
+                return true;
+            }
+            p = paths::parent(p);
+        }
+        false
     }
 
     fn new_vfd(&mut self) -> u64 {
@@ -311,6 +341,7 @@ pub fn generate(
         mounts: cap.mounts.clone(),
         fds: HashMap::new(),
         known: HashMap::new(),
+        created: HashSet::new(),
         init: BTreeMap::new(),
         next_vfd: 0,
         report: GenerateReport {
