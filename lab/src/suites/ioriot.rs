@@ -217,6 +217,40 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         0.0
     };
 
+    // Replay rate on a longer capture (the first traced overhead run):
+    // speed 0 against the captured run's own op rate, and speed 1, whose
+    // wall time should match the captured span.
+    run_checked(
+        ctx,
+        &format!("ioriot -c {DIR}/bench0.capture -r {DIR}/bench.replay -n bench --keep-tmpfs --json >/dev/null && ioriot -i {DIR}/bench.replay -w {DIR}/rate --json >/dev/null"),
+    )
+    .await?;
+    let mut rate = serde_json::Map::new();
+    for speed in [0, 1] {
+        run_checked(
+            ctx,
+            &format!("ioriot -i {DIR}/bench.replay -w {DIR}/rate --json >/dev/null"),
+        )
+        .await?;
+        let st = json_of(
+            ctx,
+            &format!("ioriot -r {DIR}/bench.replay -w {DIR}/rate -s {speed} --json"),
+        )
+        .await?;
+        rate.insert(
+            format!("speed{speed}"),
+            json!({
+                "ops": st["ops"],
+                "mismatches": st["mismatches"],
+                "wall_ns": st["wall_ns"],
+                "ops_per_s": st["ops_per_s"],
+                "source_span_ns": st["source_span_ns"],
+                "source_ops_per_s": st["source_ops_per_s"],
+                "rate_vs_source": st["rate_vs_source"],
+            }),
+        );
+    }
+
     let capture_ops = keys(&generate["capture_ops"]);
     let replay_ops = keys(&generate["replay_ops"]);
     let missing_capture: Vec<&str> = HELPER_OPS
@@ -245,7 +279,8 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         && clean(&multi["stats"])
         && single["tree"] == json!(original)
         && multi["tree"] == json!(original)
-        && traced_lost == 0;
+        && traced_lost == 0
+        && rate.values().all(|r| r["mismatches"].as_u64() == Some(0));
     Ok(json!({
         "suite": "ioriot",
         "passed": passed,
@@ -260,6 +295,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "original_tree": original,
         "single": single,
         "multi": multi,
+        "rate": rate,
         "overhead": {
             "iterations": BENCH_ITERATIONS,
             "rounds": BENCH_ROUNDS,
