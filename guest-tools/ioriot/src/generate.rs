@@ -47,6 +47,8 @@ const PSEUDO_PREFIXES: &[&[u8]] = &[b"/proc", b"/sys", b"/dev"];
 pub struct GenerateConfig {
     pub name: String,
     pub keep_tmpfs: bool,
+    /// The user to replay as, recorded in the replay (`-u`).
+    pub user: Option<String>,
 }
 
 /// Errors of generate.
@@ -54,6 +56,8 @@ pub struct GenerateConfig {
 pub enum GenerateError {
     #[error("The test name '{0}' must be one path component of letters, digits, '-', '_' or '.'.")]
     Name(String),
+    #[error("The user name '{0}' is empty or contains white space.")]
+    User(String),
     #[error("The capture holds no operation that can be replayed ({0} events, all dropped).")]
     Empty(usize),
 }
@@ -336,6 +340,11 @@ pub fn generate(
     if !valid_name(&cfg.name) {
         return Err(GenerateError::Name(cfg.name.clone()));
     }
+    if let Some(u) = &cfg.user {
+        if u.is_empty() || u.contains(char::is_whitespace) {
+            return Err(GenerateError::User(u.clone()));
+        }
+    }
     let mut st = State {
         cfg,
         mounts: cap.mounts.clone(),
@@ -581,6 +590,7 @@ pub fn generate(
     st.report.tids = tids.iter().map(|(r, v)| (*r, *v)).collect();
     let replay = Replay {
         name: cfg.name.clone(),
+        user: cfg.user.clone(),
         vpids: pids.len() as u32,
         vtids: tids.len() as u32,
         source_ops: out.len() as u64,

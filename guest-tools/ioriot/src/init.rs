@@ -1,7 +1,8 @@
 //! init: creates the skeleton of a replay (its `#INIT` directories and
 //! files with their sizes) under `<root>/<name>`, after removing what an
 //! earlier run left there. Entries are created through the confinement
-//! layer, so a crafted replay cannot create anything outside.
+//! layer, so a crafted replay cannot create anything outside. With a
+//! replay user, the tree is then given to that user.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -25,6 +26,8 @@ pub enum InitError {
     },
     #[error("The test directory cannot be confined.")]
     Confine(#[from] ConfineError),
+    #[error("The replay's user cannot own the test tree.")]
+    User(#[from] crate::user::UserError),
     #[error("Creating '{path}' failed.")]
     Entry {
         path: String,
@@ -51,6 +54,10 @@ fn fill(buf: &mut [u8]) {
 }
 
 pub fn init(rep: &Replay, root: &Path) -> Result<InitReport, InitError> {
+    if let Some(name) = &rep.user {
+        // Fail before touching anything when the user does not exist.
+        crate::user::lookup(name)?;
+    }
     purge::purge(root, &rep.name)?;
     let dir = root.join(&rep.name);
     std::fs::create_dir_all(&dir).map_err(|source| InitError::Create {
@@ -85,6 +92,10 @@ pub fn init(rep: &Replay, root: &Path) -> Result<InitReport, InitError> {
                 })
             }
         }
+    }
+    if let Some(name) = &rep.user {
+        let u = crate::user::lookup(name)?;
+        crate::user::chown_tree(&report.root, &u)?;
     }
     Ok(report)
 }

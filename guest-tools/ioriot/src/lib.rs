@@ -16,3 +16,4 @@ pub mod purge;
 pub mod replay;
 pub mod replay_format;
 pub mod stats;
+pub mod user;

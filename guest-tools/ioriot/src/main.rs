@@ -22,7 +22,7 @@ const DEFAULT_ROOT: &str = "/var/tmp/ioriot";
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Modes: -c FILE [-x PID] [--duration S] captures; -c CAPTURE -r REPLAY -n NAME generates; -i REPLAY initialises; -r REPLAY [-p P] [-t T] [-s SPEED] [-S STATS] replays; -P REPLAY purges."
+    after_help = "Modes: -c FILE [-x PID] [--duration S] captures; -c CAPTURE -r REPLAY -n NAME [-u USER] generates; -i REPLAY initialises; -r REPLAY [-p P] [-t T] [-s SPEED] [-S STATS] replays; -P REPLAY purges."
 )]
 struct Args {
     /// The .capture file (written by capture, read by generate).
@@ -40,6 +40,9 @@ struct Args {
     /// Generate: the test name; every path is rewritten under ROOT/NAME/.
     #[arg(short = 'n', long = "name")]
     name: Option<String>,
+    /// Generate: the user to replay as (init gives it the tree; replay switches to it).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
     /// Generate: keep operations on tmpfs (and ramfs, rootfs) instead of dropping them.
     #[arg(long)]
     keep_tmpfs: bool,
@@ -121,6 +124,7 @@ impl Args {
                     cfg: GenerateConfig {
                         name,
                         keep_tmpfs: self.keep_tmpfs,
+                        user: self.user,
                     },
                 })
             }

@@ -41,6 +41,8 @@ pub enum ReplayError {
     Config,
     #[error("The test directory cannot be confined; run init first.")]
     Confine(#[from] crate::confine::ConfineError),
+    #[error("The replay's user cannot be taken on.")]
+    User(#[from] crate::user::UserError),
     #[error("The replay's completion flags could not be mapped.")]
     Order(#[source] std::io::Error),
     #[error("Worker process {index} could not be started.")]
@@ -546,6 +548,10 @@ pub fn run(
 ) -> Result<Stats, ReplayError> {
     if cfg.processes == 0 {
         return Err(ReplayError::Config);
+    }
+    // Workers inherit the user from this process.
+    if let Some(name) = &rep.user {
+        crate::user::switch(&crate::user::lookup(name)?)?;
     }
     if cfg.processes == 1 {
         let done = Done::anonymous(rep.ops.len()).map_err(ReplayError::Order)?;

@@ -41,6 +41,8 @@ pub struct ReplayOp {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Replay {
     pub name: String,
+    /// The user to replay as (`generate -u`), if any.
+    pub user: Option<String>,
     pub vpids: u32,
     pub vtids: u32,
     /// The captured run: its operation count and span (first entry to last exit).
@@ -74,6 +76,9 @@ pub enum ReplayFormatError {
 pub fn write(w: &mut impl Write, r: &Replay) -> std::io::Result<()> {
     writeln!(w, "{MAGIC} {VERSION}")?;
     writeln!(w, "#name {}", r.name)?;
+    if let Some(u) = &r.user {
+        writeln!(w, "#user {u}")?;
+    }
     writeln!(w, "#vpids {}", r.vpids)?;
     writeln!(w, "#vtids {}", r.vtids)?;
     writeln!(w, "#source_ops {}", r.source_ops)?;
@@ -156,6 +161,7 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
                     rep.name = val.to_owned();
                     named = true;
                 }
+                "user" => rep.user = Some(val.to_owned()),
                 "vpids" => rep.vpids = num(n, "vpids", val)?,
                 "vtids" => rep.vtids = num(n, "vtids", val)?,
                 "source_ops" => rep.source_ops = num(n, "source_ops", val)?,
@@ -216,6 +222,7 @@ mod tests {
     fn a_replay_round_trips() {
         let r = Replay {
             name: "t".into(),
+            user: Some("nobody".into()),
             vpids: 1,
             vtids: 2,
             source_ops: 3,

@@ -163,6 +163,7 @@ fn capture_paths_with_dotdot_stay_inside_after_generate() {
         &GenerateConfig {
             name: "n".into(),
             keep_tmpfs: true,
+            user: None,
         },
     )
     .unwrap();

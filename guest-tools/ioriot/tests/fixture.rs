@@ -68,6 +68,7 @@ fn fixture() -> (Replay, ioriot::generate::GenerateReport) {
         &GenerateConfig {
             name: "matrix".into(),
             keep_tmpfs: true,
+            user: None,
         },
     )
     .unwrap();
