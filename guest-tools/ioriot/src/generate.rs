@@ -70,6 +70,8 @@ pub struct GenerateReport {
     pub dropped_pseudo_fs: usize,
     pub dropped_unknown_fd: usize,
     pub dropped_inherited_fd: usize,
+    /// chdir and fchdir: replayed paths are absolute already.
+    pub not_replayed: usize,
     pub lost_in_capture: Option<u64>,
     pub capture_ops: BTreeMap<String, usize>,
     pub replay_ops: BTreeMap<String, usize>,
@@ -385,6 +387,10 @@ pub fn generate(
             }
             continue;
         }
+        if e.op.cwd() {
+            st.report.not_replayed += 1;
+            continue;
+        }
         let path = e.path.as_deref().map(paths::normalize);
         let path2 = e.path2.as_deref().map(paths::normalize);
         if e.op == Op::Sync {
@@ -481,8 +487,9 @@ pub fn generate(
                     }
                 }
                 Op::Getdents64 => st.mark_dir(&fpath),
-                Op::Fcntl if e.ret >= 0 && (e.a == 0 || e.a == 1030) => {
-                    // F_DUPFD / F_DUPFD_CLOEXEC: a new descriptor on the same file.
+                o if e.ret >= 0 && (o.dups() || (o == Op::Fcntl && (e.a == 0 || e.a == 1030))) => {
+                    // dup* and F_DUPFD(_CLOEXEC): a new descriptor on the same
+                    // file, whose virtual number goes in c.
                     let v = st.new_vfd();
                     st.fds.insert(
                         (e.pid, e.ret),

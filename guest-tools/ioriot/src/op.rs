@@ -51,6 +51,8 @@ ops! {
     Readlink "readlink", Readlinkat "readlinkat", Symlink "symlink", Symlinkat "symlinkat",
     Chmod "chmod", Fchmod "fchmod", Fchmodat "fchmodat",
     Chown "chown", Fchown "fchown", Fchownat "fchownat", Lchown "lchown",
+    Chdir "chdir", Fchdir "fchdir", Dup "dup", Dup2 "dup2", Dup3 "dup3",
+    Truncate "truncate", Ftruncate "ftruncate", Fallocate "fallocate", Statx "statx",
     Fork "fork",
 }
 
@@ -149,6 +151,18 @@ pub const SPECS: &[OpSpec] = &[
     ),
     spec(Op::Syncfs, 306, a(0), [None, None], [N, N, N]),
     spec(Op::Renameat2, 316, a(0), [pd(1, 0), pd(3, 2)], [a(4), N, N]),
+    // Beyond the list: they keep paths and descriptors right
+    // (chdir, dup*) or change sizes (truncate, fallocate); statx is how
+    // coreutils stat.
+    spec(Op::Dup, 32, a(0), [None, None], [N, N, N]),
+    spec(Op::Dup2, 33, a(0), [None, None], [a(1), N, N]),
+    spec(Op::Truncate, 76, N, [p(0), None], [a(1), N, N]),
+    spec(Op::Ftruncate, 77, a(0), [None, None], [a(1), N, N]),
+    spec(Op::Chdir, 80, N, [p(0), None], [N, N, N]),
+    spec(Op::Fchdir, 81, a(0), [None, None], [N, N, N]),
+    spec(Op::Fallocate, 285, a(0), [None, None], [a(1), a(2), a(3)]),
+    spec(Op::Dup3, 292, a(0), [None, None], [a(1), a(2), N]),
+    spec(Op::Statx, 332, a(0), [pd(1, 0), None], [a(2), a(3), N]),
 ];
 
 /// The literal (unresolved) string argument of symlink/symlinkat: the target.
@@ -196,7 +210,24 @@ impl Op {
                 | Op::Getdents64
                 | Op::Fchmod
                 | Op::Fchown
+                | Op::Fchdir
+                | Op::Dup
+                | Op::Dup2
+                | Op::Dup3
+                | Op::Ftruncate
+                | Op::Fallocate
         )
+    }
+
+    /// Operations that make a new descriptor for an open one.
+    pub fn dups(self) -> bool {
+        matches!(self, Op::Dup | Op::Dup2 | Op::Dup3)
+    }
+
+    /// Operations generate does not replay: replayed paths are absolute,
+    /// so the working directory does not matter.
+    pub fn cwd(self) -> bool {
+        matches!(self, Op::Chdir | Op::Fchdir)
     }
 
     pub fn reads(self) -> bool {

@@ -214,6 +214,42 @@ impl Ctx<'_> {
         check(unsafe { libc::chmod(link.as_ptr(), mode) }.into())
     }
 
+    fn statx(&self, p: &[u8], flags: i32, mask: u32) -> Result<i64, Failure> {
+        let mut st: libc::statx = unsafe { std::mem::zeroed() };
+        let sync = flags & (libc::AT_STATX_FORCE_SYNC | libc::AT_STATX_DONT_SYNC);
+        if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
+            let (dir, name) = self.jail.parent(p)?;
+            // SAFETY: dir is open, name NUL-terminated, st a valid buffer.
+            check(
+                unsafe {
+                    libc::statx(
+                        dir.as_raw_fd(),
+                        name.as_ptr(),
+                        libc::AT_SYMLINK_NOFOLLOW | sync,
+                        mask,
+                        &mut st,
+                    )
+                }
+                .into(),
+            )
+        } else {
+            let fd = self.jail.open(p, libc::O_PATH, 0)?;
+            // SAFETY: fd is open; AT_EMPTY_PATH acts on fd itself.
+            check(
+                unsafe {
+                    libc::statx(
+                        fd.as_raw_fd(),
+                        c"".as_ptr(),
+                        libc::AT_EMPTY_PATH | sync,
+                        mask,
+                        &mut st,
+                    )
+                }
+                .into(),
+            )
+        }
+    }
+
     fn chown(&self, p: &[u8], uid: i64, gid: i64, follow: bool) -> Result<i64, Failure> {
         let (uid, gid) = (uid as u32, gid as u32);
         if follow {
@@ -334,6 +370,13 @@ impl Ctx<'_> {
                 )?
             }
             Op::Chmod | Op::Fchmodat => self.chmod(p, (o.a as u32) & 0o7777)?,
+            Op::Truncate => {
+                let fd = self.jail.open(p, libc::O_WRONLY, 0)?;
+                // SAFETY: fd is open.
+                check(unsafe { libc::ftruncate(fd.as_raw_fd(), o.a) }.into())?
+            }
+            Op::Statx => self.statx(p, o.a as i32, o.b as u32)?,
+            Op::Chdir => return Ok(Issued::Skipped),
             Op::Chown => self.chown(p, o.a, o.b, true)?,
             Op::Lchown => self.chown(p, o.a, o.b, false)?,
             Op::Fchownat => {
@@ -394,6 +437,18 @@ impl Ctx<'_> {
                 Op::Getdents64 => libc::syscall(libc::SYS_getdents64, fd, p, n),
                 Op::Fchmod => libc::fchmod(fd, (o.a as u32) & 0o7777).into(),
                 Op::Fchown => libc::fchown(fd, o.a as u32, o.b as u32).into(),
+                Op::Ftruncate => libc::ftruncate(fd, o.a).into(),
+                Op::Fallocate => libc::fallocate(fd, o.a as i32, o.b, o.c).into(),
+                // The number the workload asked for does not matter here.
+                Op::Dup | Op::Dup2 | Op::Dup3 => {
+                    let r = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0);
+                    if r >= 0 {
+                        use std::os::fd::FromRawFd;
+                        self.fds.insert(o.c as u64, OwnedFd::from_raw_fd(r));
+                    }
+                    r.into()
+                }
+                Op::Fchdir => return Ok(Issued::Skipped),
                 Op::Fcntl => match o.a as i32 {
                     c @ (libc::F_GETFD | libc::F_GETFL) => libc::fcntl(fd, c).into(),
                     c @ (libc::F_SETFD | libc::F_SETFL) => libc::fcntl(fd, c, o.b as i32).into(),

@@ -68,7 +68,19 @@ pub const HELPER_OPS: &[&str] = &[
     "unlinkat",
     "write",
     "writev",
+    "dup",
+    "dup2",
+    "dup3",
+    "ftruncate",
+    "fallocate",
+    "truncate",
+    "statx",
+    "chdir",
+    "fchdir",
 ];
+
+/// Captured but not replayed: replayed paths are absolute already.
+pub const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
 
 fn sh(script: &str) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
@@ -261,13 +273,13 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let missing_replay: Vec<&str> = HELPER_OPS
         .iter()
         .copied()
-        .filter(|o| !replay_ops.contains(*o))
+        .filter(|o| !replay_ops.contains(*o) && !NOT_REPLAYED.contains(o))
         .collect();
     let replayed_ops = keys(&single["stats"]["per_op"]);
     let missing_replayed: Vec<&str> = HELPER_OPS
         .iter()
         .copied()
-        .filter(|o| !replayed_ops.contains(*o))
+        .filter(|o| !replayed_ops.contains(*o) && !NOT_REPLAYED.contains(o))
         .collect();
     let passed = helper["failed"].as_array().is_some_and(|f| f.is_empty())
         && capture["lost"].as_u64() == Some(0)

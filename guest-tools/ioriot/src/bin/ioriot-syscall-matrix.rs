@@ -3,7 +3,7 @@
 //! `DIR/m<i>/`, with raw syscall(2) so each call is exactly the traced
 //! number (glibc would turn open into openat and stat into newfstatat or
 //! statx). A second thread and a forked child add their own operations.
-//! Each iteration leaves `m<i>/sub/a3.dat`, `m<i>/t.dat` and
+//! Each iteration leaves `m<i>/sub/a3.dat` (12000 bytes), `m<i>/t.dat` and
 //! `m<i>/child.dat`; everything else it creates is renamed or removed.
 
 use std::ffi::CString;
@@ -259,6 +259,54 @@ fn matrix(m: &mut M, base: &str) {
                 break;
             }
         }
+        // Descriptor copies, size changes, statx, and relative paths
+        // after chdir/fchdir.
+        let mut stx: libc::statx = std::mem::zeroed();
+        let stxp = &mut stx as *mut libc::statx as c_long;
+        let mask = libc::STATX_BASIC_STATS as c_long;
+        m.ok(
+            "statx",
+            syscall(libc::SYS_statx, sfd, cbuf(&a3), 0, mask, stxp),
+        );
+        let fd = m.ok(
+            "openat",
+            syscall(libc::SYS_openat, sfd, cbuf(&a3), libc::O_RDWR, 0),
+        );
+        let d1 = m.ok("dup", syscall(libc::SYS_dup, fd));
+        m.ok("write", syscall(libc::SYS_write, d1, p, 64));
+        let d2 = m.ok("dup2", syscall(libc::SYS_dup2, fd, 200));
+        let d3 = m.ok("dup3", syscall(libc::SYS_dup3, fd, 201, libc::O_CLOEXEC));
+        m.ok("ftruncate", syscall(libc::SYS_ftruncate, d2, 16384));
+        let r = syscall(libc::SYS_fallocate, d3, 0, 0, 20000);
+        // Not every filesystem allocates (ramfs does not): both are fine.
+        if r < 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EOPNOTSUPP) {
+            m.r.calls.push(Call {
+                op: "fallocate",
+                ret: -i64::from(libc::EOPNOTSUPP),
+            });
+        } else {
+            m.ok("fallocate", r);
+        }
+        for f in [fd, d1, d2, d3] {
+            m.ok("close", syscall(libc::SYS_close, f));
+        }
+        let a3path = c(&format!("{base}/sub/a3.dat"));
+        m.ok(
+            "truncate",
+            syscall(libc::SYS_truncate, cbuf(&a3path), 12000),
+        );
+        m.ok("chdir", syscall(libc::SYS_chdir, cbuf(&mdir)));
+        let rel = c("sub/a3.dat");
+        m.ok(
+            "newfstatat",
+            syscall(libc::SYS_newfstatat, at, cbuf(&rel), stp, 0),
+        );
+        m.ok("fchdir", syscall(libc::SYS_fchdir, sfd));
+        m.ok(
+            "newfstatat",
+            syscall(libc::SYS_newfstatat, at, cbuf(&a3), stp, 0),
+        );
+        m.ok("chdir", syscall(libc::SYS_chdir, cbuf(&c("/"))));
         m.ok("unlink", syscall(libc::SYS_unlink, cbuf(&lpath)));
         m.ok("unlink", syscall(libc::SYS_unlink, cbuf(&l2)));
         m.ok(

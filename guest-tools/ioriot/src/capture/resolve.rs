@@ -1,9 +1,9 @@
 //! Turns raw records into capture events: relative and dirfd-relative
 //! paths become absolute using each process's descriptor table (built from
-//! the opens it sees, copied at fork) and its working directory; what was
-//! opened before capture started is read from /proc/PID/fd and
-//! /proc/PID/cwd on first use. (chdir is not traced: a process that
-//! changes directory after its first relative path keeps the old base.)
+//! the opens and dups it sees, copied at fork) and its working directory
+//! (followed through chdir and fchdir); what was opened before capture
+//! started, and the directory it started in, are read from /proc/PID/fd and
+//! /proc/PID/cwd on first use.
 
 use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
@@ -45,6 +45,8 @@ fn wide(op: Op, slot: usize) -> bool {
         Op::Pread64 | Op::Pwrite64 | Op::Readahead => slot <= 1,
         Op::Lseek => slot == 0,
         Op::SyncFileRange => slot <= 1,
+        Op::Truncate | Op::Ftruncate => slot == 0,
+        Op::Fallocate => slot >= 1,
         Op::Fcntl => slot == 1,
         _ => false,
     }
@@ -176,6 +178,16 @@ impl Resolver {
                 Op::Fcntl if nums[0] == 0 || nums[0] == 1030 => {
                     if let Some(p) = &path {
                         proc_.fds.insert(r.ret as i32, p.clone());
+                    }
+                }
+                o if o.dups() => {
+                    if let Some(p) = &path {
+                        proc_.fds.insert(r.ret as i32, p.clone());
+                    }
+                }
+                Op::Chdir | Op::Fchdir => {
+                    if let Some(p) = &path {
+                        proc_.cwd = Some(p.clone());
                     }
                 }
                 _ => {}
