@@ -22,7 +22,7 @@ const DEFAULT_ROOT: &str = "/var/tmp/ioriot";
 #[derive(Debug, Parser)]
 #[command(
     version,
-    after_help = "Modes: -c FILE [-x PID] [--duration S] captures; -c CAPTURE -r REPLAY -n NAME [-u USER] generates; -i REPLAY initialises; -r REPLAY [-p P] [-t T] [-s SPEED] [-S STATS] replays; -P REPLAY purges."
+    after_help = "Modes: -c FILE [-x PID] [--duration S] captures; -c CAPTURE -r REPLAY -n NAME [-u USER] generates; -i REPLAY initialises; -r REPLAY [-p P] [-t T] [-s SPEED] [-S STATS] replays; -P REPLAY purges; -S STATS alone shows saved statistics."
 )]
 struct Args {
     /// The .capture file (written by capture, read by generate).
@@ -64,7 +64,7 @@ struct Args {
     /// Replay: speed factor; 0 is as fast as possible, 1 the captured timing.
     #[arg(short = 's', long = "speed", default_value_t = 1.0)]
     speed: f64,
-    /// Replay: also write the statistics as JSON to this file.
+    /// Replay: also write the statistics as JSON to this file (alone: show such a file).
     #[arg(short = 'S', long = "stats")]
     stats: Option<PathBuf>,
     /// Print JSON instead of text.
@@ -99,6 +99,8 @@ enum Mode {
         replay: PathBuf,
         root: PathBuf,
     },
+    /// Shows statistics a replay saved with -S.
+    Stats(PathBuf),
 }
 
 impl Args {
@@ -157,7 +159,10 @@ impl Args {
                     worker,
                 })
             }
-            (None, None) => bail!("nothing to do: give -c, -r, -i or -P (see --help)"),
+            (None, None) => match self.stats {
+                Some(file) => Ok(Mode::Stats(file)),
+                None => bail!("nothing to do: give -c, -r, -i, -P or -S (see --help)"),
+            },
         }
     }
 }
@@ -283,6 +288,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
+            print(json, &report, || report.text())?;
+        }
+        Mode::Stats(file) => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report: ioriot::stats::Report =
+                serde_json::from_slice(&text).with_context(|| {
+                    format!("{} is not a statistics file of ioriot -S", file.display())
+                })?;
             print(json, &report, || report.text())?;
         }
         Mode::Purge { replay, root } => {

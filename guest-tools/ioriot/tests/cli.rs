@@ -97,6 +97,9 @@ fn generate_init_replay_in_worker_processes_and_purge() {
             .len(),
         4096
     );
+    let shown = ioriot(&["-S", &stats_file]);
+    assert!(shown.starts_with("replayed 7 ops"), "{shown}");
+    assert!(shown.contains("\nwrite "), "{shown}");
     let text = ioriot(&["-r", &rep, "-w", &root, "-s", "0"]);
     assert!(text.starts_with("replayed 7 ops"), "{text}");
     ioriot(&["-P", &rep, "-w", &root]);
