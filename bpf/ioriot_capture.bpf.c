@@ -1,9 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
 // ioriot capture: raw_syscalls sys_enter/sys_exit for the system calls
 // userspace marks in `nrs`, from the processes in `targets` (or every
-// process but ioriot itself). sys_enter keeps the arguments and up to two
-// user strings per thread; sys_exit sends the completed call through the
-// ring buffer. A full ring buffer is counted in `counters`, never silent.
+// process but ioriot itself). sys_enter keeps the arguments per thread;
+// sys_exit reads up to two user strings and sends the completed call
+// through the ring buffer. Strings are read at exit because at entry their
+// page may not be resident yet (bpf_probe_read_user cannot fault it in;
+// the call itself has faulted it in by exit). A full ring buffer is
+// counted in `counters`, never silent; an unreadable string is flagged.
 // sched_process_fork adds children of followed processes.
 
 #include <linux/types.h>
@@ -18,6 +21,8 @@
 
 #define FLAG_TRUNC1 1
 #define FLAG_TRUNC2 2
+#define FLAG_FAULT1 4
+#define FLAG_FAULT2 8
 
 // Layouts of the tracepoint records (include/trace/events/syscalls.h and
 // sched.h): 8 bytes of common fields first.
@@ -57,6 +62,13 @@ struct event {
 	char path2[PATH_LEN];
 };
 
+// What sys_enter keeps until sys_exit.
+struct pending {
+	__u64 t_enter;
+	__u64 nr;
+	__u64 args[6];
+};
+
 struct config {
 	__u32 follow_all;
 	__u32 self_tgid;
@@ -89,15 +101,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
-	__type(value, struct event);
+	__type(value, struct pending);
 } pending SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct event);
-} scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -130,18 +135,21 @@ static __always_inline int followed(__u32 tgid)
 	return bpf_map_lookup_elem(&targets, &tgid) != 0;
 }
 
-static __always_inline void read_str(struct event *e, char *dst, __u32 slot, __u32 flag)
+static __always_inline void read_str(struct event *e, char *dst, __u32 slot, __u32 trunc, __u32 fault)
 {
+	dst[0] = 0;
 	if (slot == 0 || slot > 6)
 		return;
 	__u32 idx = (slot - 1) & 7;
 	if (idx >= 6)
 		return;
 	long n = bpf_probe_read_user_str(dst, PATH_LEN, (const void *)e->args[idx]);
-	if (n < 0)
+	if (n < 0) {
 		dst[0] = 0;
-	else if (n == PATH_LEN)
-		e->flags |= flag;
+		e->flags |= fault;
+	} else if (n == PATH_LEN) {
+		e->flags |= trunc;
+	}
 }
 
 SEC("tracepoint/raw_syscalls/sys_enter")
@@ -158,31 +166,16 @@ int ioriot_sys_enter(struct sys_enter_args *ctx)
 	__u32 tgid = pt >> 32, tid = (__u32)pt;
 	if (!followed(tgid))
 		return 0;
-	__u32 zero = 0;
-	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return 0;
-	e->t_enter = bpf_ktime_get_ns();
-	e->t_exit = 0;
-	e->tgid = tgid;
-	e->tid = tid;
-	e->kind = KIND_SYSCALL;
-	e->nr = nr;
-	e->ret = 0;
-	e->flags = 0;
-	e->pad = 0;
-	e->args[0] = ctx->args[0];
-	e->args[1] = ctx->args[1];
-	e->args[2] = ctx->args[2];
-	e->args[3] = ctx->args[3];
-	e->args[4] = ctx->args[4];
-	e->args[5] = ctx->args[5];
-	e->path1[0] = 0;
-	e->path2[0] = 0;
-	__u32 s = *spec;
-	read_str(e, e->path1, (s >> 8) & 0xf, FLAG_TRUNC1);
-	read_str(e, e->path2, (s >> 16) & 0xf, FLAG_TRUNC2);
-	if (bpf_map_update_elem(&pending, &tid, e, BPF_ANY))
+	struct pending p = {};
+	p.t_enter = bpf_ktime_get_ns();
+	p.nr = nr;
+	p.args[0] = ctx->args[0];
+	p.args[1] = ctx->args[1];
+	p.args[2] = ctx->args[2];
+	p.args[3] = ctx->args[3];
+	p.args[4] = ctx->args[4];
+	p.args[5] = ctx->args[5];
+	if (bpf_map_update_elem(&pending, &tid, &p, BPF_ANY))
 		count(1);
 	return 0;
 }
@@ -190,11 +183,13 @@ int ioriot_sys_enter(struct sys_enter_args *ctx)
 SEC("tracepoint/raw_syscalls/sys_exit")
 int ioriot_sys_exit(struct sys_exit_args *ctx)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	struct event *p = bpf_map_lookup_elem(&pending, &tid);
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)pt;
+	struct pending *p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p)
 		return 0;
-	if ((long)p->nr != ctx->id) {
+	__u32 nr = p->nr;
+	if ((long)nr != ctx->id || nr >= NR_MAX) {
 		bpf_map_delete_elem(&pending, &tid);
 		return 0;
 	}
@@ -204,11 +199,29 @@ int ioriot_sys_exit(struct sys_exit_args *ctx)
 		bpf_map_delete_elem(&pending, &tid);
 		return 0;
 	}
-	bpf_probe_read_kernel(e, sizeof(struct event), p);
+	e->t_enter = p->t_enter;
 	e->t_exit = bpf_ktime_get_ns();
+	e->tgid = pt >> 32;
+	e->tid = tid;
+	e->kind = KIND_SYSCALL;
+	e->nr = nr;
 	e->ret = ctx->ret;
-	bpf_ringbuf_submit(e, 0);
+	e->args[0] = p->args[0];
+	e->args[1] = p->args[1];
+	e->args[2] = p->args[2];
+	e->args[3] = p->args[3];
+	e->args[4] = p->args[4];
+	e->args[5] = p->args[5];
+	e->flags = 0;
+	e->pad = 0;
 	bpf_map_delete_elem(&pending, &tid);
+	__u32 s = 0;
+	__u32 *spec = bpf_map_lookup_elem(&nrs, &nr);
+	if (spec)
+		s = *spec;
+	read_str(e, e->path1, (s >> 8) & 0xf, FLAG_TRUNC1, FLAG_FAULT1);
+	read_str(e, e->path2, (s >> 16) & 0xf, FLAG_TRUNC2, FLAG_FAULT2);
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 

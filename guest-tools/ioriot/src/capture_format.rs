@@ -50,6 +50,8 @@ pub struct Capture {
     pub lost: Option<u64>,
     /// Paths truncated at the eBPF buffer size.
     pub truncated: u64,
+    /// Paths the kernel could not read (written as `-`).
+    pub unreadable: u64,
 }
 
 /// Errors of reading a capture.
@@ -119,8 +121,12 @@ pub fn write_trailer(
     events: u64,
     lost: u64,
     truncated: u64,
+    unreadable: u64,
 ) -> std::io::Result<()> {
-    writeln!(w, "#end events={events} lost={lost} truncated={truncated}")
+    writeln!(
+        w,
+        "#end events={events} lost={lost} truncated={truncated} unreadable={unreadable}"
+    )
 }
 
 fn num<T: std::str::FromStr>(
@@ -208,6 +214,9 @@ pub fn read(r: impl BufRead) -> Result<Capture, CaptureFormatError> {
                         match kv.split_once('=') {
                             Some(("lost", v)) => cap.lost = Some(num(line_no, "lost", v)?),
                             Some(("truncated", v)) => cap.truncated = num(line_no, "truncated", v)?,
+                            Some(("unreadable", v)) => {
+                                cap.unreadable = num(line_no, "unreadable", v)?
+                            }
                             _ => {}
                         }
                     }
@@ -249,12 +258,13 @@ mod tests {
         }];
         write_header(&mut buf, Some(7), &mounts).unwrap();
         write_event(&mut buf, &ev).unwrap();
-        write_trailer(&mut buf, 1, 3, 0).unwrap();
+        write_trailer(&mut buf, 1, 3, 0, 2).unwrap();
         let cap = read(&buf[..]).unwrap();
         assert_eq!(cap.events, vec![ev]);
         assert_eq!(cap.follow, Some(7));
         assert_eq!(cap.mounts, mounts);
         assert_eq!(cap.lost, Some(3));
+        assert_eq!(cap.unreadable, 2);
     }
 
     #[test]

@@ -70,6 +70,8 @@ pub struct GenerateReport {
     pub dropped_pseudo_fs: usize,
     pub dropped_unknown_fd: usize,
     pub dropped_inherited_fd: usize,
+    /// Path operations whose path (or new path) the capture could not read.
+    pub dropped_unreadable_path: usize,
     /// chdir and fchdir: replayed paths are absolute already.
     pub not_replayed: usize,
     pub lost_in_capture: Option<u64>,
@@ -174,6 +176,10 @@ impl State<'_> {
     /// `path` existed before this point: if nothing happened to it yet, it
     /// existed before the capture and goes into the skeleton.
     fn need(&mut self, path: &[u8], kind: Kind) {
+        // `/` becomes the test directory, which init makes anyway.
+        if path == b"/" {
+            return;
+        }
         match self.known.get(path) {
             Some(Known::Exists(_)) | Some(Known::Absent) => {}
             None if self.under_run_made(path) => {
@@ -310,6 +316,9 @@ impl State<'_> {
 
     /// `path` is created by the workload: its parent must exist.
     fn create(&mut self, path: &[u8], kind: Kind) {
+        if path == b"/" {
+            return;
+        }
         self.need_parents(path);
         self.created.insert(path.to_vec());
         self.set(path, Known::Exists(kind));
@@ -418,10 +427,14 @@ pub fn generate(
                 Some(Fd::Tracked { .. }) => {}
             }
         } else {
+            let needs_second = matches!(
+                e.op,
+                Op::Rename | Op::Renameat | Op::Renameat2 | Op::Symlink | Op::Symlinkat
+            );
             let p = match &path {
-                Some(p) => p,
-                None => {
-                    st.report.dropped_unknown_fd += 1;
+                Some(p) if !needs_second || e.path2.is_some() => p,
+                _ => {
+                    st.report.dropped_unreadable_path += 1;
                     continue;
                 }
             };

@@ -193,11 +193,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             let report = ioriot::capture::capture(&cfg).context("capture failed")?;
             print(json, &report, || {
                 format!(
-                    "captured {} events to {} ({} lost, {} paths truncated)\n",
+                    "captured {} events to {} ({} lost, {} paths truncated, {} unreadable)\n",
                     report.events,
                     cfg.output.display(),
-                    report.lost,
-                    report.truncated
+                    report.lost + report.lost_pending,
+                    report.truncated,
+                    report.unreadable
                 )
             })?;
         }
@@ -219,12 +220,14 @@ fn run(args: Args) -> anyhow::Result<()> {
             w.flush()?;
             print(json, &report, || {
                 format!(
-                    "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors dropped); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
+                    "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors, {} with unreadable paths dropped; {} chdir not replayed); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
                     report.kept,
                     report.events,
                     report.dropped_pseudo_fs,
                     report.dropped_unknown_fd,
                     report.dropped_inherited_fd,
+                    report.dropped_unreadable_path,
+                    report.not_replayed,
                     report.pids.len(),
                     report.tids.len(),
                     report.init_dirs,

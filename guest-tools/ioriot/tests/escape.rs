@@ -196,3 +196,28 @@ fn capture_paths_with_dotdot_stay_inside_after_generate() {
     assert_eq!(std::fs::read(inside.join("moved")).unwrap().len(), 4096);
     assert!(!inside.join("d/file").exists());
 }
+
+#[test]
+fn the_root_directory_never_becomes_a_skeleton_file() {
+    // An open of "/" (e.g. a path the kernel could not read, resolved
+    // against a cwd of /) must not turn the test directory into a file.
+    let cap = "#ioriot-capture 1
+1000 10 50 50 openat 3 -100 / - 524288 0 0
+1010 10 50 50 read 100 3 / - 4096 0 0
+1020 10 50 50 close 0 3 / - 0 0 0
+1030 10 50 50 mkdir 0 -100 /x - 493 0 0
+";
+    let cap = capture_format::read(cap.as_bytes()).unwrap();
+    let (rep, _) = generate(
+        &cap,
+        &GenerateConfig {
+            name: "n".into(),
+            keep_tmpfs: true,
+            user: None,
+        },
+    )
+    .unwrap();
+    assert!(rep.init.is_empty(), "{:?}", rep.init);
+    let t = tempfile::tempdir().unwrap();
+    ioriot::init::init(&rep, t.path()).unwrap();
+}

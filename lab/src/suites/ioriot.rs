@@ -284,6 +284,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let passed = helper["failed"].as_array().is_some_and(|f| f.is_empty())
         && capture["lost"].as_u64() == Some(0)
         && capture["lost_pending"].as_u64() == Some(0)
+        && capture["unreadable"].as_u64() == Some(0)
         && missing_capture.is_empty()
         && missing_replay.is_empty()
         && missing_replayed.is_empty()

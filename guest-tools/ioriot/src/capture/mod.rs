@@ -40,6 +40,8 @@ pub struct CaptureReport {
     /// Calls whose entry could not be kept (pending map full).
     pub lost_pending: u64,
     pub truncated: u64,
+    /// Paths the kernel could not read (left out of their events).
+    pub unreadable: u64,
     pub seconds: f64,
 }
 
@@ -307,8 +309,14 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     .map_err(map_err("counters"))?;
     let lost = counters.get(&0, 0).map_err(map_err("counters"))?;
     let lost_pending = counters.get(&1, 0).map_err(map_err("counters"))?;
-    capture_format::write_trailer(&mut out, events, lost + lost_pending, resolver.truncated)
-        .map_err(werr)?;
+    capture_format::write_trailer(
+        &mut out,
+        events,
+        lost + lost_pending,
+        resolver.truncated,
+        resolver.unreadable,
+    )
+    .map_err(werr)?;
     out.flush().map_err(werr)?;
     Ok(CaptureReport {
         output: cfg.output.clone(),
@@ -317,6 +325,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         lost,
         lost_pending,
         truncated: resolver.truncated,
+        unreadable: resolver.unreadable,
         seconds: start.elapsed().as_secs_f64(),
     })
 }

@@ -7,6 +7,9 @@ pub const KIND_SYSCALL: u32 = 1;
 pub const KIND_FORK: u32 = 2;
 pub const FLAG_TRUNC1: u32 = 1;
 pub const FLAG_TRUNC2: u32 = 2;
+/// The string could not be read (bpf_probe_read_user_str failed).
+pub const FLAG_FAULT1: u32 = 4;
+pub const FLAG_FAULT2: u32 = 8;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RawEvent {

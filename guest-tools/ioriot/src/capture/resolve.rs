@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::raw::{RawEvent, FLAG_TRUNC1, FLAG_TRUNC2, KIND_FORK};
+use super::raw::{RawEvent, FLAG_FAULT1, FLAG_FAULT2, FLAG_TRUNC1, FLAG_TRUNC2, KIND_FORK};
 use crate::capture_format::Event;
 use crate::op::{self, Op};
 use crate::paths;
@@ -29,6 +29,8 @@ pub struct Resolver {
     /// Where /proc is (tests point it elsewhere).
     proc_root: PathBuf,
     pub truncated: u64,
+    /// Strings the kernel could not read: their path is left out (`-`).
+    pub unreadable: u64,
 }
 
 /// Numeric arguments that are 64 bits wide (counts and offsets); the rest
@@ -58,6 +60,7 @@ impl Resolver {
             procs: HashMap::new(),
             proc_root,
             truncated: 0,
+            unreadable: 0,
         }
     }
 
@@ -119,10 +122,15 @@ impl Resolver {
         if r.flags & FLAG_TRUNC2 != 0 {
             self.truncated += 1;
         }
+        let fault = [r.flags & FLAG_FAULT1 != 0, r.flags & FLAG_FAULT2 != 0];
+        self.unreadable += fault.iter().filter(|f| **f).count() as u64;
         let fd = spec.fd.map(|i| r.args[usize::from(i)] as i32);
         let mut resolved: [Option<Vec<u8>>; 2] = [None, None];
         for (slot, p) in spec.paths.iter().enumerate() {
             if let Some((_, dirfd_arg)) = p {
+                if fault[slot] {
+                    continue;
+                }
                 let raw = if slot == 0 { &r.path1 } else { &r.path2 };
                 let dirfd = dirfd_arg.map(|d| r.args[usize::from(d)] as i32);
                 resolved[slot] = if raw.first() == Some(&b'/') {
@@ -139,7 +147,7 @@ impl Resolver {
         let [mut path, mut path2] = resolved;
         if op::literal_arg(spec.op).is_some() {
             // symlink: the target (second string) is content, kept verbatim.
-            path2 = Some(r.path2.clone());
+            path2 = (!fault[1]).then(|| r.path2.clone());
         }
         if spec.op.uses_fd() {
             if let Some(f) = fd {
@@ -281,6 +289,11 @@ mod tests {
             (e.a, e.b, e.path.as_deref()),
             (4294967295, 5, Some(&b"/work/d"[..]))
         );
+        // An unreadable string is left out, not taken for "".
+        let mut u = raw(257, 5, [fdcwd, 0, 0, 0, 0, 0], b"", b"");
+        u.flags = FLAG_FAULT1;
+        assert_eq!(r.event(&u).unwrap().path, None);
+        assert_eq!(r.unreadable, 1);
         // close(3) forgets it.
         r.event(&raw(3, 0, [3, 0, 0, 0, 0, 0], b"", b"")).unwrap();
         assert!(!r.procs[&7].fds.contains_key(&3));
