@@ -43,6 +43,29 @@ pub struct CaptureReport {
     /// Paths the kernel could not read (left out of their events).
     pub unreadable: u64,
     pub seconds: f64,
+    /// Time the kernel spent in the eBPF programs and how often they ran
+    /// (every system call of every process reaches the filter), from
+    /// BPF_ENABLE_STATS; `None` where the kernel does not keep them.
+    pub bpf_run_ns: Option<u64>,
+    pub bpf_runs: Option<u64>,
+}
+
+const PROGRAMS: [(&str, &str, &str); 3] = [
+    ("ioriot_sys_enter", "raw_syscalls", "sys_enter"),
+    ("ioriot_sys_exit", "raw_syscalls", "sys_exit"),
+    ("ioriot_fork", "sched", "sched_process_fork"),
+];
+
+/// Summed run time and count of the programs.
+fn bpf_stats(bpf: &Ebpf) -> Option<(u64, u64)> {
+    let mut ns = 0u64;
+    let mut n = 0u64;
+    for (name, _, _) in PROGRAMS {
+        let info = bpf.program(name)?.info().ok()?;
+        ns += info.run_time().as_nanos() as u64;
+        n += info.run_count();
+    }
+    Some((ns, n))
 }
 
 /// Errors of capture.
@@ -217,11 +240,10 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
             t.insert(d, 1, 0).map_err(map_err("targets"))?;
         }
     }
-    for (name, cat, tp) in [
-        ("ioriot_sys_enter", "raw_syscalls", "sys_enter"),
-        ("ioriot_sys_exit", "raw_syscalls", "sys_exit"),
-        ("ioriot_fork", "sched", "sched_process_fork"),
-    ] {
+    // Run-time statistics cost two clock reads per program run; they are
+    // kept only while this descriptor is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    for (name, cat, tp) in PROGRAMS {
         let prog: &mut TracePoint = bpf
             .program_mut(name)
             .ok_or(CaptureError::Missing("tracepoint program"))?
@@ -302,6 +324,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
             }
         }
     }
+    let run = bpf_stats(&bpf);
     let counters: Array<&MapData, u64> = Array::try_from(
         bpf.map("counters")
             .ok_or(CaptureError::Missing("counters"))?,
@@ -327,6 +350,8 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         truncated: resolver.truncated,
         unreadable: resolver.unreadable,
         seconds: start.elapsed().as_secs_f64(),
+        bpf_run_ns: run.map(|r| r.0),
+        bpf_runs: run.map(|r| r.1),
     })
 }
 
