@@ -124,8 +124,11 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
         );
     }
     // The process, its second thread and its forked child.
-    assert_eq!(report.pids, BTreeMap::from([(208, 1), (211, 2)]));
-    assert_eq!(report.tids, BTreeMap::from([(208, 1), (210, 2), (211, 3)]));
+    assert_eq!(report.pids, BTreeMap::from([(1671, 1), (1674, 2)]));
+    assert_eq!(
+        report.tids,
+        BTreeMap::from([(1671, 1), (1673, 2), (1674, 3)])
+    );
     assert_eq!(report.not_replayed, 3);
     assert_eq!((rep.vpids, rep.vtids), (2, 3));
     // /proc/self/maps (glibc's stack query: open, fstat, read ×3, close)
