@@ -3,7 +3,8 @@
 //! single-threaded and with 2 processes × 4 threads, and bring back the
 //! capture's and the replay's operation sets, the statistics and the
 //! replayed tree. Then measure: the helper with and without capture (same
-//! run, same iterations) and the replay rate against the captured rate.
+//! run, same iterations) and the replay rate against the captured rate;
+//! and capture and replay a real application (fio).
 
 use std::collections::BTreeSet;
 
@@ -105,6 +106,59 @@ pub fn plain_script(work: &str, out: &str, iterations: u32) -> String {
     format!(
         "sh -c 'exec >{out}.helper.json 2>&1; sleep 1; exec ioriot-syscall-matrix {work} --iterations {iterations} --json'"
     )
+}
+
+/// A real application: Debian's fio (random read/write, psync, two
+/// threads) captured by pid, generated, initialised and replayed with 2
+/// threads at speed 0.
+async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    let d = format!("{DIR}/fio");
+    run_checked(
+        ctx,
+        &format!(
+            "mkdir -p {d} && sh -c 'exec >{d}/fio.out 2>&1; kill -STOP $$; exec fio --name=j --filename={d}/data \
+             --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread' & P=$!; \
+             ioriot -c {d}/f.capture -x $P --json >{d}/capture.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+        ),
+    )
+    .await?;
+    let capture = json_of(ctx, &format!("cat {d}/capture.json")).await?;
+    let generate = json_of(
+        ctx,
+        &format!("ioriot -c {d}/f.capture -r {d}/f.replay -n fio --keep-tmpfs --json"),
+    )
+    .await?;
+    run_checked(
+        ctx,
+        &format!("ioriot -i {d}/f.replay -w {d}/root --json >/dev/null"),
+    )
+    .await?;
+    let replay = json_of(
+        ctx,
+        &format!("ioriot -r {d}/f.replay -w {d}/root -t 2 -s 0 --json"),
+    )
+    .await?;
+    Ok(json!({
+        "capture": capture,
+        "generate": {
+            "events": generate["events"],
+            "kept": generate["kept"],
+            "dropped_pseudo_fs": generate["dropped_pseudo_fs"],
+            "replay_ops": generate["replay_ops"],
+            "init_files": generate["init_files"],
+        },
+        "replay": {
+            "ops": replay["ops"],
+            "errors": replay["errors"],
+            "mismatches": replay["mismatches"],
+            "refused": replay["refused"],
+            "bytes_read": replay["bytes_read"],
+            "bytes_written": replay["bytes_written"],
+            "ops_per_s": replay["ops_per_s"],
+            "source_ops_per_s": replay["source_ops_per_s"],
+            "rate_vs_source": replay["rate_vs_source"],
+        },
+    }))
 }
 
 /// Paths, types and sizes under a directory, as `find` prints them.
@@ -294,6 +348,8 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         );
     }
 
+    let fio = fio_workload(ctx).await?;
+
     let capture_ops = keys(&generate["capture_ops"]);
     let replay_ops = keys(&generate["replay_ops"]);
     let missing_capture: Vec<&str> = HELPER_OPS
@@ -324,7 +380,10 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         && single["tree"] == json!(original)
         && multi["tree"] == json!(original)
         && traced_lost == 0
-        && rate.values().all(|r| r["mismatches"].as_u64() == Some(0));
+        && rate.values().all(|r| r["mismatches"].as_u64() == Some(0))
+        && fio["replay"]["mismatches"].as_u64() == Some(0)
+        && fio["replay"]["refused"].as_u64() == Some(0)
+        && fio["capture"]["lost"].as_u64() == Some(0);
     Ok(json!({
         "suite": "ioriot",
         "passed": passed,
@@ -340,6 +399,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "single": single,
         "multi": multi,
         "rate": rate,
+        "fio": fio,
         "overhead": {
             "iterations": BENCH_ITERATIONS,
             "rounds": BENCH_ROUNDS,
