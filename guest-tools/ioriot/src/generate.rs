@@ -86,6 +86,26 @@ pub struct GenerateReport {
     pub init_bytes: u64,
 }
 
+impl GenerateReport {
+    pub fn text(&self) -> String {
+        format!(
+            "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors, {} with unreadable paths dropped; {} chdir not replayed); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
+            self.kept,
+            self.events,
+            self.dropped_pseudo_fs,
+            self.dropped_unknown_fd,
+            self.dropped_inherited_fd,
+            self.dropped_unreadable_path,
+            self.not_replayed,
+            self.pids.len(),
+            self.tids.len(),
+            self.init_dirs,
+            self.init_files,
+            self.init_bytes
+        )
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Fd {
     Tracked {

@@ -46,6 +46,22 @@ pub struct InitReport {
     pub refused: Vec<String>,
 }
 
+impl InitReport {
+    pub fn text(&self) -> String {
+        let mut s = format!(
+            "initialised {}: {} dirs, {} files, {} bytes\n",
+            self.root.display(),
+            self.dirs,
+            self.files,
+            self.bytes
+        );
+        for r in &self.refused {
+            s.push_str(&format!("refused: {r}\n"));
+        }
+        s
+    }
+}
+
 /// The content of initialised files: not zeros, so nothing can shortcut reads.
 fn fill(buf: &mut [u8]) {
     for (i, b) in buf.iter_mut().enumerate() {

@@ -191,16 +191,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     match args.mode()? {
         Mode::Capture(cfg) => {
             let report = ioriot::capture::capture(&cfg).context("capture failed")?;
-            print(json, &report, || {
-                format!(
-                    "captured {} events to {} ({} lost, {} paths truncated, {} unreadable)\n",
-                    report.events,
-                    cfg.output.display(),
-                    report.lost + report.lost_pending,
-                    report.truncated,
-                    report.unreadable
-                )
-            })?;
+            print(json, &report, || report.text())?;
         }
         Mode::Generate {
             capture,
@@ -218,40 +209,12 @@ fn run(args: Args) -> anyhow::Result<()> {
             );
             replay_format::write(&mut w, &rep)?;
             w.flush()?;
-            print(json, &report, || {
-                format!(
-                    "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors, {} with unreadable paths dropped; {} chdir not replayed); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
-                    report.kept,
-                    report.events,
-                    report.dropped_pseudo_fs,
-                    report.dropped_unknown_fd,
-                    report.dropped_inherited_fd,
-                    report.dropped_unreadable_path,
-                    report.not_replayed,
-                    report.pids.len(),
-                    report.tids.len(),
-                    report.init_dirs,
-                    report.init_files,
-                    report.init_bytes
-                )
-            })?;
+            print(json, &report, || report.text())?;
         }
         Mode::Init { replay, root } => {
             let rep = read_replay(&replay)?;
             let report = init::init(&rep, &root).context("init failed")?;
-            print(json, &report, || {
-                let mut s = format!(
-                    "initialised {}: {} dirs, {} files, {} bytes\n",
-                    report.root.display(),
-                    report.dirs,
-                    report.files,
-                    report.bytes
-                );
-                for r in &report.refused {
-                    s.push_str(&format!("refused: {r}\n"));
-                }
-                s
-            })?;
+            print(json, &report, || report.text())?;
         }
         Mode::Replay {
             replay,

@@ -50,6 +50,19 @@ pub struct CaptureReport {
     pub bpf_runs: Option<u64>,
 }
 
+impl CaptureReport {
+    pub fn text(&self) -> String {
+        format!(
+            "captured {} events to {} ({} lost, {} paths truncated, {} unreadable)\n",
+            self.events,
+            self.output.display(),
+            self.lost + self.lost_pending,
+            self.truncated,
+            self.unreadable
+        )
+    }
+}
+
 const PROGRAMS: [(&str, &str, &str); 3] = [
     ("ioriot_sys_enter", "raw_syscalls", "sys_enter"),
     ("ioriot_sys_exit", "raw_syscalls", "sys_exit"),
