@@ -104,6 +104,15 @@ impl Fds {
         }
     }
 
+    /// An open that failed in replay: operations on its descriptor fail
+    /// at once instead of waiting for it.
+    fn failed(&self, vfd: u64) {
+        if vfd != 0 {
+            self.map.lock().expect("fd table").insert(vfd, Slot::Closed);
+            self.changed.notify_all();
+        }
+    }
+
     fn close(&self, vfd: u64) -> Result<(), Failure> {
         self.get(vfd)?;
         let old = self.map.lock().expect("fd table").insert(vfd, Slot::Closed);
@@ -289,7 +298,10 @@ impl Ctx<'_> {
                 } else {
                     ((o.a as i32) & OPEN_FLAGS, o.b as u32)
                 };
-                let fd = self.jail.open(p, flags, mode)?;
+                let fd = self
+                    .jail
+                    .open(p, flags, mode)
+                    .inspect_err(|_| self.fds.failed(o.vfd))?;
                 let raw = fd.as_raw_fd();
                 self.fds.insert(o.vfd, fd);
                 i64::from(raw)
@@ -398,7 +410,12 @@ impl Ctx<'_> {
     }
 
     fn issue_fd(&self, o: &ReplayOp, buf: &mut [u8], n: usize) -> Result<Issued, Failure> {
-        let fd = self.fds.get(o.vfd)?;
+        let fd = self.fds.get(o.vfd).inspect_err(|_| {
+            // A copy of a descriptor that is not there is not there either.
+            if o.op.dups() || o.op == Op::Fcntl {
+                self.fds.failed(o.c as u64);
+            }
+        })?;
         let p = buf.as_mut_ptr();
         // SAFETY (all calls below): fd is an open descriptor this worker
         // owns; buffers are valid for n <= buf.len() bytes; structs are
@@ -445,6 +462,8 @@ impl Ctx<'_> {
                     if r >= 0 {
                         use std::os::fd::FromRawFd;
                         self.fds.insert(o.c as u64, OwnedFd::from_raw_fd(r));
+                    } else {
+                        self.fds.failed(o.c as u64);
                     }
                     r.into()
                 }
@@ -457,6 +476,8 @@ impl Ctx<'_> {
                         if r >= 0 {
                             use std::os::fd::FromRawFd;
                             self.fds.insert(o.c as u64, OwnedFd::from_raw_fd(r));
+                        } else {
+                            self.fds.failed(o.c as u64);
                         }
                         r.into()
                     }

@@ -68,6 +68,9 @@ f 4 n/in/f
 3 1 1 creat 2 3 other/x - 420 0 0
 4 1 1 symlink 0 0 n/rel ../../outside 0 0 0
 5 1 1 openat 3 3 n/rel/secret - 513 0 0
+5 1 1 write 3 4 n/rel/secret - 4 0 0
+5 1 1 dup 3 4 n/rel/secret - 0 0 6
+5 1 1 write 6 4 n/rel/secret - 4 0 0
 6 1 1 mkdir 0 0 n/rel/made - 493 0 0
 7 1 1 unlink 0 0 n/rel/secret - 0 0 0
 8 1 1 chmod 0 0 n/rel - 511 0 0
@@ -99,8 +102,17 @@ fn hostile_replay_touches_nothing_outside_the_root() {
         speed: 0.0,
     };
     let done = Done::anonymous(rep.ops.len()).unwrap();
+    let t = std::time::Instant::now();
     let stats = run_worker(&rep, &cfg, 0, 1, &done).unwrap();
+    // Operations on the refused open's descriptor (and its dup) fail at
+    // once: they do not wait for an open that will never come.
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(5),
+        "{:?}",
+        t.elapsed()
+    );
     let r = stats.report(0, 0);
+    assert_eq!((r.per_op["write"].errors, r.per_op["dup"].errors), (2, 1));
     assert_eq!(snapshot(&out), before, "the outside tree changed");
     let refused: BTreeMap<&str, u64> = r
         .per_op
