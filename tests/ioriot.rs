@@ -26,6 +26,15 @@ fn per_op_digest(stats: &Value) -> Value {
 
 #[test]
 fn ioriot_captures_and_replays_the_syscall_matrix() {
+    // Optional guest tools: the image takes them only when they are built.
+    let dir = lab_e2e::tools_dir();
+    for tool in ["ioriot", "ioriot-syscall-matrix"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{tool} is missing in {}: run `cargo build --workspace` first",
+            dir.display()
+        );
+    }
     let lab = TestLab::new("e2e-ioriot");
     lab.up();
     let results = lab
