@@ -34,7 +34,7 @@ fn dax_and_fio_suites_pass_in_the_guest() {
             &["dax".into(), "fio".into()],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run all: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run dax fio: {}", chain(&e)));
     let mut digest = serde_json::Map::new();
     for r in &results {
         assert!(

@@ -11,3 +11,9 @@ pub static FAULT_MONITOR: &[u8] =
 /// `madvise_collector.bpf.c`: per-process sequential-fault counts.
 pub static MADVISE_COLLECTOR: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/madvise_collector.bpf.o"));
+
+/// ioriot's capture: raw_syscalls enter/exit and sched_process_fork
+/// tracepoints, events through a ring buffer, a lost-event counter
+/// (`bpf/ioriot_capture.bpf.c`).
+pub static IORIOT_CAPTURE: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioriot_capture.bpf.o"));

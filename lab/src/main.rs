@@ -83,7 +83,7 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Run test suites in the guest (dax, fio, faults, or all); results go to the
+    /// Run test suites in the guest (dax, fio, faults, ioriot, or all); results go to the
     /// run directory's results/ and a table to stdout.
     Run {
         #[command(flatten)]

@@ -5,6 +5,7 @@
 pub mod dax;
 pub mod faults;
 pub mod fio;
+pub mod ioriot;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -51,7 +52,7 @@ pub struct SuiteContext<'a> {
 }
 
 /// Every suite, in the order `all` runs them.
-pub const SUITES: &[&str] = &["dax", "fio", "faults"];
+pub const SUITES: &[&str] = &["dax", "fio", "faults", "ioriot"];
 
 /// How long one guest command of a suite may take.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
@@ -118,6 +119,7 @@ pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError
         "dax" => dax::run(ctx).await,
         "fio" => fio::run(ctx).await,
         "faults" => faults::run(ctx).await,
+        "ioriot" => ioriot::run(ctx).await,
         other => Err(SuiteError::Unknown {
             name: other.to_owned(),
             known: SUITES.join(", "),
@@ -136,7 +138,7 @@ mod tests {
         let e = expand(&["nope".into()]).unwrap_err();
         assert_eq!(
             e.to_string(),
-            "There is no suite 'nope'; known suites: dax, fio, faults, or all."
+            "There is no suite 'nope'; known suites: dax, fio, faults, ioriot, or all."
         );
     }
 }

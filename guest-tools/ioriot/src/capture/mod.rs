@@ -1,0 +1,385 @@
+//! capture: loads `bpf/ioriot_capture.bpf.c` with aya, marks the traced
+//! system calls and the followed process, and writes every completed call
+//! to a `.capture` file until the followed processes are gone, the
+//! duration is over, or SIGINT/SIGTERM arrives. Lost records (full ring
+//! buffer, full pending map) are counted and written in the trailer.
+
+pub mod raw;
+pub mod resolve;
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
+use aya::programs::TracePoint;
+use aya::Ebpf;
+use serde::Serialize;
+
+use crate::capture_format::{self, Mount};
+use crate::op::{self, SPECS};
+
+#[derive(Debug, Clone)]
+pub struct CaptureConfig {
+    pub output: PathBuf,
+    /// Follow this process and its children; `None` traces every process.
+    pub pid: Option<u32>,
+    pub duration: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CaptureReport {
+    pub output: PathBuf,
+    pub followed: Option<u32>,
+    pub events: u64,
+    /// Records the ring buffer had no room for.
+    pub lost: u64,
+    /// Calls whose entry could not be kept (pending map full).
+    pub lost_pending: u64,
+    pub truncated: u64,
+    /// Paths the kernel could not read (left out of their events).
+    pub unreadable: u64,
+    pub seconds: f64,
+    /// Time the kernel spent in the eBPF programs and how often they ran
+    /// (every system call of every process reaches the filter), from
+    /// BPF_ENABLE_STATS; `None` where the kernel does not keep them.
+    pub bpf_run_ns: Option<u64>,
+    pub bpf_runs: Option<u64>,
+}
+
+impl CaptureReport {
+    pub fn text(&self) -> String {
+        format!(
+            "captured {} events to {} ({} lost, {} paths truncated, {} unreadable)\n",
+            self.events,
+            self.output.display(),
+            self.lost + self.lost_pending,
+            self.truncated,
+            self.unreadable
+        )
+    }
+}
+
+const PROGRAMS: [(&str, &str, &str); 3] = [
+    ("ioriot_sys_enter", "raw_syscalls", "sys_enter"),
+    ("ioriot_sys_exit", "raw_syscalls", "sys_exit"),
+    ("ioriot_fork", "sched", "sched_process_fork"),
+];
+
+/// Summed run time and count of the programs.
+fn bpf_stats(bpf: &Ebpf) -> Option<(u64, u64)> {
+    let mut ns = 0u64;
+    let mut n = 0u64;
+    for (name, _, _) in PROGRAMS {
+        let info = bpf.program(name)?.info().ok()?;
+        ns += info.run_time().as_nanos() as u64;
+        n += info.run_count();
+    }
+    Some((ns, n))
+}
+
+/// Errors of capture.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("Process {0} does not exist.")]
+    NoProcess(u32),
+    #[error("The eBPF program could not be loaded (capture needs root and a kernel with BPF and tracepoints).")]
+    Load(#[source] aya::EbpfError),
+    #[error("The eBPF program '{0}' is missing from the object.")]
+    Missing(&'static str),
+    #[error("The eBPF program '{name}' could not be loaded or attached.")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("The eBPF map '{name}' could not be used.")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("Writing {} failed.", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
+    move |source| CaptureError::Map { name, source }
+}
+
+/// The process state letter from /proc/PID/stat (None if it is gone).
+fn state(pid: u32) -> Option<char> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    s.rsplit_once(") ").and_then(|(_, r)| r.chars().next())
+}
+
+fn alive(pid: u32) -> bool {
+    !matches!(state(pid), None | Some('Z') | Some('X'))
+}
+
+/// Descendants of `pid` that already run (from /proc/*/stat parent pids).
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut parent: Vec<(u32, u32)> = Vec::new();
+    if let Ok(rd) = std::fs::read_dir("/proc") {
+        for e in rd.flatten() {
+            let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(s) = std::fs::read_to_string(format!("/proc/{p}/stat")) else {
+                continue;
+            };
+            if let Some(pp) = s
+                .rsplit_once(") ")
+                .and_then(|(_, r)| r.split(' ').nth(1))
+                .and_then(|v| v.parse().ok())
+            {
+                parent.push((p, pp));
+            }
+        }
+    }
+    let mut out = vec![pid];
+    let mut i = 0;
+    while i < out.len() {
+        let cur = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == cur).map(|(p, _)| *p));
+        i += 1;
+    }
+    out
+}
+
+fn mounts() -> Vec<Mount> {
+    let s = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    s.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            // /proc/mounts escapes space, tab, newline and backslash as \ooo.
+            let point = unescape_octal(f.get(1)?);
+            Some(Mount {
+                fstype: f.get(2)?.to_string(),
+                point,
+            })
+        })
+        .collect()
+}
+
+fn unescape_octal(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && b.len() >= i + 4 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    out
+}
+
+/// The per-number value of the `nrs` map: traced, and which arguments are strings.
+fn nr_value(spec: &op::OpSpec) -> u32 {
+    let slot = |a: Option<u8>| a.map_or(0, |i| u32::from(i) + 1);
+    let s1 = slot(spec.paths[0].map(|p| p.0));
+    let s2 = slot(spec.paths[1].map(|p| p.0).or(op::literal_arg(spec.op)));
+    1 | (s1 << 8) | (s2 << 16)
+}
+
+/// Checks the sched_process_fork layout the C program assumes (child_pid at 44).
+fn fork_layout_ok() -> Option<bool> {
+    for base in ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"] {
+        if let Ok(f) =
+            std::fs::read_to_string(format!("{base}/events/sched/sched_process_fork/format"))
+        {
+            return Some(
+                f.lines()
+                    .any(|l| l.contains("child_pid;") && l.contains("offset:44;")),
+            );
+        }
+    }
+    None
+}
+
+pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
+    if let Some(p) = cfg.pid {
+        if !alive(p) {
+            return Err(CaptureError::NoProcess(p));
+        }
+    }
+    if fork_layout_ok() == Some(false) {
+        eprintln!("ioriot: warning: sched_process_fork has an unexpected layout; children started during capture may be missed");
+    }
+    let mut bpf = Ebpf::load(cxl_bpf::IORIOT_CAPTURE).map_err(CaptureError::Load)?;
+    {
+        let mut nrs: Array<&mut MapData, u32> =
+            Array::try_from(bpf.map_mut("nrs").ok_or(CaptureError::Missing("nrs"))?)
+                .map_err(map_err("nrs"))?;
+        for s in SPECS {
+            nrs.set(s.nr, nr_value(s), 0).map_err(map_err("nrs"))?;
+        }
+    }
+    {
+        let mut conf: Array<&mut MapData, [u32; 2]> = Array::try_from(
+            bpf.map_mut("config")
+                .ok_or(CaptureError::Missing("config"))?,
+        )
+        .map_err(map_err("config"))?;
+        conf.set(0, [u32::from(cfg.pid.is_none()), std::process::id()], 0)
+            .map_err(map_err("config"))?;
+    }
+    if let Some(p) = cfg.pid {
+        let mut t: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
+            bpf.map_mut("targets")
+                .ok_or(CaptureError::Missing("targets"))?,
+        )
+        .map_err(map_err("targets"))?;
+        for d in descendants(p) {
+            t.insert(d, 1, 0).map_err(map_err("targets"))?;
+        }
+    }
+    // Run-time statistics cost two clock reads per program run; they are
+    // kept only while this descriptor is open.
+    let _stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).ok();
+    for (name, cat, tp) in PROGRAMS {
+        let prog: &mut TracePoint = bpf
+            .program_mut(name)
+            .ok_or(CaptureError::Missing("tracepoint program"))?
+            .try_into()
+            .map_err(|source| CaptureError::Program { name, source })?;
+        prog.load()
+            .map_err(|source| CaptureError::Program { name, source })?;
+        prog.attach(cat, tp)
+            .map_err(|source| CaptureError::Program { name, source })?;
+    }
+    let mut ring = RingBuf::try_from(
+        bpf.take_map("events")
+            .ok_or(CaptureError::Missing("events"))?,
+    )
+    .map_err(map_err("events"))?;
+    let werr = |source| CaptureError::Write {
+        path: cfg.output.clone(),
+        source,
+    };
+    let mut out = BufWriter::new(File::create(&cfg.output).map_err(werr)?);
+    capture_format::write_header(&mut out, cfg.pid, &mounts()).map_err(werr)?;
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
+    }
+    // A workload started stopped (e.g. `kill -STOP $$; exec prog`) runs now
+    // that tracing is attached, so nothing it does is missed.
+    if let Some(p) = cfg.pid {
+        if state(p) == Some('T') {
+            // SAFETY: plain kill(2).
+            unsafe { libc::kill(p as i32, libc::SIGCONT) };
+        }
+    }
+    let start = Instant::now();
+    let mut resolver = resolve::Resolver::new(PathBuf::from("/proc"));
+    let mut events = 0u64;
+    let mut last_check = Instant::now();
+    loop {
+        while let Some(item) = ring.next() {
+            if let Some(r) = raw::RawEvent::decode(&item) {
+                if let Some(e) = resolver.event(&r) {
+                    capture_format::write_event(&mut out, &e).map_err(werr)?;
+                    events += 1;
+                }
+            }
+        }
+        if STOP.load(Ordering::SeqCst) || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
+            break;
+        }
+        if let Some(p) = cfg.pid {
+            if last_check.elapsed() >= Duration::from_millis(50) {
+                last_check = Instant::now();
+                let t: BpfHashMap<&MapData, u32, u8> = BpfHashMap::try_from(
+                    bpf.map("targets").ok_or(CaptureError::Missing("targets"))?,
+                )
+                .map_err(map_err("targets"))?;
+                let any = alive(p) || t.keys().flatten().any(alive);
+                if !any {
+                    break;
+                }
+            }
+        }
+        let mut pfd = libc::pollfd {
+            fd: ring.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, 50) };
+    }
+    // What was submitted before the stop is still in the ring.
+    while let Some(item) = ring.next() {
+        if let Some(r) = raw::RawEvent::decode(&item) {
+            if let Some(e) = resolver.event(&r) {
+                capture_format::write_event(&mut out, &e).map_err(werr)?;
+                events += 1;
+            }
+        }
+    }
+    let run = bpf_stats(&bpf);
+    let counters: Array<&MapData, u64> = Array::try_from(
+        bpf.map("counters")
+            .ok_or(CaptureError::Missing("counters"))?,
+    )
+    .map_err(map_err("counters"))?;
+    let lost = counters.get(&0, 0).map_err(map_err("counters"))?;
+    let lost_pending = counters.get(&1, 0).map_err(map_err("counters"))?;
+    capture_format::write_trailer(
+        &mut out,
+        events,
+        lost + lost_pending,
+        resolver.truncated,
+        resolver.unreadable,
+    )
+    .map_err(werr)?;
+    out.flush().map_err(werr)?;
+    Ok(CaptureReport {
+        output: cfg.output.clone(),
+        followed: cfg.pid,
+        events,
+        lost,
+        lost_pending,
+        truncated: resolver.truncated,
+        unreadable: resolver.unreadable,
+        seconds: start.elapsed().as_secs_f64(),
+        bpf_run_ns: run.map(|r| r.0),
+        bpf_runs: run.map(|r| r.1),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bpf_filter_knows_each_string_argument() {
+        let v = |op| nr_value(op::spec_of(op).unwrap());
+        assert_eq!(v(op::Op::Read), 1);
+        assert_eq!(v(op::Op::Openat), 1 | (2 << 8));
+        assert_eq!(v(op::Op::Renameat2), 1 | (2 << 8) | (4 << 16));
+        assert_eq!(v(op::Op::Symlink), 1 | (2 << 8) | (1 << 16));
+        assert_eq!(unescape_octal("/a\\040b"), b"/a b");
+        assert!(alive(std::process::id()));
+    }
+}

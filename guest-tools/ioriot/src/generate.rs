@@ -1,0 +1,642 @@
+//! generate: a `.capture` becomes a `.replay`. Real pids, tids and
+//! descriptors become virtual ones (a descriptor number reused after close
+//! gets a new virtual one); pseudo filesystems (proc, sysfs, devtmpfs, …,
+//! and tmpfs unless kept) are dropped with every operation on their
+//! descriptors; the skeleton of entries that existed before the capture
+//! is inferred from what succeeded and failed; every path is rewritten
+//! under `NAME/`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use serde::Serialize;
+
+use crate::capture_format::{Capture, Event, Mount};
+use crate::op::Op;
+use crate::paths;
+use crate::replay_format::{InitEntry, Replay, ReplayOp};
+
+/// Filesystems whose operations are never replayed.
+const PSEUDO: &[&str] = &[
+    "proc",
+    "sysfs",
+    "devtmpfs",
+    "devpts",
+    "cgroup",
+    "cgroup2",
+    "debugfs",
+    "tracefs",
+    "bpf",
+    "securityfs",
+    "pstore",
+    "mqueue",
+    "hugetlbfs",
+    "configfs",
+    "fusectl",
+    "binfmt_misc",
+    "autofs",
+    "efivarfs",
+    "nsfs",
+    "9p",
+];
+/// Memory filesystems, dropped unless asked to keep them.
+const TMPFS: &[&str] = &["tmpfs", "ramfs", "rootfs"];
+/// Used when the capture lists no mounts.
+const PSEUDO_PREFIXES: &[&[u8]] = &[b"/proc", b"/sys", b"/dev"];
+
+#[derive(Debug, Clone)]
+pub struct GenerateConfig {
+    pub name: String,
+    pub keep_tmpfs: bool,
+    /// The user to replay as, recorded in the replay (`-u`).
+    pub user: Option<String>,
+}
+
+/// Errors of generate.
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error("The test name '{0}' must be one path component of letters, digits, '-', '_' or '.'.")]
+    Name(String),
+    #[error("The user name '{0}' is empty or contains white space.")]
+    User(String),
+    #[error("The capture holds no operation that can be replayed ({0} events, all dropped).")]
+    Empty(usize),
+}
+
+/// What generate kept and dropped, and why.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct GenerateReport {
+    pub events: usize,
+    pub kept: usize,
+    pub dropped_pseudo_fs: usize,
+    pub dropped_unknown_fd: usize,
+    pub dropped_inherited_fd: usize,
+    /// Path operations whose path (or new path) the capture could not read.
+    pub dropped_unreadable_path: usize,
+    /// chdir and fchdir: replayed paths are absolute already.
+    pub not_replayed: usize,
+    pub lost_in_capture: Option<u64>,
+    pub capture_ops: BTreeMap<String, usize>,
+    pub replay_ops: BTreeMap<String, usize>,
+    /// Real pid → virtual pid.
+    pub pids: BTreeMap<u32, u32>,
+    /// Real tid → virtual tid.
+    pub tids: BTreeMap<u32, u32>,
+    pub init_dirs: usize,
+    pub init_files: usize,
+    pub init_bytes: u64,
+}
+
+impl GenerateReport {
+    pub fn text(&self) -> String {
+        format!(
+            "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors, {} with unreadable paths dropped; {} chdir not replayed); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
+            self.kept,
+            self.events,
+            self.dropped_pseudo_fs,
+            self.dropped_unknown_fd,
+            self.dropped_inherited_fd,
+            self.dropped_unreadable_path,
+            self.not_replayed,
+            self.pids.len(),
+            self.tids.len(),
+            self.init_dirs,
+            self.init_files,
+            self.init_bytes
+        )
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Fd {
+    Tracked {
+        vfd: u64,
+        path: Vec<u8>,
+        pos: u64,
+    },
+    /// On a pseudo filesystem: its operations are dropped.
+    Pseudo,
+    /// Opened by a parent before fork: the replayed child has no such descriptor.
+    Inherited,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    File,
+    Dir,
+    Symlink,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Known {
+    Exists(Kind),
+    Absent,
+}
+
+struct State<'a> {
+    cfg: &'a GenerateConfig,
+    mounts: Vec<Mount>,
+    fds: HashMap<(u32, i64), Fd>,
+    known: HashMap<Vec<u8>, Known>,
+    /// Entries the workload created.
+    created: HashSet<Vec<u8>>,
+    /// Entries the skeleton must create: path → (kind, size).
+    init: BTreeMap<Vec<u8>, (Kind, u64)>,
+    next_vfd: u64,
+    report: GenerateReport,
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n != "."
+        && n != ".."
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+impl State<'_> {
+    fn is_pseudo(&self, path: &[u8]) -> bool {
+        if self.mounts.is_empty() {
+            return PSEUDO_PREFIXES.iter().any(|p| paths::is_under(path, p));
+        }
+        let m = self
+            .mounts
+            .iter()
+            .filter(|m| paths::is_under(path, &m.point))
+            .max_by_key(|m| m.point.len());
+        match m {
+            Some(m) => {
+                PSEUDO.contains(&m.fstype.as_str())
+                    || (!self.cfg.keep_tmpfs && TMPFS.contains(&m.fstype.as_str()))
+            }
+            None => false,
+        }
+    }
+
+    fn rewrite(&self, path: &[u8]) -> Vec<u8> {
+        let mut out = self.cfg.name.as_bytes().to_vec();
+        if path != b"/" {
+            out.extend_from_slice(path);
+        }
+        out
+    }
+
+    /// Marks the parents of `path` as existing (in the skeleton if unknown).
+    fn need_parents(&mut self, path: &[u8]) {
+        let mut p = paths::parent(path).to_vec();
+        let mut chain = Vec::new();
+        while p != b"/" {
+            chain.push(p.clone());
+            p = paths::parent(&p).to_vec();
+        }
+        for d in chain.into_iter().rev() {
+            self.need(&d, Kind::Dir);
+        }
+    }
+
+    /// `path` existed before this point: if nothing happened to it yet, it
+    /// existed before the capture and goes into the skeleton.
+    fn need(&mut self, path: &[u8], kind: Kind) {
+        // `/` becomes the test directory, which init makes anyway.
+        if path == b"/" {
+            return;
+        }
+        match self.known.get(path) {
+            Some(Known::Exists(_)) | Some(Known::Absent) => {}
+            None if self.under_run_made(path) => {
+                self.known.insert(path.to_vec(), Known::Exists(kind));
+            }
+            None => {
+                self.need_parents(path);
+                self.known.insert(path.to_vec(), Known::Exists(kind));
+                self.init.insert(path.to_vec(), (kind, 0));
+            }
+        }
+    }
+
+    fn grow(&mut self, path: &[u8], size: u64) {
+        if let Some((Kind::File, s)) = self.init.get_mut(path) {
+            *s = (*s).max(size);
+        }
+    }
+
+    fn mark_dir(&mut self, path: &[u8]) {
+        if let Some((k, s)) = self.init.get_mut(path) {
+            *k = Kind::Dir;
+            *s = 0;
+        }
+        if let Some(Known::Exists(k)) = self.known.get_mut(path) {
+            *k = Kind::Dir;
+        }
+    }
+
+    fn set(&mut self, path: &[u8], k: Known) {
+        self.known.insert(path.to_vec(), k);
+    }
+
+    fn rename(&mut self, from: &[u8], to: &[u8]) {
+        self.created.insert(to.to_vec());
+        let kind = match self.known.get(from) {
+            Some(Known::Exists(k)) => *k,
+            _ => Kind::File,
+        };
+        self.need(from, kind);
+        self.need_parents(to);
+        // Entries below a renamed directory move with it.
+        let moved: Vec<(Vec<u8>, Known)> = self
+            .known
+            .iter()
+            .filter(|(p, _)| paths::is_under(p, from) && p.as_slice() != from)
+            .map(|(p, k)| ([to, &p[from.len()..]].concat(), *k))
+            .collect();
+        let under: Vec<Vec<u8>> = self
+            .known
+            .keys()
+            .filter(|p| paths::is_under(p, from))
+            .cloned()
+            .collect();
+        for p in under {
+            self.known.insert(p, Known::Absent);
+        }
+        for (p, k) in moved {
+            self.known.insert(p, k);
+        }
+        self.set(to, Known::Exists(kind));
+    }
+
+    /// Updates the model for one successful or failed path operation.
+    /// Success means the path (or, for creations, its parent) existed;
+    /// ENOENT says only that some component was missing, so it adds
+    /// nothing to the skeleton.
+    fn model(&mut self, e: &Event, path: &[u8]) {
+        let ok = e.ret >= 0;
+        let errno = (-e.ret) as i32;
+        if !ok && errno == libc::ENOENT {
+            if !matches!(self.known.get(path), Some(Known::Exists(_))) {
+                self.set(path, Known::Absent);
+            }
+            return;
+        }
+        // Failures that prove the entry exists (EEXIST, EINVAL from
+        // readlink on a non-link, ENOTEMPTY, EISDIR); others prove nothing.
+        let exists_anyway =
+            [libc::EEXIST, libc::EINVAL, libc::ENOTEMPTY, libc::EISDIR].contains(&errno);
+        match e.op {
+            Op::Open | Op::Openat | Op::Creat => {
+                let flags = if e.op == Op::Creat {
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC
+                } else {
+                    e.a as i32
+                };
+                let kind = if flags & libc::O_DIRECTORY != 0 {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                };
+                if ok
+                    && flags & libc::O_CREAT != 0
+                    && !matches!(self.known.get(path), Some(Known::Exists(_)))
+                {
+                    // The workload is ready to create it: the replay creates it too.
+                    self.create(path, Kind::File);
+                } else if ok || exists_anyway {
+                    self.need(path, kind);
+                }
+            }
+            Op::Mkdir | Op::Mkdirat => {
+                if ok {
+                    self.create(path, Kind::Dir);
+                } else if exists_anyway {
+                    self.need(path, Kind::Dir);
+                }
+            }
+            Op::Symlink | Op::Symlinkat => {
+                if ok {
+                    self.create(path, Kind::Symlink);
+                } else if exists_anyway {
+                    self.need(path, Kind::File);
+                }
+            }
+            Op::Rmdir | Op::Unlink | Op::Unlinkat => {
+                let dir = e.op == Op::Rmdir
+                    || (e.op == Op::Unlinkat && e.a & i64::from(libc::AT_REMOVEDIR) != 0);
+                if ok || exists_anyway {
+                    self.need(path, if dir { Kind::Dir } else { Kind::File });
+                }
+                if ok {
+                    self.set(path, Known::Absent);
+                }
+            }
+            _ => {
+                if ok || exists_anyway {
+                    self.need(path, Kind::File);
+                }
+            }
+        }
+    }
+
+    /// `path` is created by the workload: its parent must exist.
+    fn create(&mut self, path: &[u8], kind: Kind) {
+        if path == b"/" {
+            return;
+        }
+        self.need_parents(path);
+        self.created.insert(path.to_vec());
+        self.set(path, Known::Exists(kind));
+    }
+
+    /// Whether an ancestor of `path` was created or removed by the workload
+    /// (then `path` cannot have existed before the capture).
+    fn under_run_made(&self, path: &[u8]) -> bool {
+        let mut p = paths::parent(path);
+        while p != b"/" {
+            if self.created.contains(p) || self.known.get(p) == Some(&Known::Absent) {
+                return true;
+            }
+            p = paths::parent(p);
+        }
+        false
+    }
+
+    fn new_vfd(&mut self) -> u64 {
+        self.next_vfd += 1;
+        self.next_vfd
+    }
+}
+
+/// Generates the replay of a capture.
+pub fn generate(
+    cap: &Capture,
+    cfg: &GenerateConfig,
+) -> Result<(Replay, GenerateReport), GenerateError> {
+    if !valid_name(&cfg.name) {
+        return Err(GenerateError::Name(cfg.name.clone()));
+    }
+    if let Some(u) = &cfg.user {
+        if u.is_empty() || u.contains(char::is_whitespace) {
+            return Err(GenerateError::User(u.clone()));
+        }
+    }
+    let mut st = State {
+        cfg,
+        mounts: cap.mounts.clone(),
+        fds: HashMap::new(),
+        known: HashMap::new(),
+        created: HashSet::new(),
+        init: BTreeMap::new(),
+        next_vfd: 0,
+        report: GenerateReport {
+            events: cap.events.len(),
+            lost_in_capture: cap.lost,
+            ..GenerateReport::default()
+        },
+    };
+    // Descriptor state follows completion order (a close on one thread and
+    // an open reusing the number on another are ordered by their exits);
+    // the replay keeps each thread's order of entry.
+    let mut order: Vec<&Event> = cap.events.iter().collect();
+    order.sort_by_key(|e| (e.t_ns + e.dur_ns, e.t_ns));
+    let mut pids: HashMap<u32, u32> = HashMap::new();
+    let mut tids: HashMap<u32, u32> = HashMap::new();
+    let mut out: Vec<ReplayOp> = Vec::new();
+    for e in order {
+        *st.report
+            .capture_ops
+            .entry(e.op.name().to_owned())
+            .or_default() += 1;
+        if e.op == Op::Fork {
+            let child = e.ret as u32;
+            let inherited: Vec<i64> = st
+                .fds
+                .keys()
+                .filter(|(p, _)| *p == e.pid)
+                .map(|(_, fd)| *fd)
+                .collect();
+            for fd in inherited {
+                st.fds.insert((child, fd), Fd::Inherited);
+            }
+            continue;
+        }
+        if e.op.cwd() {
+            st.report.not_replayed += 1;
+            continue;
+        }
+        let path = e.path.as_deref().map(paths::normalize);
+        let path2 = e.path2.as_deref().map(paths::normalize);
+        if e.op == Op::Sync {
+            // sync names no file; kept as is.
+        } else if e.op.uses_fd() {
+            match st.fds.get(&(e.pid, e.fd)) {
+                None => {
+                    st.report.dropped_unknown_fd += 1;
+                    continue;
+                }
+                Some(Fd::Pseudo) => {
+                    st.report.dropped_pseudo_fs += 1;
+                    if e.op == Op::Close {
+                        st.fds.remove(&(e.pid, e.fd));
+                    }
+                    continue;
+                }
+                Some(Fd::Inherited) => {
+                    st.report.dropped_inherited_fd += 1;
+                    if e.op == Op::Close {
+                        st.fds.remove(&(e.pid, e.fd));
+                    }
+                    continue;
+                }
+                Some(Fd::Tracked { .. }) => {}
+            }
+        } else {
+            let needs_second = matches!(
+                e.op,
+                Op::Rename | Op::Renameat | Op::Renameat2 | Op::Symlink | Op::Symlinkat
+            );
+            let p = match &path {
+                Some(p) if !needs_second || e.path2.is_some() => p,
+                _ => {
+                    st.report.dropped_unreadable_path += 1;
+                    continue;
+                }
+            };
+            let outside = |p: &Option<Vec<u8>>| p.as_ref().is_some_and(|p| st.is_pseudo(p));
+            let both = matches!(e.op, Op::Rename | Op::Renameat | Op::Renameat2);
+            if st.is_pseudo(p) || (both && outside(&path2)) {
+                st.report.dropped_pseudo_fs += 1;
+                if e.op.opens() && e.ret >= 0 {
+                    st.fds.insert((e.pid, e.ret), Fd::Pseudo);
+                }
+                continue;
+            }
+        }
+        let vpid = {
+            let n = pids.len() as u32 + 1;
+            *pids.entry(e.pid).or_insert(n)
+        };
+        let vtid = {
+            let n = tids.len() as u32 + 1;
+            *tids.entry(e.tid).or_insert(n)
+        };
+        let mut op = ReplayOp {
+            t_ns: e.t_ns,
+            vpid,
+            vtid,
+            op: e.op,
+            vfd: 0,
+            ret: e.ret,
+            path: path.as_deref().map(|p| st.rewrite(p)),
+            path2: None,
+            a: e.a,
+            b: e.b,
+            c: e.c,
+        };
+        if e.op.uses_fd() {
+            let key = (e.pid, e.fd);
+            let (vfd, fpath, pos) = match st.fds.get(&key) {
+                Some(Fd::Tracked { vfd, path, pos }) => (*vfd, path.clone(), *pos),
+                _ => unreachable!("checked above"),
+            };
+            op.vfd = vfd;
+            op.path = Some(st.rewrite(&fpath));
+            let n = if e.ret > 0 { e.ret as u64 } else { 0 };
+            let mut newpos = pos;
+            match e.op {
+                Op::Read | Op::Readv | Op::Write | Op::Writev => {
+                    newpos = pos + n;
+                    if e.op.reads() {
+                        st.grow(&fpath, newpos);
+                    }
+                    op.a = e.ret.max(0);
+                }
+                Op::Pread64 | Op::Pwrite64 => {
+                    if e.op.reads() {
+                        st.grow(&fpath, e.b.max(0) as u64 + n);
+                    }
+                    op.a = e.ret.max(0);
+                }
+                Op::Lseek if e.ret >= 0 => {
+                    newpos = e.ret as u64;
+                    if e.b == i64::from(libc::SEEK_END) {
+                        st.grow(&fpath, newpos);
+                    }
+                }
+                Op::Getdents64 => st.mark_dir(&fpath),
+                o if e.ret >= 0 && (o.dups() || (o == Op::Fcntl && (e.a == 0 || e.a == 1030))) => {
+                    // dup* and F_DUPFD(_CLOEXEC): a new descriptor on the same
+                    // file, whose virtual number goes in c.
+                    let v = st.new_vfd();
+                    st.fds.insert(
+                        (e.pid, e.ret),
+                        Fd::Tracked {
+                            vfd: v,
+                            path: fpath.clone(),
+                            pos,
+                        },
+                    );
+                    op.c = v as i64;
+                }
+                Op::Close => {
+                    st.fds.remove(&key);
+                }
+                _ => {}
+            }
+            if let Some(Fd::Tracked { pos, .. }) = st.fds.get_mut(&key) {
+                *pos = newpos;
+            }
+        } else if let Some(p) = &path {
+            let p = p.clone();
+            match e.op {
+                Op::Rename | Op::Renameat | Op::Renameat2 => {
+                    let to = path2.clone().unwrap_or_default();
+                    op.path2 = Some(st.rewrite(&to));
+                    if e.ret >= 0 {
+                        st.rename(&p, &to);
+                    } else {
+                        st.need_parents(&p);
+                    }
+                }
+                Op::Symlink | Op::Symlinkat => {
+                    // The target is content, kept verbatim.
+                    op.path2 = e.path2.clone();
+                    st.model(e, &p);
+                }
+                _ => st.model(e, &p),
+            }
+            if e.op.opens() && e.ret >= 0 {
+                let v = st.new_vfd();
+                op.vfd = v;
+                st.fds.insert(
+                    (e.pid, e.ret),
+                    Fd::Tracked {
+                        vfd: v,
+                        path: p.clone(),
+                        pos: 0,
+                    },
+                );
+                if e.a & i64::from(libc::O_DIRECTORY) != 0 {
+                    st.mark_dir(&p);
+                }
+            }
+        }
+        *st.report
+            .replay_ops
+            .entry(e.op.name().to_owned())
+            .or_default() += 1;
+        out.push(op);
+    }
+    if out.is_empty() {
+        return Err(GenerateError::Empty(cap.events.len()));
+    }
+    out.sort_by_key(|o| o.t_ns);
+    let t0 = out[0].t_ns;
+    let end = cap
+        .events
+        .iter()
+        .filter(|e| e.op != Op::Fork)
+        .map(|e| e.t_ns + e.dur_ns)
+        .max()
+        .unwrap_or(t0);
+    for o in &mut out {
+        o.t_ns -= t0;
+    }
+    // An entry with entries below it in the skeleton is a directory.
+    let keys: Vec<Vec<u8>> = st.init.keys().cloned().collect();
+    for k in &keys {
+        let p = paths::parent(k).to_vec();
+        if p != b"/" {
+            st.mark_dir(&p);
+        }
+    }
+    let mut init = Vec::new();
+    for (p, (kind, size)) in &st.init {
+        let rp = st.rewrite(p);
+        match kind {
+            Kind::Dir => {
+                st.report.init_dirs += 1;
+                init.push(InitEntry::Dir(rp));
+            }
+            // A symlink that existed before is unknown in its target: a file stands in.
+            Kind::File | Kind::Symlink => {
+                st.report.init_files += 1;
+                st.report.init_bytes += size;
+                init.push(InitEntry::File {
+                    size: *size,
+                    path: rp,
+                });
+            }
+        }
+    }
+    st.report.kept = out.len();
+    st.report.pids = pids.iter().map(|(r, v)| (*r, *v)).collect();
+    st.report.tids = tids.iter().map(|(r, v)| (*r, *v)).collect();
+    let replay = Replay {
+        name: cfg.name.clone(),
+        user: cfg.user.clone(),
+        vpids: pids.len() as u32,
+        vtids: tids.len() as u32,
+        source_ops: out.len() as u64,
+        source_span_ns: end.saturating_sub(t0),
+        init,
+        ops: out,
+    };
+    Ok((replay, st.report))
+}

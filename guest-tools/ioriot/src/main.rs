@@ -1,0 +1,296 @@
+//! `ioriot`: the mode follows the options, as in the original I/O Riot:
+//! `-c FILE` captures, `-c CAPTURE -r REPLAY -n NAME` generates, `-i
+//! REPLAY` initialises, `-r REPLAY` replays, `-P REPLAY` purges. This file
+//! only turns arguments into a typed mode and calls the library.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use ioriot::generate::GenerateConfig;
+use ioriot::order::Done;
+use ioriot::replay::ReplayConfig;
+use ioriot::replay_format::Replay;
+use ioriot::{capture_format, generate, init, purge, replay, replay_format};
+
+const DEFAULT_ROOT: &str = "/var/tmp/ioriot";
+
+/// Capture a workload's file I/O with eBPF and replay it under a test root.
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    after_help = "Modes: -c FILE [-x PID] [--duration S] captures; -c CAPTURE -r REPLAY -n NAME [-u USER] generates; -i REPLAY initialises; -r REPLAY [-p P] [-t T] [-s SPEED] [-S STATS] replays; -P REPLAY purges; -S STATS alone shows saved statistics."
+)]
+struct Args {
+    /// The .capture file (written by capture, read by generate).
+    #[arg(short = 'c', long = "capture")]
+    capture: Option<PathBuf>,
+    /// Capture: follow this process and its children (default: every process).
+    #[arg(short = 'x', long = "pid")]
+    pid: Option<u32>,
+    /// Capture: stop after this many seconds (default: when the followed process ends, or on SIGINT).
+    #[arg(long)]
+    duration: Option<f64>,
+    /// The .replay file (written by generate, read by replay).
+    #[arg(short = 'r', long = "replay")]
+    replay: Option<PathBuf>,
+    /// Generate: the test name; every path is rewritten under ROOT/NAME/.
+    #[arg(short = 'n', long = "name")]
+    name: Option<String>,
+    /// Generate: the user to replay as (init gives it the tree; replay switches to it).
+    #[arg(short = 'u', long = "user")]
+    user: Option<String>,
+    /// Generate: keep operations on tmpfs (and ramfs, rootfs) instead of dropping them.
+    #[arg(long)]
+    keep_tmpfs: bool,
+    /// Initialise the skeleton of this replay.
+    #[arg(short = 'i', long = "init")]
+    init: Option<PathBuf>,
+    /// Purge the test tree of this replay.
+    #[arg(short = 'P', long = "purge")]
+    purge: Option<PathBuf>,
+    /// The test root for init, replay and purge.
+    #[arg(short = 'w', long = "root", default_value = DEFAULT_ROOT)]
+    root: PathBuf,
+    /// Replay: worker processes.
+    #[arg(short = 'p', long = "processes", default_value_t = 1)]
+    processes: u32,
+    /// Replay: threads per worker process.
+    #[arg(short = 't', long = "threads", default_value_t = 1)]
+    threads: u32,
+    /// Replay: speed factor; 0 is as fast as possible, 1 the captured timing.
+    #[arg(short = 's', long = "speed", default_value_t = 1.0)]
+    speed: f64,
+    /// Replay: also write the statistics as JSON to this file (alone: show such a file).
+    #[arg(short = 'S', long = "stats")]
+    stats: Option<PathBuf>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Internal: run replay worker K of P and print its raw statistics.
+    #[arg(long, hide = true, value_name = "K/P")]
+    worker: Option<String>,
+    /// Internal: the workers' shared completion flags.
+    #[arg(long, hide = true)]
+    order_file: Option<PathBuf>,
+}
+
+enum Mode {
+    Capture(ioriot::capture::CaptureConfig),
+    Generate {
+        capture: PathBuf,
+        replay: PathBuf,
+        cfg: GenerateConfig,
+    },
+    Init {
+        replay: PathBuf,
+        root: PathBuf,
+    },
+    Replay {
+        replay: PathBuf,
+        cfg: ReplayConfig,
+        stats: Option<PathBuf>,
+        worker: Option<(u32, u32, PathBuf)>,
+    },
+    Purge {
+        replay: PathBuf,
+        root: PathBuf,
+    },
+    /// Shows statistics a replay saved with -S.
+    Stats(PathBuf),
+}
+
+impl Args {
+    fn mode(self) -> anyhow::Result<Mode> {
+        if let Some(replay) = self.purge {
+            return Ok(Mode::Purge {
+                replay,
+                root: self.root,
+            });
+        }
+        if let Some(replay) = self.init {
+            return Ok(Mode::Init {
+                replay,
+                root: self.root,
+            });
+        }
+        match (self.capture, self.replay) {
+            (Some(capture), Some(replay)) => {
+                let name = self.name.context("generate needs the test name: -n NAME")?;
+                Ok(Mode::Generate {
+                    capture,
+                    replay,
+                    cfg: GenerateConfig {
+                        name,
+                        keep_tmpfs: self.keep_tmpfs,
+                        user: self.user,
+                    },
+                })
+            }
+            (Some(output), None) => Ok(Mode::Capture(ioriot::capture::CaptureConfig {
+                output,
+                pid: self.pid,
+                duration: self.duration.map(std::time::Duration::from_secs_f64),
+            })),
+            (None, Some(replay)) => {
+                let worker = match &self.worker {
+                    None => None,
+                    Some(w) => {
+                        let (k, p) = w.split_once('/').context("--worker takes K/P")?;
+                        let file = self
+                            .order_file
+                            .clone()
+                            .context("--worker needs --order-file")?;
+                        Some((k.parse()?, p.parse()?, file))
+                    }
+                };
+                Ok(Mode::Replay {
+                    replay,
+                    cfg: ReplayConfig {
+                        root: self.root,
+                        processes: self.processes,
+                        threads: self.threads,
+                        speed: self.speed,
+                    },
+                    stats: self.stats,
+                    worker,
+                })
+            }
+            (None, None) => match self.stats {
+                Some(file) => Ok(Mode::Stats(file)),
+                None => bail!("nothing to do: give -c, -r, -i, -P or -S (see --help)"),
+            },
+        }
+    }
+}
+
+fn read_replay(path: &Path) -> anyhow::Result<Replay> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    replay_format::read(BufReader::new(f))
+        .with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn print(
+    json: bool,
+    value: &impl serde::Serialize,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(value)?);
+    } else {
+        print!("{}", text());
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let json = args.json;
+    match args.mode()? {
+        Mode::Capture(cfg) => {
+            let report = ioriot::capture::capture(&cfg).context("capture failed")?;
+            print(json, &report, || report.text())?;
+        }
+        Mode::Generate {
+            capture,
+            replay,
+            cfg,
+        } => {
+            let f = File::open(&capture)
+                .with_context(|| format!("cannot open {}", capture.display()))?;
+            let cap = capture_format::read(BufReader::new(f))
+                .with_context(|| format!("cannot read {}", capture.display()))?;
+            let (rep, report) = generate::generate(&cap, &cfg).context("generate failed")?;
+            let mut w = BufWriter::new(
+                File::create(&replay)
+                    .with_context(|| format!("cannot create {}", replay.display()))?,
+            );
+            replay_format::write(&mut w, &rep)?;
+            w.flush()?;
+            print(json, &report, || report.text())?;
+        }
+        Mode::Init { replay, root } => {
+            let rep = read_replay(&replay)?;
+            let report = init::init(&rep, &root).context("init failed")?;
+            print(json, &report, || report.text())?;
+        }
+        Mode::Replay {
+            replay,
+            cfg,
+            stats,
+            worker,
+        } => {
+            let rep = read_replay(&replay)?;
+            if let Some((k, p, file)) = worker {
+                let done = Done::shared(&file, rep.ops.len())
+                    .with_context(|| format!("cannot map {}", file.display()))?;
+                let s =
+                    replay::run_worker(&rep, &cfg, k, p, &done).context("replay worker failed")?;
+                println!("{}", serde_json::to_string(&s)?);
+                return Ok(());
+            }
+            let exe = std::env::current_exe().context("cannot find the ioriot executable")?;
+            let s = replay::run(&rep, &cfg, |k, p, order_file| {
+                let mut c = std::process::Command::new(&exe);
+                c.arg("-r")
+                    .arg(&replay)
+                    .arg("-w")
+                    .arg(&cfg.root)
+                    .arg("-t")
+                    .arg(cfg.threads.to_string())
+                    .arg("-s")
+                    .arg(cfg.speed.to_string())
+                    .arg("--worker")
+                    .arg(format!("{k}/{p}"))
+                    .arg("--order-file")
+                    .arg(order_file);
+                c
+            })
+            .context("replay failed")?;
+            let report = s.report(rep.source_ops, rep.source_span_ns);
+            if let Some(path) = stats {
+                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
+            print(json, &report, || report.text())?;
+        }
+        Mode::Stats(file) => {
+            let text =
+                std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let report: ioriot::stats::Report =
+                serde_json::from_slice(&text).with_context(|| {
+                    format!("{} is not a statistics file of ioriot -S", file.display())
+                })?;
+            print(json, &report, || report.text())?;
+        }
+        Mode::Purge { replay, root } => {
+            let rep = read_replay(&replay)?;
+            let removed = purge::purge(&root, &rep.name).context("purge failed")?;
+            let dir = root.join(&rep.name);
+            print(
+                json,
+                &serde_json::json!({"purged": dir, "removed": removed}),
+                || {
+                    if removed {
+                        format!("removed {}\n", dir.display())
+                    } else {
+                        format!("nothing to remove at {}\n", dir.display())
+                    }
+                },
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ioriot: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! generate, init and replay of a real capture: `fixtures/matrix.capture`
+//! was made by the eBPF capture of `ioriot-syscall-matrix` in the lab guest
+//! (the command is in fixtures/README.md).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use ioriot::capture_format;
+use ioriot::generate::{generate, GenerateConfig};
+use ioriot::order::Done;
+use ioriot::replay::{run_worker, ReplayConfig};
+use ioriot::replay_format::{self, InitEntry, Replay};
+
+const HELPER_OPS: &[&str] = &[
+    "chmod",
+    "chown",
+    "close",
+    "creat",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "getdents64",
+    "lchown",
+    "lseek",
+    "lstat",
+    "mkdir",
+    "mkdirat",
+    "newfstatat",
+    "open",
+    "openat",
+    "pread64",
+    "pwrite64",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "stat",
+    "statfs",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "unlink",
+    "unlinkat",
+    "write",
+    "writev",
+    "dup",
+    "dup2",
+    "dup3",
+    "ftruncate",
+    "fallocate",
+    "truncate",
+    "statx",
+    "chdir",
+    "fchdir",
+];
+
+/// Captured but not replayed: replayed paths are absolute already.
+const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
+
+fn fixture() -> (Replay, ioriot::generate::GenerateReport) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix.capture");
+    let cap =
+        capture_format::read(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    assert_eq!(cap.lost, Some(0));
+    let (rep, report) = generate(
+        &cap,
+        &GenerateConfig {
+            name: "matrix".into(),
+            keep_tmpfs: true,
+            user: None,
+        },
+    )
+    .unwrap();
+    // The text form round-trips.
+    let mut buf = Vec::new();
+    replay_format::write(&mut buf, &rep).unwrap();
+    assert_eq!(replay_format::read(&buf[..]).unwrap(), rep);
+    (rep, report)
+}
+
+/// Paths below `dir` with `/` for directories and the size of files.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(dir).unwrap().display().to_string();
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            if m.is_dir() {
+                out.push(format!("{rel}/"));
+                stack.push(p);
+            } else {
+                out.push(format!("{rel} {}", m.len()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn generate_keeps_every_helper_op_and_maps_ids() {
+    let (rep, report) = fixture();
+    for op in HELPER_OPS {
+        assert!(report.capture_ops.contains_key(*op), "{op} not captured");
+        assert_eq!(
+            report.replay_ops.contains_key(*op),
+            !NOT_REPLAYED.contains(op),
+            "{op} in the replay"
+        );
+    }
+    // The process, its second thread and its forked child.
+    assert_eq!(report.pids, BTreeMap::from([(1671, 1), (1674, 2)]));
+    assert_eq!(
+        report.tids,
+        BTreeMap::from([(1671, 1), (1673, 2), (1674, 3)])
+    );
+    assert_eq!(report.not_replayed, 3);
+    assert_eq!((rep.vpids, rep.vtids), (2, 3));
+    // /proc/self/maps (glibc's stack query: open, fstat, read ×3, close)
+    // and stdout, opened before the capture.
+    assert_eq!(report.dropped_pseudo_fs, 6);
+    assert_eq!(report.dropped_unknown_fd, 2);
+    assert_eq!(report.kept, rep.ops.len());
+    // Virtual descriptors are unique: the real fd 5 of three files (main
+    // thread, second thread, child) gets three different ones.
+    let opens: Vec<u64> = rep
+        .ops
+        .iter()
+        .filter(|o| o.op.opens() && o.ret >= 0)
+        .map(|o| o.vfd)
+        .collect();
+    let mut unique = opens.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), opens.len());
+    let t = rep
+        .ops
+        .iter()
+        .find(|o| o.path.as_deref() == Some(&b"matrix/var/tmp/il/work/m0/t.dat"[..]))
+        .unwrap();
+    assert_eq!((t.vpid, t.vtid), (1, 2));
+    let c = rep
+        .ops
+        .iter()
+        .find(|o| o.path.as_deref() == Some(&b"matrix/var/tmp/il/work/m0/child.dat"[..]))
+        .unwrap();
+    assert_eq!((c.vpid, c.vtid), (2, 3));
+    // Every path lives under the test name.
+    assert!(rep
+        .ops
+        .iter()
+        .flat_map(|o| o.path.iter())
+        .all(|p| p.starts_with(b"matrix/")));
+    // The skeleton: what existed before the helper ran (the libraries it
+    // read, the directory it worked in), not what it created.
+    let init: Vec<String> = rep
+        .init
+        .iter()
+        .map(|e| match e {
+            InitEntry::Dir(p) => format!("d {}", String::from_utf8_lossy(p)),
+            InitEntry::File { size, path } => format!("f {size} {}", String::from_utf8_lossy(path)),
+        })
+        .collect();
+    assert_eq!(
+        init,
+        [
+            "d matrix/lib",
+            "d matrix/lib/x86_64-linux-gnu",
+            "f 848 matrix/lib/x86_64-linux-gnu/libc.so.6",
+            "f 832 matrix/lib/x86_64-linux-gnu/libgcc_s.so.1",
+            "d matrix/var",
+            "d matrix/var/tmp",
+            "d matrix/var/tmp/il",
+        ]
+    );
+}
+
+fn replay_into(root: &Path, rep: &Replay, processes: u32, threads: u32) -> ioriot::stats::Report {
+    ioriot::init::init(rep, root).unwrap();
+    let cfg = ReplayConfig {
+        root: root.to_path_buf(),
+        processes,
+        threads,
+        speed: 0.0,
+    };
+    // Worker processes are the binary's job; here every worker runs in
+    // this process in turn, sharing the completion flags, which is what
+    // the processes do through the mapped file.
+    let done = Done::anonymous(rep.ops.len()).unwrap();
+    let mut stats = ioriot::stats::Stats::default();
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..processes)
+            .map(|k| {
+                let (cfg, done) = (&cfg, &done);
+                s.spawn(move || run_worker(rep, cfg, k, processes, done).unwrap())
+            })
+            .collect();
+        for h in hs {
+            stats.merge(&h.join().unwrap());
+        }
+    });
+    stats.report(rep.source_ops, rep.source_span_ns)
+}
+
+#[test]
+fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
+    let (rep, _) = fixture();
+    let expected = [
+        "m0/",
+        "m0/child.dat 200",
+        "m0/sub/",
+        "m0/sub/a3.dat 12000",
+        "m0/t.dat 300",
+    ];
+    for (p, t) in [(1, 1), (2, 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = replay_into(dir.path(), &rep, p, t);
+        assert_eq!(
+            (r.mismatches, r.refused, r.skipped),
+            (0, 0, 0),
+            "{p}×{t}:\n{}",
+            r.text()
+        );
+        // The captured failures fail again: the loader's library search
+        // (ENOENT), realpath's readlink on directories (EINVAL), the
+        // helper's missing.dat.
+        assert_eq!(
+            r.errors,
+            rep.ops.iter().filter(|o| o.ret < 0).count() as u64
+        );
+        assert_eq!(r.ops, rep.ops.len() as u64);
+        for op in HELPER_OPS.iter().filter(|o| !NOT_REPLAYED.contains(o)) {
+            assert!(
+                r.per_op.get(*op).is_some_and(|s| s.count > 0),
+                "{op} not replayed"
+            );
+        }
+        assert_eq!(r.per_op["getdents64"].count, 2);
+        assert_eq!(r.per_op["write"].bytes, 4096 + 100 + 64 + 300 + 200);
+        assert_eq!(
+            tree(&dir.path().join("matrix/var/tmp/il/work")),
+            expected,
+            "{p}×{t}"
+        );
+    }
+}

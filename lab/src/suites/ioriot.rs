@@ -1,0 +1,436 @@
+//! `lab run ioriot`: in the guest, capture `ioriot-syscall-matrix` by pid
+//! with the eBPF capture, generate a replay, init its skeleton, replay it
+//! single-threaded and with 2 processes × 4 threads, and bring back the
+//! capture's and the replay's operation sets, the statistics and the
+//! replayed tree. Then measure: the helper with and without capture (same
+//! run, same iterations) and the replay rate against the captured rate;
+//! and capture and replay a real application (fio).
+
+use std::collections::BTreeSet;
+
+use serde_json::{json, Value};
+
+use super::{SuiteContext, SuiteError};
+
+/// Work directory in the guest (the initramfs root, a rootfs: generate
+/// keeps it with --keep-tmpfs).
+pub const DIR: &str = "/var/tmp/ioriot-lab";
+/// Test name of the replay.
+pub const NAME: &str = "matrix";
+/// Iterations of the helper per overhead run, and alternating rounds of
+/// runs without and with capture (their medians are compared: single runs
+/// under TCG vary by 2× and more).
+pub const BENCH_ITERATIONS: u32 = 30;
+pub const BENCH_ROUNDS: u32 = 5;
+
+/// Every system call the helper makes (and ioriot traces).
+pub const HELPER_OPS: &[&str] = &[
+    "chmod",
+    "chown",
+    "close",
+    "creat",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fdatasync",
+    "fstat",
+    "fstatfs",
+    "fsync",
+    "getdents64",
+    "lchown",
+    "lseek",
+    "lstat",
+    "mkdir",
+    "mkdirat",
+    "newfstatat",
+    "open",
+    "openat",
+    "pread64",
+    "pwrite64",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "stat",
+    "statfs",
+    "symlink",
+    "symlinkat",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "unlink",
+    "unlinkat",
+    "write",
+    "writev",
+    "dup",
+    "dup2",
+    "dup3",
+    "ftruncate",
+    "fallocate",
+    "truncate",
+    "statx",
+    "chdir",
+    "fchdir",
+];
+
+/// Captured but not replayed: replayed paths are absolute already.
+pub const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
+
+fn sh(script: &str) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
+/// The shell line that captures the helper: the helper's shell stops
+/// itself before exec, and capture sends SIGCONT once it is attached, so
+/// no call is missed. The helper's report goes to `<out>.helper.json`
+/// (opened before the stop), capture's to `<out>.json`, the capture to
+/// `<out>.capture`.
+pub fn capture_script(work: &str, out: &str, iterations: u32) -> String {
+    format!(
+        "sh -c 'exec >{out}.helper.json 2>&1; kill -STOP $$; exec ioriot-syscall-matrix {work} --iterations {iterations} --json' & P=$!; \
+         ioriot -c {out}.capture -x $P --json >{out}.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+    )
+}
+
+/// The helper without capture, started like `capture_script` starts it,
+/// after a pause as long as capture's start-up (which the traced helper
+/// spends stopped), so both start in an equally quiet guest.
+pub fn plain_script(work: &str, out: &str, iterations: u32) -> String {
+    format!(
+        "sh -c 'exec >{out}.helper.json 2>&1; sleep 1; exec ioriot-syscall-matrix {work} --iterations {iterations} --json'"
+    )
+}
+
+/// A real application: Debian's fio (random read/write, psync, two
+/// threads) captured by pid, generated, initialised and replayed with 2
+/// threads at speed 0.
+async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    let d = format!("{DIR}/fio");
+    run_checked(
+        ctx,
+        &format!(
+            "mkdir -p {d} && sh -c 'exec >{d}/fio.out 2>&1; kill -STOP $$; exec fio --name=j --filename={d}/data \
+             --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread' & P=$!; \
+             ioriot -c {d}/f.capture -x $P --json >{d}/capture.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+        ),
+    )
+    .await?;
+    let capture = json_of(ctx, &format!("cat {d}/capture.json")).await?;
+    let generate = json_of(
+        ctx,
+        &format!("ioriot -c {d}/f.capture -r {d}/f.replay -n fio --keep-tmpfs --json"),
+    )
+    .await?;
+    run_checked(
+        ctx,
+        &format!("ioriot -i {d}/f.replay -w {d}/root --json >/dev/null"),
+    )
+    .await?;
+    let replay = json_of(
+        ctx,
+        &format!("ioriot -r {d}/f.replay -w {d}/root -t 2 -s 0 --json"),
+    )
+    .await?;
+    Ok(json!({
+        "capture": capture,
+        "generate": {
+            "events": generate["events"],
+            "kept": generate["kept"],
+            "dropped_pseudo_fs": generate["dropped_pseudo_fs"],
+            "replay_ops": generate["replay_ops"],
+            "init_files": generate["init_files"],
+        },
+        "replay": {
+            "ops": replay["ops"],
+            "errors": replay["errors"],
+            "mismatches": replay["mismatches"],
+            "refused": replay["refused"],
+            "bytes_read": replay["bytes_read"],
+            "bytes_written": replay["bytes_written"],
+            "ops_per_s": replay["ops_per_s"],
+            "source_ops_per_s": replay["source_ops_per_s"],
+            "rate_vs_source": replay["rate_vs_source"],
+        },
+    }))
+}
+
+/// Paths, types and sizes under a directory, as `find` prints them.
+fn tree_script(dir: &str) -> String {
+    format!("cd {dir} && find . -type d | sort | sed 's/$/\\//' && find . -type f -exec wc -c {{}} + | grep -v ' total$' | sort -k2")
+}
+
+/// Parses `tree_script`'s output into sorted entries: `dir/` or `file SIZE`.
+pub fn parse_tree(out: &str) -> Vec<String> {
+    let mut v: Vec<String> = out
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if l.ends_with('/') {
+                Some(l.trim_start_matches("./").to_owned())
+            } else {
+                let (size, path) = l.split_once(' ')?;
+                Some(format!("{} {size}", path.trim().trim_start_matches("./")))
+            }
+        })
+        .filter(|s| !s.is_empty() && s != "/")
+        .collect();
+    v.sort();
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
+}
+
+fn keys(v: &Value) -> BTreeSet<String> {
+    v.as_object()
+        .map(|m| m.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+async fn run_checked(ctx: &SuiteContext<'_>, script: &str) -> Result<String, SuiteError> {
+    let out = ctx.exec(&sh(script)).await?;
+    if !out.success() {
+        return Err(SuiteError::Command {
+            command: script.to_owned(),
+            code: out.exit_code,
+            stderr: format!("{}{}", out.stderr.trim(), out.stdout.trim()),
+        });
+    }
+    Ok(out.stdout)
+}
+
+async fn json_of(ctx: &SuiteContext<'_>, script: &str) -> Result<Value, SuiteError> {
+    let out = run_checked(ctx, script).await?;
+    serde_json::from_str(out.trim()).map_err(|source| SuiteError::Output {
+        command: script.to_owned(),
+        output: out.trim().to_owned(),
+        source,
+    })
+}
+
+async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<Value, SuiteError> {
+    let root = format!("{DIR}/root");
+    run_checked(ctx, &format!("ioriot -i {DIR}/m.replay -w {root} --json")).await?;
+    let stats = json_of(
+        ctx,
+        &format!("ioriot -r {DIR}/m.replay -w {root} -p {p} -t {t} -s 0 -S {DIR}/{label}.stats.json --json"),
+    )
+    .await?;
+    let tree =
+        parse_tree(&run_checked(ctx, &tree_script(&format!("{root}/{NAME}{DIR}/work"))).await?);
+    Ok(json!({"processes": p, "threads": t, "stats": stats, "tree": tree}))
+}
+
+/// A replay went as captured: no result differed from the capture's (the
+/// helper's intended failures fail again), nothing was refused or skipped.
+fn clean(v: &Value) -> bool {
+    ["mismatches", "refused", "skipped"]
+        .iter()
+        .all(|k| v[k].as_u64() == Some(0))
+}
+
+pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    run_checked(ctx, &format!("rm -rf {DIR} && mkdir -p {DIR}")).await?;
+    run_checked(
+        ctx,
+        &capture_script(&format!("{DIR}/work"), &format!("{DIR}/m"), 1),
+    )
+    .await?;
+    let capture = json_of(ctx, &format!("cat {DIR}/m.json")).await?;
+    let helper = json_of(ctx, &format!("cat {DIR}/m.helper.json")).await?;
+    let generate = json_of(
+        ctx,
+        &format!("ioriot -c {DIR}/m.capture -r {DIR}/m.replay -n {NAME} --keep-tmpfs --json"),
+    )
+    .await?;
+    let original = parse_tree(&run_checked(ctx, &tree_script(&format!("{DIR}/work"))).await?);
+    let single = replay(ctx, "single", 1, 1).await?;
+    let multi = replay(ctx, "multi", 2, 4).await?;
+
+    // Overhead: the same helper, without and with capture, alternating.
+    let mut plain = Vec::new();
+    let mut traced = Vec::new();
+    let mut traced_events = Vec::new();
+    let mut traced_lost = 0;
+    let mut bpf_ns = Vec::new();
+    let mut bpf_runs = Vec::new();
+    for round in 0..BENCH_ROUNDS {
+        // Both runs start the same way (a shell that redirects, then execs
+        // the helper); which one goes first alternates, so an order effect
+        // cancels out.
+        for traced_run in [round % 2 == 1, round % 2 == 0] {
+            let out = format!("{DIR}/bench{round}{}", if traced_run { "t" } else { "p" });
+            let work = format!("{DIR}/work-{round}{}", if traced_run { "t" } else { "p" });
+            let script = if traced_run {
+                capture_script(&work, &out, BENCH_ITERATIONS)
+            } else {
+                plain_script(&work, &out, BENCH_ITERATIONS)
+            };
+            run_checked(ctx, &script).await?;
+            let h = json_of(ctx, &format!("cat {out}.helper.json")).await?;
+            let seconds = h["seconds"].as_f64().unwrap_or(0.0);
+            if traced_run {
+                traced.push(seconds);
+                let c = json_of(ctx, &format!("cat {out}.json")).await?;
+                traced_events.push(c["events"].as_u64().unwrap_or(0));
+                bpf_ns.push(c["bpf_run_ns"].as_f64().unwrap_or(0.0));
+                bpf_runs.push(c["bpf_runs"].as_f64().unwrap_or(0.0));
+                traced_lost +=
+                    c["lost"].as_u64().unwrap_or(0) + c["lost_pending"].as_u64().unwrap_or(0);
+            } else {
+                plain.push(seconds);
+            }
+        }
+    }
+    let (plain_s, traced_s) = (median(&plain), median(&traced));
+    // The kernel's own account of the eBPF programs' time over each whole
+    // capture (every process's system calls reach the filter): added to the
+    // helper's run time it bounds the overhead from above, free of the
+    // run-to-run noise the timed ratio has under TCG.
+    let bpf_ns_med = median(&bpf_ns);
+    let bound = if traced_s > 0.0 {
+        1.0 + bpf_ns_med / (traced_s * 1e9)
+    } else {
+        0.0
+    };
+    let ns_per_run = if median(&bpf_runs) > 0.0 {
+        bpf_ns_med / median(&bpf_runs)
+    } else {
+        0.0
+    };
+    let overhead = if plain_s > 0.0 {
+        traced_s / plain_s
+    } else {
+        0.0
+    };
+
+    // Replay rate on a longer capture (the first traced overhead run):
+    // speed 0 against the captured run's own op rate, and speed 1, whose
+    // wall time should match the captured span.
+    run_checked(
+        ctx,
+        &format!("ioriot -c {DIR}/bench0t.capture -r {DIR}/bench.replay -n bench --keep-tmpfs --json >/dev/null && ioriot -i {DIR}/bench.replay -w {DIR}/rate --json >/dev/null"),
+    )
+    .await?;
+    let mut rate = serde_json::Map::new();
+    for speed in [0, 1] {
+        run_checked(
+            ctx,
+            &format!("ioriot -i {DIR}/bench.replay -w {DIR}/rate --json >/dev/null"),
+        )
+        .await?;
+        let st = json_of(
+            ctx,
+            &format!("ioriot -r {DIR}/bench.replay -w {DIR}/rate -s {speed} --json"),
+        )
+        .await?;
+        rate.insert(
+            format!("speed{speed}"),
+            json!({
+                "ops": st["ops"],
+                "mismatches": st["mismatches"],
+                "wall_ns": st["wall_ns"],
+                "ops_per_s": st["ops_per_s"],
+                "source_span_ns": st["source_span_ns"],
+                "source_ops_per_s": st["source_ops_per_s"],
+                "rate_vs_source": st["rate_vs_source"],
+            }),
+        );
+    }
+
+    let fio = fio_workload(ctx).await?;
+
+    let capture_ops = keys(&generate["capture_ops"]);
+    let replay_ops = keys(&generate["replay_ops"]);
+    let missing_capture: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !capture_ops.contains(*o))
+        .collect();
+    let missing_replay: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !replay_ops.contains(*o) && !NOT_REPLAYED.contains(o))
+        .collect();
+    let replayed_ops = keys(&single["stats"]["per_op"]);
+    let missing_replayed: Vec<&str> = HELPER_OPS
+        .iter()
+        .copied()
+        .filter(|o| !replayed_ops.contains(*o) && !NOT_REPLAYED.contains(o))
+        .collect();
+    let passed = helper["failed"].as_array().is_some_and(|f| f.is_empty())
+        && capture["lost"].as_u64() == Some(0)
+        && capture["lost_pending"].as_u64() == Some(0)
+        && capture["unreadable"].as_u64() == Some(0)
+        && missing_capture.is_empty()
+        && missing_replay.is_empty()
+        && missing_replayed.is_empty()
+        && clean(&single["stats"])
+        && clean(&multi["stats"])
+        && single["tree"] == json!(original)
+        && multi["tree"] == json!(original)
+        && traced_lost == 0
+        && rate.values().all(|r| r["mismatches"].as_u64() == Some(0))
+        && fio["replay"]["mismatches"].as_u64() == Some(0)
+        && fio["replay"]["refused"].as_u64() == Some(0)
+        && fio["capture"]["lost"].as_u64() == Some(0);
+    Ok(json!({
+        "suite": "ioriot",
+        "passed": passed,
+        "capture": capture,
+        "helper_calls": helper["calls"].as_array().map_or(0, Vec::len),
+        "generate": generate,
+        "capture_ops": capture_ops,
+        "replay_ops": replay_ops,
+        "missing_in_capture": missing_capture,
+        "missing_in_replay": missing_replay,
+        "missing_in_replayed": missing_replayed,
+        "original_tree": original,
+        "single": single,
+        "multi": multi,
+        "rate": rate,
+        "fio": fio,
+        "overhead": {
+            "iterations": BENCH_ITERATIONS,
+            "rounds": BENCH_ROUNDS,
+            "plain_seconds": plain,
+            "traced_seconds": traced,
+            "traced_events": traced_events,
+            "traced_lost": traced_lost,
+            "median_plain_seconds": plain_s,
+            "median_traced_seconds": traced_s,
+            "ratio": overhead,
+            "bpf_run_ns": bpf_ns,
+            "bpf_runs": bpf_runs,
+            "bpf_ns_per_run": ns_per_run,
+            "bpf_bound_ratio": bound,
+        },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_listings_parse_into_sorted_entries() {
+        let out = "./\n./sub/\n    300 ./t.dat\n   8704 ./sub/a3.dat\n";
+        assert_eq!(
+            parse_tree(out),
+            vec!["sub/", "sub/a3.dat 8704", "t.dat 300"]
+        );
+        let s = capture_script("/w", "/o", 2);
+        assert!(s.contains("kill -STOP $$; exec ioriot-syscall-matrix /w --iterations 2"));
+        assert!(s.contains("ioriot -c /o.capture -x $P --json >/o.json"));
+    }
+}

@@ -1,0 +1,87 @@
+//! `lab run ioriot` on the default topology: the syscall-matrix helper is
+//! captured by pid with the eBPF capture, generated, initialised and
+//! replayed single- and multi-threaded in the guest. Every op of the helper
+//! must be in the capture and the replay, the replays must rebuild the
+//! helper's tree (renamed files, created dirs, removed entries) with no
+//! result differing from the capture. The op sets, trees and pass/fail are
+//! snapshot-tested; timings and rates are redacted.
+
+use cxl_lab::events::Events;
+use cxl_lab::lab;
+use lab_e2e::{chain, TestLab};
+use serde_json::{json, Value};
+
+/// Per op of a replay's statistics: the figures that do not vary.
+fn per_op_digest(stats: &Value) -> Value {
+    json!(stats["per_op"]
+        .as_object()
+        .expect("per_op")
+        .iter()
+        .map(|(k, v)| (
+            k.clone(),
+            json!([v["errors"], v["mismatches"], v["refused"], v["skipped"]])
+        ))
+        .collect::<serde_json::Map<_, _>>())
+}
+
+#[test]
+fn ioriot_captures_and_replays_the_syscall_matrix() {
+    // Optional guest tools: the image takes them only when they are built.
+    let dir = lab_e2e::tools_dir();
+    for tool in ["ioriot", "ioriot-syscall-matrix"] {
+        assert!(
+            dir.join(tool).is_file(),
+            "{tool} is missing in {}: run `cargo build --workspace` first",
+            dir.display()
+        );
+    }
+    let lab = TestLab::new("e2e-ioriot");
+    lab.up();
+    let results = lab
+        .rt
+        .block_on(lab::run_suites(
+            &lab.name,
+            &["ioriot".into()],
+            &Events::none(),
+        ))
+        .unwrap_or_else(|e| panic!("lab run ioriot: {}", chain(&e)));
+    let r = &results[0];
+    let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
+        .expect("result JSON");
+    assert!(
+        r.passed,
+        "suite ioriot failed: {:?}; see {}",
+        r.error,
+        r.result_file.display()
+    );
+    assert_eq!(v["missing_in_capture"], json!([]));
+    assert_eq!(v["missing_in_replay"], json!([]));
+    assert_eq!(v["missing_in_replayed"], json!([]));
+    for m in ["single", "multi"] {
+        assert_eq!(v[m]["tree"], v["original_tree"], "{m} replay tree");
+        assert_eq!(v[m]["stats"]["mismatches"], 0, "{m}");
+        assert_eq!(v[m]["stats"]["refused"], 0, "{m}");
+    }
+    assert_eq!(v["capture"]["lost"], 0);
+    assert!(v["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
+    let digest = json!({
+        "passed": v["passed"],
+        "capture_lost": v["capture"]["lost"],
+        "capture_truncated": v["capture"]["truncated"],
+        "helper_calls": v["helper_calls"],
+        "capture_ops": v["capture_ops"],
+        "replay_ops": v["replay_ops"],
+        "generate": {
+            "pids": v["generate"]["pids"].as_object().map(|m| m.len()),
+            "tids": v["generate"]["tids"].as_object().map(|m| m.len()),
+            "dropped_pseudo_fs": v["generate"]["dropped_pseudo_fs"],
+            "dropped_unknown_fd": v["generate"]["dropped_unknown_fd"],
+            "init_dirs": v["generate"]["init_dirs"],
+            "init_files": v["generate"]["init_files"],
+        },
+        "original_tree": v["original_tree"],
+        "single": {"tree": v["single"]["tree"], "ops": v["single"]["stats"]["ops"], "errors": v["single"]["stats"]["errors"], "per_op": per_op_digest(&v["single"]["stats"])},
+        "multi": {"tree": v["multi"]["tree"], "ops": v["multi"]["stats"]["ops"], "errors": v["multi"]["stats"]["errors"], "per_op": per_op_digest(&v["multi"]["stats"])},
+    });
+    insta::assert_json_snapshot!("ioriot_digest", digest);
+}
