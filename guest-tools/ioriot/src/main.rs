@@ -31,6 +31,10 @@ struct Args {
     /// Capture: follow this process and its children (default: every process).
     #[arg(short = 'x', long = "pid")]
     pid: Option<u32>,
+    /// Capture: PID stops itself before its work (`sh -c 'kill -STOP $$; exec prog'`);
+    /// wait until it has, then continue it once tracing is attached.
+    #[arg(long, requires = "pid")]
+    resume: bool,
     /// Capture: stop after this many seconds (default: when the followed process ends, or on SIGINT).
     #[arg(long)]
     duration: Option<f64>,
@@ -134,6 +138,7 @@ impl Args {
                 output,
                 pid: self.pid,
                 duration: self.duration.map(std::time::Duration::from_secs_f64),
+                resume: self.resume,
             })),
             (None, Some(replay)) => {
                 let worker = match &self.worker {

@@ -88,14 +88,15 @@ fn sh(script: &str) -> Vec<String> {
 }
 
 /// The shell line that captures the helper: the helper's shell stops
-/// itself before exec, and capture sends SIGCONT once it is attached, so
-/// no call is missed. The helper's report goes to `<out>.helper.json`
+/// itself before exec, and capture (--resume) waits for that and sends
+/// SIGCONT once it is attached, so no call is missed. Should capture fail,
+/// the helper is killed, so the shell never waits for a stopped process. The helper's report goes to `<out>.helper.json`
 /// (opened before the stop), capture's to `<out>.json`, the capture to
 /// `<out>.capture`.
 pub fn capture_script(work: &str, out: &str, iterations: u32) -> String {
     format!(
         "sh -c 'exec >{out}.helper.json 2>&1; kill -STOP $$; exec ioriot-syscall-matrix {work} --iterations {iterations} --json' & P=$!; \
-         ioriot -c {out}.capture -x $P --json >{out}.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+         ioriot -c {out}.capture -x $P --resume --json >{out}.json; rc=$?; [ $rc -eq 0 ] || kill -KILL $P 2>/dev/null; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
     )
 }
 
@@ -116,9 +117,9 @@ async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     run_checked(
         ctx,
         &format!(
-            "mkdir -p {d} && sh -c 'exec >{d}/fio.out 2>&1; kill -STOP $$; exec fio --name=j --filename={d}/data \
+            "mkdir -p {d}; sh -c 'exec >{d}/fio.out 2>&1; kill -STOP $$; exec fio --name=j --filename={d}/data \
              --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread' & P=$!; \
-             ioriot -c {d}/f.capture -x $P --json >{d}/capture.json; rc=$?; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+             ioriot -c {d}/f.capture -x $P --resume --json >{d}/capture.json; rc=$?; [ $rc -eq 0 ] || kill -KILL $P 2>/dev/null; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
         ),
     )
     .await?;
@@ -431,6 +432,6 @@ mod tests {
         );
         let s = capture_script("/w", "/o", 2);
         assert!(s.contains("kill -STOP $$; exec ioriot-syscall-matrix /w --iterations 2"));
-        assert!(s.contains("ioriot -c /o.capture -x $P --json >/o.json"));
+        assert!(s.contains("ioriot -c /o.capture -x $P --resume --json >/o.json"));
     }
 }

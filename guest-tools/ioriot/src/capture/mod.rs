@@ -28,7 +28,12 @@ pub struct CaptureConfig {
     /// Follow this process and its children; `None` traces every process.
     pub pid: Option<u32>,
     pub duration: Option<Duration>,
+    /// PID stops itself before its work: wait until it has, then continue it.
+    pub resume: bool,
 }
+
+/// How long --resume waits for the process to stop itself.
+const RESUME_WAIT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CaptureReport {
@@ -86,6 +91,8 @@ fn bpf_stats(bpf: &Ebpf) -> Option<(u64, u64)> {
 pub enum CaptureError {
     #[error("Process {0} does not exist.")]
     NoProcess(u32),
+    #[error("Process {0} did not stop itself within {1} s (--resume waits for `kill -STOP $$` before its work).")]
+    NotStopped(u32, u64),
     #[error("The eBPF program could not be loaded (capture needs root and a kernel with BPF and tracepoints).")]
     Load(#[source] aya::EbpfError),
     #[error("The eBPF program '{0}' is missing from the object.")]
@@ -284,8 +291,19 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
     }
     // A workload started stopped (e.g. `kill -STOP $$; exec prog`) runs now
-    // that tracing is attached, so nothing it does is missed.
+    // that tracing is attached, so nothing it does is missed. With
+    // --resume it may not have stopped itself yet: wait for that, or the
+    // SIGCONT would come first and it would stay stopped for good.
     if let Some(p) = cfg.pid {
+        if cfg.resume {
+            let deadline = Instant::now() + RESUME_WAIT;
+            while state(p) != Some('T') {
+                if !alive(p) || Instant::now() >= deadline {
+                    return Err(CaptureError::NotStopped(p, RESUME_WAIT.as_secs()));
+                }
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
         if state(p) == Some('T') {
             // SAFETY: plain kill(2).
             unsafe { libc::kill(p as i32, libc::SIGCONT) };
