@@ -3,7 +3,7 @@
 //! tops the window up, then reads whatever responses have arrived.
 
 use std::collections::VecDeque;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -165,7 +165,7 @@ fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientEr
         if !out.is_empty() {
             s.write_all(&out)?;
         }
-        let n = s.read(&mut input[have..])?;
+        let n = crate::busy_poll::read(&mut s, &mut input[have..], crate::busy_poll::SPIN)?;
         if n == 0 {
             return Err(ClientError::Closed { done, ops: cfg.ops });
         }

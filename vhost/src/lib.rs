@@ -8,6 +8,7 @@
 pub mod backing;
 pub mod blk;
 pub mod blk_backend;
+pub mod busy_poll;
 pub mod client;
 pub mod control;
 pub mod model;

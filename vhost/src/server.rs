@@ -2,28 +2,52 @@
 //! connection may be pipelined and are answered in order; responses are
 //! batched: every read's whole frames are served under one lock and
 //! answered with one write; TCP_NODELAY.
+//!
+//! Accepting is async (tokio); each connection then gets a thread of its own
+//! with a blocking socket that busy-polls briefly before sleeping
+//! ([`crate::busy_poll`]): a request stream is served without a scheduler
+//! hop or a sleeping-thread wake-up per request.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::sync::Arc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
+use crate::busy_poll;
 use crate::protocol::REQUEST_SIZE;
 use crate::simulator::Simulator;
 
 /// Accepts connections forever.
 pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) {
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                let sim = sim.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = connection(stream, sim).await {
-                        tracing::debug!(%peer, "connection ended: {e}");
-                    }
-                });
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                continue;
             }
-            Err(e) => tracing::warn!("accept failed: {e}"),
+        };
+        let stream = match stream.into_std().and_then(|s| {
+            s.set_nonblocking(false)?;
+            Ok(s)
+        }) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(%peer, "cannot take over the connection: {e}");
+                continue;
+            }
+        };
+        let sim = sim.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("tcp {peer}"))
+            .spawn(move || {
+                if let Err(e) = connection(stream, &sim) {
+                    tracing::debug!(%peer, "connection ended: {e}");
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(%peer, "cannot start a thread for the connection: {e}");
         }
     }
 }
@@ -31,14 +55,13 @@ pub async fn serve(listener: TcpListener, sim: Arc<Simulator>) {
 /// Serves one connection until the peer closes it or sends a short frame.
 /// Every complete frame already received is served in one batch and the
 /// responses go out in one write.
-pub async fn connection(stream: TcpStream, sim: Arc<Simulator>) -> std::io::Result<()> {
+pub fn connection(mut stream: TcpStream, sim: &Simulator) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut stream = stream;
     let mut inbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut outbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut chunk = vec![0u8; 64 * 1024];
     loop {
-        let n = stream.read(&mut chunk).await?;
+        let n = busy_poll::read(&mut stream, &mut chunk, busy_poll::SPIN)?;
         if n == 0 {
             // A trailing partial frame is dropped with the connection.
             return Ok(());
@@ -51,6 +74,6 @@ pub async fn connection(stream: TcpStream, sim: Arc<Simulator>) -> std::io::Resu
         outbuf.clear();
         sim.handle_frames(&inbuf[..whole], &mut outbuf);
         inbuf.drain(..whole);
-        stream.write_all(&outbuf).await?;
+        stream.write_all(&outbuf)?;
     }
 }
