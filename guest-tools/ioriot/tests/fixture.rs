@@ -11,61 +11,13 @@ use ioriot::order::Done;
 use ioriot::replay::{run_worker, ReplayConfig};
 use ioriot::replay_format::{self, InitEntry, Replay};
 
-const HELPER_OPS: &[&str] = &[
-    "chmod",
-    "chown",
-    "close",
-    "creat",
-    "fchmod",
-    "fchmodat",
-    "fchown",
-    "fchownat",
-    "fcntl",
-    "fdatasync",
-    "fstat",
-    "fstatfs",
-    "fsync",
-    "getdents64",
-    "lchown",
-    "lseek",
-    "lstat",
-    "mkdir",
-    "mkdirat",
-    "newfstatat",
-    "open",
-    "openat",
-    "pread64",
-    "pwrite64",
-    "read",
-    "readahead",
-    "readlink",
-    "readlinkat",
-    "readv",
-    "rename",
-    "renameat",
-    "renameat2",
-    "rmdir",
-    "stat",
-    "statfs",
-    "symlink",
-    "symlinkat",
-    "sync",
-    "sync_file_range",
-    "syncfs",
-    "unlink",
-    "unlinkat",
-    "write",
-    "writev",
-    "dup",
-    "dup2",
-    "dup3",
-    "ftruncate",
-    "fallocate",
-    "truncate",
-    "statx",
-    "chdir",
-    "fchdir",
-];
+/// Every system call the helper makes (shared with lab's ioriot suite).
+fn helper_ops() -> Vec<&'static str> {
+    include_str!("../src/syscall_matrix_ops.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
 
 /// Captured but not replayed: replayed paths are absolute already.
 const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
@@ -115,7 +67,7 @@ fn tree(dir: &Path) -> Vec<String> {
 #[test]
 fn generate_keeps_every_helper_op_and_maps_ids() {
     let (rep, report) = fixture();
-    for op in HELPER_OPS {
+    for op in &helper_ops() {
         assert!(report.capture_ops.contains_key(*op), "{op} not captured");
         assert_eq!(
             report.replay_ops.contains_key(*op),
@@ -244,7 +196,7 @@ fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
             rep.ops.iter().filter(|o| o.ret < 0).count() as u64
         );
         assert_eq!(r.ops, rep.ops.len() as u64);
-        for op in HELPER_OPS.iter().filter(|o| !NOT_REPLAYED.contains(o)) {
+        for op in helper_ops().iter().filter(|o| !NOT_REPLAYED.contains(o)) {
             assert!(
                 r.per_op.get(*op).is_some_and(|s| s.count > 0),
                 "{op} not replayed"

@@ -23,62 +23,14 @@ pub const NAME: &str = "matrix";
 pub const BENCH_ITERATIONS: u32 = 30;
 pub const BENCH_ROUNDS: u32 = 5;
 
-/// Every system call the helper makes (and ioriot traces).
-pub const HELPER_OPS: &[&str] = &[
-    "chmod",
-    "chown",
-    "close",
-    "creat",
-    "fchmod",
-    "fchmodat",
-    "fchown",
-    "fchownat",
-    "fcntl",
-    "fdatasync",
-    "fstat",
-    "fstatfs",
-    "fsync",
-    "getdents64",
-    "lchown",
-    "lseek",
-    "lstat",
-    "mkdir",
-    "mkdirat",
-    "newfstatat",
-    "open",
-    "openat",
-    "pread64",
-    "pwrite64",
-    "read",
-    "readahead",
-    "readlink",
-    "readlinkat",
-    "readv",
-    "rename",
-    "renameat",
-    "renameat2",
-    "rmdir",
-    "stat",
-    "statfs",
-    "symlink",
-    "symlinkat",
-    "sync",
-    "sync_file_range",
-    "syncfs",
-    "unlink",
-    "unlinkat",
-    "write",
-    "writev",
-    "dup",
-    "dup2",
-    "dup3",
-    "ftruncate",
-    "fallocate",
-    "truncate",
-    "statx",
-    "chdir",
-    "fchdir",
-];
+/// Every system call the helper makes (and ioriot traces), from the list
+/// the ioriot crate's tests check too.
+pub fn helper_ops() -> Vec<&'static str> {
+    include_str!("../../../guest-tools/ioriot/src/syscall_matrix_ops.txt")
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect()
+}
 
 /// Captured but not replayed: replayed paths are absolute already.
 pub const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
@@ -353,18 +305,18 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
 
     let capture_ops = keys(&generate["capture_ops"]);
     let replay_ops = keys(&generate["replay_ops"]);
-    let missing_capture: Vec<&str> = HELPER_OPS
+    let missing_capture: Vec<&str> = helper_ops()
         .iter()
         .copied()
         .filter(|o| !capture_ops.contains(*o))
         .collect();
-    let missing_replay: Vec<&str> = HELPER_OPS
+    let missing_replay: Vec<&str> = helper_ops()
         .iter()
         .copied()
         .filter(|o| !replay_ops.contains(*o) && !NOT_REPLAYED.contains(o))
         .collect();
     let replayed_ops = keys(&single["stats"]["per_op"]);
-    let missing_replayed: Vec<&str> = HELPER_OPS
+    let missing_replayed: Vec<&str> = helper_ops()
         .iter()
         .copied()
         .filter(|o| !replayed_ops.contains(*o) && !NOT_REPLAYED.contains(o))
