@@ -404,6 +404,25 @@ impl DescView for virtio_queue::desc::split::Descriptor {
 /// Helpers shared by the tests of this module and of `blk_backend.rs`.
 #[cfg(test)]
 pub(crate) mod test_support {
+    /// One volatile device behind a 0.1 GB/s host-bridge link: 1 MiB takes
+    /// 10.5 ms to transfer, so completion due times are easy to see.
+    pub const SLOW_LINK: &str = r#"
+[[host_bridge]]
+name = "hb0"
+link_bandwidth_gbps = 0.1
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[device]]
+name = "mem0"
+kind = "volatile"
+size = "256M"
+port = "rp0"
+[[window]]
+size = "4G"
+targets = ["hb0"]
+"#;
+
     use std::sync::Arc;
 
     use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
@@ -782,22 +801,7 @@ mod tests {
     #[test]
     fn completions_are_due_after_the_modelled_latency() {
         // A slow link (0.1 GB/s): 1 MiB takes 10.5 ms to transfer.
-        let topology = r#"
-[[host_bridge]]
-name = "hb0"
-link_bandwidth_gbps = 0.1
-[[root_port]]
-name = "rp0"
-host_bridge = "hb0"
-[[device]]
-name = "mem0"
-kind = "volatile"
-size = "256M"
-port = "rp0"
-[[window]]
-size = "4G"
-targets = ["hb0"]
-"#;
+        let topology = test_support::SLOW_LINK;
         let (_dir, sim, mem) = setup(Some(topology));
         let disk = BlockDisk::new(sim.clone(), "mem0", false).unwrap();
         let q = MockSplitQueue::new(&mem, 16);

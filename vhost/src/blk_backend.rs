@@ -319,22 +319,7 @@ mod tests {
     use super::*;
     use crate::blk::test_support::setup;
 
-    const SLOW: &str = r#"
-[[host_bridge]]
-name = "hb0"
-link_bandwidth_gbps = 0.1
-[[root_port]]
-name = "rp0"
-host_bridge = "hb0"
-[[device]]
-name = "mem0"
-kind = "volatile"
-size = "256M"
-port = "rp0"
-[[window]]
-size = "4G"
-targets = ["hb0"]
-"#;
+    use crate::blk::test_support::SLOW_LINK as SLOW;
 
     fn desc(addr: u64, len: u32, write: bool, next: Option<u16>) -> RawDescriptor {
         let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
