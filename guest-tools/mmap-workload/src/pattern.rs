@@ -6,6 +6,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use data_generator::SplitMix64;
 use serde::Serialize;
 
 /// Percentage of random accesses in the mixed pattern.
@@ -31,19 +32,15 @@ impl std::fmt::Display for Pattern {
     }
 }
 
-/// SplitMix64: small and seedable, so a seed gives the same pages.
-pub struct Rng(u64);
+/// SplitMix64 (data-generator's), so a seed gives the same pages.
+pub struct Rng(SplitMix64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
-        Rng(seed)
+        Rng(SplitMix64::new(seed))
     }
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
     /// Uniform in `0..n` (n > 0), by multiply-shift, without modulo bias worth caring about here.
     pub fn below(&mut self, n: u64) -> u64 {
