@@ -850,11 +850,7 @@ pub async fn run_suites(
                 (false, Some(msg))
             }
         };
-        let detail = if passed {
-            "passed".to_owned()
-        } else {
-            "FAILED".to_owned()
-        };
+        let detail = format!("suite {suite} {}", if passed { "passed" } else { "FAILED" });
         events.emit(Event::Finished {
             step: Step::Command,
             elapsed: t.elapsed(),
