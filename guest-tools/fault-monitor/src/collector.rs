@@ -272,6 +272,15 @@ pub fn run(
 mod tests {
     use super::*;
 
+    #[test]
+    fn map_struct_has_the_c_layout() {
+        // struct proc in bpf/madvise_collector.bpf.c.
+        assert_eq!(std::mem::size_of::<RawProc>(), 48);
+        assert_eq!(std::mem::offset_of!(RawProc, faults), 16);
+        assert_eq!(std::mem::offset_of!(RawProc, sequential), 24);
+        assert_eq!(std::mem::offset_of!(RawProc, comm), 32);
+    }
+
     fn s(pid: u32, sequential: u64) -> Sample {
         Sample {
             pid,

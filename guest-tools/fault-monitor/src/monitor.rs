@@ -320,6 +320,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn map_structs_have_the_c_layout() {
+        // struct key and struct stats in bpf/fault_monitor.bpf.c.
+        assert_eq!(std::mem::size_of::<Key>(), 8);
+        assert_eq!(std::mem::offset_of!(Key, tid), 4);
+        assert_eq!(std::mem::size_of::<RawStats>(), 64);
+        assert_eq!(std::mem::offset_of!(RawStats, errors), 16);
+        assert_eq!(std::mem::offset_of!(RawStats, min_ns), 40);
+        assert_eq!(std::mem::offset_of!(RawStats, comm), 48);
+    }
+
+    #[test]
     fn decodes_ring_buffer_records() {
         let mut b = Vec::new();
         b.extend_from_slice(&7u32.to_le_bytes());
