@@ -122,11 +122,7 @@ impl Fds {
     }
 }
 
-fn errno() -> i32 {
-    std::io::Error::last_os_error()
-        .raw_os_error()
-        .unwrap_or(libc::EIO)
-}
+use crate::confine::errno;
 
 fn check(r: i64) -> Result<i64, Failure> {
     if r < 0 {
