@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use super::{SuiteContext, SuiteError};
+use super::{median, sh, SuiteContext, SuiteError};
 
 /// Mount point of the ext4 on the scratch disk.
 pub const MOUNT: &str = "/mnt/faults";
@@ -93,10 +93,6 @@ done
     }
     s.push_str("printf ']}'\n");
     s
-}
-
-fn sh(script: String) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script]
 }
 
 fn u(v: &Value) -> u64 {
@@ -185,16 +181,6 @@ pub fn checks(random: &Value, seq_c: &Value, random_c: &Value) -> Value {
     })
 }
 
-pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 fn all_true(checks: &Value) -> bool {
     checks
         .as_object()
@@ -260,7 +246,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let seq_c = process_view(&collected["runs"][0], col);
     let random_c = process_view(&collected["runs"][1], col);
     let counts = ctx
-        .exec(&sh("cat /run/madvise-collector/sequential".into()))
+        .exec(&sh("cat /run/madvise-collector/sequential"))
         .await?
         .stdout;
 
@@ -343,13 +329,6 @@ mod tests {
     fn workload(pid: u64, tids: &[u64]) -> Value {
         json!({"pid": pid, "pattern": "random", "elapsed_ms": 10.0,
                "threads": tids.iter().map(|t| json!({"tid": t, "major_faults": 3, "minor_faults": 9, "accesses": 5, "elapsed_ms": 1.0})).collect::<Vec<_>>()})
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::{SuiteContext, SuiteError};
+use super::{median, sh, SuiteContext, SuiteError};
 
 /// Work directory in the guest (the initramfs root, a rootfs: generate
 /// keeps it with --keep-tmpfs).
@@ -34,10 +34,6 @@ pub fn helper_ops() -> Vec<&'static str> {
 
 /// Captured but not replayed: replayed paths are absolute already.
 pub const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
-
-fn sh(script: &str) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
-}
 
 /// The shell line that captures the helper: the helper's shell stops
 /// itself before exec, and capture (--resume) waits for that and sends
@@ -136,12 +132,6 @@ pub fn parse_tree(out: &str) -> Vec<String> {
         .collect();
     v.sort();
     v
-}
-
-fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 fn keys(v: &Value) -> BTreeSet<String> {
