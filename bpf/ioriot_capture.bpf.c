@@ -183,13 +183,23 @@ int ioriot_sys_enter(struct sys_enter_args *ctx)
 SEC("tracepoint/raw_syscalls/sys_exit")
 int ioriot_sys_exit(struct sys_exit_args *ctx)
 {
+	/* Runs at every system call's exit on the machine: the array lookup
+	 * that says whether the call is traced comes before the hash lookup. */
+	long id = ctx->id;
+	if (id < 0 || id >= NR_MAX)
+		return 0;
+	__u32 nr = id;
+	__u32 *spec = bpf_map_lookup_elem(&nrs, &nr);
+	if (!spec || !(*spec & 1))
+		return 0;
+	__u32 s = *spec;
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pt;
 	struct pending *p = bpf_map_lookup_elem(&pending, &tid);
 	if (!p)
 		return 0;
-	__u32 nr = p->nr;
-	if ((long)nr != ctx->id || nr >= NR_MAX) {
+	if (p->nr != nr) {
+		/* Left by a call that never returned (execve, exit). */
 		bpf_map_delete_elem(&pending, &tid);
 		return 0;
 	}
@@ -215,10 +225,6 @@ int ioriot_sys_exit(struct sys_exit_args *ctx)
 	e->flags = 0;
 	e->pad = 0;
 	bpf_map_delete_elem(&pending, &tid);
-	__u32 s = 0;
-	__u32 *spec = bpf_map_lookup_elem(&nrs, &nr);
-	if (spec)
-		s = *spec;
 	read_str(e, e->path1, (s >> 8) & 0xf, FLAG_TRUNC1, FLAG_FAULT1);
 	read_str(e, e->path2, (s >> 16) & 0xf, FLAG_TRUNC2, FLAG_FAULT2);
 	bpf_ringbuf_submit(e, 0);

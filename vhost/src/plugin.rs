@@ -184,10 +184,10 @@ impl PluginHub {
         }
         match h.kind() {
             Kind::Accesses => {
-                let regions = st.regions.clone();
+                let regions = &st.regions;
                 let (charged, unmapped) = self
                     .sim
-                    .charge_plugin(&msg.records, |addr, size| locate(&regions, addr, size));
+                    .charge_plugin(&msg.records, |addr, size| locate(regions, addr, size));
                 let writes = msg.records.iter().filter(|r| r.is_write()).count() as u64;
                 let r = &mut st.report;
                 r.batches += 1;

@@ -31,8 +31,8 @@ pub enum ServeError {
     Backing(#[from] BackingError),
     #[error("Cannot build the latency model.")]
     Model(#[from] ModelError),
-    #[error("Another cxl-memsim is already serving the control socket {path}; stop it or choose another --control path.")]
-    ControlInUse { path: String },
+    #[error("Another cxl-memsim is already serving the socket {path}; stop it or choose another path (--control, --plugin-socket).")]
+    SocketInUse { path: String },
     #[error("Cannot start the vhost-user-blk view of device {device}.")]
     Block {
         device: String,
@@ -83,7 +83,7 @@ pub fn build(cfg: &ServeConfig) -> Result<Simulator, ServeError> {
 /// to take over one that still answers.
 fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
     if std::os::unix::net::UnixStream::connect(path).is_ok() {
-        return Err(ServeError::ControlInUse {
+        return Err(ServeError::SocketInUse {
             path: path.display().to_string(),
         });
     }
@@ -116,7 +116,7 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     // Bound before the control socket so `ready` means QEMU may connect.
     let hub = match &cfg.plugin_socket {
         Some(path) => {
-            let _ = std::fs::remove_file(path);
+            clear_stale_socket(path)?;
             let unix = UnixListener::bind(path).map_err(|source| ServeError::Listen {
                 what: "plugin socket",
                 addr: path.display().to_string(),

@@ -210,19 +210,8 @@ impl Ctx {
     pub unsafe fn writev(&self, iov: *const libc::iovec, cnt: i32) -> Res {
         let iovs = iovecs(iov, cnt)?;
         if self.flags() & flags::APPEND != 0 {
-            let mut done = 0usize;
-            for v in iovs {
-                let r = match self.write(v.iov_base.cast(), v.iov_len) {
-                    Ok(r) => r,
-                    Err(e) if done == 0 => return Err(e),
-                    Err(_) => break,
-                };
-                done += r;
-                if r < v.iov_len {
-                    break;
-                }
-            }
-            return Ok(done);
+            // Each buffer goes to the end as it is then; the offset is unused.
+            return vectored(iovs, 0, |_, v| self.write(v.iov_base.cast(), v.iov_len));
         }
         let _g = SpinGuard::lock(&self.desc.lock);
         let off = self.desc.offset.load(Ordering::Relaxed);

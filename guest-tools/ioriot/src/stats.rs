@@ -8,6 +8,8 @@ use std::fmt::Write as _;
 
 use serde::{Deserialize, Serialize};
 
+use crate::op::Op;
+
 /// Sub-buckets per power of two: percentiles are exact to 1/16 (6 %).
 const SUB: u32 = 16;
 
@@ -101,8 +103,13 @@ pub struct Stats {
 pub const MAX_MESSAGES: usize = 20;
 
 impl Stats {
+    /// The counters of `name` (called for every replayed operation: no
+    /// allocation once the name is known).
     pub fn op(&mut self, name: &str) -> &mut OpStats {
-        self.ops.entry(name.to_owned()).or_default()
+        if !self.ops.contains_key(name) {
+            self.ops.insert(name.to_owned(), OpStats::default());
+        }
+        self.ops.get_mut(name).expect("just inserted")
     }
 
     pub fn refuse(&mut self, name: &str, message: String) {
@@ -158,13 +165,13 @@ impl Stats {
             bytes_read: self
                 .ops
                 .iter()
-                .filter(|(k, _)| k.contains("read") && !k.contains("link") && !k.contains("ahead"))
+                .filter(|(k, _)| Op::from_name(k).is_some_and(Op::reads))
                 .map(|(_, s)| s.bytes)
                 .sum(),
             bytes_written: self
                 .ops
                 .iter()
-                .filter(|(k, _)| k.contains("write"))
+                .filter(|(k, _)| Op::from_name(k).is_some_and(Op::writes))
                 .map(|(_, s)| s.bytes)
                 .sum(),
             ops_per_s: replay_rate,

@@ -33,8 +33,6 @@ pub struct Link {
     batch: usize,
     /// Accesses that could not be sent (the simulator went away).
     dropped: AtomicU64,
-    /// Accesses sent.
-    pub sent: AtomicU64,
 }
 
 impl Link {
@@ -65,7 +63,6 @@ impl Link {
                 }),
                 batch,
                 dropped: AtomicU64::new(0),
-                sent: AtomicU64::new(0),
             },
             reader,
         ))
@@ -112,9 +109,7 @@ impl Link {
         encode_batch(0, 0, records, bytes);
         let n = records.len() as u64;
         records.clear();
-        if self.write(bytes) {
-            self.sent.fetch_add(n, Ordering::Relaxed);
-        } else {
+        if !self.write(bytes) {
             self.dropped.fetch_add(n, Ordering::Relaxed);
         }
     }
