@@ -218,7 +218,8 @@ pub struct Stats {
     histogram: Histogram,
     errors: BTreeMap<String, u64>,
     requests: u64,
-    block: BTreeMap<String, BlockCounts>,
+    /// Per device, by index; `None` until its view served a request.
+    block: Vec<Option<BlockCounts>>,
 }
 
 impl Stats {
@@ -231,7 +232,7 @@ impl Stats {
             histogram: Histogram::default(),
             errors: BTreeMap::new(),
             requests: 0,
-            block: BTreeMap::new(),
+            block: vec![None; n],
         }
     }
 
@@ -275,7 +276,7 @@ impl Stats {
     /// Counts a block request by kind in the per-device `block` section (its
     /// memory access, if any, is recorded by [`Stats::record_range`]).
     pub fn record_block(&mut self, device: usize, op: BlockOp) {
-        let c = self.block.entry(self.names[device].clone()).or_default();
+        let c = self.block[device].get_or_insert_with(BlockCounts::default);
         match op {
             BlockOp::Read(n) => {
                 c.reads += 1;
@@ -341,7 +342,12 @@ impl Stats {
                 max: h.max,
             },
             hot_pages: hot,
-            block: self.block.clone(),
+            block: self
+                .names
+                .iter()
+                .zip(&self.block)
+                .filter_map(|(name, c)| c.map(|c| (name.clone(), c)))
+                .collect(),
             plugin: None,
         }
     }
