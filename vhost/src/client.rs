@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::model::SplitMix64;
 use crate::protocol::{Request, Response, LINE, OP_READ, OP_WRITE, REQUEST_SIZE, RESPONSE_SIZE};
 use crate::stats::Histogram;
 
@@ -95,20 +96,19 @@ pub struct ClientReport {
     pub modelled_latency_ns: Percentiles,
 }
 
-fn pct(h: &Histogram, max: u64) -> Percentiles {
+fn pct(h: &Histogram) -> Percentiles {
     Percentiles {
         p50: h.percentile(0.5),
         p90: h.percentile(0.9),
         p99: h.percentile(0.99),
-        max,
+        max: h.max(),
     }
 }
 
+#[derive(Default)]
 struct ConnResult {
     wall: Histogram,
-    wall_max: u64,
     modelled: Histogram,
-    modelled_max: u64,
     errors: u64,
 }
 
@@ -118,23 +118,12 @@ fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientEr
         source,
     })?;
     s.set_nodelay(true)?;
-    let mut rng = cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    let mut next = || {
-        rng ^= rng << 13;
-        rng ^= rng >> 7;
-        rng ^= rng << 17;
-        rng
-    };
+    let mut rng = SplitMix64(cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut next = || rng.next();
     let lines = (cfg.span / LINE).max(1);
     let mut seq_line = index * lines / (cfg.connections as u64).max(1);
     let depth = cfg.depth.max(1) as u64;
-    let mut res = ConnResult {
-        wall: Histogram::default(),
-        wall_max: 0,
-        modelled: Histogram::default(),
-        modelled_max: 0,
-        errors: 0,
-    };
+    let mut res = ConnResult::default();
     let mut out = Vec::with_capacity(depth as usize * REQUEST_SIZE);
     let mut input = vec![0u8; depth as usize * RESPONSE_SIZE];
     let mut have = 0;
@@ -178,11 +167,9 @@ fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientEr
                 res.errors += 1;
             }
             res.modelled.record(r.latency_ns);
-            res.modelled_max = res.modelled_max.max(r.latency_ns);
             let sent_time = sent_at.pop_front().expect("a response answers a request");
             let wall = arrived.duration_since(sent_time).as_nanos() as u64;
             res.wall.record(wall);
-            res.wall_max = res.wall_max.max(wall);
         }
         input.copy_within(whole * RESPONSE_SIZE..have, 0);
         have -= whole * RESPONSE_SIZE;
@@ -209,25 +196,21 @@ pub fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
             .collect::<Result<Vec<_>, _>>()
     })?;
     let secs = start.elapsed().max(Duration::from_nanos(1)).as_secs_f64();
-    let mut wall = Histogram::default();
-    let mut modelled = Histogram::default();
-    let (mut wall_max, mut modelled_max, mut errors) = (0, 0, 0);
+    let mut total = ConnResult::default();
     for r in &all {
-        wall.merge(&r.wall);
-        modelled.merge(&r.modelled);
-        wall_max = wall_max.max(r.wall_max);
-        modelled_max = modelled_max.max(r.modelled_max);
-        errors += r.errors;
+        total.wall.merge(&r.wall);
+        total.modelled.merge(&r.modelled);
+        total.errors += r.errors;
     }
     let requests = cfg.ops * connections as u64;
     Ok(ClientReport {
         connections,
         depth: cfg.depth.max(1),
         requests,
-        errors,
+        errors: total.errors,
         seconds: secs,
         requests_per_second: requests as f64 / secs,
-        wall_latency_ns: pct(&wall, wall_max),
-        modelled_latency_ns: pct(&modelled, modelled_max),
+        wall_latency_ns: pct(&total.wall),
+        modelled_latency_ns: pct(&total.modelled),
     })
 }

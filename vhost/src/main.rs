@@ -1,4 +1,4 @@
-//! `cxl-memsim serve | stats | client`.
+//! `cxl-memsim serve | stats | plugin | null-server | client`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -75,6 +75,13 @@ enum Verb {
         control: PathBuf,
         /// Nothing (counters), `map NAME=ADDR…`, `arm BASE+SIZE…`, `disarm` or `flush`.
         command: Vec<String>,
+    },
+    /// A TCP server that answers every request with status 0 and touches
+    /// no memory and no model: the transport floor benchmarks compare
+    /// `serve` against.
+    NullServer {
+        #[arg(long, default_value = "127.0.0.1:9998")]
+        listen: String,
     },
     /// Load generator for any CXLMemSim-protocol server.
     Client {
@@ -174,6 +181,11 @@ fn main() -> anyhow::Result<()> {
             if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
                 anyhow::bail!("{e}");
             }
+        }
+        Verb::NullServer { listen } => {
+            runtime()?
+                .block_on(cxl_memsim::serve::serve_null(&listen))
+                .context("cxl-memsim null-server failed")?;
         }
         Verb::Client { load: cfg, json } => {
             let r = cxl_memsim::client::run(&cfg).context("the load run failed")?;

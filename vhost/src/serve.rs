@@ -16,6 +16,7 @@ use crate::backing::{self, BackingError};
 use crate::blk_backend::{self, BlkBackendError, BlkView};
 use crate::model::{Model, ModelError};
 use crate::plugin::PluginHub;
+use crate::server::NullResponder;
 use crate::simulator::Simulator;
 use crate::stats::Report;
 
@@ -98,6 +99,38 @@ pub fn full_report(sim: &Simulator, hub: Option<&PluginHub>, top: usize) -> Repo
     r
 }
 
+/// Binds the TCP listener of `serve` and `null-server`.
+async fn bind_tcp(addr: &str) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Listen {
+            what: "TCP",
+            addr: addr.to_owned(),
+            source,
+        })
+}
+
+/// `cxl-memsim null-server`: the same TCP server answering every request
+/// with [`NullResponder`] (status 0, no memory, no model), until SIGINT or
+/// SIGTERM. Benchmarks measure the simulator against it in the same run.
+pub async fn serve_null(listen: &str) -> Result<(), ServeError> {
+    let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
+    let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
+    let tcp = bind_tcp(listen).await?;
+    let listen = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    tokio::spawn(crate::server::serve(tcp, Arc::new(NullResponder)));
+    println!(
+        "{}",
+        json!({"event": "ready", "listen": listen, "responder": "null"})
+    );
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    println!("{}", json!({"event": "final"}));
+    Ok(())
+}
+
 /// Serves until SIGINT or SIGTERM, then prints the final report.
 pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     // Handlers first: a SIGTERM right after the ready line must still give
@@ -105,13 +138,7 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let sim = Arc::new(build(cfg)?);
-    let tcp = TcpListener::bind(&cfg.listen)
-        .await
-        .map_err(|source| ServeError::Listen {
-            what: "TCP",
-            addr: cfg.listen.clone(),
-            source,
-        })?;
+    let tcp = bind_tcp(&cfg.listen).await?;
     let listen = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
     // Bound before the control socket so `ready` means QEMU may connect.
     let hub = match &cfg.plugin_socket {

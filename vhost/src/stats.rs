@@ -83,6 +83,11 @@ impl Histogram {
         self.max = self.max.max(ns);
     }
 
+    /// The largest sample, exact (0 when empty).
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
     /// Adds another histogram's samples.
     pub fn merge(&mut self, other: &Histogram) {
         if other.count == 0 {

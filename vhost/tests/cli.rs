@@ -37,29 +37,36 @@ impl Running {
     }
 }
 
-fn serve(backing: &Path, extra: &[&str]) -> Running {
-    let control = backing.join("memsim.sock");
+/// Starts `cxl-memsim ARGS` and waits for its ready line.
+fn start(args: &[&std::ffi::OsStr]) -> Running {
     let mut child = Command::new(BIN)
-        .args(["serve", "--backing-dir"])
-        .arg(backing)
-        .args(["--listen", "127.0.0.1:0", "--control"])
-        .arg(&control)
-        .args(extra)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("spawn cxl-memsim serve");
+        .unwrap_or_else(|e| panic!("spawn cxl-memsim {args:?}: {e}"));
     let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     stdout.read_line(&mut line).expect("ready line");
     let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
     assert_eq!(ready["event"], "ready");
-    assert_eq!(ready["control"], control.display().to_string());
     Running {
         child,
         stdout,
         ready,
     }
+}
+
+fn serve(backing: &Path, extra: &[&str]) -> Running {
+    let control = backing.join("memsim.sock");
+    let mut args: Vec<&std::ffi::OsStr> = ["serve", "--backing-dir"].map(AsRef::as_ref).to_vec();
+    args.push(backing.as_os_str());
+    args.extend(["--listen", "127.0.0.1:0", "--control"].map(std::ffi::OsStr::new));
+    args.push(control.as_os_str());
+    args.extend(extra.iter().map(std::ffi::OsStr::new));
+    let running = start(&args);
+    assert_eq!(running.ready["control"], control.display().to_string());
+    running
 }
 
 fn call(s: &mut TcpStream, r: Request) -> Response {
@@ -194,6 +201,36 @@ fn client_reports_throughput_and_latencies_as_json() {
     assert!(r["wall_latency_ns"]["p50"].as_u64().unwrap() > 0);
     let last = sim.stop(Signal::SIGTERM);
     assert_eq!(last["stats"]["requests"], 4000);
+}
+
+#[test]
+fn null_server_answers_every_request_with_status_0_and_no_model() {
+    let null = start(&["null-server", "--listen", "127.0.0.1:0"].map(std::ffi::OsStr::new));
+    assert_eq!(null.ready["responder"], "null");
+    let mut s = TcpStream::connect(null.listen()).expect("connect");
+    // Even a request the simulator refuses: the baseline validates nothing.
+    let r = call(&mut s, Request::new(OP_READ, u64::MAX - 8, 0, 0, [7; 64]));
+    assert_eq!((r.status, r.latency_ns, r.data), (0, 0, [0; 64]));
+    let out = Command::new(BIN)
+        .args(["client", "--addr", &null.listen()])
+        .args([
+            "--ops",
+            "1000",
+            "--depth",
+            "4",
+            "--connections",
+            "2",
+            "--json",
+        ])
+        .output()
+        .expect("cxl-memsim client");
+    assert!(out.status.success(), "{out:?}");
+    let r: Value = serde_json::from_slice(&out.stdout).expect("client JSON");
+    assert_eq!(r["requests"], 2000);
+    assert_eq!(r["errors"], 0);
+    assert_eq!(r["modelled_latency_ns"]["max"], 0);
+    drop(s);
+    assert_eq!(null.stop(Signal::SIGTERM)["event"], "final");
 }
 
 #[test]
