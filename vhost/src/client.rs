@@ -119,7 +119,7 @@ fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientEr
     })?;
     s.set_nodelay(true)?;
     let mut rng = SplitMix64(cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut next = || rng.next();
+    let mut next = || rng.next_u64();
     let lines = (cfg.span / LINE).max(1);
     let mut seq_line = index * lines / (cfg.connections as u64).max(1);
     let depth = cfg.depth.max(1) as u64;

@@ -57,7 +57,7 @@ pub struct DeviceModel {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -172,7 +172,7 @@ impl Model {
             total_fs += u128::from(link.latency_ns) * FS_PER_NS + (start - arrival) + transfer;
         }
         if self.jitter_ns > 0 {
-            total_fs += u128::from(self.rng.next() % (self.jitter_ns + 1)) * FS_PER_NS;
+            total_fs += u128::from(self.rng.next_u64() % (self.jitter_ns + 1)) * FS_PER_NS;
         }
         self.clock_fs = arrival + total_fs;
         let ns = |fs: u128| u64::try_from(fs).unwrap_or(u64::MAX);
