@@ -73,15 +73,36 @@ pub fn is_alive(pid: u32, marker: &str) -> bool {
         return false;
     }
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the parenthesised comm.
-    if stat
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    runs_as_ours(&stat, &cmdline, marker)
+}
+
+/// `PF_EXITING` in /proc/PID/stat's flags: the task is in exit().
+const PF_EXITING: u64 = 0x4;
+
+/// The liveness rule of [`is_alive`] on a process's /proc stat line and
+/// command line. A zombie is gone. A process in exit() has already dropped
+/// its memory, so its command line reads empty; it still holds its files
+/// and sockets, so it counts as alive (a recycled pid caught in exit() is
+/// taken for ours for the milliseconds that lasts, which only makes a wait
+/// longer). Otherwise the command line must name `marker`.
+fn runs_as_ours(stat: &str, cmdline: &[u8], marker: &str) -> bool {
+    // The state and flags follow the parenthesised comm, which may itself
+    // contain ") ".
+    let mut fields = stat
         .rsplit_once(") ")
-        .is_some_and(|(_, rest)| rest.starts_with('Z'))
-    {
+        .map(|(_, rest)| rest.split_ascii_whitespace())
+        .into_iter()
+        .flatten();
+    let state = fields.next().unwrap_or("Z");
+    let flags: u64 = fields.nth(5).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if state.starts_with('Z') || state.starts_with('X') {
         return false;
     }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    String::from_utf8_lossy(&cmdline).contains(marker)
+    if cmdline.is_empty() && flags & PF_EXITING != 0 {
+        return true;
+    }
+    String::from_utf8_lossy(cmdline).contains(marker)
 }
 
 /// Waits up to `timeout` for `pid` to end.
@@ -127,6 +148,22 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
             f()
         })
+    }
+
+    #[test]
+    fn liveness_from_stat_and_command_line() {
+        let stat = |state: &str, flags: u64| {
+            format!("42 (qemu) x) {state} 1 42 42 0 -1 {flags} 5 0 0 0 1 2 0 0 20 0 1 0 99")
+        };
+        let ours = b"qemu-system-x86_64\0-name\0/run/lab-1\0";
+        assert!(runs_as_ours(&stat("S", 0x400000), ours, "/run/lab-1"));
+        assert!(!runs_as_ours(&stat("S", 0x400000), ours, "/run/lab-2"));
+        assert!(!runs_as_ours(&stat("Z", 0x400000), ours, "/run/lab-1"));
+        // In exit(): memory gone, files not yet closed.
+        assert!(runs_as_ours(&stat("R", 0x400004), b"", "/run/lab-1"));
+        // A kernel thread or anything else with no command line is not ours.
+        assert!(!runs_as_ours(&stat("S", 0x208040), b"", "/run/lab-1"));
+        assert!(!runs_as_ours("", b"", "/run/lab-1"));
     }
 
     #[test]
