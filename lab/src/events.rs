@@ -66,6 +66,12 @@ pub enum Event {
         step: Step,
         reason: String,
     },
+    /// Something the user should know and may want to change; the step
+    /// goes on.
+    Warning {
+        step: Step,
+        message: String,
+    },
 }
 
 /// Where events go.

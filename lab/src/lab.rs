@@ -339,6 +339,12 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         f.set_len(topology.guest.scratch_disk.bytes())
             .map_err(io_err(&scratch))?;
     }
+    for message in memsim::block_view_warnings(&topology) {
+        events.emit(Event::Warning {
+            step: Step::SimulatorStart,
+            message,
+        });
+    }
     let sim = events.step(Step::SimulatorStart, "", || {
         let socket = run.plugin_socket();
         memsim::start(

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cxl_topology::Topology;
+use cxl_topology::{DeviceKind, Topology};
 use serde::Deserialize;
 
 use crate::process::{self, ProcessError};
@@ -82,6 +82,25 @@ pub fn block_view_args(run_dir: &Path, topology: &Topology) -> Vec<String> {
             };
             let socket = crate::qemu::vhost_user_blk_socket(run_dir, &d.name);
             [flag.to_owned(), format!("{}={}", d.name, socket.display())]
+        })
+        .collect()
+}
+
+/// Warnings about the topology's block views: a writable view of a
+/// persistent device shares its bytes with the guest's pmem namespace.
+pub fn block_view_warnings(topology: &Topology) -> Vec<String> {
+    topology
+        .block_views()
+        .into_iter()
+        .filter(|(d, read_only)| !read_only && d.kind == DeviceKind::Persistent)
+        .map(|(d, _)| {
+            format!(
+                "the vhost-user-blk view of persistent device {0} is writable: a write \
+                 through it changes the same bytes as the guest's pmem namespace on {0} \
+                 (its info block and data), unseen by the guest's filesystem; list {0} in \
+                 simulator.vhost_user_blk_read_only unless that is what you want",
+                d.name
+            )
         })
         .collect()
 }
@@ -172,5 +191,10 @@ mod tests {
             ]
         );
         assert!(block_view_args(Path::new("/r"), &Topology::embedded_default()).is_empty());
+        // pmem0 writable: warned; vmem0 is volatile (and read-only here).
+        let warnings = block_view_warnings(&t);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("persistent device pmem0 is writable"));
+        assert!(warnings[0].contains("simulator.vhost_user_blk_read_only"));
     }
 }

@@ -70,6 +70,7 @@ impl EventSink for TerminalUi {
                 eprintln!("  ✗ {}: {error}", step.label());
             }
             Event::Skipped { step, reason } => eprintln!("  · {}: {reason}", step.label()),
+            Event::Warning { step, message } => eprintln!("  ! {}: {message}", step.label()),
         }
     }
 }
