@@ -18,7 +18,8 @@ struct Args {
     /// Interval in milliseconds.
     #[arg(short = 'i', long = "interval", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     interval_ms: u64,
-    /// The `PID COUNT` file, rewritten every interval.
+    /// The `PID COUNT` file, rewritten every interval: the running processes
+    /// and those that exited during the interval (exited ones are dropped).
     #[arg(short = 'o', long = "output", default_value = collector::DEFAULT_FILE)]
     output: PathBuf,
     /// One JSON report at the end (counts and decisions).
