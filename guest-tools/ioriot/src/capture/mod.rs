@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
@@ -115,12 +114,6 @@ pub enum CaptureError {
         #[source]
         source: std::io::Error,
     },
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
@@ -285,11 +278,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     };
     let mut out = BufWriter::new(File::create(&cfg.output).map_err(werr)?);
     capture_format::write_header(&mut out, cfg.pid, &mounts()).map_err(werr)?;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop_signal::install();
     // A workload started stopped (e.g. `kill -STOP $$; exec prog`) runs now
     // that tracing is attached, so nothing it does is missed. With
     // --resume it may not have stopped itself yet: wait for that, or the
@@ -322,7 +311,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
                 }
             }
         }
-        if STOP.load(Ordering::SeqCst) || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
+        if stop_signal::requested() || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
         if let Some(p) = cfg.pid {
