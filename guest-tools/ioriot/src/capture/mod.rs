@@ -216,6 +216,23 @@ fn fork_layout_ok() -> Option<bool> {
     None
 }
 
+/// Writes every record waiting in the ring buffer to the capture; returns
+/// how many events were written (records the resolver drops are not).
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    resolver: &mut resolve::Resolver,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    let mut events = 0;
+    while let Some(item) = ring.next() {
+        if let Some(e) = raw::RawEvent::decode(&item).and_then(|r| resolver.event(&r)) {
+            capture_format::write_event(out, &e)?;
+            events += 1;
+        }
+    }
+    Ok(events)
+}
+
 pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     if let Some(p) = cfg.pid {
         if !alive(p) {
@@ -303,14 +320,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     let mut events = 0u64;
     let mut last_check = Instant::now();
     loop {
-        while let Some(item) = ring.next() {
-            if let Some(r) = raw::RawEvent::decode(&item) {
-                if let Some(e) = resolver.event(&r) {
-                    capture_format::write_event(&mut out, &e).map_err(werr)?;
-                    events += 1;
-                }
-            }
-        }
+        events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
         if stop_signal::requested() || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
@@ -336,14 +346,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         unsafe { libc::poll(&mut pfd, 1, 50) };
     }
     // What was submitted before the stop is still in the ring.
-    while let Some(item) = ring.next() {
-        if let Some(r) = raw::RawEvent::decode(&item) {
-            if let Some(e) = resolver.event(&r) {
-                capture_format::write_event(&mut out, &e).map_err(werr)?;
-                events += 1;
-            }
-        }
-    }
+    events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
     let run = bpf_stats(&bpf);
     let counters: Array<&MapData, u64> = Array::try_from(
         bpf.map("counters")
