@@ -128,11 +128,29 @@ pub struct Poll {
     pub exited: Vec<Sample>,
 }
 
+/// Map entries (pid, born_ns) whose process was not running at the last
+/// poll: one that is still there, unchanged, at the next poll is stale.
+#[derive(Debug, Default)]
+struct Suspects(HashSet<(u32, u64)>);
+
+impl Suspects {
+    /// The entries of `live` to remove now, given whether a pid runs.
+    fn stale(&mut self, live: &[Sample], running: impl Fn(u32) -> bool) -> HashSet<(u32, u64)> {
+        let gone: HashSet<(u32, u64)> = live
+            .iter()
+            .filter(|s| !running(s.pid))
+            .map(|s| (s.pid, s.born_ns))
+            .collect();
+        let stale: HashSet<(u32, u64)> = gone.intersection(&self.0).copied().collect();
+        self.0 = &gone - &stale;
+        stale
+    }
+}
+
 pub struct Collector {
     ebpf: Ebpf,
     exits: RingBuf<MapData>,
-    /// Entries whose process had no /proc entry at the last poll.
-    suspects: HashSet<(u32, u64)>,
+    suspects: Suspects,
     /// Exit records received, and entries removed by `sweep`.
     pub exits_seen: u64,
     pub swept: u64,
@@ -176,7 +194,7 @@ impl Collector {
         Ok(Collector {
             ebpf,
             exits,
-            suspects: HashSet::new(),
+            suspects: Suspects::default(),
             exits_seen: 0,
             swept: 0,
         })
@@ -225,13 +243,9 @@ impl Collector {
     /// removed once they are seen, unchanged, at two polls in a row with no
     /// /proc entry. Returns them, as exited.
     fn sweep(&mut self, live: &mut Vec<Sample>) -> Result<Vec<Sample>, CollectorError> {
-        let gone: HashSet<(u32, u64)> = live
-            .iter()
-            .filter(|s| !Path::new(&format!("/proc/{}", s.pid)).exists())
-            .map(|s| (s.pid, s.born_ns))
-            .collect();
-        let stale: HashSet<(u32, u64)> = gone.intersection(&self.suspects).copied().collect();
-        self.suspects = &gone - &stale;
+        let stale = self
+            .suspects
+            .stale(live, |pid| Path::new(&format!("/proc/{pid}")).exists());
         if stale.is_empty() {
             return Ok(Vec::new());
         }
@@ -486,6 +500,34 @@ mod tests {
         // struct exit_record: the pid, padding, then struct proc.
         assert_eq!(std::mem::size_of::<RawExit>(), 64);
         assert_eq!(std::mem::offset_of!(RawExit, proc_), 8);
+    }
+
+    #[test]
+    fn an_entry_of_a_vanished_process_is_stale_at_its_second_poll() {
+        let born = |pid, born_ns| Sample {
+            born_ns,
+            ..s(pid, 0)
+        };
+        let mut sus = Suspects::default();
+        let running = |pid| pid != 9;
+        let live = [born(1, 10), born(9, 90)];
+        assert!(sus.stale(&live, running).is_empty(), "first seen gone");
+        assert_eq!(
+            sus.stale(&live, running),
+            HashSet::from([(9, 90)]),
+            "still there, unchanged"
+        );
+        assert!(
+            sus.stale(&live, running).is_empty(),
+            "forgotten once reported"
+        );
+        // A new process took pid 9 between the polls: not the same entry.
+        assert!(sus.stale(&[born(9, 91)], running).is_empty());
+        assert!(sus.stale(&[born(9, 92)], running).is_empty());
+        // Seen running at a poll in between: suspicion starts over.
+        assert!(sus.stale(&[born(9, 93)], running).is_empty());
+        assert!(sus.stale(&[born(9, 93)], |_| true).is_empty());
+        assert!(sus.stale(&[born(9, 93)], running).is_empty());
     }
 
     #[test]
