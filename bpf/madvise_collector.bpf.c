@@ -2,7 +2,12 @@
 /* Sequential-fault collector: a kprobe on handle_mm_fault counts, per
  * process, its faults and those whose page is the previous fault page of
  * that process + 1. A call for the same page as the previous one (the retry
- * of a fault that dropped the mmap lock) is not a new fault. */
+ * of a fault that dropped the mmap lock) is not a new fault.
+ *
+ * A process's entry lives as long as the process: when its thread-group
+ * leader exits, sched_process_exit hands the final counts to user space
+ * through the `exits` ring buffer and deletes the entry, so the map holds
+ * the running processes only and never fills up with dead ones. */
 #include "fault_common.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -15,7 +20,16 @@ struct proc {
 	__u64 last_address;
 	__u64 faults;
 	__u64 sequential;
+	/* bpf_ktime_get_ns() of the first fault: tells a reused pid apart. */
+	__u64 born_ns;
 	char comm[TASK_COMM_LEN];
+};
+
+/* The final counts of an exited process. */
+struct exit_record {
+	__u32 pid;
+	__u32 pad;
+	struct proc proc;
 };
 
 struct {
@@ -24,6 +38,20 @@ struct {
 	__type(key, __u32);
 	__type(value, struct proc);
 } procs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} exits SEC(".maps");
+
+/* [0]: exit records the ring buffer had no room for (the entry is still
+ * deleted: a full ring must not make the map fill up). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
 
 SEC("kprobe/handle_mm_fault")
 int BPF_KPROBE(collect_fault, void *vma, unsigned long address)
@@ -35,7 +63,12 @@ int BPF_KPROBE(collect_fault, void *vma, unsigned long address)
 		return 0;
 	struct proc *p = bpf_map_lookup_elem(&procs, &pid);
 	if (!p) {
-		struct proc n = { .last_page = page, .last_address = address, .faults = 1 };
+		struct proc n = {
+			.last_page = page,
+			.last_address = address,
+			.faults = 1,
+			.born_ns = bpf_ktime_get_ns(),
+		};
 		bpf_get_current_comm(&n.comm, sizeof(n.comm));
 		bpf_map_update_elem(&procs, &pid, &n, BPF_NOEXIST);
 		return 0;
@@ -49,5 +82,33 @@ int BPF_KPROBE(collect_fault, void *vma, unsigned long address)
 	__sync_fetch_and_add(&p->faults, 1);
 	p->last_page = page;
 	p->last_address = address;
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_exit")
+int collect_exit(void *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 pid = id >> 32;
+
+	/* Every exiting thread passes here; the process ends with its leader. */
+	if ((__u32)id != pid)
+		return 0;
+	struct proc *p = bpf_map_lookup_elem(&procs, &pid);
+	if (!p)
+		return 0;
+	struct exit_record *e = bpf_ringbuf_reserve(&exits, sizeof(*e), 0);
+	if (e) {
+		e->pid = pid;
+		e->pad = 0;
+		__builtin_memcpy(&e->proc, p, sizeof(e->proc));
+		bpf_ringbuf_submit(e, 0);
+	} else {
+		__u32 k = 0;
+		__u64 *lost = bpf_map_lookup_elem(&counters, &k);
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+	}
+	bpf_map_delete_elem(&procs, &pid);
 	return 0;
 }

@@ -8,7 +8,9 @@
 pub static FAULT_MONITOR: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fault_monitor.bpf.o"));
 
-/// `madvise_collector.bpf.c`: per-process sequential-fault counts.
+/// `madvise_collector.bpf.c`: per-process sequential-fault counts; an
+/// exiting process's entry is deleted and its final counts go to a ring
+/// buffer (sched_process_exit).
 pub static MADVISE_COLLECTOR: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/madvise_collector.bpf.o"));
 

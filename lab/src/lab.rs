@@ -232,24 +232,21 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
 
 /// Creates the label storage areas that persistent devices need (kept
 /// across restarts, like the device memory).
-fn label_areas(run: &RunDir, topology: &Topology) -> Result<Vec<(String, PathBuf)>, LabError> {
-    let mut out = Vec::new();
-    for d in &topology.devices {
-        if let Some(size) = d.lsa_size {
-            let path = run.backing_dir().join(format!("{}.lsa", d.name));
-            let f = std::fs::OpenOptions::new()
+fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabError> {
+    for (d, f) in topology.devices.iter().zip(files) {
+        if let (Some(size), Some(path)) = (d.lsa_size, &f.lsa) {
+            let file = std::fs::OpenOptions::new()
                 .create(true)
                 .truncate(false)
                 .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            if f.metadata().map_err(io_err(&path))?.len() != size.bytes() {
-                f.set_len(size.bytes()).map_err(io_err(&path))?;
+                .open(path)
+                .map_err(io_err(path))?;
+            if file.metadata().map_err(io_err(path))?.len() != size.bytes() {
+                file.set_len(size.bytes()).map_err(io_err(path))?;
             }
-            out.push((d.name.clone(), path));
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn resolve_accel(
@@ -331,7 +328,8 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     // The simulator reads the effective topology (defaults filled in).
     let topo_file = run.topology_file();
     std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
-    let lsas = label_areas(&run, &topology)?;
+    let mut devices = DeviceFiles::in_dir(&topology, &run.backing_dir());
+    label_areas(&topology, &devices)?;
     let scratch = qemu::scratch_disk(&run.dir);
     let _ = std::fs::remove_file(&scratch);
     if topology.guest.scratch_disk.bytes() > 0 {
@@ -355,24 +353,12 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             Duration::from_secs(20),
         )
     })?;
-    let devices: Vec<DeviceFiles> = topology
-        .devices
-        .iter()
-        .map(|d| DeviceFiles {
-            name: d.name.clone(),
-            memory: sim
-                .ready
-                .devices
-                .iter()
-                .find(|r| r.name == d.name)
-                .map(|r| r.path.clone())
-                .unwrap_or_else(|| run.backing_dir().join(format!("{}.mem", d.name))),
-            lsa: lsas
-                .iter()
-                .find(|(n, _)| n == &d.name)
-                .map(|(_, p)| p.clone()),
-        })
-        .collect();
+    // The simulator says where it put each device's memory.
+    for f in &mut devices {
+        if let Some(r) = sim.ready.devices.iter().find(|r| r.name == f.name) {
+            f.memory = r.path.clone();
+        }
+    }
     let simulator_ms = ms(t0);
 
     for f in [
@@ -762,17 +748,7 @@ pub fn args(
     }
     let topology = Topology::load(topology)?;
     let img = image::build(image_opts, &Events::none())?;
-    let devices: Vec<DeviceFiles> = topology
-        .devices
-        .iter()
-        .map(|d| DeviceFiles {
-            name: d.name.clone(),
-            memory: run.backing_dir().join(format!("{}.mem", d.name)),
-            lsa: d
-                .lsa_size
-                .map(|_| run.backing_dir().join(format!("{}.lsa", d.name))),
-        })
-        .collect();
+    let devices = DeviceFiles::in_dir(&topology, &run.backing_dir());
     Ok(qemu::argv(&QemuConfig {
         topology: &topology,
         kernel: &img.kernel,

@@ -40,6 +40,25 @@ pub struct DeviceFiles {
     pub lsa: Option<PathBuf>,
 }
 
+impl DeviceFiles {
+    /// Every device's files in the run's backing directory: `<name>.mem`
+    /// (the name cxl-memsim gives the memory it creates there) and, for a
+    /// device with a label storage area, `<name>.lsa`.
+    pub fn in_dir(topology: &Topology, backing_dir: &Path) -> Vec<DeviceFiles> {
+        topology
+            .devices
+            .iter()
+            .map(|d| DeviceFiles {
+                name: d.name.clone(),
+                memory: backing_dir.join(format!("{}.mem", d.name)),
+                lsa: d
+                    .lsa_size
+                    .map(|_| backing_dir.join(format!("{}.lsa", d.name))),
+            })
+            .collect()
+    }
+}
+
 /// Everything the command line depends on besides the topology.
 #[derive(Debug, Clone)]
 pub struct QemuConfig<'a> {
@@ -328,26 +347,13 @@ pub fn shell_line(argv: &[String]) -> String {
 mod tests {
     use super::*;
 
-    fn files(t: &Topology, run: &Path) -> Vec<DeviceFiles> {
-        t.devices
-            .iter()
-            .map(|d| DeviceFiles {
-                name: d.name.clone(),
-                memory: run.join("backing").join(format!("{}.mem", d.name)),
-                lsa: d
-                    .lsa_size
-                    .map(|_| run.join("backing").join(format!("{}.lsa", d.name))),
-            })
-            .collect()
-    }
-
     fn argv_for(t: &Topology) -> Vec<String> {
         argv_with(t, None)
     }
 
     fn argv_with(t: &Topology, plugin: Option<String>) -> Vec<String> {
         let run = Path::new("/run/cxl-lab/test");
-        let devices = files(t, run);
+        let devices = DeviceFiles::in_dir(t, &run.join("backing"));
         argv(&QemuConfig {
             topology: t,
             kernel: Path::new("/cache/images/KEY/vmlinuz"),
@@ -445,6 +451,29 @@ interleave_granularity = "4K"
         assert_eq!(added.len(), 6, "{added:#?}");
         assert_eq!(with.len(), without.len() + 2 + 2 * 4);
         insta::assert_snapshot!(with.join("\n"));
+    }
+
+    #[test]
+    fn device_files_live_in_the_backing_dir_and_only_persistent_ones_have_a_label_area() {
+        let t = Topology::embedded_default();
+        let files = DeviceFiles::in_dir(&t, Path::new("/r/backing"));
+        assert_eq!(files.len(), t.devices.len());
+        for (d, f) in t.devices.iter().zip(&files) {
+            assert_eq!(f.name, d.name);
+            assert_eq!(
+                f.memory,
+                Path::new("/r/backing").join(format!("{}.mem", d.name))
+            );
+            assert_eq!(
+                f.lsa,
+                d.lsa_size
+                    .map(|_| Path::new("/r/backing").join(format!("{}.lsa", d.name)))
+            );
+        }
+        assert!(
+            files.iter().any(|f| f.lsa.is_some()) && files.iter().any(|f| f.lsa.is_none()),
+            "the default topology has a volatile and a persistent device: {files:?}"
+        );
     }
 
     #[test]

@@ -3,9 +3,11 @@
 //! above the threshold for the required number of intervals, it is advised
 //! on the range next to its last fault (WILLNEED ahead of it; COLD or
 //! PAGEOUT on the pages it has passed), through `process_madvise` from
-//! outside the process. Every decision carries its evidence.
+//! outside the process. Every decision carries its evidence. A process
+//! that is no longer sampled (it exited) is forgotten, and a pid reused by
+//! a new process starts from nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 
@@ -59,6 +61,9 @@ pub struct Sample {
     pub faults: u64,
     pub sequential: u64,
     pub last_address: u64,
+    /// When the collector first saw the process (kernel monotonic ns): two
+    /// processes that had the same pid have different values.
+    pub born_ns: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -96,6 +101,7 @@ pub struct Decision {
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Prev {
+    born_ns: u64,
     faults: u64,
     sequential: u64,
     streak: u32,
@@ -121,13 +127,29 @@ impl Tracker {
         }
     }
 
-    /// Judges one interval's samples; a decision for every process that faulted.
+    /// Processes the tracker remembers (those of the last samples).
+    pub fn tracked(&self) -> usize {
+        self.prev.len()
+    }
+
+    /// Judges one interval's samples (every running process the collector
+    /// knows); a decision for every process that faulted. Processes missing
+    /// from the samples have exited and are forgotten.
     pub fn evaluate(&mut self, samples: &[Sample]) -> Vec<Decision> {
         self.interval += 1;
+        let live: HashSet<u32> = samples.iter().map(|s| s.pid).collect();
+        self.prev.retain(|pid, _| live.contains(pid));
         let pol = self.policy;
         let mut out = Vec::new();
         for s in samples {
             let p = self.prev.entry(s.pid).or_default();
+            if p.born_ns != s.born_ns {
+                // A new process (or a reused pid): nothing carries over.
+                *p = Prev {
+                    born_ns: s.born_ns,
+                    ..Prev::default()
+                };
+            }
             let faults = s.faults.saturating_sub(p.faults);
             let sequential = s.sequential.saturating_sub(p.sequential);
             p.faults = s.faults;
@@ -309,7 +331,43 @@ mod tests {
             faults,
             sequential,
             last_address: last_page * PAGE + 8,
+            born_ns: u64::from(pid) * 1000,
         }
+    }
+
+    #[test]
+    fn exited_processes_are_forgotten_and_a_reused_pid_starts_afresh() {
+        let mut t = Tracker::new(policy(Advice::Willneed), true);
+        let procs: Vec<Sample> = (1..=100).map(|p| sample(p, 100, 100, 10)).collect();
+        t.evaluate(&procs);
+        assert_eq!(t.tracked(), 100);
+        // 99 of them exit; the collector samples only the survivor.
+        let d = t.evaluate(&[sample(7, 200, 200, 20)]);
+        assert_eq!(t.tracked(), 1, "only the running process is kept");
+        assert_eq!((d[0].pid, d[0].action), (7, Action::Advise));
+        assert!(t.evaluate(&[]).is_empty());
+        assert_eq!(t.tracked(), 0, "nothing runs, nothing is kept");
+
+        // Pid 7 is reused by a new process: its counts are its own, with
+        // no streak and no advised range inherited from the old one.
+        t.evaluate(&[sample(7, 100, 100, 10)]);
+        let mut reused = sample(7, 40, 40, 15);
+        reused.born_ns += 1;
+        let d = t.evaluate(&[reused.clone()]);
+        assert_eq!(
+            (d[0].faults, d[0].sequential, d[0].streak, d[0].action),
+            (40, 40, 1, Action::None),
+            "not a delta against the old process, and no old streak"
+        );
+        reused.faults += 50;
+        reused.sequential += 50;
+        let d = t.evaluate(&[reused]);
+        assert_eq!((d[0].faults, d[0].action), (50, Action::Advise));
+        assert_eq!(
+            d[0].start,
+            Some(16 * PAGE),
+            "right after the last fault page"
+        );
     }
 
     #[test]

@@ -10,7 +10,6 @@ pub mod collector;
 pub mod monitor;
 pub mod preflight;
 pub mod seq;
-pub mod signal;
 pub mod table;
 
 /// An error and its sources on one line.

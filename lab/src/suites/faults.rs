@@ -159,6 +159,7 @@ pub fn process_view(workload: &Value, collector: &Value) -> Value {
         "faults": proc_["faults"],
         "sequential": proc_["sequential"],
         "ratio": proc_["ratio"],
+        "exited": proc_["exited"],
         "advise_decisions": advised,
         "decisions": decisions,
     })
@@ -178,6 +179,8 @@ pub fn checks(random: &Value, seq_c: &Value, random_c: &Value) -> Value {
         "sequential_far_above_random": factor >= SEQUENTIAL_FACTOR,
         "daemon_advises_the_sequential_process": u(&seq_c["advise_decisions"]) > 0,
         "daemon_leaves_the_random_process_alone": u(&random_c["advise_decisions"]) == 0,
+        "collector_reports_exited_workloads_by_their_final_counts":
+            seq_c["exited"] == true && random_c["exited"] == true,
     })
 }
 
@@ -290,6 +293,11 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "seq": seq_c,
             "random": random_c,
             "counts_file": counts,
+            "exits": col["exits"],
+            "exits_lost": col["exits_lost"],
+            "swept": col["swept"],
+            "map_entries_peak": col["map_entries_peak"],
+            "map_entries_end": col["map_entries_end"],
         },
         "checks": checks,
     }))
@@ -348,7 +356,7 @@ mod tests {
         );
         assert_eq!(v["workers"][0]["monitor_major"], 3);
         assert_eq!(v["workers"][1]["rows"], 1);
-        let col = json!({"processes": [{"pid": 10, "faults": 100, "sequential": 2, "ratio": 0.02}, {"pid": 20, "faults": 100, "sequential": 90, "ratio": 0.9}],
+        let col = json!({"processes": [{"pid": 10, "faults": 100, "sequential": 2, "ratio": 0.02, "exited": true}, {"pid": 20, "faults": 100, "sequential": 90, "ratio": 0.9, "exited": false}],
                          "decisions": [{"pid": 20, "action": "none"}, {"pid": 20, "action": "advise"}, {"pid": 10, "action": "none"}]});
         let seq_c = process_view(&json!({"pid": 20, "pattern": "seq"}), &col);
         let rnd_c = process_view(&w, &col);
@@ -368,6 +376,10 @@ mod tests {
         assert_eq!(c["sequential_over_random"], 45.0);
         assert_eq!(c["daemon_advises_the_sequential_process"], true);
         assert_eq!(c["daemon_leaves_the_random_process_alone"], true);
+        assert_eq!(
+            c["collector_reports_exited_workloads_by_their_final_counts"], false,
+            "pid 20 still runs"
+        );
         assert!(!all_true(&c));
     }
 }

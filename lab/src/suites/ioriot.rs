@@ -35,20 +35,30 @@ pub fn helper_ops() -> Vec<&'static str> {
 /// Captured but not replayed: replayed paths are absolute already.
 pub const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
 
-/// The shell line that captures the helper: the helper's shell stops
-/// itself before exec, and capture (--resume) waits for that and sends
-/// SIGCONT once it is attached, so no call is missed. Should capture fail,
-/// the helper is killed, so the shell never waits for a stopped process. The helper's report goes to `<out>.helper.json`
-/// (opened before the stop), capture's to `<out>.json`, the capture to
-/// `<out>.capture`.
-pub fn capture_script(work: &str, out: &str, iterations: u32) -> String {
+/// The shell line that captures `program` (a command line without single
+/// quotes) by pid: its shell sends the program's output to `program_out`
+/// and stops itself before exec, and capture (--resume) waits for that and
+/// sends SIGCONT once it is attached, so no call is missed. Should capture
+/// fail, the program is killed, so the shell never waits for a stopped
+/// process. Capture's report goes to `<out>.json`, the capture to
+/// `<out>.capture`; the line fails unless both capture and program succeed.
+pub fn capture_script(program: &str, program_out: &str, out: &str) -> String {
     format!(
-        "sh -c 'exec >{out}.helper.json 2>&1; kill -STOP $$; exec ioriot-syscall-matrix {work} --iterations {iterations} --json' & P=$!; \
+        "sh -c 'exec >{program_out} 2>&1; kill -STOP $$; exec {program}' & P=$!; \
          ioriot -c {out}.capture -x $P --resume --json >{out}.json; rc=$?; [ $rc -eq 0 ] || kill -KILL $P 2>/dev/null; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
     )
 }
 
-/// The helper without capture, started like `capture_script` starts it,
+/// `capture_script` for the helper: its report goes to `<out>.helper.json`.
+pub fn capture_helper_script(work: &str, out: &str, iterations: u32) -> String {
+    capture_script(
+        &format!("ioriot-syscall-matrix {work} --iterations {iterations} --json"),
+        &format!("{out}.helper.json"),
+        out,
+    )
+}
+
+/// The helper without capture, started like `capture_helper_script` starts it,
 /// after a pause as long as capture's start-up (which the traced helper
 /// spends stopped), so both start in an equally quiet guest.
 pub fn plain_script(work: &str, out: &str, iterations: u32) -> String {
@@ -62,16 +72,18 @@ pub fn plain_script(work: &str, out: &str, iterations: u32) -> String {
 /// threads at speed 0.
 async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let d = format!("{DIR}/fio");
+    let fio = format!(
+        "fio --name=j --filename={d}/data --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread"
+    );
     run_checked(
         ctx,
         &format!(
-            "mkdir -p {d}; sh -c 'exec >{d}/fio.out 2>&1; kill -STOP $$; exec fio --name=j --filename={d}/data \
-             --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread' & P=$!; \
-             ioriot -c {d}/f.capture -x $P --resume --json >{d}/capture.json; rc=$?; [ $rc -eq 0 ] || kill -KILL $P 2>/dev/null; wait $P; h=$?; [ $rc -eq 0 ] && [ $h -eq 0 ]"
+            "mkdir -p {d}; {}",
+            capture_script(&fio, &format!("{d}/fio.out"), &format!("{d}/f"))
         ),
     )
     .await?;
-    let capture = json_of(ctx, &format!("cat {d}/capture.json")).await?;
+    let capture = json_of(ctx, &format!("cat {d}/f.json")).await?;
     let generate = json_of(
         ctx,
         &format!("ioriot -c {d}/f.capture -r {d}/f.replay -n fio --keep-tmpfs --json"),
@@ -140,25 +152,14 @@ fn keys(v: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
+/// A guest shell line that must succeed; what it printed.
 async fn run_checked(ctx: &SuiteContext<'_>, script: &str) -> Result<String, SuiteError> {
-    let out = ctx.exec(&sh(script)).await?;
-    if !out.success() {
-        return Err(SuiteError::Command {
-            command: script.to_owned(),
-            code: out.exit_code,
-            stderr: format!("{}{}", out.stderr.trim(), out.stdout.trim()),
-        });
-    }
-    Ok(out.stdout)
+    ctx.exec_checked(&sh(script)).await
 }
 
+/// A guest shell line that prints JSON.
 async fn json_of(ctx: &SuiteContext<'_>, script: &str) -> Result<Value, SuiteError> {
-    let out = run_checked(ctx, script).await?;
-    serde_json::from_str(out.trim()).map_err(|source| SuiteError::Output {
-        command: script.to_owned(),
-        output: out.trim().to_owned(),
-        source,
-    })
+    Ok(ctx.exec_json(&sh(script)).await?.0)
 }
 
 async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<Value, SuiteError> {
@@ -186,7 +187,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     run_checked(ctx, &format!("rm -rf {DIR} && mkdir -p {DIR}")).await?;
     run_checked(
         ctx,
-        &capture_script(&format!("{DIR}/work"), &format!("{DIR}/m"), 1),
+        &capture_helper_script(&format!("{DIR}/work"), &format!("{DIR}/m"), 1),
     )
     .await?;
     let capture = json_of(ctx, &format!("cat {DIR}/m.json")).await?;
@@ -215,7 +216,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             let out = format!("{DIR}/bench{round}{}", if traced_run { "t" } else { "p" });
             let work = format!("{DIR}/work-{round}{}", if traced_run { "t" } else { "p" });
             let script = if traced_run {
-                capture_script(&work, &out, BENCH_ITERATIONS)
+                capture_helper_script(&work, &out, BENCH_ITERATIONS)
             } else {
                 plain_script(&work, &out, BENCH_ITERATIONS)
             };
@@ -372,8 +373,13 @@ mod tests {
             parse_tree(out),
             vec!["sub/", "sub/a3.dat 8704", "t.dat 300"]
         );
-        let s = capture_script("/w", "/o", 2);
-        assert!(s.contains("kill -STOP $$; exec ioriot-syscall-matrix /w --iterations 2"));
+        let s = capture_helper_script("/w", "/o", 2);
+        assert!(s.starts_with("sh -c 'exec >/o.helper.json 2>&1; kill -STOP $$; exec ioriot-syscall-matrix /w --iterations 2 --json' & P=$!;"));
         assert!(s.contains("ioriot -c /o.capture -x $P --resume --json >/o.json"));
+        let f = capture_script("fio --name=j", "/d/fio.out", "/d/f");
+        assert!(f.starts_with(
+            "sh -c 'exec >/d/fio.out 2>&1; kill -STOP $$; exec fio --name=j' & P=$!;"
+        ));
+        assert!(f.contains("ioriot -c /d/f.capture -x $P --resume --json >/d/f.json"));
     }
 }

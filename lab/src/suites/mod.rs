@@ -69,6 +69,20 @@ impl SuiteContext<'_> {
             })
     }
 
+    /// Runs a guest command that must succeed and returns what it printed;
+    /// a non-zero exit is an error carrying its stderr and stdout.
+    pub async fn exec_checked(&self, argv: &[String]) -> Result<String, SuiteError> {
+        let out = self.exec(argv).await?;
+        if !out.success() {
+            return Err(SuiteError::Command {
+                command: argv.join(" "),
+                code: out.exit_code,
+                stderr: format!("{}{}", out.stderr.trim(), out.stdout.trim()),
+            });
+        }
+        Ok(out.stdout)
+    }
+
     /// Runs a guest command that prints JSON; a non-zero exit with JSON on
     /// stdout still returns the JSON (tools exit 1 when a check fails), and
     /// `exit_code` tells the caller.

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use fault_monitor::{monitor, preflight, signal};
+use fault_monitor::{monitor, preflight};
 
 /// Per-thread page faults (major, minor, handling time) from a kprobe and a
 /// kretprobe on handle_mm_fault; a table every interval.
@@ -48,9 +48,9 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     let bits = preflight::check("fault-monitor").context("fault-monitor cannot start")?;
     preflight::raise_memlock();
-    signal::install();
+    stop_signal::install();
     let mut out = std::io::stdout().lock();
-    let report = monitor::run(&a.config(), bits, &mut out, &signal::stop_requested)
+    let report = monitor::run(&a.config(), bits, &mut out, &stop_signal::requested)
         .context("monitoring page faults")?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use fault_monitor::advice::{Advice, Policy};
-use fault_monitor::{collector, preflight, signal};
+use fault_monitor::{collector, preflight};
 
 /// Per-process sequential page faults (fault page = the process's previous
 /// fault page + 1), written as `PID COUNT` lines every interval; as a daemon,
@@ -18,7 +18,8 @@ struct Args {
     /// Interval in milliseconds.
     #[arg(short = 'i', long = "interval", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..))]
     interval_ms: u64,
-    /// The `PID COUNT` file, rewritten every interval.
+    /// The `PID COUNT` file, rewritten every interval: the running processes
+    /// and those that exited during the interval (exited ones are dropped).
     #[arg(short = 'o', long = "output", default_value = collector::DEFAULT_FILE)]
     output: PathBuf,
     /// One JSON report at the end (counts and decisions).
@@ -85,7 +86,7 @@ fn main() -> anyhow::Result<()> {
     let a = Args::parse();
     preflight::check("madvise-collector").context("madvise-collector cannot start")?;
     preflight::raise_memlock();
-    signal::install();
+    stop_signal::install();
     let mut log: Box<dyn Write> = match &a.log {
         Some(p) => Box::new(
             std::fs::File::create(p)
@@ -93,7 +94,7 @@ fn main() -> anyhow::Result<()> {
         ),
         None => Box::new(std::io::stderr()),
     };
-    let report = collector::run(&a.config(), &mut log, &signal::stop_requested)
+    let report = collector::run(&a.config(), &mut log, &stop_signal::requested)
         .context("collecting sequential faults")?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);

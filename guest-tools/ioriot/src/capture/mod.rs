@@ -11,7 +11,6 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData, RingBuf};
@@ -117,12 +116,6 @@ pub enum CaptureError {
     },
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
-
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> CaptureError {
     move |source| CaptureError::Map { name, source }
 }
@@ -223,6 +216,23 @@ fn fork_layout_ok() -> Option<bool> {
     None
 }
 
+/// Writes every record waiting in the ring buffer to the capture; returns
+/// how many events were written (records the resolver drops are not).
+fn drain(
+    ring: &mut RingBuf<MapData>,
+    resolver: &mut resolve::Resolver,
+    out: &mut impl Write,
+) -> std::io::Result<u64> {
+    let mut events = 0;
+    while let Some(item) = ring.next() {
+        if let Some(e) = raw::RawEvent::decode(&item).and_then(|r| resolver.event(&r)) {
+            capture_format::write_event(out, &e)?;
+            events += 1;
+        }
+    }
+    Ok(events)
+}
+
 pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     if let Some(p) = cfg.pid {
         if !alive(p) {
@@ -285,11 +295,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     };
     let mut out = BufWriter::new(File::create(&cfg.output).map_err(werr)?);
     capture_format::write_header(&mut out, cfg.pid, &mounts()).map_err(werr)?;
-    // SAFETY: the handler only stores to an atomic.
-    unsafe {
-        libc::signal(libc::SIGINT, on_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGTERM, on_signal as *const () as libc::sighandler_t);
-    }
+    stop_signal::install();
     // A workload started stopped (e.g. `kill -STOP $$; exec prog`) runs now
     // that tracing is attached, so nothing it does is missed. With
     // --resume it may not have stopped itself yet: wait for that, or the
@@ -314,15 +320,8 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     let mut events = 0u64;
     let mut last_check = Instant::now();
     loop {
-        while let Some(item) = ring.next() {
-            if let Some(r) = raw::RawEvent::decode(&item) {
-                if let Some(e) = resolver.event(&r) {
-                    capture_format::write_event(&mut out, &e).map_err(werr)?;
-                    events += 1;
-                }
-            }
-        }
-        if STOP.load(Ordering::SeqCst) || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
+        events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
+        if stop_signal::requested() || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
         if let Some(p) = cfg.pid {
@@ -347,14 +346,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         unsafe { libc::poll(&mut pfd, 1, 50) };
     }
     // What was submitted before the stop is still in the ring.
-    while let Some(item) = ring.next() {
-        if let Some(r) = raw::RawEvent::decode(&item) {
-            if let Some(e) = resolver.event(&r) {
-                capture_format::write_event(&mut out, &e).map_err(werr)?;
-                events += 1;
-            }
-        }
-    }
+    events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
     let run = bpf_stats(&bpf);
     let counters: Array<&MapData, u64> = Array::try_from(
         bpf.map("counters")
