@@ -79,9 +79,7 @@ impl Simulator {
     ) -> u64 {
         let mut state = self.state.lock().expect("simulator state");
         let timing = state.0.access(dev, write, len, Arrival::At(arrival_ns));
-        state
-            .1
-            .record_range(dev, offset, write, len, timing.latency_ns);
+        state.1.record(dev, offset, write, len, timing.latency_ns);
         let op = if write {
             BlockOp::Write(len)
         } else {
