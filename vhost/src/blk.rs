@@ -24,6 +24,7 @@ use virtio_bindings::virtio_blk::{
     VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
     VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
 };
+use virtio_queue::desc::split::Descriptor;
 use virtio_queue::DescriptorChain;
 use vm_memory::{
     Address, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, Permissions, VolatileSlice,
@@ -226,10 +227,11 @@ impl BlockDisk {
 
     /// Checks the layout and resolves every buffer (the status byte, known
     /// good, excluded).
-    fn parse<'a, D>(&self, mem: &'a GuestMemoryMmap, descs: &[D]) -> Result<Parsed<'a>, Fail>
-    where
-        D: DescView,
-    {
+    fn parse<'a>(
+        &self,
+        mem: &'a GuestMemoryMmap,
+        descs: &[Descriptor],
+    ) -> Result<Parsed<'a>, Fail> {
         let mut readable = Vec::new();
         let mut writable = Vec::new();
         let mut seen_writable = false;
@@ -371,26 +373,6 @@ impl BlockDisk {
         c[20..24].copy_from_slice(&(SECTOR as u32).to_le_bytes());
         c[34..36].copy_from_slice(&num_queues.to_le_bytes());
         c
-    }
-}
-
-/// What the parser needs of a descriptor (so tests and both queue kinds
-/// share it).
-trait DescView {
-    fn addr(&self) -> GuestAddress;
-    fn len(&self) -> u32;
-    fn is_write_only(&self) -> bool;
-}
-
-impl DescView for virtio_queue::desc::split::Descriptor {
-    fn addr(&self) -> GuestAddress {
-        virtio_queue::desc::split::Descriptor::addr(self)
-    }
-    fn len(&self) -> u32 {
-        virtio_queue::desc::split::Descriptor::len(self)
-    }
-    fn is_write_only(&self) -> bool {
-        virtio_queue::desc::split::Descriptor::is_write_only(self)
     }
 }
 
