@@ -400,7 +400,7 @@ targets = ["hb0"]
 
     use std::sync::Arc;
 
-    use virtio_bindings::virtio_ring::VRING_DESC_F_WRITE;
+    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
@@ -433,25 +433,35 @@ targets = ["hb0"]
         (dir, Arc::new(sim), mem)
     }
 
+    /// A descriptor, device-writable if `write`, chained to `next` (for
+    /// `MockSplitQueue::add_desc_chains`; `build_desc_chain` chains itself).
+    pub fn desc(addr: u64, len: u32, write: bool, next: Option<u16>) -> RawDescriptor {
+        let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
+        if next.is_some() {
+            flags |= VRING_DESC_F_NEXT as u16;
+        }
+        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next.unwrap_or(0)))
+    }
+
     pub fn readable(addr: u64, len: u32) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(addr, len, 0, 0))
+        desc(addr, len, false, None)
     }
 
     pub fn writable(addr: u64, len: u32) -> RawDescriptor {
-        RawDescriptor::from(SplitDescriptor::new(
-            addr,
-            len,
-            VRING_DESC_F_WRITE as u16,
-            0,
-        ))
+        desc(addr, len, true, None)
+    }
+
+    /// The 16 bytes of a request header: u32 type, u32 reserved, u64 sector.
+    pub fn header_bytes(kind: u32, sector: u64) -> [u8; 16] {
+        let mut h = [0u8; 16];
+        h[0..4].copy_from_slice(&kind.to_le_bytes());
+        h[8..16].copy_from_slice(&sector.to_le_bytes());
+        h
     }
 
     /// Writes a request header into guest memory at [`HEADER_AT`].
     pub fn header(mem: &GuestMemoryMmap, kind: u32, sector: u64) {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&kind.to_le_bytes());
-        h[8..16].copy_from_slice(&sector.to_le_bytes());
-        mem.write_slice(&h, GuestAddress(HEADER_AT))
+        mem.write_slice(&header_bytes(kind, sector), GuestAddress(HEADER_AT))
             .expect("header");
     }
 
@@ -502,7 +512,7 @@ mod tests {
 
     use super::test_support::*;
     use super::*;
-    use crate::protocol::{Request, OP_WRITE};
+    use crate::protocol::{Request, Response, OP_WRITE};
 
     fn pattern(len: usize, seed: u8) -> Vec<u8> {
         (0..len)
