@@ -572,7 +572,12 @@ mod tests {
         // 64 bytes written over the wire protocol at flat offset 4096 + 448.
         let mut line = [0u8; 64];
         line.copy_from_slice(&pattern(64, 99));
-        let resp = sim.handle(&Request::new(OP_WRITE, 4096 + 448, 64, 0, line));
+        let mut out = Vec::new();
+        sim.handle_frames(
+            &Request::new(OP_WRITE, 4096 + 448, 64, 0, line).encode(),
+            &mut out,
+        );
+        let resp = Response::decode(out[..].try_into().expect("one response"));
         assert_eq!(resp.status, 0);
         // Sector 8 .. 9 read into two buffers (300 + 212 bytes), header and
         // status in their own descriptors.

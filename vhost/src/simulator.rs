@@ -108,12 +108,6 @@ impl Simulator {
             .record_block(dev, op);
     }
 
-    /// Serves one request: a bad one gets its status and touches nothing.
-    pub fn handle(&self, req: &Request) -> Response {
-        let mut state = self.state.lock().expect("simulator state");
-        self.serve_locked(&mut state, req)
-    }
-
     /// Serves every whole request frame in `frames` (a multiple of
     /// [`REQUEST_SIZE`] bytes; a trailing partial frame is ignored) under one
     /// lock, in order, appending the encoded responses to `out`.
@@ -126,6 +120,7 @@ impl Simulator {
         }
     }
 
+    /// Serves one request: a bad one gets its status and touches nothing.
     fn serve_locked(&self, state: &mut (Model, Stats), req: &Request) -> Response {
         let located = req.validate().and_then(|()| {
             req.addr
