@@ -13,11 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cxl_memsim_wire::args::Args as PluginArgs;
+use cxl_memsim_wire::control::ControlError;
 use cxl_memsim_wire::Window;
 use cxl_regions::plan::Outcome;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::qga::{Agent, QgaError};
 
@@ -32,12 +31,8 @@ pub enum TimingError {
     Iomem(#[source] QgaError),
     #[error("The guest's /proc/iomem lists no \"CXL Window\"; are the CXL modules loaded?")]
     NoWindow,
-    #[error("Cannot talk to the simulator's control socket {path}.")]
-    Control {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("The simulator's control socket did not answer.")]
+    Control(#[from] ControlError),
     #[error("The simulator refused '{command}': {error}")]
     Refused { command: String, error: String },
     #[error("The plugin did not arm within {0:?} although the guest was kept busy.")]
@@ -97,18 +92,7 @@ pub fn windows_from_iomem(text: &str) -> Vec<Window> {
 /// Sends one line to the simulator's control socket; the JSON answer, or
 /// its error as [`TimingError::Refused`].
 pub async fn control(path: &Path, line: &str) -> Result<serde_json::Value, TimingError> {
-    let io = |source| TimingError::Control {
-        path: path.to_owned(),
-        source,
-    };
-    let stream = UnixStream::connect(path).await.map_err(io)?;
-    let (r, mut w) = stream.into_split();
-    w.write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(r).read_line(&mut answer).await.map_err(io)?;
-    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| io(e.into()))?;
+    let v = cxl_memsim_wire::control::request(path, line).await?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         return Err(TimingError::Refused {
             command: line.to_owned(),

@@ -35,6 +35,8 @@
 use std::fmt;
 
 pub mod args;
+#[cfg(feature = "control")]
+pub mod control;
 
 /// `b"CXLP"`.
 pub const MAGIC: [u8; 4] = *b"CXLP";
