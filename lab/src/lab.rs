@@ -310,6 +310,11 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     if timing && !plugin.is_file() {
         return Err(crate::timing::TimingError::NoPlugin(plugin).into());
     }
+    let plugin_option = if timing {
+        Some(crate::timing::plugin_option(&plugin, &run.dir)?)
+    } else {
+        None
+    };
     let img = image::build(&opts.image, events)?;
     let image_ms = ms(t0);
     // QEMU plugins instrument translated code: timing mode is TCG.
@@ -379,7 +384,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         devices: &devices,
         accel,
         extra_append: &[],
-        plugin: timing.then(|| crate::timing::plugin_option(&plugin, &run.dir)),
+        plugin: plugin_option,
     });
     let mut state = LabState {
         name: run.name.clone(),
@@ -759,7 +764,8 @@ pub fn args(
         accel: Accel::Tcg,
         extra_append: &[],
         plugin: (timing || topology.simulator.timing)
-            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.dir)),
+            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.dir))
+            .transpose()?,
     }))
 }
 

@@ -12,12 +12,11 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cxl_memsim_wire::args::Args as PluginArgs;
+use cxl_memsim_wire::args::{self, Args as PluginArgs, ArgsError};
+use cxl_memsim_wire::control::ControlError;
 use cxl_memsim_wire::Window;
 use cxl_regions::plan::Outcome;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::UnixStream;
 
 use crate::qga::{Agent, QgaError};
 
@@ -26,18 +25,22 @@ use crate::qga::{Agent, QgaError};
 pub enum TimingError {
     #[error("The TCG plugin {0} is missing; build it with `cargo build --workspace` (crate cxl-memsim-plugin).")]
     NoPlugin(PathBuf),
+    #[error(
+        "The TCG plugin would refuse its arguments in `-plugin {option}`; QEMU would not start."
+    )]
+    PluginArgs {
+        option: String,
+        #[source]
+        source: ArgsError,
+    },
     #[error("Timing mode needs TCG (QEMU plugins instrument translated code); drop --accel kvm.")]
     NeedsTcg,
     #[error("Cannot read the guest's /proc/iomem.")]
     Iomem(#[source] QgaError),
     #[error("The guest's /proc/iomem lists no \"CXL Window\"; are the CXL modules loaded?")]
     NoWindow,
-    #[error("Cannot talk to the simulator's control socket {path}.")]
-    Control {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("The simulator's control socket did not answer.")]
+    Control(#[from] ControlError),
     #[error("The simulator refused '{command}': {error}")]
     Refused { command: String, error: String },
     #[error("The plugin did not arm within {0:?} although the guest was kept busy.")]
@@ -55,11 +58,18 @@ pub fn plugin_socket(run_dir: &Path) -> PathBuf {
 }
 
 /// The value of QEMU's `-plugin` option: the library, then its arguments
-/// (disarmed; the lab arms it once regions are up).
-pub fn plugin_option(library: &Path, run_dir: &Path) -> String {
+/// (disarmed; the lab arms it once regions are up). Checked with the
+/// plugin's own parser, split as QEMU splits it, so a bad argument stops
+/// `lab up` before QEMU starts instead of failing inside QEMU.
+pub fn plugin_option(library: &Path, run_dir: &Path) -> Result<String, TimingError> {
     let mut words = vec![library.display().to_string()];
     words.extend(PluginArgs::new(plugin_socket(run_dir)).to_words());
-    words.join(",")
+    let option = words.join(",");
+    args::parse_option(&option).map_err(|source| TimingError::PluginArgs {
+        option: option.clone(),
+        source,
+    })?;
+    Ok(option)
 }
 
 /// What `lab up` recorded about timing mode.
@@ -97,18 +107,7 @@ pub fn windows_from_iomem(text: &str) -> Vec<Window> {
 /// Sends one line to the simulator's control socket; the JSON answer, or
 /// its error as [`TimingError::Refused`].
 pub async fn control(path: &Path, line: &str) -> Result<serde_json::Value, TimingError> {
-    let io = |source| TimingError::Control {
-        path: path.to_owned(),
-        source,
-    };
-    let stream = UnixStream::connect(path).await.map_err(io)?;
-    let (r, mut w) = stream.into_split();
-    w.write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(io)?;
-    let mut answer = String::new();
-    BufReader::new(r).read_line(&mut answer).await.map_err(io)?;
-    let v: serde_json::Value = serde_json::from_str(&answer).map_err(|e| io(e.into()))?;
+    let v = cxl_memsim_wire::control::request(path, line).await?;
     if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
         return Err(TimingError::Refused {
             command: line.to_owned(),
@@ -200,8 +199,36 @@ mod tests {
     #[test]
     fn the_plugin_option_names_the_socket_and_starts_disarmed() {
         assert_eq!(
-            plugin_option(Path::new("/t/libcxl_memsim_plugin.so"), Path::new("/run/x")),
+            plugin_option(Path::new("/t/libcxl_memsim_plugin.so"), Path::new("/run/x")).unwrap(),
             "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock"
+        );
+    }
+
+    #[test]
+    fn a_plugin_option_qemu_would_split_wrongly_is_refused_before_qemu_starts() {
+        // QEMU splits -plugin at commas: a run directory with one breaks
+        // the socket argument in two.
+        let e = plugin_option(
+            Path::new("/t/libcxl_memsim_plugin.so"),
+            Path::new("/run/a,b"),
+        )
+        .unwrap_err();
+        let TimingError::PluginArgs { option, source } = &e else {
+            panic!("{e:?}");
+        };
+        assert_eq!(
+            option,
+            "/t/libcxl_memsim_plugin.so,socket=/run/a,b/plugin.sock"
+        );
+        assert_eq!(*source, ArgsError::NotKeyValue("b/plugin.sock".into()));
+        assert!(
+            e.to_string()
+                .contains("-plugin /t/libcxl_memsim_plugin.so,socket=/run/a,b/plugin.sock"),
+            "{e}"
+        );
+        assert!(
+            source.to_string().contains("must not contain one"),
+            "{source}"
         );
     }
 }

@@ -126,10 +126,23 @@ pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, Ba
 
 /// Finds the device holding flat address `addr .. addr + len`.
 pub fn locate(devices: &[DeviceMemory], addr: u64, len: u64) -> Option<(usize, u64)> {
-    devices.iter().enumerate().find_map(|(i, d)| {
-        let end = addr.checked_add(len)?;
-        (addr >= d.base && end <= d.base + d.size).then_some((i, addr - d.base))
-    })
+    locate_in(devices.iter().map(|d| (d.base, d.size)), addr, len)
+}
+
+/// Finds the range holding `addr .. addr + len` among `ranges` of
+/// (start, size): its index and the offset of `addr` in it.
+pub fn locate_in(
+    ranges: impl IntoIterator<Item = (u64, u64)>,
+    addr: u64,
+    len: u64,
+) -> Option<(usize, u64)> {
+    ranges
+        .into_iter()
+        .enumerate()
+        .find_map(|(i, (start, size))| {
+            let off = addr.checked_sub(start)?;
+            (off.checked_add(len)? <= size).then_some((i, off))
+        })
 }
 
 #[cfg(test)]
@@ -154,6 +167,12 @@ mod tests {
         assert_eq!(devs[1].bytes()[10], 2, "persistent memory keeps its data");
         assert_eq!(locate(&devs, (256 << 20) + 5, 8), Some((1, 5)));
         assert_eq!(locate(&devs, (512 << 20) - 4, 8), None);
+        assert_eq!(
+            locate(&devs, (256 << 20) - 4, 8),
+            None,
+            "across two devices"
+        );
+        assert_eq!(locate(&devs, u64::MAX, 2), None);
     }
 
     #[test]

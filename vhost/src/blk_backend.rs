@@ -311,30 +311,11 @@ pub fn spawn(sim: Arc<Simulator>, view: &BlkView) -> Result<(), BlkBackendError>
 #[cfg(test)]
 mod tests {
     use virtio_bindings::virtio_blk::{VIRTIO_BLK_S_OK, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT};
-    use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
-    use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use virtio_queue::mock::MockSplitQueue;
     use vm_memory::{Bytes, GuestAddress};
 
     use super::*;
-    use crate::blk::test_support::setup;
-
-    use crate::blk::test_support::SLOW_LINK as SLOW;
-
-    fn desc(addr: u64, len: u32, write: bool, next: Option<u16>) -> RawDescriptor {
-        let mut flags = if write { VRING_DESC_F_WRITE as u16 } else { 0 };
-        if next.is_some() {
-            flags |= VRING_DESC_F_NEXT as u16;
-        }
-        RawDescriptor::from(SplitDescriptor::new(addr, len, flags, next.unwrap_or(0)))
-    }
-
-    fn header(kind: u32, sector: u64) -> [u8; 16] {
-        let mut h = [0u8; 16];
-        h[0..4].copy_from_slice(&kind.to_le_bytes());
-        h[8..16].copy_from_slice(&sector.to_le_bytes());
-        h
-    }
+    use crate::blk::test_support::{desc, header_bytes, setup, SLOW_LINK as SLOW};
 
     #[test]
     fn a_ring_is_served_through_the_back_end_no_earlier_than_modelled() {
@@ -355,10 +336,10 @@ mod tests {
         // behind the write on the link.
         let q = MockSplitQueue::new(&mem, 16);
         let data: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
-        mem.write_slice(&header(VIRTIO_BLK_T_OUT, 8), GuestAddress(0x10_0000))
+        mem.write_slice(&header_bytes(VIRTIO_BLK_T_OUT, 8), GuestAddress(0x10_0000))
             .unwrap();
         mem.write_slice(&data, GuestAddress(0x11_0000)).unwrap();
-        mem.write_slice(&header(VIRTIO_BLK_T_IN, 8), GuestAddress(0x10_0100))
+        mem.write_slice(&header_bytes(VIRTIO_BLK_T_IN, 8), GuestAddress(0x10_0100))
             .unwrap();
         let descs = [
             desc(0x10_0000, 16, false, Some(1)),

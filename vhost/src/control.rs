@@ -8,7 +8,8 @@
 //!   every connected plugin; the answer comes once each acknowledged
 //!   (`{"ok":true,"plugins":N}`), or `{"error":…}`.
 //!
-//! `cxl-memsim stats` and `cxl-memsim plugin` are its clients.
+//! `cxl-memsim stats` and `cxl-memsim plugin` are its clients, through
+//! [`request`] (the one client, in `cxl-memsim-wire`, shared with the lab).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,24 +19,13 @@ use cxl_memsim_wire::Command;
 use serde_json::json;
 
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 use crate::plugin::PluginHub;
 use crate::serve::full_report;
 use crate::simulator::Simulator;
 
-/// Errors of the control client.
-#[derive(Debug, thiserror::Error)]
-pub enum ControlError {
-    #[error("Cannot connect to the control socket {path}; is cxl-memsim serve running?")]
-    Connect {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("The control socket closed or sent something unreadable.")]
-    Protocol(#[source] std::io::Error),
-}
+pub use cxl_memsim_wire::control::{request, ControlError};
 
 /// How long `plugin arm|disarm|flush` waits for the plugins.
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -96,24 +86,4 @@ async fn plugin_command(hub: Option<&PluginHub>, words: &[&str]) -> serde_json::
 /// Asks a running simulator for its stats.
 pub async fn query_stats(path: &Path, top: usize) -> Result<serde_json::Value, ControlError> {
     request(path, &format!("stats {top}")).await
-}
-
-/// Sends one command line and returns the JSON answer.
-pub async fn request(path: &Path, line: &str) -> Result<serde_json::Value, ControlError> {
-    let stream = UnixStream::connect(path)
-        .await
-        .map_err(|source| ControlError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
-    let (r, mut w) = stream.into_split();
-    w.write_all(format!("{line}\n").as_bytes())
-        .await
-        .map_err(ControlError::Protocol)?;
-    let mut line = String::new();
-    BufReader::new(r)
-        .read_line(&mut line)
-        .await
-        .map_err(ControlError::Protocol)?;
-    serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.into()))
 }

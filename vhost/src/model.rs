@@ -66,6 +66,31 @@ impl SplitMix64 {
     }
 }
 
+/// How far before the model's clock a foreign timestamp may place an
+/// arrival (1 ms): enough for a client to say that requests arrived
+/// together or spaced, bounded so a lagging client clock cannot make its
+/// own requests wait for seconds.
+pub const FOREIGN_WINDOW_NS: u64 = 1_000_000;
+
+const FS_PER_NS: u128 = 1_000_000;
+
+/// When an access arrives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arrival {
+    /// When the latest modelled access completed (closed loop).
+    ClosedLoop,
+    /// At this time of the simulator's own clock (the vhost-user-blk view:
+    /// wall nanoseconds since the simulator started). Trusted: it may move
+    /// the model's clock forward.
+    At(u64),
+    /// At a client-supplied time (a TCP request's `timestamp_ns`; 0 means
+    /// closed loop). The client's clock is not the model's: the time is
+    /// clamped into `[clock - FOREIGN_WINDOW_NS, clock]`, so it never runs
+    /// ahead of the model's clock and cannot leave links busy into the
+    /// future of other clients.
+    Foreign(u64),
+}
+
 /// The breakdown of one modelled access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -80,8 +105,9 @@ pub struct Model {
     pub links: Vec<Link>,
     jitter_ns: u64,
     rng: SplitMix64,
-    /// Simulated time of the last completion, used as the arrival time of
-    /// requests that carry no timestamp (closed loop).
+    /// The model's clock: the latest completion it modelled (never
+    /// decreases). Closed-loop requests arrive at it; foreign timestamps are
+    /// clamped to it.
     clock_fs: u128,
 }
 
@@ -150,16 +176,18 @@ impl Model {
         Ok(())
     }
 
-    /// Models one access of `size` bytes to `device` arriving at
-    /// `timestamp_ns` (0: when the previous access completed).
-    pub fn access(&mut self, device: usize, write: bool, size: u64, timestamp_ns: u64) -> Timing {
-        const FS_PER_NS: u128 = 1_000_000;
-        let d = &self.devices[device];
-        let arrival = if timestamp_ns == 0 {
-            self.clock_fs
-        } else {
-            u128::from(timestamp_ns) * FS_PER_NS
+    /// Models one access of `size` bytes to `device` arriving at `arrival`.
+    pub fn access(&mut self, device: usize, write: bool, size: u64, arrival: Arrival) -> Timing {
+        let arrival = match arrival {
+            Arrival::ClosedLoop | Arrival::Foreign(0) => self.clock_fs,
+            Arrival::At(ns) => u128::from(ns) * FS_PER_NS,
+            Arrival::Foreign(ns) => (u128::from(ns) * FS_PER_NS).clamp(
+                self.clock_fs
+                    .saturating_sub(u128::from(FOREIGN_WINDOW_NS) * FS_PER_NS),
+                self.clock_fs,
+            ),
         };
+        let d = &self.devices[device];
         let media_ns = if write { d.write_ns } else { d.read_ns };
         let mut total_fs = u128::from(media_ns) * FS_PER_NS;
         let mut queue_fs = 0;
@@ -174,7 +202,7 @@ impl Model {
         if self.jitter_ns > 0 {
             total_fs += u128::from(self.rng.next_u64() % (self.jitter_ns + 1)) * FS_PER_NS;
         }
-        self.clock_fs = arrival + total_fs;
+        self.clock_fs = self.clock_fs.max(arrival + total_fs);
         let ns = |fs: u128| u64::try_from(fs).unwrap_or(u64::MAX);
         Timing {
             latency_ns: ns(total_fs.div_ceil(FS_PER_NS)),
@@ -262,31 +290,69 @@ mod tests {
     fn defaults_follow_cxlmemsim_simple_server() {
         let mut m = Model::from_topology(&Topology::embedded_default(), 0);
         // 200 ns media + 64 B at 64 GB/s (1 ns).
-        assert_eq!(m.access(0, false, 64, 0).latency_ns, 201);
-        assert_eq!(m.access(0, true, 64, 0).latency_ns, 101);
+        assert_eq!(m.access(0, false, 64, Arrival::ClosedLoop).latency_ns, 201);
+        assert_eq!(m.access(0, true, 64, Arrival::ClosedLoop).latency_ns, 101);
     }
 
     #[test]
     fn a_saturated_link_queues() {
         let mut m = Model::from_topology(&Topology::embedded_default(), 0);
         // Both devices share the host bridge link; simultaneous arrivals queue.
-        let a = m.access(0, false, 64, 1_000);
-        let b = m.access(1, false, 64, 1_000);
+        let a = m.access(0, false, 64, Arrival::At(1_000));
+        let b = m.access(1, false, 64, Arrival::At(1_000));
         assert_eq!(a.queue_ns, 0);
         assert_eq!(b.queue_ns, 1);
         assert_eq!(b.latency_ns, a.latency_ns + 1);
     }
 
     #[test]
-    fn wall_clock_timestamps_do_not_overflow() {
+    fn foreign_timestamps_never_run_ahead_of_the_clock() {
         let mut m = Model::from_topology(&Topology::embedded_default(), 0);
-        // CLOCK_REALTIME in ns, as a CXLMemSim client may send it.
+        m.access(0, false, 64, Arrival::At(10_000));
+        assert_eq!(m.clock_fs, 10_201 * FS_PER_NS);
+        // CLOCK_REALTIME in ns, as a CXLMemSim client may send it, and
+        // u64::MAX arrive at the clock, like closed-loop requests: each
+        // when the previous completed, so neither queues.
         let now = 1_764_000_000_000_000_000u64;
-        assert_eq!(m.access(0, false, 64, now).latency_ns, 201);
-        assert_eq!(m.access(1, false, 64, now).latency_ns, 202, "queued 1 ns");
-        assert_eq!(m.access(0, false, 64, u64::MAX).latency_ns, 201);
-        // A request without timestamp after those still models normally.
-        assert_eq!(m.access(0, true, 64, 0).latency_ns, 101);
+        let t = m.access(0, false, 64, Arrival::Foreign(now));
+        assert_eq!((t.latency_ns, t.queue_ns), (201, 0));
+        let t = m.access(1, false, 64, Arrival::Foreign(u64::MAX));
+        assert_eq!((t.latency_ns, t.queue_ns), (201, 0));
+        // The clock moved by those completions only, not to the stamps.
+        assert_eq!(m.clock_fs, (10_201 + 2 * 201) * FS_PER_NS);
+    }
+
+    #[test]
+    fn foreign_timestamps_keep_their_spacing_within_the_window() {
+        let mut m = Model::from_topology(&Topology::embedded_default(), 0);
+        m.access(0, false, 0, Arrival::At(5_000_000));
+        // Clock 5_000_200 ns. A burst stamped at one instant within the
+        // window arrives together and queues on the link.
+        let a = m.access(0, false, 64, Arrival::Foreign(5_000_100));
+        let b = m.access(0, false, 64, Arrival::Foreign(5_000_100));
+        assert_eq!((a.queue_ns, b.queue_ns), (0, 1));
+        // Clock 5_000_302, link busy until 5_000_102. A stamp long before
+        // the window arrives at its start (4_000_302) and waits for the
+        // link: never more than the window.
+        let old = m.access(0, false, 64, Arrival::Foreign(1));
+        assert_eq!(old.queue_ns, 5_000_102 - 4_000_302);
+        assert!(old.queue_ns <= FOREIGN_WINDOW_NS);
+    }
+
+    #[test]
+    fn a_far_future_and_a_zero_timestamp_do_not_delay_others() {
+        let mut alone = Model::from_topology(&Topology::embedded_default(), 0);
+        let mut shared = alone.clone();
+        let expected = alone.access(1, false, 4096, Arrival::At(2_000_000));
+        // One client: a far-future stamp, then a closed-loop request.
+        shared.access(0, true, 64, Arrival::Foreign(u64::MAX));
+        shared.access(0, true, 64, Arrival::Foreign(0));
+        // Another client (the block view, on the simulator's clock) sees
+        // the same latency as on an idle model.
+        assert_eq!(
+            shared.access(1, false, 4096, Arrival::At(2_000_000)),
+            expected
+        );
     }
 
     #[test]
@@ -321,13 +387,13 @@ targets = ["hb"]
         let mut m = Model::from_topology(&t, 0);
         assert_eq!(m.devices[0].path.len(), 2);
         // 150 media + 20 + 1 (host bridge, 64 GB/s) + 30 + 64 (switch, 1 GB/s).
-        assert_eq!(m.access(0, false, 64, 1_000).latency_ns, 265);
+        assert_eq!(m.access(0, false, 64, Arrival::At(1_000)).latency_ns, 265);
         // Arriving together: waits 1 ns for the host bridge link and 64 ns
         // for the switch link (each link is checked at the arrival time).
-        let second = m.access(0, false, 64, 1_000);
+        let second = m.access(0, false, 64, Arrival::At(1_000));
         assert_eq!((second.latency_ns, second.queue_ns), (265 + 65, 65));
         // Arriving after the link is free again: no queueing.
-        assert_eq!(m.access(0, false, 64, 2_000).queue_ns, 0);
+        assert_eq!(m.access(0, false, 64, Arrival::At(2_000)).queue_ns, 0);
     }
 
     #[test]
@@ -338,7 +404,7 @@ targets = ["hb"]
             let mut m = Model::from_topology(&t, seed);
             (0..1000)
                 .map(|i| {
-                    m.access(i % 2, i % 3 == 0, 1 + (i as u64 % 64), 0)
+                    m.access(i % 2, i % 3 == 0, 1 + (i as u64 % 64), Arrival::ClosedLoop)
                         .latency_ns
                 })
                 .collect::<Vec<_>>()
@@ -359,6 +425,6 @@ targets = ["hb"]
         assert!(newick_cxl_latencies("(CPU:0,(CXL:x));").is_err());
         let mut m = Model::from_topology(&Topology::embedded_default(), 0);
         m.apply_newick("(CPU:0,(CXL:100));").unwrap();
-        assert_eq!(m.access(0, false, 64, 0).latency_ns, 301);
+        assert_eq!(m.access(0, false, 64, Arrival::ClosedLoop).latency_ns, 301);
     }
 }

@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
+use crate::backing;
 use crate::simulator::Simulator;
 
 /// Errors of plugin commands.
@@ -40,10 +41,10 @@ pub enum PluginError {
     BadMapping(String),
 }
 
-/// Where one device's memory appears in guest physical addresses.
+/// Where one device's memory appears in guest physical addresses (the
+/// regions are in device order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Region {
-    device: usize,
     start: u64,
     size: u64,
 }
@@ -115,9 +116,7 @@ impl PluginHub {
         let regions = sim
             .devices()
             .iter()
-            .enumerate()
-            .map(|(i, d)| Region {
-                device: i,
+            .map(|d| Region {
                 start: sim.base() + d.base,
                 size: d.size,
             })
@@ -185,9 +184,9 @@ impl PluginHub {
         match h.kind() {
             Kind::Accesses => {
                 let regions = &st.regions;
-                let (charged, unmapped) = self
-                    .sim
-                    .charge_plugin(&msg.records, |addr, size| locate(regions, addr, size));
+                let (charged, unmapped) = self.sim.charge_plugin(&msg.records, |addr, size| {
+                    backing::locate_in(regions.iter().map(|g| (g.start, g.size)), addr, size)
+                });
                 let writes = msg.records.iter().filter(|r| r.is_write()).count() as u64;
                 let r = &mut st.report;
                 r.batches += 1;
@@ -271,21 +270,14 @@ impl PluginHub {
         r.armed = st.conns.values().filter(|c| c.armed).count();
         r.windows = st.windows.iter().map(Window::to_string).collect();
         r.regions = st
-            .regions
+            .names
             .iter()
-            .map(|g| (st.names[g.device].clone(), g.start))
+            .zip(&st.regions)
+            .map(|(name, g)| (name.clone(), g.start))
             .collect();
         r.plugin_dropped = st.dropped_closed + st.conns.values().map(|c| c.dropped).sum::<u64>();
         r
     }
-}
-
-/// The device and offset holding `addr .. addr + size`.
-fn locate(regions: &[Region], addr: u64, size: u64) -> Option<(usize, u64)> {
-    regions.iter().find_map(|g| {
-        let off = addr.checked_sub(g.start)?;
-        (off.checked_add(size)? <= g.size).then_some((g.device, off))
-    })
 }
 
 /// Accepts plugin connections forever.

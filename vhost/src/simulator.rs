@@ -7,7 +7,7 @@ use std::time::Instant;
 use cxl_memsim_wire::AccessRecord;
 
 use crate::backing::{self, DeviceMemory};
-use crate::model::Model;
+use crate::model::{Arrival, Model};
 use crate::protocol::{Request, Response, Status, OP_WRITE, REQUEST_SIZE};
 use crate::stats::{BlockOp, Report, Stats};
 
@@ -78,10 +78,8 @@ impl Simulator {
         arrival_ns: u64,
     ) -> u64 {
         let mut state = self.state.lock().expect("simulator state");
-        let timing = state.0.access(dev, write, len, arrival_ns);
-        state
-            .1
-            .record_range(dev, offset, write, len, timing.latency_ns);
+        let timing = state.0.access(dev, write, len, Arrival::At(arrival_ns));
+        state.1.record(dev, offset, write, len, timing.latency_ns);
         let op = if write {
             BlockOp::Write(len)
         } else {
@@ -95,7 +93,7 @@ impl Simulator {
     /// media write latency plus the links' latencies and queueing.
     pub fn charge_block_flush(&self, dev: usize, arrival_ns: u64) -> u64 {
         let mut state = self.state.lock().expect("simulator state");
-        let timing = state.0.access(dev, true, 0, arrival_ns);
+        let timing = state.0.access(dev, true, 0, Arrival::At(arrival_ns));
         state.1.record_block(dev, BlockOp::Flush);
         timing.latency_ns
     }
@@ -110,12 +108,6 @@ impl Simulator {
             .record_block(dev, op);
     }
 
-    /// Serves one request: a bad one gets its status and touches nothing.
-    pub fn handle(&self, req: &Request) -> Response {
-        let mut state = self.state.lock().expect("simulator state");
-        self.serve_locked(&mut state, req)
-    }
-
     /// Serves every whole request frame in `frames` (a multiple of
     /// [`REQUEST_SIZE`] bytes; a trailing partial frame is ignored) under one
     /// lock, in order, appending the encoded responses to `out`.
@@ -128,6 +120,7 @@ impl Simulator {
         }
     }
 
+    /// Serves one request: a bad one gets its status and touches nothing.
     fn serve_locked(&self, state: &mut (Model, Stats), req: &Request) -> Response {
         let located = req.validate().and_then(|()| {
             req.addr
@@ -155,7 +148,11 @@ impl Simulator {
                 std::ptr::copy_nonoverlapping(mem.add(offset as usize), data.as_mut_ptr(), len);
             }
         }
-        let timing = state.0.access(dev, write, req.size, req.timestamp_ns);
+        // The client's timestamp is its own clock's: the model clamps it so
+        // it cannot move the shared clock (see `Arrival::Foreign`).
+        let timing = state
+            .0
+            .access(dev, write, req.size, Arrival::Foreign(req.timestamp_ns));
         state
             .1
             .record(dev, offset, write, req.size, timing.latency_ns);
@@ -179,7 +176,7 @@ impl Simulator {
             let size = u64::from(r.size);
             match locate(r.addr, size) {
                 Some((dev, offset)) => {
-                    let timing = model.access(dev, r.is_write(), size, 0);
+                    let timing = model.access(dev, r.is_write(), size, Arrival::ClosedLoop);
                     stats.record(dev, offset, r.is_write(), size, timing.latency_ns);
                     charged += 1;
                 }
@@ -198,5 +195,46 @@ impl Simulator {
         for d in self.devices.iter().filter(|d| d.persistent) {
             let _ = d.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::blk::test_support::setup;
+    use crate::protocol::{Request, Response, OP_READ, OP_WRITE, RESPONSE_SIZE};
+
+    /// Serves `reqs` as one TCP read would and returns the latencies.
+    fn serve(sim: &super::Simulator, reqs: &[Request]) -> Vec<u64> {
+        let frames: Vec<u8> = reqs.iter().flat_map(|r| r.encode()).collect();
+        let mut out = Vec::new();
+        sim.handle_frames(&frames, &mut out);
+        out.chunks_exact(RESPONSE_SIZE)
+            .map(|b| {
+                let r = Response::decode(b.try_into().expect("a response frame"));
+                assert_eq!(r.status, 0);
+                r.latency_ns
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_clients_far_future_and_zero_timestamps_do_not_delay_others() {
+        let (_dir, sim, _mem) = setup(None);
+        // One TCP client stamps a write far in the future, then sends a
+        // closed-loop one: each costs what it costs alone.
+        let far = Request::new(OP_WRITE, 0, 64, u64::MAX, [1; 64]);
+        let zero = Request::new(OP_WRITE, 64, 64, 0, [2; 64]);
+        assert_eq!(serve(&sim, &[far, zero]), [101, 101]);
+        // The block view (on the simulator's clock) reads 4 KiB of pmem0
+        // through the same host bridge link: 200 ns media + 64 ns transfer,
+        // no queueing behind the far-future stamp.
+        let pmem0 = sim.device_index("pmem0").expect("pmem0");
+        assert_eq!(
+            sim.charge_block_io(pmem0, 0, 4096, false, sim.now_ns()),
+            264
+        );
+        // Another TCP client, closed loop, is not delayed either.
+        let read = Request::new(OP_READ, 0, 64, 0, [0; 64]);
+        assert_eq!(serve(&sim, &[read]), [201]);
     }
 }

@@ -241,27 +241,10 @@ impl Stats {
         }
     }
 
+    /// Records one access of `bytes` bytes at `offset`: one request and one
+    /// latency sample; each page it touches (a block request may span many)
+    /// gets one access and its share of the bytes.
     pub fn record(&mut self, device: usize, offset: u64, write: bool, bytes: u64, latency_ns: u64) {
-        self.requests += 1;
-        self.devices[device].add(write, bytes);
-        self.pages
-            .entry((device, offset / PAGE))
-            .or_default()
-            .add(write, bytes);
-        self.histogram.record(latency_ns);
-    }
-
-    /// Records one access of `bytes` bytes at `offset` that may span many
-    /// pages (a block request): one request and one latency sample, each
-    /// page touched gets one access and its share of the bytes.
-    pub fn record_range(
-        &mut self,
-        device: usize,
-        offset: u64,
-        write: bool,
-        bytes: u64,
-        latency_ns: u64,
-    ) {
         self.requests += 1;
         self.devices[device].add(write, bytes);
         let end = offset + bytes;
@@ -279,7 +262,7 @@ impl Stats {
     }
 
     /// Counts a block request by kind in the per-device `block` section (its
-    /// memory access, if any, is recorded by [`Stats::record_range`]).
+    /// memory access, if any, is recorded by [`Stats::record`]).
     pub fn record_block(&mut self, device: usize, op: BlockOp) {
         let c = self.block[device].get_or_insert_with(BlockCounts::default);
         match op {
@@ -400,7 +383,7 @@ mod tests {
     fn a_range_is_spread_over_the_pages_it_touches() {
         let mut s = Stats::new(vec!["a".into()]);
         // From 2 KiB before a page boundary, 8 KiB: three pages.
-        s.record_range(0, PAGE - 2048, true, 2 * PAGE, 300);
+        s.record(0, PAGE - 2048, true, 2 * PAGE, 300);
         s.record_block(0, BlockOp::Write(2 * PAGE));
         s.record_block(0, BlockOp::Failed("BlkOutOfRange"));
         let r = s.report(10);

@@ -79,13 +79,15 @@ fn same_seed_same_latency_sequence_with_jitter() {
 
 #[test]
 fn requests_arriving_together_queue_on_a_saturated_link() {
-    // Ten 64-byte reads stamped at the same instant: at 1 GB/s each holds
-    // the link for 64 ns, so the k-th waits 64 k ns (plus jitter).
-    let burst: Vec<Request> = (0..10u64)
-        .map(|i| Request::new(OP_READ, i * 64, 64, 1_000_000, [0; 64]))
-        .collect();
-    let lat = latencies(1, &burst);
-    for (k, l) in lat.iter().enumerate() {
+    // A 1-byte read (closed loop, at 0) holds the link for 1 ns and moves
+    // the model's clock past 211 ns. Then ten 64-byte reads stamped at 1 ns:
+    // inside the window behind the clock, so they keep that stamp and
+    // arrive together; at 1 GB/s each holds the link for 64 ns, so the k-th
+    // waits 64 k ns (plus jitter).
+    let mut requests = vec![Request::new(OP_READ, 0, 1, 0, [0; 64])];
+    requests.extend((0..10u64).map(|i| Request::new(OP_READ, i * 64, 64, 1, [0; 64])));
+    let lat = latencies(1, &requests);
+    for (k, l) in lat[1..].iter().enumerate() {
         let floor = 200 + 10 + 64 + 64 * k as u64;
         assert!((floor..=floor + 40).contains(l), "request {k}: {l}");
     }

@@ -17,7 +17,7 @@ use std::sync::{Mutex, OnceLock};
 
 use cxl_memsim_wire::args::{self, MAX_WINDOWS};
 use cxl_memsim_wire::{AccessRecord, Command, Kind, Window, FLAG_WRITE};
-use qemu_plugin::sys::{
+use qemu_plugin_sys::{
     qemu_plugin_cb_flags, qemu_plugin_get_hwaddr, qemu_plugin_hwaddr_phys_addr, qemu_plugin_id_t,
     qemu_plugin_mem_is_store, qemu_plugin_mem_rw, qemu_plugin_mem_size_shift,
     qemu_plugin_meminfo_t, qemu_plugin_op, qemu_plugin_register_atexit_cb,
@@ -85,7 +85,7 @@ impl State {
 /// Installs the plugin: connects, starts the I/O threads and registers the
 /// disarmed (or, with `armed=on`, armed) callbacks.
 pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(), String> {
-    let a = args::parse(raw)?;
+    let a = args::parse(raw).map_err(|e| e.to_string())?;
     let (link, reader) = Link::connect(&a.socket, vcpus, a.batch)?;
     // SAFETY: plain allocation of one u64 per vCPU, owned by QEMU.
     let score = unsafe { qemu_plugin_scoreboard_new(std::mem::size_of::<u64>()) };

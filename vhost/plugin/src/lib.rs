@@ -16,35 +16,51 @@
 mod instrument;
 mod link;
 
-use qemu_plugin::install::{Args, Info};
-use qemu_plugin::plugin::{HasCallbacks, Register};
-use qemu_plugin::PluginId;
+use std::ffi::{c_char, c_int, CStr};
 
-struct CxlMemsimPlugin;
+use qemu_plugin_sys::{qemu_info_t, qemu_plugin_id_t, QEMU_PLUGIN_VERSION};
 
-impl HasCallbacks for CxlMemsimPlugin {}
+/// The plugin API version the plugin was built for; QEMU checks it.
+#[unsafe(no_mangle)]
+pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
 
-impl Register for CxlMemsimPlugin {
-    // Replaces the crate's default registration: its callbacks take one
-    // global mutex each and panic on error; ours are registered directly.
-    fn register_default(
-        &mut self,
-        id: PluginId,
-        args: &Args,
-        info: &Info,
-    ) -> qemu_plugin::Result<()> {
-        let vcpus = info
-            .system
-            .as_ref()
-            .map(|s| s.max_vcpus.max(s.smp_vcpus))
-            .unwrap_or(1)
-            .max(1) as usize;
-        instrument::install(id, &args.raw, vcpus).map_err(|e| {
+/// QEMU's entry point. A bad argument or an unreachable simulator is
+/// reported on stderr and returned as a failure, and QEMU exits with "could
+/// not load plugin" (no panic: a panic here would abort QEMU).
+///
+/// # Safety
+///
+/// QEMU passes an `info` valid for the call and `argc` NUL-terminated
+/// strings in `argv`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qemu_plugin_install(
+    id: qemu_plugin_id_t,
+    info: *const qemu_info_t,
+    argc: c_int,
+    argv: *const *const c_char,
+) -> c_int {
+    let raw: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
+        // SAFETY: QEMU passes argc valid C strings.
+        .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
+    // SAFETY: `info` is valid for the call; `system` is the union's member
+    // under full-system emulation.
+    let vcpus = unsafe {
+        let info = &*info;
+        if info.system_emulation {
+            let s = info.__bindgen_anon_1.system;
+            s.max_vcpus.max(s.smp_vcpus).max(1) as usize
+        } else {
+            1
+        }
+    };
+    match instrument::install(id, &raw, vcpus) {
+        Ok(()) => 0,
+        Err(e) => {
             // QEMU only says the install failed; say why.
             eprintln!("cxl-memsim-plugin: {e}");
-            qemu_plugin::Error::BoxedError(e.into())
-        })
+            -1
+        }
     }
 }
-
-qemu_plugin::register!(CxlMemsimPlugin);

@@ -125,9 +125,7 @@ impl Link {
     /// dropped count; false (and the socket is closed) when it fails.
     fn write(&self, msg: &mut [u8]) -> bool {
         let mut s = self.socket.lock().unwrap_or_else(|p| p.into_inner());
-        let seq = s.seq;
-        msg[16..24].copy_from_slice(&seq.to_le_bytes());
-        msg[24..32].copy_from_slice(&self.dropped.load(Ordering::Relaxed).to_le_bytes());
+        BatchHeader::set_seq_and_dropped(msg, s.seq, self.dropped.load(Ordering::Relaxed));
         let Some(stream) = s.stream.as_mut() else {
             return false;
         };

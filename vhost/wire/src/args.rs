@@ -54,9 +54,38 @@ impl Args {
 pub const DEFAULT_BATCH: usize = 1024;
 pub const DEFAULT_FLUSH_MS: u64 = 100;
 
+/// A plugin argument QEMU would hand the plugin but the plugin refuses.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ArgsError {
+    #[error("The plugin argument '{0}' is not key=value. QEMU splits the -plugin option at commas, so a socket path must not contain one; write e.g. socket=PATH.")]
+    NotKeyValue(String),
+    #[error("Unknown plugin argument '{0}'; the plugin takes socket, window, armed, batch and flush_ms.")]
+    Unknown(String),
+    #[error(
+        "The plugin argument {key}={value} is not a number; write a count, e.g. {key}={example}."
+    )]
+    NotANumber {
+        key: &'static str,
+        value: String,
+        example: u64,
+    },
+    #[error("The plugin argument armed={0} is neither on nor off; write armed=on or armed=off.")]
+    Armed(String),
+    #[error("The plugin argument window={value} is not a window ({reason}); write window=BASE+SIZE, e.g. window=0x110000000+0x100000000.")]
+    Window { value: String, reason: String },
+    #[error("The plugin needs socket=PATH, the simulator's plugin socket (cxl-memsim serve --plugin-socket PATH).")]
+    NoSocket,
+    #[error(
+        "The plugin watches at most {MAX_WINDOWS} windows and got {0}; merge adjacent windows."
+    )]
+    TooManyWindows(usize),
+    #[error("armed=on needs at least one window=BASE+SIZE to watch; add one or leave armed off and send `plugin arm` later.")]
+    ArmedWithoutWindow,
+}
+
 /// Parses the `key=value` words QEMU hands the plugin. QEMU splits the
 /// option at commas, so a socket path must not contain one.
-pub fn parse(raw: &[String]) -> Result<Args, String> {
+pub fn parse(raw: &[String]) -> Result<Args, ArgsError> {
     let mut socket = None;
     let mut windows = Vec::new();
     let mut armed = false;
@@ -65,36 +94,41 @@ pub fn parse(raw: &[String]) -> Result<Args, String> {
     for a in raw {
         let (k, v) = a
             .split_once('=')
-            .ok_or_else(|| format!("argument '{a}' is not key=value"))?;
-        let number = |what: &str| {
-            v.parse::<u64>()
-                .map_err(|_| format!("{what}={v} is not a number"))
+            .ok_or_else(|| ArgsError::NotKeyValue(a.clone()))?;
+        let number = |key: &'static str, example: u64| {
+            v.parse::<u64>().map_err(|_| ArgsError::NotANumber {
+                key,
+                value: v.to_owned(),
+                example,
+            })
         };
         match k {
             "socket" => socket = Some(PathBuf::from(v)),
-            "window" => windows.push(Window::parse(v)?),
+            "window" => windows.push(Window::parse(v).map_err(|reason| ArgsError::Window {
+                value: v.to_owned(),
+                reason,
+            })?),
             "armed" => {
                 armed = match v {
                     "on" | "true" | "yes" => true,
                     "off" | "false" | "no" => false,
-                    _ => return Err(format!("armed={v}: say on or off")),
+                    _ => return Err(ArgsError::Armed(v.to_owned())),
                 }
             }
-            "batch" => batch = number("batch")?.clamp(1, u64::from(crate::MAX_RECORDS)) as usize,
-            "flush_ms" => flush_ms = number("flush_ms")?.max(1),
-            _ => {
-                return Err(format!(
-                    "unknown argument '{k}'; known: socket, window, armed, batch, flush_ms"
-                ))
+            "batch" => {
+                batch = number("batch", DEFAULT_BATCH as u64)?
+                    .clamp(1, u64::from(crate::MAX_RECORDS)) as usize
             }
+            "flush_ms" => flush_ms = number("flush_ms", DEFAULT_FLUSH_MS)?.max(1),
+            _ => return Err(ArgsError::Unknown(k.to_owned())),
         }
     }
-    let socket = socket.ok_or("socket=PATH (the simulator's plugin socket) is required")?;
+    let socket = socket.ok_or(ArgsError::NoSocket)?;
     if windows.len() > MAX_WINDOWS {
-        return Err(format!("at most {MAX_WINDOWS} windows"));
+        return Err(ArgsError::TooManyWindows(windows.len()));
     }
     if armed && windows.is_empty() {
-        return Err("armed=on needs at least one window=BASE+SIZE".into());
+        return Err(ArgsError::ArmedWithoutWindow);
     }
     Ok(Args {
         socket,
@@ -103,6 +137,15 @@ pub fn parse(raw: &[String]) -> Result<Args, String> {
         batch,
         flush_every: Duration::from_millis(flush_ms),
     })
+}
+
+/// Parses the value of QEMU's `-plugin` option, `LIBRARY[,key=value…]`,
+/// into the arguments the plugin will get, as QEMU splits it (at every
+/// comma): what a launcher checks before it starts QEMU. A bare word (QEMU
+/// reads it as `word=on`, a deprecated short form) is refused.
+pub fn parse_option(option: &str) -> Result<Args, ArgsError> {
+    let words: Vec<String> = option.split(',').skip(1).map(str::to_owned).collect();
+    parse(&words)
 }
 
 #[cfg(test)]
@@ -130,13 +173,36 @@ mod tests {
     }
 
     #[test]
-    fn says_what_is_wrong() {
+    fn says_what_is_wrong_and_how_to_fix_it() {
         let e = |s: &str| parse(&words(s)).unwrap_err();
-        assert!(e("window=0x1000+0x10").contains("socket=PATH"));
-        assert!(e("socket=/s,armed=on").contains("needs at least one window"));
-        assert!(e("socket=/s,speed=9").contains("unknown argument 'speed'"));
-        assert!(e("socket=/s,batch=many").contains("batch=many is not a number"));
-        assert!(e("socket=/s,window=12").contains("BASE+SIZE"));
-        assert!(e("socket=/s,armed=maybe").contains("on or off"));
+        assert_eq!(e("window=0x1000+0x10"), ArgsError::NoSocket);
+        assert_eq!(e("socket=/s,armed=on"), ArgsError::ArmedWithoutWindow);
+        assert_eq!(e("socket=/s,speed=9"), ArgsError::Unknown("speed".into()));
+        assert_eq!(e("socket=/s,armed=maybe"), ArgsError::Armed("maybe".into()));
+        assert_eq!(
+            e("socket=/s,verbose"),
+            ArgsError::NotKeyValue("verbose".into())
+        );
+        let msg = e("socket=/s,batch=many").to_string();
+        assert!(msg.contains("batch=many is not a number"), "{msg}");
+        assert!(msg.contains("e.g. batch=1024"), "{msg}");
+        let msg = e("socket=/s,window=12").to_string();
+        assert!(msg.contains("window=12 is not a window"), "{msg}");
+        assert!(msg.contains("write window=BASE+SIZE"), "{msg}");
+        let nine = (0..9)
+            .map(|i| format!(",window={}+1", i * 2))
+            .collect::<String>();
+        assert_eq!(e(&format!("socket=/s{nine}")), ArgsError::TooManyWindows(9));
+    }
+
+    #[test]
+    fn a_plugin_option_is_split_as_qemu_splits_it() {
+        let a = parse_option("/lib/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock").unwrap();
+        assert_eq!(a, Args::new("/run/x/plugin.sock".into()));
+        // A comma in the socket path becomes an argument of its own.
+        let e = parse_option("/lib/p.so,socket=/run/a,b/plugin.sock").unwrap_err();
+        assert_eq!(e, ArgsError::NotKeyValue("b/plugin.sock".into()));
+        assert!(e.to_string().contains("must not contain one"), "{e}");
+        assert_eq!(parse_option("/lib/p.so"), Err(ArgsError::NoSocket));
     }
 }

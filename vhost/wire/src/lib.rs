@@ -35,6 +35,8 @@
 use std::fmt;
 
 pub mod args;
+#[cfg(feature = "control")]
+pub mod control;
 
 /// `b"CXLP"`.
 pub const MAGIC: [u8; 4] = *b"CXLP";
@@ -144,6 +146,16 @@ impl BatchHeader {
         out.extend_from_slice(&self.record_size.to_le_bytes());
         out.extend_from_slice(&self.seq.to_le_bytes());
         out.extend_from_slice(&self.dropped.to_le_bytes());
+    }
+
+    /// Sets `seq` and `dropped` in the header of an encoded message (the
+    /// plugin encodes a batch first and numbers it only when it writes it,
+    /// under the socket lock). `msg` holds at least a header.
+    pub fn set_seq_and_dropped(msg: &mut [u8], seq: u64, dropped: u64) {
+        const SEQ: usize = std::mem::offset_of!(BatchHeader, seq);
+        const DROPPED: usize = std::mem::offset_of!(BatchHeader, dropped);
+        msg[SEQ..SEQ + 8].copy_from_slice(&seq.to_le_bytes());
+        msg[DROPPED..DROPPED + 8].copy_from_slice(&dropped.to_le_bytes());
     }
 
     /// Reads and checks a header.
@@ -394,6 +406,28 @@ mod tests {
         // SAFETY: BatchHeader is repr(C) plain data without padding.
         let raw: [u8; HEADER_SIZE] = unsafe { std::mem::transmute(h) };
         assert_eq!(raw, golden[..HEADER_SIZE]);
+    }
+
+    #[test]
+    fn sequence_and_dropped_are_set_in_an_encoded_message() {
+        let rec = AccessRecord {
+            addr: 0x1_1000_0040,
+            icount: 0x0a0b_0c0d,
+            vcpu: 1,
+            size: 8,
+            flags: FLAG_WRITE,
+        };
+        let mut numbered = Vec::new();
+        encode_batch(0x0102, 3, &[rec], &mut numbered);
+        let mut patched = Vec::new();
+        encode_batch(0, 0, &[rec], &mut patched);
+        BatchHeader::set_seq_and_dropped(&mut patched, 0x0102, 3);
+        assert_eq!(patched, numbered, "the golden bytes above");
+        let mut event = Vec::new();
+        BatchHeader::new(Kind::Flushed, 0, 0, 0).encode_into(&mut event);
+        BatchHeader::set_seq_and_dropped(&mut event, 9, 4);
+        let h = BatchHeader::decode(event[..].try_into().unwrap()).unwrap();
+        assert_eq!((h.kind(), h.seq, h.dropped), (Kind::Flushed, 9, 4));
     }
 
     #[test]
