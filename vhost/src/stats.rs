@@ -2,7 +2,6 @@
 //! device totals, a histogram of modelled latencies, the hottest pages.
 
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
 
 use serde::Serialize;
 
@@ -32,31 +31,47 @@ impl Counts {
     }
 }
 
-/// A fast hasher for page keys (FxHash's multiply-rotate): the page table
-/// is updated on every request and its keys are not attacker-chosen in a
-/// way that matters (a local simulator), so SipHash's cost buys nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PageHasher(u64);
+/// Pages per lazily allocated chunk of a [`PageTable`]: 64 pages of 32 B
+/// counts, 2 KiB.
+const CHUNK_PAGES: usize = 64;
 
-impl Hasher for PageHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
+/// Per-page counts of one device: a directory of chunks indexed by page
+/// number, each allocated on the first access to one of its pages. An
+/// access is two indexed loads instead of a hash lookup (this runs for every
+/// request and every plugin access), and a device touched in one place
+/// costs one chunk, not a table of its size.
+#[derive(Debug, Clone, Default)]
+struct PageTable {
+    chunks: Vec<Option<Box<[Counts; CHUNK_PAGES]>>>,
+    touched: usize,
+}
+
+impl PageTable {
+    fn add(&mut self, page: u64, write: bool, bytes: u64) {
+        let (chunk, slot) = (page as usize / CHUNK_PAGES, page as usize % CHUNK_PAGES);
+        if chunk >= self.chunks.len() {
+            self.chunks.resize(chunk + 1, None);
         }
+        let c = &mut self.chunks[chunk]
+            .get_or_insert_with(|| Box::new([Counts::default(); CHUNK_PAGES]))[slot];
+        // Every access counts one read or write, so all-zero means untouched.
+        if c.reads == 0 && c.writes == 0 {
+            self.touched += 1;
+        }
+        c.add(write, bytes);
     }
 
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
+    /// (page, counts) of every touched page, in page order.
+    fn touched(&self) -> impl Iterator<Item = (u64, &Counts)> {
+        self.chunks.iter().enumerate().flat_map(|(i, chunk)| {
+            chunk.iter().flat_map(move |pages| {
+                pages
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| c.reads + c.writes > 0)
+                    .map(move |(j, c)| ((i * CHUNK_PAGES + j) as u64, c))
+            })
+        })
     }
 }
 
@@ -219,7 +234,8 @@ pub struct HotPage {
 pub struct Stats {
     names: Vec<String>,
     devices: Vec<Counts>,
-    pages: HashMap<(usize, u64), Counts, BuildHasherDefault<PageHasher>>,
+    /// Per device, by index.
+    pages: Vec<PageTable>,
     histogram: Histogram,
     errors: BTreeMap<String, u64>,
     requests: u64,
@@ -233,7 +249,7 @@ impl Stats {
         Stats {
             names: device_names,
             devices: vec![Counts::default(); n],
-            pages: HashMap::default(),
+            pages: vec![PageTable::default(); n],
             histogram: Histogram::default(),
             errors: BTreeMap::new(),
             requests: 0,
@@ -252,10 +268,7 @@ impl Stats {
         while at < end {
             let page = at / PAGE;
             let here = ((page + 1) * PAGE).min(end) - at;
-            self.pages
-                .entry((device, page))
-                .or_default()
-                .add(write, here);
+            self.pages[device].add(page, write, here);
             at += here;
         }
         self.histogram.record(latency_ns);
@@ -290,24 +303,38 @@ impl Stats {
     }
 
     pub fn report(&self, top: usize) -> Report {
-        let mut hot: Vec<HotPage> = self
+        // Ranked by accesses; ties break by device and offset so reports
+        // are deterministic. Only the top N get a name and a place in the
+        // report.
+        let mut ranked: Vec<(u64, &str, u64, &Counts)> = self
             .pages
             .iter()
-            .map(|(&(d, page), c)| HotPage {
-                device: self.names[d].clone(),
+            .zip(&self.names)
+            .flat_map(|(table, name)| {
+                table
+                    .touched()
+                    .map(move |(page, c)| (c.reads + c.writes, name.as_str(), page, c))
+            })
+            .collect();
+        let order = |a: &(u64, &str, u64, &Counts), b: &(u64, &str, u64, &Counts)| {
+            b.0.cmp(&a.0).then(a.1.cmp(b.1)).then(a.2.cmp(&b.2))
+        };
+        if top < ranked.len() {
+            if top > 0 {
+                ranked.select_nth_unstable_by(top - 1, order);
+            }
+            ranked.truncate(top);
+        }
+        ranked.sort_by(order);
+        let hot: Vec<HotPage> = ranked
+            .into_iter()
+            .map(|(accesses, device, page, c)| HotPage {
+                device: device.to_owned(),
                 offset: page * PAGE,
-                accesses: c.reads + c.writes,
+                accesses,
                 counts: *c,
             })
             .collect();
-        // Ties break by device and offset so reports are deterministic.
-        hot.sort_by(|a, b| {
-            b.accesses
-                .cmp(&a.accesses)
-                .then(a.device.cmp(&b.device))
-                .then(a.offset.cmp(&b.offset))
-        });
-        hot.truncate(top);
         let h = &self.histogram;
         Report {
             requests: self.requests,
@@ -319,7 +346,7 @@ impl Stats {
                 .map(|(i, n)| DeviceReport {
                     name: n.clone(),
                     counts: self.devices[i],
-                    pages_touched: self.pages.keys().filter(|(d, _)| *d == i).count(),
+                    pages_touched: self.pages[i].touched,
                 })
                 .collect(),
             latency_ns: LatencyReport {
@@ -356,6 +383,36 @@ mod tests {
         h.record(1_000_000);
         assert_eq!(h.max, 1_000_000);
         assert!(h.percentile(1.0) >= 1_000_000 - (1_000_000 >> 4));
+    }
+
+    #[test]
+    fn pages_far_apart_are_counted_and_the_top_n_ties_break_by_device_and_offset() {
+        let mut s = Stats::new(vec!["a".into(), "b".into()]);
+        // Pages in different chunks, one 64 GiB into the device.
+        let far = 64 << 30;
+        for (dev, offset, times) in [
+            (1, far, 2),
+            (0, 5 * PAGE, 2),
+            (1, 3 * PAGE, 2),
+            (0, 70 * PAGE, 1),
+            (0, 0, 3),
+        ] {
+            for _ in 0..times {
+                s.record(dev, offset + 1, false, 8, 200);
+            }
+        }
+        let r = s.report(3);
+        let hot: Vec<(&str, u64, u64)> = r
+            .hot_pages
+            .iter()
+            .map(|h| (h.device.as_str(), h.offset, h.accesses))
+            .collect();
+        assert_eq!(hot, [("a", 0, 3), ("a", 5 * PAGE, 2), ("b", 3 * PAGE, 2)]);
+        assert_eq!(r.devices[0].pages_touched, 3);
+        assert_eq!(r.devices[1].pages_touched, 2);
+        assert_eq!(s.report(0).hot_pages.len(), 0);
+        assert_eq!(s.report(100).hot_pages.len(), 5);
+        assert_eq!(s.report(100).hot_pages[4].offset, 70 * PAGE);
     }
 
     #[test]
