@@ -41,6 +41,18 @@ pub enum ConfineError {
     },
     #[error("This kernel has no openat2 (Linux 5.6 or later is needed), so paths cannot be confined; refusing to run.")]
     NoOpenat2,
+    #[error("The test name '{0}' is not a single path component (letters, digits, '-', '_', '.'; not '.' or '..'); regenerate the replay with -n NAME.")]
+    Name(String),
+}
+
+/// A test name: one path component of letters, digits, `-`, `_` and `.`,
+/// never `.` or `..`, so `<root>/<name>` is always a directory inside root.
+pub fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n != "."
+        && n != ".."
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// The outcome of a confined operation that failed.
@@ -120,6 +132,9 @@ fn show(p: &[u8]) -> String {
 impl Jail {
     /// Opens `<root>/<name>` (which must exist) and checks that openat2 works.
     pub fn new(root: &Path, name: &str) -> Result<Jail, ConfineError> {
+        if !valid_name(name) {
+            return Err(ConfineError::Name(name.to_owned()));
+        }
         let path = root.join(name);
         let c = CString::new(path.as_os_str().as_bytes()).map_err(|e| ConfineError::Open {
             path: path.clone(),

@@ -145,14 +145,6 @@ struct State<'a> {
     report: GenerateReport,
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n != "."
-        && n != ".."
-        && n.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-}
-
 impl State<'_> {
     fn is_pseudo(&self, path: &[u8]) -> bool {
         if self.mounts.is_empty() {
@@ -368,7 +360,7 @@ pub fn generate(
     cap: &Capture,
     cfg: &GenerateConfig,
 ) -> Result<(Replay, GenerateReport), GenerateError> {
-    if !valid_name(&cfg.name) {
+    if !crate::confine::valid_name(&cfg.name) {
         return Err(GenerateError::Name(cfg.name.clone()));
     }
     if let Some(u) = &cfg.user {

@@ -19,7 +19,7 @@ pub enum PurgeError {
 
 /// Removes `<root>/<name>`; returns whether there was anything to remove.
 pub fn purge(root: &Path, name: &str) -> Result<bool, PurgeError> {
-    if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+    if !crate::confine::valid_name(name) {
         return Err(PurgeError::Name(name.to_owned()));
     }
     let dir = root.join(name);

@@ -69,6 +69,8 @@ pub enum ReplayFormatError {
     },
     #[error("The replay file has no '#name' line.")]
     NoName,
+    #[error("Line {line}: the #name '{name}' is not a single path component (letters, digits, '-', '_', '.'; not '.' or '..'), so the replay could leave its test root; regenerate it with -n NAME.")]
+    Name { line: usize, name: String },
     #[error("Reading or writing the replay file failed.")]
     Io(#[from] std::io::Error),
 }
@@ -158,6 +160,12 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
             let (key, val) = rest.split_once(' ').unwrap_or((rest, ""));
             match key {
                 "name" => {
+                    if !crate::confine::valid_name(val) {
+                        return Err(ReplayFormatError::Name {
+                            line: n,
+                            name: val.to_owned(),
+                        });
+                    }
                     rep.name = val.to_owned();
                     named = true;
                 }

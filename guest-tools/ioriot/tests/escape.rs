@@ -233,3 +233,27 @@ fn the_root_directory_never_becomes_a_skeleton_file() {
     let t = tempfile::tempdir().unwrap();
     ioriot::init::init(&rep, t.path()).unwrap();
 }
+
+#[test]
+fn a_replay_named_dot_dot_is_refused_before_it_touches_anything() {
+    let t = tempfile::tempdir().unwrap();
+    let outside = outside_tree(t.path());
+    let before = snapshot(t.path());
+    for name in ["..", ".", "a/b", ""] {
+        let text = HOSTILE.replace("#name n\n", &format!("#name {name}\n"));
+        let err = replay_format::read(text.as_bytes())
+            .expect_err("a replay whose #name is not one component");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("not a single path component") && msg.contains("-n NAME"),
+            "{name:?}: {msg}"
+        );
+        // The jail refuses the name too, whoever builds the replay.
+        let jail = ioriot::confine::Jail::new(&outside, name);
+        assert!(
+            matches!(jail, Err(ioriot::confine::ConfineError::Name(_))),
+            "{name:?}: {jail:?}"
+        );
+    }
+    assert_eq!(snapshot(t.path()), before);
+}
