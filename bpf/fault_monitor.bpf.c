@@ -55,6 +55,20 @@ struct event {
 	char comm[TASK_COMM_LEN];
 };
 
+/* The layouts the Rust side reads (fault-monitor's monitor.rs golden tests:
+ * Key, RawStats, Event::parse): a change here must change both. */
+_Static_assert(sizeof(struct key) == 8, "struct key is 8 bytes");
+_Static_assert(__builtin_offsetof(struct key, tid) == 4, "key.tid at 4");
+_Static_assert(sizeof(struct stats) == 64, "struct stats is 64 bytes");
+_Static_assert(__builtin_offsetof(struct stats, errors) == 16, "stats.errors at 16");
+_Static_assert(__builtin_offsetof(struct stats, min_ns) == 40, "stats.min_ns at 40");
+_Static_assert(__builtin_offsetof(struct stats, comm) == 48, "stats.comm at 48");
+_Static_assert(sizeof(struct event) == 48, "struct event is 48 bytes");
+_Static_assert(__builtin_offsetof(struct event, duration_ns) == 16, "event.duration_ns at 16");
+_Static_assert(__builtin_offsetof(struct event, major) == 24, "event.major at 24");
+_Static_assert(__builtin_offsetof(struct event, ret) == 28, "event.ret at 28");
+_Static_assert(__builtin_offsetof(struct event, comm) == 32, "event.comm at 32");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

@@ -32,6 +32,16 @@ struct exit_record {
 	struct proc proc;
 };
 
+/* The layouts the Rust side reads (collector.rs golden tests: RawProc,
+ * RawExit): a change here must change both. */
+_Static_assert(sizeof(struct proc) == 56, "struct proc is 56 bytes");
+_Static_assert(__builtin_offsetof(struct proc, faults) == 16, "proc.faults at 16");
+_Static_assert(__builtin_offsetof(struct proc, sequential) == 24, "proc.sequential at 24");
+_Static_assert(__builtin_offsetof(struct proc, born_ns) == 32, "proc.born_ns at 32");
+_Static_assert(__builtin_offsetof(struct proc, comm) == 40, "proc.comm at 40");
+_Static_assert(sizeof(struct exit_record) == 64, "struct exit_record is 64 bytes");
+_Static_assert(__builtin_offsetof(struct exit_record, proc) == 8, "exit_record.proc at 8");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
