@@ -96,6 +96,18 @@ pub struct ClientReport {
     pub modelled_latency_ns: Percentiles,
 }
 
+impl std::fmt::Display for ClientReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} requests over {} connection(s), depth {}: {:.0} req/s, {} errors",
+            self.requests, self.connections, self.depth, self.requests_per_second, self.errors
+        )?;
+        writeln!(f, "wall latency ns: {:?}", self.wall_latency_ns)?;
+        writeln!(f, "modelled latency ns: {:?}", self.modelled_latency_ns)
+    }
+}
+
 fn pct(h: &Histogram) -> Percentiles {
     Percentiles {
         p50: h.percentile(0.5),

@@ -27,6 +27,39 @@ use crate::simulator::Simulator;
 
 pub use cxl_memsim_wire::control::{request, ControlError};
 
+/// `cxl-memsim stats` without `--json`: the stats answer as text lines.
+pub fn stats_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "requests {}  errors {}", v["requests"], v["errors"]);
+    let p = &v["plugin"];
+    if !p.is_null() {
+        let _ = writeln!(
+            out,
+            "plugin: {} connected, {} armed, {} accesses ({} reads, {} writes), {} unmapped, {} dropped",
+            p["connections"], p["armed"], p["accesses"], p["reads"], p["writes"], p["unmapped"], p["plugin_dropped"]
+        );
+    }
+    let _ = writeln!(out, "latency ns: {}", v["latency_ns"]);
+    for d in v["devices"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  {}: {} reads, {} writes, {} pages touched",
+            d["name"], d["reads"], d["writes"], d["pages_touched"]
+        );
+    }
+    for p in v["hot_pages"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            out,
+            "  hot {} +{:#x}: {} accesses",
+            p["device"],
+            p["offset"].as_u64().unwrap_or(0),
+            p["accesses"]
+        );
+    }
+    out
+}
+
 /// How long `plugin arm|disarm|flush` waits for the plugins.
 const PLUGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -86,4 +119,25 @@ async fn plugin_command(hub: Option<&PluginHub>, words: &[&str]) -> serde_json::
 /// Asks a running simulator for its stats.
 pub async fn query_stats(path: &Path, top: usize) -> Result<serde_json::Value, ControlError> {
     request(path, &format!("stats {top}")).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::Stats;
+
+    #[test]
+    fn stats_text_lists_requests_devices_and_hot_pages() {
+        let mut s = Stats::new(vec!["vmem0".into()]);
+        s.record(0, 0x2040, false, 64, 201);
+        s.record(0, 0x2080, true, 64, 101);
+        let v = serde_json::to_value(s.report(5)).unwrap();
+        let text = stats_text(&v);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "requests 2  errors {}");
+        assert!(lines[1].starts_with("latency ns: {"), "{text}");
+        assert_eq!(lines[2], "  \"vmem0\": 1 reads, 1 writes, 1 pages touched");
+        assert_eq!(lines[3], "  hot \"vmem0\" +0x2000: 2 accesses");
+        assert_eq!(lines.len(), 4, "no plugin line without a plugin: {text}");
+    }
 }

@@ -144,29 +144,7 @@ fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
-                println!("requests {}  errors {}", v["requests"], v["errors"]);
-                let p = &v["plugin"];
-                if !p.is_null() {
-                    println!(
-                        "plugin: {} connected, {} armed, {} accesses ({} reads, {} writes), {} unmapped, {} dropped",
-                        p["connections"], p["armed"], p["accesses"], p["reads"], p["writes"], p["unmapped"], p["plugin_dropped"]
-                    );
-                }
-                println!("latency ns: {}", v["latency_ns"]);
-                for d in v["devices"].as_array().into_iter().flatten() {
-                    println!(
-                        "  {}: {} reads, {} writes, {} pages touched",
-                        d["name"], d["reads"], d["writes"], d["pages_touched"]
-                    );
-                }
-                for p in v["hot_pages"].as_array().into_iter().flatten() {
-                    println!(
-                        "  hot {} +{:#x}: {} accesses",
-                        p["device"],
-                        p["offset"].as_u64().unwrap_or(0),
-                        p["accesses"]
-                    );
-                }
+                print!("{}", cxl_memsim::control::stats_text(&v));
             }
         }
         Verb::Plugin { control, command } => {
@@ -192,12 +170,7 @@ fn main() -> anyhow::Result<()> {
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!(
-                    "{} requests over {} connection(s), depth {}: {:.0} req/s, {} errors",
-                    r.requests, r.connections, r.depth, r.requests_per_second, r.errors
-                );
-                println!("wall latency ns: {:?}", r.wall_latency_ns);
-                println!("modelled latency ns: {:?}", r.modelled_latency_ns);
+                print!("{r}");
             }
         }
     }
