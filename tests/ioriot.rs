@@ -63,11 +63,28 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         assert_eq!(v[m]["stats"]["refused"], 0, "{m}");
     }
     assert_eq!(v["capture"]["lost"], 0);
+    // Followed tasks are pruned on exit: the helper, its thread and its
+    // child each sent an exit record, and the kernel's map of followed
+    // tasks (PID at the start, more while the child ran) and userspace's
+    // per-task tables are empty again at the end.
+    let c = &v["capture"];
+    assert!(c["exits"].as_u64().is_some_and(|n| n >= 3), "exits: {c}");
+    assert_eq!(c["targets_start"], 1, "{c}");
+    assert!(
+        c["targets_peak"].as_u64() >= c["targets_start"].as_u64(),
+        "{c}"
+    );
+    assert_eq!(c["targets_end"], 0, "{c}");
+    assert_eq!(c["tracked_end"], 0, "{c}");
+    assert_eq!(c["targets_swept"], 0, "{c}");
+    assert_eq!(c["unfollowed_children"], 0, "{c}");
     assert!(v["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
     let digest = json!({
         "passed": v["passed"],
         "capture_lost": v["capture"]["lost"],
         "capture_truncated": v["capture"]["truncated"],
+        "capture_targets_end": v["capture"]["targets_end"],
+        "capture_tracked_end": v["capture"]["tracked_end"],
         "helper_calls": v["helper_calls"],
         "capture_ops": v["capture_ops"],
         "replay_ops": v["replay_ops"],

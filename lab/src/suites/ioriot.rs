@@ -175,6 +175,16 @@ async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<V
     Ok(json!({"processes": p, "threads": t, "stats": stats, "tree": tree}))
 }
 
+/// Every followed task left capture's state when it exited: the kernel's
+/// map of followed tasks and userspace's per-task tables are back to empty,
+/// and no child went unfollowed for want of room.
+fn pruned(capture: &Value) -> bool {
+    ["targets_end", "tracked_end", "unfollowed_children"]
+        .iter()
+        .all(|k| capture[k].as_u64() == Some(0))
+        && capture["exits"].as_u64().is_some_and(|n| n > 0)
+}
+
 /// A replay went as captured: no result differed from the capture's (the
 /// helper's intended failures fail again), nothing was refused or skipped.
 fn clean(v: &Value) -> bool {
@@ -316,6 +326,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         && capture["lost"].as_u64() == Some(0)
         && capture["lost_pending"].as_u64() == Some(0)
         && capture["unreadable"].as_u64() == Some(0)
+        && pruned(&capture)
         && missing_capture.is_empty()
         && missing_replay.is_empty()
         && missing_replayed.is_empty()
@@ -365,6 +376,19 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capture_is_pruned_when_its_maps_are_empty_again() {
+        let ok = json!({"targets_end": 0, "tracked_end": 0, "unfollowed_children": 0, "exits": 3});
+        assert!(pruned(&ok));
+        let mut full = ok.clone();
+        full["targets_end"] = json!(2);
+        assert!(!pruned(&full));
+        let mut no_exit = ok.clone();
+        no_exit["exits"] = json!(0);
+        assert!(!pruned(&no_exit));
+        assert!(!pruned(&json!({})));
+    }
 
     #[test]
     fn tree_listings_parse_into_sorted_entries() {
