@@ -79,6 +79,15 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
     assert_eq!(c["targets_swept"], 0, "{c}");
     assert_eq!(c["unfollowed_children"], 0, "{c}");
     assert!(v["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
+    // The helper's child writes through the descriptor it inherited and
+    // closes its copy; the parent closes its own after: each replay copies
+    // it once (a `fork` op), and the parent's close still succeeds (no
+    // mismatch above), so child.dat is as long as in the captured run.
+    assert_eq!(v["generate"]["inherited_fds"], 1);
+    for m in ["single", "multi"] {
+        assert_eq!(v[m]["stats"]["per_op"]["fork"]["count"], 1, "{m}");
+        assert_eq!(v[m]["stats"]["per_op"]["fork"]["errors"], 0, "{m}");
+    }
     let digest = json!({
         "passed": v["passed"],
         "capture_lost": v["capture"]["lost"],
@@ -93,6 +102,7 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
             "tids": v["generate"]["tids"].as_object().map(|m| m.len()),
             "dropped_pseudo_fs": v["generate"]["dropped_pseudo_fs"],
             "dropped_unknown_fd": v["generate"]["dropped_unknown_fd"],
+            "inherited_fds": v["generate"]["inherited_fds"],
             "init_dirs": v["generate"]["init_dirs"],
             "init_files": v["generate"]["init_files"],
         },

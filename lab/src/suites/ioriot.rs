@@ -327,6 +327,8 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         && capture["lost_pending"].as_u64() == Some(0)
         && capture["unreadable"].as_u64() == Some(0)
         && pruned(&capture)
+        // The helper's child writes through a descriptor it inherited.
+        && generate["inherited_fds"].as_u64().is_some_and(|n| n > 0)
         && missing_capture.is_empty()
         && missing_replay.is_empty()
         && missing_replayed.is_empty()
