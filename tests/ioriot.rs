@@ -3,8 +3,11 @@
 //! replayed single- and multi-threaded in the guest. Every op of the helper
 //! must be in the capture and the replay, the replays must rebuild the
 //! helper's tree (renamed files, created dirs, removed entries) with no
-//! result differing from the capture. The op sets, trees and pass/fail are
-//! snapshot-tested; timings and rates are redacted.
+//! result differing from the capture. The replays run on an ext4 on the
+//! lab's CXL persistent memory (DAX when the kernel allows), whose device
+//! goes back to devdax afterwards. The op sets, trees, the replay
+//! filesystem and pass/fail are snapshot-tested; timings and rates are left
+//! out, device names redacted.
 
 use cxl_lab::events::Events;
 use cxl_lab::lab;
@@ -88,6 +91,26 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         assert_eq!(v[m]["stats"]["per_op"]["fork"]["count"], 1, "{m}");
         assert_eq!(v[m]["stats"]["per_op"]["fork"]["errors"], 0, "{m}");
     }
+    // The replays ran on CXL memory: an ext4 on the persistent device's
+    // fsdax namespace, mounted where every replay root lives, and the
+    // namespace is devdax again under its old name.
+    let fs = &v["replay_fs"];
+    assert_eq!(fs["fstype"], "ext4", "{fs}");
+    assert!(
+        fs["blockdev"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("/dev/pmem")),
+        "{fs}"
+    );
+    let mount = fs["mount"].as_str().expect("mount");
+    for root in fs["roots"].as_object().expect("roots").values() {
+        assert!(root.as_str().is_some_and(|r| r.starts_with(mount)), "{fs}");
+    }
+    assert_eq!(
+        fs["restored"]["dax"],
+        json!(format!("/dev/{}", fs["chardev"].as_str().unwrap())),
+        "{fs}"
+    );
     let digest = json!({
         "passed": v["passed"],
         "capture_lost": v["capture"]["lost"],
@@ -107,8 +130,19 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
             "init_files": v["generate"]["init_files"],
         },
         "original_tree": v["original_tree"],
+        "replay_fs": {
+            "device": fs["device"],
+            "blockdev": fs["blockdev"],
+            "fstype": fs["fstype"],
+            "dax": fs["dax"],
+            "mount": fs["mount"],
+            "restored": fs["restored"]["dax"],
+        },
         "single": {"tree": v["single"]["tree"], "ops": v["single"]["stats"]["ops"], "errors": v["single"]["stats"]["errors"], "per_op": per_op_digest(&v["single"]["stats"])},
         "multi": {"tree": v["multi"]["tree"], "ops": v["multi"]["stats"]["ops"], "errors": v["multi"]["stats"]["errors"], "per_op": per_op_digest(&v["multi"]["stats"])},
     });
-    insta::assert_json_snapshot!("ioriot_digest", digest);
+    insta::assert_json_snapshot!("ioriot_digest", digest, {
+        ".replay_fs.blockdev" => "[pmem block device]",
+        ".replay_fs.restored" => "[dax device]",
+    });
 }
