@@ -80,6 +80,7 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
     assert_eq!(c["targets_end"], 0, "{c}");
     assert_eq!(c["tracked_end"], 0, "{c}");
     assert_eq!(c["targets_swept"], 0, "{c}");
+    assert_eq!(c["tracked_swept"], 0, "{c}");
     assert_eq!(c["unfollowed_children"], 0, "{c}");
     assert!(v["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
     // The helper's child writes through the descriptor it inherited and

@@ -35,6 +35,9 @@ pub struct CaptureConfig {
     pub resume: bool,
 }
 
+/// How often userspace looks for tasks whose exit record was lost.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// How long --resume waits for the process to stop itself.
 const RESUME_WAIT: Duration = Duration::from_secs(10);
 
@@ -73,6 +76,9 @@ pub struct CaptureReport {
     /// Tasks whose descriptor table and working directory userspace still
     /// kept at the end (0 once every followed task has exited).
     pub tracked_end: u64,
+    /// Tasks userspace forgot because two sweeps (every second) found them
+    /// gone without an exit record (lost to a full ring buffer).
+    pub tracked_swept: u64,
 }
 
 impl CaptureReport {
@@ -344,10 +350,15 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     let mut resolver = resolve::Resolver::new(PathBuf::from("/proc"));
     let mut events = 0u64;
     let mut last_check = Instant::now();
+    let mut last_sweep = Instant::now();
     loop {
         events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
         if stop_signal::requested() || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
+        }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            resolver.sweep(alive);
         }
         if let Some(p) = cfg.pid {
             if last_check.elapsed() >= Duration::from_millis(50) {
@@ -425,6 +436,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         targets_end: targets.end,
         targets_swept: targets.swept,
         tracked_end: resolver.tracked() as u64,
+        tracked_swept: resolver.swept,
     })
 }
 

@@ -4,9 +4,10 @@
 //! (followed through chdir and fchdir); what was opened before capture
 //! started, and the directory it started in, are read from /proc/PID/fd and
 //! /proc/PID/cwd on first use. A task's exit record drops its state, so
-//! the tables hold the running processes only.
+//! the tables hold the running processes only; a task whose exit record was
+//! lost (full ring buffer) is swept once two checks found it gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
@@ -36,6 +37,10 @@ pub struct Resolver {
     pub unreadable: u64,
     /// Exit records seen (threads and processes).
     pub exits: u64,
+    /// Tasks found gone at the last sweep.
+    gone: HashSet<u32>,
+    /// Tasks dropped by a sweep (their exit record was lost).
+    pub swept: u64,
 }
 
 /// Numeric arguments that are 64 bits wide (counts and offsets); the rest
@@ -67,7 +72,22 @@ impl Resolver {
             truncated: 0,
             unreadable: 0,
             exits: 0,
+            gone: HashSet::new(),
+            swept: 0,
         }
+    }
+
+    /// Drops the state of tasks that `alive` found gone at this sweep and
+    /// the one before: their exit record was lost. Once is not enough, as
+    /// records a task sent before it exited may still wait in the ring
+    /// buffer; the caller drains it between sweeps.
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
+        let gone: HashSet<u32> = self.procs.keys().copied().filter(|p| !alive(*p)).collect();
+        for p in gone.intersection(&self.gone) {
+            self.procs.remove(p);
+            self.swept += 1;
+        }
+        self.gone = gone.difference(&self.gone).copied().collect();
     }
 
     /// How many tasks have path state (descriptor table, working directory).
@@ -364,6 +384,19 @@ mod tests {
         assert_eq!(r.event(&read).unwrap().path.as_deref(), Some(&b"/d/f"[..]));
         assert!(r.event(&exit(9, 9)).is_none());
         assert_eq!((r.tracked(), r.exits), (0, 3));
+        // A task whose exit record was lost goes at the second sweep that
+        // finds it gone, not at the first.
+        r.event(&open).unwrap();
+        assert_eq!(r.tracked(), 1);
+        r.sweep(|_| false);
+        assert_eq!((r.tracked(), r.swept), (1, 0));
+        r.sweep(|_| false);
+        assert_eq!((r.tracked(), r.swept), (0, 1));
+        r.event(&open).unwrap();
+        r.sweep(|_| true);
+        r.sweep(|_| false);
+        assert_eq!(r.tracked(), 1, "gone once since it was last seen alive");
+        assert!(r.event(&exit(7, 7)).is_none());
         // A reused pid starts afresh: descriptor 3 is unknown to it (no
         // /proc entry here), not the old process's file.
         let mut again = raw(0, 1, [3, 0, 1, 0, 0, 0], b"", b"");
