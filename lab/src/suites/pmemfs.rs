@@ -39,21 +39,32 @@ pub struct PmemFs {
 }
 
 /// The namespace whose devdax character device is `chardev` (`dax1.0`),
-/// from `ndctl list -N` (one object, or an array of them).
+/// from `ndctl list -N` (one object, or an array of them). A namespace
+/// left in another mode by an interrupted run has no character device: it
+/// is found by the name ndctl gives both (`namespace1.0` for `dax1.0`).
 pub fn namespace_of(list: &Value, chardev: &str) -> Option<String> {
     let items = match list {
         Value::Array(a) => a.clone(),
         v @ Value::Object(_) => vec![v.clone()],
         _ => Vec::new(),
     };
-    items.iter().find_map(|n| {
+    let dev = |n: &Value| n.get("dev").and_then(Value::as_str).map(str::to_owned);
+    let by_chardev = items.iter().find_map(|n| {
         let top = n.get("chardev").and_then(Value::as_str) == Some(chardev);
         let nested = n["daxregion"]["devices"]
             .as_array()
             .is_some_and(|d| d.iter().any(|d| d["chardev"].as_str() == Some(chardev)));
-        (top || nested)
-            .then(|| n.get("dev").and_then(Value::as_str).map(str::to_owned))
-            .flatten()
+        (top || nested).then(|| dev(n)).flatten()
+    });
+    let same_name = chardev
+        .strip_prefix("dax")
+        .map(|id| format!("namespace{id}"));
+    by_chardev.or_else(|| {
+        items
+            .iter()
+            .filter(|n| n.get("mode").and_then(Value::as_str) != Some("devdax"))
+            .filter_map(dev)
+            .find(|d| Some(d) == same_name.as_ref())
     })
 }
 
@@ -110,6 +121,48 @@ pub async fn mount(
         what: format!("find the namespace of {dax} in `ndctl list -N`"),
         detail: list.to_string(),
     })?;
+    // From here on the namespace may be fsdax: a failure gives it back.
+    match make_fs(ctx, &namespace, mount).await {
+        Ok((blockdev, out)) => {
+            let mut lines = out.lines();
+            let first = lines.next().unwrap_or_default().trim();
+            let no_dax_reason = first.strip_prefix("nodax").map(|r| r.trim().to_owned());
+            let line = lines.next().unwrap_or_default();
+            let f: Vec<&str> = line.split(' ').collect();
+            let (fstype, options) = (
+                f.get(2).copied().unwrap_or_default(),
+                f.get(3).copied().unwrap_or_default(),
+            );
+            Ok(PmemFs {
+                device: dev.name.clone(),
+                namespace,
+                chardev,
+                blockdev,
+                mount: mount.to_owned(),
+                fstype: fstype.to_owned(),
+                dax: options_have_dax(options),
+                options: options.to_owned(),
+                no_dax_reason,
+            })
+        }
+        Err(e) => {
+            if let Err(back) = give_back(ctx, &namespace, mount).await {
+                tracing::warn!(
+                    "{namespace} could not be made devdax again after a failed set-up: {back}"
+                );
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Makes `namespace` fsdax, formats its block device and mounts it; the
+/// block device and what `mount_script` printed.
+async fn make_fs(
+    ctx: &SuiteContext<'_>,
+    namespace: &str,
+    mount: &str,
+) -> Result<(String, String), SuiteError> {
     let (created, _) = ctx
         .exec_json(&sh(format!(
             "ndctl create-namespace -f -e {namespace} -m fsdax"
@@ -125,42 +178,32 @@ pub async fn mount(
     let out = ctx
         .exec_checked(&sh(mount_script(&blockdev, mount)))
         .await?;
-    let mut lines = out.lines();
-    let first = lines.next().unwrap_or_default().trim();
-    let no_dax_reason = first.strip_prefix("nodax").map(|r| r.trim().to_owned());
-    let line = lines.next().unwrap_or_default();
-    let f: Vec<&str> = line.split(' ').collect();
-    let (fstype, options) = (
-        f.get(2).copied().unwrap_or_default(),
-        f.get(3).copied().unwrap_or_default(),
-    );
-    Ok(PmemFs {
-        device: dev.name.clone(),
-        namespace,
-        chardev,
-        blockdev,
-        mount: mount.to_owned(),
-        fstype: fstype.to_owned(),
-        dax: options_have_dax(options),
-        options: options.to_owned(),
-        no_dax_reason,
-    })
+    Ok((blockdev, out))
+}
+
+/// Unmounts `mount` if mounted and makes `namespace` devdax again; what
+/// ndctl printed for it.
+async fn give_back(
+    ctx: &SuiteContext<'_>,
+    namespace: &str,
+    mount: &str,
+) -> Result<Value, SuiteError> {
+    ctx.exec_checked(&sh(format!(
+        "if grep -q ' {mount} ' /proc/mounts; then umount {mount}; fi"
+    )))
+    .await?;
+    let (ns, _) = ctx
+        .exec_json(&sh(format!(
+            "ndctl create-namespace -f -e {namespace} -m devdax"
+        )))
+        .await?;
+    Ok(ns)
 }
 
 /// Unmounts the filesystem and gives the namespace its devdax character
 /// device back; an error if it comes back under another name.
 pub async fn restore(ctx: &SuiteContext<'_>, fs: &PmemFs) -> Result<Value, SuiteError> {
-    ctx.exec_checked(&sh(format!(
-        "if grep -q ' {m} ' /proc/mounts; then umount {m}; fi",
-        m = fs.mount
-    )))
-    .await?;
-    let (ns, _) = ctx
-        .exec_json(&sh(format!(
-            "ndctl create-namespace -f -e {} -m devdax",
-            fs.namespace
-        )))
-        .await?;
+    let ns = give_back(ctx, &fs.namespace, &fs.mount).await?;
     let chardev = chardev_of(&ns);
     if chardev.as_deref() != Some(fs.chardev.as_str()) {
         return Err(SuiteError::Setup {
@@ -191,6 +234,13 @@ mod tests {
             Some("namespace1.0")
         );
         assert_eq!(namespace_of(&list, "dax2.0"), None);
+        // Left fsdax by an interrupted run: found by its name.
+        assert_eq!(
+            namespace_of(&list, "dax0.0").as_deref(),
+            Some("namespace0.0")
+        );
+        let other_devdax = json!([{"dev": "namespace3.0", "mode": "devdax", "chardev": "dax3.1"}]);
+        assert_eq!(namespace_of(&other_devdax, "dax3.0"), None);
         let one = json!({"dev": "namespace1.0", "mode": "devdax",
             "daxregion": {"id": 1, "devices": [{"chardev": "dax1.0", "mode": "devdax"}]}});
         assert_eq!(
