@@ -7,7 +7,9 @@
 // page may not be resident yet (bpf_probe_read_user cannot fault it in;
 // the call itself has faulted it in by exit). A full ring buffer is
 // counted in `counters`, never silent; an unreadable string is flagged.
-// sched_process_fork adds children of followed processes.
+// sched_process_fork adds children of followed processes; sched_process_exit
+// removes an exiting thread's entries (targets, pending) and tells userspace,
+// so the maps hold running tasks only and a long capture never fills them.
 
 #include <linux/types.h>
 #include <linux/bpf.h>
@@ -18,6 +20,7 @@
 
 #define KIND_SYSCALL 1
 #define KIND_FORK 2
+#define KIND_EXIT 3
 
 #define FLAG_TRUNC1 1
 #define FLAG_TRUNC2 2
@@ -109,10 +112,11 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
-// 0: events lost to a full ring buffer; 1: calls lost to a full pending map.
+// 0: events lost to a full ring buffer; 1: calls lost to a full pending map;
+// 2: children not followed because `targets` was full.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 2);
+	__uint(max_entries, 3);
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
@@ -122,6 +126,13 @@ static __always_inline void count(__u32 which)
 	__u64 *c = bpf_map_lookup_elem(&counters, &which);
 	if (c)
 		__sync_fetch_and_add(c, 1);
+}
+
+static __always_inline int cfg_follow_all(void)
+{
+	__u32 zero = 0;
+	struct config *cfg = bpf_map_lookup_elem(&config, &zero);
+	return cfg && cfg->follow_all;
 }
 
 static __always_inline int followed(__u32 tgid)
@@ -240,7 +251,8 @@ int ioriot_fork(struct fork_args *ctx)
 		return 0;
 	__u32 child = ctx->child_pid;
 	__u8 one = 1;
-	bpf_map_update_elem(&targets, &child, &one, BPF_ANY);
+	if (!cfg_follow_all() && bpf_map_update_elem(&targets, &child, &one, BPF_ANY))
+		count(2);
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
 	if (!e) {
 		count(0);
@@ -254,6 +266,44 @@ int ioriot_fork(struct fork_args *ctx)
 	e->kind = KIND_FORK;
 	e->nr = 0;
 	e->ret = child;
+	e->flags = 0;
+	e->pad = 0;
+	e->path1[0] = 0;
+	e->path2[0] = 0;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+// Every exiting thread passes here. Its `targets` entry goes (the process's
+// own when the thread-group leader exits, or the one sched_process_fork made
+// for a thread), and so does a `pending` entry left by a call it never
+// returned from. A followed task's exit is sent on (KIND_EXIT, tgid and tid)
+// so userspace forgets its state; without room it is counted as lost, and
+// the entries are deleted all the same.
+SEC("tracepoint/sched/sched_process_exit")
+int ioriot_exit(void *ctx)
+{
+	__u64 pt = bpf_get_current_pid_tgid();
+	__u32 tgid = pt >> 32, tid = (__u32)pt;
+	int was_followed = followed(tgid);
+	bpf_map_delete_elem(&pending, &tid);
+	int was_target = bpf_map_delete_elem(&targets, &tid) == 0;
+	if (!was_followed && !was_target)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+	if (!e) {
+		count(0);
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	e->t_enter = now;
+	e->t_exit = now;
+	e->tgid = tgid;
+	e->tid = tid;
+	e->kind = KIND_EXIT;
+	e->nr = 0;
+	e->ret = 0;
+	__builtin_memset(e->args, 0, sizeof(e->args));
 	e->flags = 0;
 	e->pad = 0;
 	e->path1[0] = 0;

@@ -14,8 +14,9 @@ pub static FAULT_MONITOR: &[u8] =
 pub static MADVISE_COLLECTOR: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/madvise_collector.bpf.o"));
 
-/// ioriot's capture: raw_syscalls enter/exit and sched_process_fork
-/// tracepoints, events through a ring buffer, a lost-event counter
+/// ioriot's capture: raw_syscalls enter/exit, sched_process_fork and
+/// sched_process_exit tracepoints (an exiting task leaves the maps and is
+/// reported), events through a ring buffer, a lost-event counter
 /// (`bpf/ioriot_capture.bpf.c`).
 pub static IORIOT_CAPTURE: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ioriot_capture.bpf.o"));

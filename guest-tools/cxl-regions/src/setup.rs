@@ -340,16 +340,25 @@ fn pmem_device(ctx: &Ctx, d: &PlannedDevice, memdev: String) -> Result<DeviceOut
         let out = tools::run("ndctl", &["list", "-N", "-X", "-r", nd]).map_err(tool_err(d))?;
         tools::json_list("ndctl list", &out).map_err(tool_err(d))
     };
-    let (chardev, size) = match tools::devdax_chardev(&list(&nd_region)?) {
+    let listed = list(&nd_region)?;
+    let (chardev, size) = match tools::devdax_chardev(&listed) {
         Some(found) => {
             reused = true;
             found
         }
         None => {
-            let out = tools::run(
-                "ndctl",
-                &["create-namespace", "-m", "devdax", "-r", &nd_region],
-            )
+            // A namespace left in another mode (a suite's fsdax) is made
+            // devdax again in place; otherwise a new one takes the region.
+            let out = match tools::other_namespace(&listed) {
+                Some(ns) => tools::run(
+                    "ndctl",
+                    &["create-namespace", "-f", "-e", &ns, "-m", "devdax"],
+                ),
+                None => tools::run(
+                    "ndctl",
+                    &["create-namespace", "-m", "devdax", "-r", &nd_region],
+                ),
+            }
             .map_err(tool_err(d))?;
             let created = tools::json_list("ndctl create-namespace", &out).map_err(tool_err(d))?;
             match tools::devdax_chardev(&created) {

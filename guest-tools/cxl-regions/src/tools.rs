@@ -83,6 +83,18 @@ pub fn devdax_chardev(namespaces: &[Value]) -> Option<(String, u64)> {
         })
 }
 
+/// A namespace of another mode than devdax (`namespace1.0`), e.g. the
+/// fsdax one a suite made and could not give back (the lab was stopped
+/// during it): its labels bring it back at boot, and a new namespace next
+/// to it would find no room.
+pub fn other_namespace(namespaces: &[Value]) -> Option<String> {
+    namespaces
+        .iter()
+        .filter(|n| n.get("mode").and_then(Value::as_str) != Some("devdax"))
+        .filter(|n| n.get("size").and_then(Value::as_u64).unwrap_or(0) > 0)
+        .find_map(|n| n.get("dev").and_then(Value::as_str).map(str::to_owned))
+}
+
 /// ndctl prints sizes as numbers in `list` and as "250.00 MiB (262.14 MB)"
 /// with human output; only exact numbers are used.
 fn size_of(v: &Value) -> Option<u64> {
@@ -117,5 +129,27 @@ mod tests {
         assert_eq!(devdax_chardev(&json_list("ndctl list", "").unwrap()), None);
         let raw = json_list("ndctl list", r#"{"dev":"namespace1.0","mode":"raw"}"#).unwrap();
         assert_eq!(devdax_chardev(&raw), None);
+    }
+
+    #[test]
+    fn finds_a_namespace_left_in_another_mode() {
+        let fsdax = json_list(
+            "ndctl list",
+            r#"[{"dev":"namespace1.0","mode":"fsdax","map":"dev","size":262144000,"blockdev":"pmem1"}]"#,
+        )
+        .unwrap();
+        assert_eq!(other_namespace(&fsdax).as_deref(), Some("namespace1.0"));
+        let devdax = json_list(
+            "ndctl list",
+            r#"[{"dev":"namespace1.0","mode":"devdax","size":262144000}]"#,
+        )
+        .unwrap();
+        assert_eq!(other_namespace(&devdax), None);
+        let empty = json_list(
+            "ndctl list",
+            r#"{"dev":"namespace1.1","mode":"raw","size":0}"#,
+        )
+        .unwrap();
+        assert_eq!(other_namespace(&empty), None);
     }
 }

@@ -4,7 +4,11 @@
 //! and tmpfs unless kept) are dropped with every operation on their
 //! descriptors; the skeleton of entries that existed before the capture
 //! is inferred from what succeeded and failed; every path is rewritten
-//! under `NAME/`.
+//! under `NAME/`. A forked child inherits its parent's descriptors: the
+//! first time it uses one, a `fork` operation gives its virtual process a
+//! copy of the parent's virtual descriptor (replayed as a dup of it), so its
+//! reads, writes and closes act on the right file and its close leaves the
+//! parent's open.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -69,7 +73,9 @@ pub struct GenerateReport {
     pub kept: usize,
     pub dropped_pseudo_fs: usize,
     pub dropped_unknown_fd: usize,
-    pub dropped_inherited_fd: usize,
+    /// Descriptors a forked child inherited and used: each gets a `fork`
+    /// operation that copies the parent's.
+    pub inherited_fds: usize,
     /// Path operations whose path (or new path) the capture could not read.
     pub dropped_unreadable_path: usize,
     /// chdir and fchdir: replayed paths are absolute already.
@@ -89,14 +95,14 @@ pub struct GenerateReport {
 impl GenerateReport {
     pub fn text(&self) -> String {
         format!(
-            "{} of {} events kept ({} on pseudo filesystems, {} on unknown and {} on inherited descriptors, {} with unreadable paths dropped; {} chdir not replayed); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
+            "{} of {} events kept ({} on pseudo filesystems, {} on unknown descriptors, {} with unreadable paths dropped; {} chdir not replayed; {} inherited descriptors copied); {} processes, {} threads; skeleton {} dirs, {} files, {} bytes\n",
             self.kept,
             self.events,
             self.dropped_pseudo_fs,
             self.dropped_unknown_fd,
-            self.dropped_inherited_fd,
             self.dropped_unreadable_path,
             self.not_replayed,
+            self.inherited_fds,
             self.pids.len(),
             self.tids.len(),
             self.init_dirs,
@@ -112,11 +118,23 @@ enum Fd {
         vfd: u64,
         path: Vec<u8>,
         pos: u64,
+        /// The open flags (a dup's are its source's).
+        flags: i64,
     },
     /// On a pseudo filesystem: its operations are dropped.
     Pseudo,
-    /// Opened by a parent before fork: the replayed child has no such descriptor.
-    Inherited,
+    /// A forked child's copy of a tracked descriptor, not used yet: on
+    /// first use it becomes the child's own `Tracked` descriptor through a
+    /// `fork` operation at the fork's time.
+    Inherited {
+        /// The virtual descriptor copied (the one its first owner opened).
+        from: u64,
+        path: Vec<u8>,
+        pos: u64,
+        flags: i64,
+        /// When the child was forked.
+        t_fork: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -355,6 +373,40 @@ impl State<'_> {
     }
 }
 
+/// A forked child's copy of its parent's descriptor `f`, forked at `t_fork`.
+fn inherit(f: &Fd, t_fork: u64) -> Fd {
+    match f {
+        Fd::Tracked {
+            vfd,
+            path,
+            pos,
+            flags,
+        } => Fd::Inherited {
+            from: *vfd,
+            path: path.clone(),
+            pos: *pos,
+            flags: *flags,
+            t_fork,
+        },
+        // Inherited again before use: a copy of the same original, made
+        // at this fork.
+        Fd::Inherited {
+            from,
+            path,
+            pos,
+            flags,
+            ..
+        } => Fd::Inherited {
+            from: *from,
+            path: path.clone(),
+            pos: *pos,
+            flags: *flags,
+            t_fork,
+        },
+        Fd::Pseudo => Fd::Pseudo,
+    }
+}
+
 /// Generates the replay of a capture.
 pub fn generate(
     cap: &Capture,
@@ -368,6 +420,14 @@ pub fn generate(
             return Err(GenerateError::User(u.clone()));
         }
     }
+    // sched_process_fork reports new threads too: a "child" that never
+    // shows up as a process in the capture inherits nothing.
+    let processes: HashSet<u32> = cap
+        .events
+        .iter()
+        .filter(|e| e.op != Op::Fork)
+        .map(|e| e.pid)
+        .collect();
     let mut st = State {
         cfg,
         mounts: cap.mounts.clone(),
@@ -397,14 +457,17 @@ pub fn generate(
             .or_default() += 1;
         if e.op == Op::Fork {
             let child = e.ret as u32;
-            let inherited: Vec<i64> = st
+            if !processes.contains(&child) {
+                continue;
+            }
+            let inherited: Vec<(i64, Fd)> = st
                 .fds
-                .keys()
-                .filter(|(p, _)| *p == e.pid)
-                .map(|(_, fd)| *fd)
+                .iter()
+                .filter(|((p, _), _)| *p == e.pid)
+                .map(|((_, fd), f)| (*fd, inherit(f, e.t_ns)))
                 .collect();
-            for fd in inherited {
-                st.fds.insert((child, fd), Fd::Inherited);
+            for (fd, f) in inherited {
+                st.fds.insert((child, fd), f);
             }
             continue;
         }
@@ -429,14 +492,7 @@ pub fn generate(
                     }
                     continue;
                 }
-                Some(Fd::Inherited) => {
-                    st.report.dropped_inherited_fd += 1;
-                    if e.op == Op::Close {
-                        st.fds.remove(&(e.pid, e.fd));
-                    }
-                    continue;
-                }
-                Some(Fd::Tracked { .. }) => {}
+                Some(Fd::Inherited { .. }) | Some(Fd::Tracked { .. }) => {}
             }
         } else {
             let needs_second = matches!(
@@ -483,8 +539,49 @@ pub fn generate(
         };
         if e.op.uses_fd() {
             let key = (e.pid, e.fd);
-            let (vfd, fpath, pos) = match st.fds.get(&key) {
-                Some(Fd::Tracked { vfd, path, pos }) => (*vfd, path.clone(), *pos),
+            if let Some(Fd::Inherited {
+                from,
+                path,
+                pos,
+                flags,
+                t_fork,
+            }) = st.fds.get(&key).cloned()
+            {
+                // The child's first use of a descriptor it inherited: its
+                // own copy of the parent's, made when it was forked.
+                let v = st.new_vfd();
+                out.push(ReplayOp {
+                    t_ns: t_fork,
+                    vpid,
+                    vtid,
+                    op: Op::Fork,
+                    vfd: v,
+                    ret: 0,
+                    path: Some(st.rewrite(&path)),
+                    path2: None,
+                    a: from as i64,
+                    b: flags,
+                    c: pos as i64,
+                });
+                *st.report.replay_ops.entry("fork".to_owned()).or_default() += 1;
+                st.report.inherited_fds += 1;
+                st.fds.insert(
+                    key,
+                    Fd::Tracked {
+                        vfd: v,
+                        path,
+                        pos,
+                        flags,
+                    },
+                );
+            }
+            let (vfd, fpath, pos, flags) = match st.fds.get(&key) {
+                Some(Fd::Tracked {
+                    vfd,
+                    path,
+                    pos,
+                    flags,
+                }) => (*vfd, path.clone(), *pos, *flags),
                 _ => unreachable!("checked above"),
             };
             op.vfd = vfd;
@@ -522,6 +619,7 @@ pub fn generate(
                             vfd: v,
                             path: fpath.clone(),
                             pos,
+                            flags,
                         },
                     );
                     op.c = v as i64;
@@ -556,12 +654,18 @@ pub fn generate(
             if e.op.opens() && e.ret >= 0 {
                 let v = st.new_vfd();
                 op.vfd = v;
+                let flags = if e.op == Op::Creat {
+                    i64::from(libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC)
+                } else {
+                    e.a
+                };
                 st.fds.insert(
                     (e.pid, e.ret),
                     Fd::Tracked {
                         vfd: v,
                         path: p.clone(),
                         pos: 0,
+                        flags,
                     },
                 );
                 if e.a & i64::from(libc::O_DIRECTORY) != 0 {
@@ -617,7 +721,8 @@ pub fn generate(
             }
         }
     }
-    st.report.kept = out.len();
+    // The `fork` copies are the replay's own operations, not captured events.
+    st.report.kept = out.len() - st.report.inherited_fds;
     st.report.pids = pids.iter().map(|(r, v)| (*r, *v)).collect();
     st.report.tids = tids.iter().map(|(r, v)| (*r, *v)).collect();
     let replay = Replay {
@@ -631,4 +736,82 @@ pub fn generate(
         ops: out,
     };
     Ok((replay, st.report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A synthetic capture (`tests/fixtures/inherit.capture`): process 10
+    /// creates /w/f as 3 and writes 100 bytes, makes a thread (tid 12, also
+    /// reported as a fork) and forks 11; 11 forks 13 before using anything;
+    /// 11 writes 50 bytes to its inherited 3 and closes it, 13 writes 7,
+    /// then 10 writes 20 and closes its own 3, and 13 closes its copy last.
+    fn inheriting_capture() -> Capture {
+        crate::capture_format::read(&include_bytes!("../tests/fixtures/inherit.capture")[..])
+            .expect("the fixture parses")
+    }
+
+    #[test]
+    fn a_forked_child_copies_the_descriptors_it_inherited_on_first_use() {
+        let cfg = GenerateConfig {
+            name: "t".into(),
+            keep_tmpfs: false,
+            user: None,
+        };
+        let (rep, report) = generate(&inheriting_capture(), &cfg).unwrap();
+        type Row<'a> = (u64, u32, u32, &'a str, u64, i64, i64, i64);
+        let ops: Vec<Row> = rep
+            .ops
+            .iter()
+            .map(|o| (o.t_ns, o.vpid, o.vtid, o.op.name(), o.vfd, o.a, o.b, o.c))
+            .collect();
+        let creat = i64::from(libc::O_CREAT | libc::O_WRONLY);
+        assert_eq!(
+            ops,
+            [
+                (0, 1, 1, "openat", 1, creat, 420, 0),
+                (1000, 1, 1, "write", 1, 100, 0, 0),
+                // The thread is no process: no copies for it.
+                (3000, 1, 2, "stat", 0, 0, 0, 0),
+                // 11's copy of 1, made at its fork (t 5), at offset 100.
+                (4000, 2, 3, "fork", 2, 1, creat, 100),
+                // 13's copy of the same file description, made at its fork.
+                (5000, 3, 4, "fork", 3, 1, creat, 100),
+                (6000, 2, 3, "write", 2, 50, 0, 0),
+                // The child closes its own copy ...
+                (7000, 2, 3, "close", 2, 0, 0, 0),
+                (8000, 3, 4, "write", 3, 7, 0, 0),
+                // ... and the parent's still writes.
+                (9000, 1, 1, "write", 1, 20, 0, 0),
+                (10000, 1, 1, "close", 1, 0, 0, 0),
+                (11000, 3, 4, "close", 3, 0, 0, 0),
+            ]
+        );
+        assert!(rep
+            .ops
+            .iter()
+            .all(|o| o.path.as_deref() == Some(&b"t/w/f"[..])));
+        assert_eq!(report.inherited_fds, 2);
+        assert_eq!(report.dropped_unknown_fd, 0);
+        assert_eq!(report.kept, 9);
+        assert_eq!(report.replay_ops["fork"], 2);
+        assert_eq!(report.pids, BTreeMap::from([(10, 1), (11, 2), (13, 3)]));
+        assert_eq!((rep.vpids, rep.vtids), (3, 4));
+    }
+
+    #[test]
+    fn descriptors_a_child_never_uses_cost_nothing() {
+        let cfg = GenerateConfig {
+            name: "t".into(),
+            keep_tmpfs: false,
+            user: None,
+        };
+        let mut cap = inheriting_capture();
+        // Without 11's and 13's operations the forks copy nothing.
+        cap.events.retain(|e| e.op == Op::Fork || e.pid == 10);
+        let (rep, report) = generate(&cap, &cfg).unwrap();
+        assert_eq!(report.inherited_fds, 0);
+        assert!(rep.ops.iter().all(|o| o.op != Op::Fork && o.vpid == 1));
+    }
 }

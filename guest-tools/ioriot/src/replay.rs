@@ -5,6 +5,10 @@
 //! descriptor opened on one thread and used on another is waited for.
 //! Speed 0 runs as fast as possible; speed s > 0 starts each operation at
 //! its captured time divided by s. Every path goes through `confine.rs`.
+//! A forked child that copies descriptors of its parent (`fork`
+//! operations) runs in its parent's worker, where the copy is a dup of the
+//! parent's descriptor: they share the open file and its offset, and the
+//! child's close leaves the parent's open.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
@@ -150,6 +154,41 @@ const OPEN_FLAGS: i32 = libc::O_ACCMODE
     | libc::O_SYNC
     | libc::O_PATH
     | libc::O_TMPFILE;
+
+/// Flags of an open that must not act again when a file is opened anew
+/// for an inherited descriptor.
+const REOPEN_DROP: i32 = libc::O_CREAT | libc::O_EXCL | libc::O_TRUNC | libc::O_TMPFILE;
+
+/// For each virtual process, the one whose worker runs it: itself, or for
+/// a child that copies a parent's descriptors (`fork` operations, `a` the
+/// parent's virtual descriptor), the parent's, so the copy can be a dup.
+pub fn homes(ops: &[ReplayOp]) -> HashMap<u32, u32> {
+    let mut home: HashMap<u32, u32> = HashMap::new();
+    // Virtual descriptor → the virtual process that made it.
+    let mut maker: HashMap<u64, u32> = HashMap::new();
+    for o in ops {
+        let own = *home.entry(o.vpid).or_insert(o.vpid);
+        match o.op {
+            Op::Fork => {
+                if let Some(parent) = maker.get(&(o.a as u64)) {
+                    let h = home.get(parent).copied().unwrap_or(*parent);
+                    if own == o.vpid {
+                        home.insert(o.vpid, h);
+                    }
+                }
+                maker.insert(o.vfd, o.vpid);
+            }
+            op if op.opens() && o.vfd != 0 => {
+                maker.insert(o.vfd, o.vpid);
+            }
+            op if o.c > 0 && (op.dups() || (op == Op::Fcntl && (o.a == 0 || o.a == 1030))) => {
+                maker.insert(o.c as u64, o.vpid);
+            }
+            _ => {}
+        }
+    }
+    home
+}
 
 struct Ctx<'a> {
     jail: &'a Jail,
@@ -399,10 +438,45 @@ impl Ctx<'_> {
                 self.fds.close(o.vfd)?;
                 0
             }
-            Op::Fork => return Ok(Issued::Skipped),
+            Op::Fork => self.inherit(o)?,
             _ => return self.issue_fd(o, buf, n),
         };
         Ok(Issued::Ret(ret))
+    }
+
+    /// A `fork` operation: the child's virtual descriptor `vfd` becomes a
+    /// copy of the parent's `a` (a dup: same open file, shared offset).
+    /// Should the parent's be closed already (its close ran first), the
+    /// file is opened again with the parent's flags `b` at the offset `c`
+    /// it had at the fork.
+    fn inherit(&self, o: &ReplayOp) -> Result<i64, Failure> {
+        use std::os::fd::FromRawFd;
+        let dup = self.fds.get(o.a as u64).ok().and_then(|fd| {
+            // SAFETY: fd is an open descriptor of this worker.
+            let r = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+            // SAFETY: r is a new descriptor nobody else owns.
+            (r >= 0).then(|| unsafe { OwnedFd::from_raw_fd(r) })
+        });
+        let fd = match dup {
+            Some(fd) => fd,
+            None => {
+                let flags = (o.b as i32) & OPEN_FLAGS & !REOPEN_DROP;
+                let fd = self
+                    .jail
+                    .open(self.path(o), flags, 0)
+                    .inspect_err(|_| self.fds.failed(o.vfd))?;
+                // SAFETY: fd is open.
+                if unsafe { libc::lseek(fd.as_raw_fd(), o.c, libc::SEEK_SET) } < 0 {
+                    let e = errno();
+                    self.fds.failed(o.vfd);
+                    return Err(Failure::Errno(e));
+                }
+                fd
+            }
+        };
+        let raw = fd.as_raw_fd();
+        self.fds.insert(o.vfd, fd);
+        Ok(i64::from(raw))
     }
 
     fn issue_fd(&self, o: &ReplayOp, buf: &mut [u8], n: usize) -> Result<Issued, Failure> {
@@ -567,9 +641,11 @@ pub fn run_worker(
     let jail = Jail::new(&cfg.root, &rep.name)?;
     let fds = Fds::default();
     let deps = order::dependencies(&rep.ops);
+    let homes = homes(&rep.ops);
     let mut per_vtid: BTreeMap<u32, Vec<(usize, &ReplayOp)>> = BTreeMap::new();
     for (i, o) in rep.ops.iter().enumerate() {
-        if (o.vpid.max(1) - 1) % workers == index {
+        let home = homes.get(&o.vpid).copied().unwrap_or(o.vpid);
+        if (home.max(1) - 1) % workers == index {
             per_vtid.entry(o.vtid).or_default().push((i, o));
         }
     }
@@ -670,4 +746,46 @@ fn run_workers(
         stats.merge(&s);
     }
     Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(vpid: u32, op: Op, vfd: u64, a: i64, c: i64) -> ReplayOp {
+        ReplayOp {
+            t_ns: 0,
+            vpid,
+            vtid: vpid,
+            op,
+            vfd,
+            ret: 0,
+            path: Some(b"t/f".to_vec()),
+            path2: None,
+            a,
+            b: 0,
+            c,
+        }
+    }
+
+    #[test]
+    fn children_copying_descriptors_run_in_their_parents_worker() {
+        let ops = [
+            op(1, Op::Openat, 1, 0, 0),
+            op(1, Op::Dup, 1, 0, 2),
+            // 2 copies 1's dup; 3 (2's child) copies 2's copy.
+            op(2, Op::Fork, 3, 2, 0),
+            op(3, Op::Fork, 4, 3, 0),
+            // 4 opens its own file: its own worker.
+            op(4, Op::Openat, 5, 0, 0),
+            // 5 copies a descriptor no operation made: nothing to follow.
+            op(5, Op::Fork, 6, 99, 0),
+        ];
+        let h = homes(&ops);
+        assert_eq!(
+            (h[&1], h[&2], h[&3], h[&4], h[&5]),
+            (1, 1, 1, 4, 5),
+            "{h:?}"
+        );
+    }
 }

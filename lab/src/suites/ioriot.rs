@@ -4,17 +4,24 @@
 //! capture's and the replay's operation sets, the statistics and the
 //! replayed tree. Then measure: the helper with and without capture (same
 //! run, same iterations) and the replay rate against the captured rate;
-//! and capture and replay a real application (fio).
+//! and capture and replay a real application (fio). Captures run on the
+//! guest's root; every replay runs on an ext4 on the lab's CXL persistent
+//! memory (`pmemfs`: the device's namespace turned fsdax, mounted with DAX
+//! when the kernel allows, and given back as devdax at the end), which the
+//! result names under `replay_fs`.
 
 use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
+use super::pmemfs::{self, PmemFs};
 use super::{median, sh, SuiteContext, SuiteError};
 
 /// Work directory in the guest (the initramfs root, a rootfs: generate
 /// keeps it with --keep-tmpfs).
 pub const DIR: &str = "/var/tmp/ioriot-lab";
+/// Where the filesystem on CXL memory the replays run on is mounted.
+pub const MOUNT: &str = "/mnt/ioriot-pmem";
 /// Test name of the replay.
 pub const NAME: &str = "matrix";
 /// Iterations of the helper per overhead run, and alternating rounds of
@@ -72,6 +79,7 @@ pub fn plain_script(work: &str, out: &str, iterations: u32) -> String {
 /// threads at speed 0.
 async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let d = format!("{DIR}/fio");
+    let root = format!("{MOUNT}/fio");
     let fio = format!(
         "fio --name=j --filename={d}/data --size=1M --bs=4k --rw=randrw --ioengine=psync --numjobs=2 --thread"
     );
@@ -91,12 +99,12 @@ async fn fio_workload(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     .await?;
     run_checked(
         ctx,
-        &format!("ioriot -i {d}/f.replay -w {d}/root --json >/dev/null"),
+        &format!("ioriot -i {d}/f.replay -w {root} --json >/dev/null"),
     )
     .await?;
     let replay = json_of(
         ctx,
-        &format!("ioriot -r {d}/f.replay -w {d}/root -t 2 -s 0 --json"),
+        &format!("ioriot -r {d}/f.replay -w {root} -t 2 -s 0 --json"),
     )
     .await?;
     Ok(json!({
@@ -163,7 +171,7 @@ async fn json_of(ctx: &SuiteContext<'_>, script: &str) -> Result<Value, SuiteErr
 }
 
 async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<Value, SuiteError> {
-    let root = format!("{DIR}/root");
+    let root = format!("{MOUNT}/root");
     run_checked(ctx, &format!("ioriot -i {DIR}/m.replay -w {root} --json")).await?;
     let stats = json_of(
         ctx,
@@ -173,6 +181,16 @@ async fn replay(ctx: &SuiteContext<'_>, label: &str, p: u32, t: u32) -> Result<V
     let tree =
         parse_tree(&run_checked(ctx, &tree_script(&format!("{root}/{NAME}{DIR}/work"))).await?);
     Ok(json!({"processes": p, "threads": t, "stats": stats, "tree": tree}))
+}
+
+/// Every followed task left capture's state when it exited: the kernel's
+/// map of followed tasks and userspace's per-task tables are back to empty,
+/// and no child went unfollowed for want of room.
+fn pruned(capture: &Value) -> bool {
+    ["targets_end", "tracked_end", "unfollowed_children"]
+        .iter()
+        .all(|k| capture[k].as_u64() == Some(0))
+        && capture["exits"].as_u64().is_some_and(|n| n > 0)
 }
 
 /// A replay went as captured: no result differed from the capture's (the
@@ -185,6 +203,37 @@ fn clean(v: &Value) -> bool {
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     run_checked(ctx, &format!("rm -rf {DIR} && mkdir -p {DIR}")).await?;
+    let fs = pmemfs::mount(ctx, "ioriot", MOUNT).await?;
+    // The device goes back to devdax whatever happened on it.
+    let result = run_on(ctx).await;
+    let restored = pmemfs::restore(ctx, &fs).await;
+    let mut v = result?;
+    let restored = restored?;
+    v["passed"] = json!(v["passed"].as_bool() == Some(true) && fs_ok(&fs));
+    v["replay_fs"] = replay_fs(&fs, restored);
+    Ok(v)
+}
+
+/// The filesystem the replays ran on is a real one on the CXL device.
+fn fs_ok(fs: &PmemFs) -> bool {
+    fs.fstype == "ext4" && fs.blockdev.starts_with("/dev/pmem")
+}
+
+/// What the result says about the filesystem the replays ran on.
+fn replay_fs(fs: &PmemFs, restored: Value) -> Value {
+    let mut v = serde_json::to_value(fs).expect("PmemFs serialises");
+    v["roots"] = json!({
+        "matrix": format!("{MOUNT}/root"),
+        "rate": format!("{MOUNT}/rate"),
+        "fio": format!("{MOUNT}/fio"),
+    });
+    v["restored"] = restored;
+    v
+}
+
+/// Everything but the filesystem's set-up: captures on the guest's root,
+/// replays under `MOUNT`.
+async fn run_on(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     run_checked(
         ctx,
         &capture_helper_script(&format!("{DIR}/work"), &format!("{DIR}/m"), 1),
@@ -270,12 +319,12 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     for speed in [0, 1] {
         run_checked(
             ctx,
-            &format!("ioriot -i {DIR}/bench.replay -w {DIR}/rate --json >/dev/null"),
+            &format!("ioriot -i {DIR}/bench.replay -w {MOUNT}/rate --json >/dev/null"),
         )
         .await?;
         let st = json_of(
             ctx,
-            &format!("ioriot -r {DIR}/bench.replay -w {DIR}/rate -s {speed} --json"),
+            &format!("ioriot -r {DIR}/bench.replay -w {MOUNT}/rate -s {speed} --json"),
         )
         .await?;
         rate.insert(
@@ -316,6 +365,9 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         && capture["lost"].as_u64() == Some(0)
         && capture["lost_pending"].as_u64() == Some(0)
         && capture["unreadable"].as_u64() == Some(0)
+        && pruned(&capture)
+        // The helper's child writes through a descriptor it inherited.
+        && generate["inherited_fds"].as_u64().is_some_and(|n| n > 0)
         && missing_capture.is_empty()
         && missing_replay.is_empty()
         && missing_replayed.is_empty()
@@ -365,6 +417,46 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replays_must_run_on_an_ext4_on_a_pmem_device() {
+        let fs = PmemFs {
+            device: "pmem0".into(),
+            namespace: "namespace1.0".into(),
+            chardev: "dax1.0".into(),
+            blockdev: "/dev/pmem1".into(),
+            mount: MOUNT.into(),
+            fstype: "ext4".into(),
+            dax: false,
+            options: "rw,relatime".into(),
+            no_dax_reason: Some("mount: Invalid argument".into()),
+        };
+        assert!(fs_ok(&fs));
+        let v = replay_fs(&fs, json!({"dax": "/dev/dax1.0"}));
+        assert_eq!(v["blockdev"], "/dev/pmem1");
+        assert_eq!(v["dax"], false);
+        assert_eq!(v["no_dax_reason"], "mount: Invalid argument");
+        assert_eq!(v["roots"]["matrix"], format!("{MOUNT}/root"));
+        assert_eq!(v["restored"]["dax"], "/dev/dax1.0");
+        let rootfs = PmemFs {
+            fstype: "rootfs".into(),
+            ..fs
+        };
+        assert!(!fs_ok(&rootfs));
+    }
+
+    #[test]
+    fn a_capture_is_pruned_when_its_maps_are_empty_again() {
+        let ok = json!({"targets_end": 0, "tracked_end": 0, "unfollowed_children": 0, "exits": 3});
+        assert!(pruned(&ok));
+        let mut full = ok.clone();
+        full["targets_end"] = json!(2);
+        assert!(!pruned(&full));
+        let mut no_exit = ok.clone();
+        no_exit["exits"] = json!(0);
+        assert!(!pruned(&no_exit));
+        assert!(!pruned(&json!({})));
+    }
 
     #[test]
     fn tree_listings_parse_into_sorted_entries() {

@@ -6,6 +6,7 @@ pub mod dax;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
+pub mod pmemfs;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -41,6 +42,10 @@ pub enum SuiteError {
     },
     #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
     NoDax(&'static str),
+    #[error("The lab has no persistent device in devdax mode; suite '{0}' needs one for a filesystem on CXL memory (add a `kind = \"persistent\"` device to the topology).")]
+    NoPmem(&'static str),
+    #[error("Could not {what} (the guest printed: {detail}).")]
+    Setup { what: String, detail: String },
 }
 
 /// What a suite gets: the guest agent, the lab summary (devices and their

@@ -2,7 +2,8 @@
 //! system call ioriot traces, mostly through directory descriptors, in
 //! `DIR/m<i>/`, with raw syscall(2) so each call is exactly the traced
 //! number (glibc would turn open into openat and stat into newfstatat or
-//! statx). A second thread and a forked child add their own operations.
+//! statx). A second thread and a forked child add their own operations;
+//! the child writes through a descriptor it inherited.
 //! Each iteration leaves `m<i>/sub/a3.dat` (12000 bytes), `m<i>/t.dat` and
 //! `m<i>/child.dat`; everything else it creates is renamed or removed.
 
@@ -353,21 +354,38 @@ fn matrix(m: &mut M, base: &str) {
         for (op, r) in t.join().expect("matrix thread") {
             m.ok(op, r);
         }
-        // A child process: its own file, inherited directory descriptor.
-        let pid = libc::fork();
-        if pid == 0 {
-            let name = c("child.dat");
-            let fd = syscall(
+        // A child process: it writes 120 bytes of child.dat through the
+        // descriptor it inherited (the parent's, same offset) and closes its
+        // copy, then appends 80 through its own, opened by the inherited
+        // directory descriptor; the parent's copy stays open until the
+        // parent closes it.
+        let name = c("child.dat");
+        let cfd = m.ok(
+            "openat",
+            syscall(
                 libc::SYS_openat,
                 dfd,
                 name.as_ptr(),
                 libc::O_CREAT | libc::O_WRONLY,
                 0o644,
+            ),
+        );
+        let pid = libc::fork();
+        if pid == 0 {
+            let data = [0x63u8; 120];
+            let w = syscall(libc::SYS_write, cfd, data.as_ptr(), data.len());
+            let cl = syscall(libc::SYS_close, cfd);
+            let fd = syscall(
+                libc::SYS_openat,
+                dfd,
+                name.as_ptr(),
+                libc::O_WRONLY | libc::O_APPEND,
+                0,
             );
-            let data = [0x63u8; 200];
-            let w = syscall(libc::SYS_write, fd, data.as_ptr(), data.len());
-            let cl = syscall(libc::SYS_close, fd);
-            libc::_exit(if fd >= 0 && w == 200 && cl == 0 { 0 } else { 1 });
+            let w2 = syscall(libc::SYS_write, fd, data.as_ptr(), 80);
+            let cl2 = syscall(libc::SYS_close, fd);
+            let ok = w == 120 && cl == 0 && fd >= 0 && w2 == 80 && cl2 == 0;
+            libc::_exit(if ok { 0 } else { 1 });
         }
         let mut status = 0;
         libc::waitpid(pid as i32, &mut status, 0);
@@ -379,6 +397,7 @@ fn matrix(m: &mut M, base: &str) {
             op: "fork",
             ret: i64::from(pid),
         });
+        m.ok("close", syscall(libc::SYS_close, cfd));
         m.ok("close", syscall(libc::SYS_close, sfd));
         m.ok("close", syscall(libc::SYS_close, dfd));
     }

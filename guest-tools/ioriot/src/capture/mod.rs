@@ -3,6 +3,10 @@
 //! to a `.capture` file until the followed processes are gone, the
 //! duration is over, or SIGINT/SIGTERM arrives. Lost records (full ring
 //! buffer, full pending map) are counted and written in the trailer.
+//! Exited tasks leave the kernel's map of followed processes (the eBPF
+//! exit program) and the resolver's tables (its exit records); an entry
+//! whose task is gone without one (it exited before it was added) is swept
+//! at the next liveness check.
 
 pub mod raw;
 pub mod resolve;
@@ -31,6 +35,9 @@ pub struct CaptureConfig {
     pub resume: bool,
 }
 
+/// How often userspace looks for tasks whose exit record was lost.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
 /// How long --resume waits for the process to stop itself.
 const RESUME_WAIT: Duration = Duration::from_secs(10);
 
@@ -43,6 +50,9 @@ pub struct CaptureReport {
     pub lost: u64,
     /// Calls whose entry could not be kept (pending map full).
     pub lost_pending: u64,
+    /// Children of followed processes that could not be followed (the
+    /// kernel's map of followed tasks was full).
+    pub unfollowed_children: u64,
     pub truncated: u64,
     /// Paths the kernel could not read (left out of their events).
     pub unreadable: u64,
@@ -52,6 +62,23 @@ pub struct CaptureReport {
     /// BPF_ENABLE_STATS; `None` where the kernel does not keep them.
     pub bpf_run_ns: Option<u64>,
     pub bpf_runs: Option<u64>,
+    /// Exit records of followed threads and processes.
+    pub exits: u64,
+    /// Entries of the kernel's map of followed tasks: when capture started
+    /// (PID and its running descendants), the most seen at a liveness
+    /// check (every 50 ms), and at the end (0 once every followed task has
+    /// exited). Always 0 without `-x`.
+    pub targets_start: u64,
+    pub targets_peak: u64,
+    pub targets_end: u64,
+    /// Entries of exited tasks that capture removed itself (no exit record).
+    pub targets_swept: u64,
+    /// Tasks whose descriptor table and working directory userspace still
+    /// kept at the end (0 once every followed task has exited).
+    pub tracked_end: u64,
+    /// Tasks userspace forgot because two sweeps (every second) found them
+    /// gone without an exit record (lost to a full ring buffer).
+    pub tracked_swept: u64,
 }
 
 impl CaptureReport {
@@ -67,10 +94,11 @@ impl CaptureReport {
     }
 }
 
-const PROGRAMS: [(&str, &str, &str); 3] = [
+const PROGRAMS: [(&str, &str, &str); 4] = [
     ("ioriot_sys_enter", "raw_syscalls", "sys_enter"),
     ("ioriot_sys_exit", "raw_syscalls", "sys_exit"),
     ("ioriot_fork", "sched", "sched_process_fork"),
+    ("ioriot_exit", "sched", "sched_process_exit"),
 ];
 
 /// Summed run time and count of the programs.
@@ -260,6 +288,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         conf.set(0, [u32::from(cfg.pid.is_none()), std::process::id()], 0)
             .map_err(map_err("config"))?;
     }
+    let mut targets = Targets::default();
     if let Some(p) = cfg.pid {
         let mut t: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
             bpf.map_mut("targets")
@@ -269,6 +298,8 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         for d in descendants(p) {
             t.insert(d, 1, 0).map_err(map_err("targets"))?;
         }
+        targets.seen(t.keys().count() as u64);
+        targets.start = targets.peak;
     }
     // Run-time statistics cost two clock reads per program run; they are
     // kept only while this descriptor is open.
@@ -319,20 +350,36 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     let mut resolver = resolve::Resolver::new(PathBuf::from("/proc"));
     let mut events = 0u64;
     let mut last_check = Instant::now();
+    let mut last_sweep = Instant::now();
     loop {
         events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
         if stop_signal::requested() || cfg.duration.is_some_and(|d| start.elapsed() >= d) {
             break;
         }
+        if last_sweep.elapsed() >= SWEEP_EVERY {
+            last_sweep = Instant::now();
+            resolver.sweep(alive);
+        }
         if let Some(p) = cfg.pid {
             if last_check.elapsed() >= Duration::from_millis(50) {
                 last_check = Instant::now();
-                let t: BpfHashMap<&MapData, u32, u8> = BpfHashMap::try_from(
-                    bpf.map("targets").ok_or(CaptureError::Missing("targets"))?,
+                let mut t: BpfHashMap<&mut MapData, u32, u8> = BpfHashMap::try_from(
+                    bpf.map_mut("targets")
+                        .ok_or(CaptureError::Missing("targets"))?,
                 )
                 .map_err(map_err("targets"))?;
-                let any = alive(p) || t.keys().flatten().any(alive);
-                if !any {
+                let keys: Vec<u32> = t.keys().flatten().collect();
+                targets.seen(keys.len() as u64);
+                let (live, dead) = split_alive(&keys, alive);
+                for d in dead {
+                    // Gone already when it was added (an exit between the
+                    // /proc scan and the insert); a failed removal is a race
+                    // with the exit program, which removed it first.
+                    if t.remove(&d).is_ok() {
+                        targets.swept += 1;
+                    }
+                }
+                if !alive(p) && live == 0 {
                     break;
                 }
             }
@@ -348,6 +395,12 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     // What was submitted before the stop is still in the ring.
     events += drain(&mut ring, &mut resolver, &mut out).map_err(werr)?;
     let run = bpf_stats(&bpf);
+    if cfg.pid.is_some() {
+        let t: BpfHashMap<&MapData, u32, u8> =
+            BpfHashMap::try_from(bpf.map("targets").ok_or(CaptureError::Missing("targets"))?)
+                .map_err(map_err("targets"))?;
+        targets.end = t.keys().count() as u64;
+    }
     let counters: Array<&MapData, u64> = Array::try_from(
         bpf.map("counters")
             .ok_or(CaptureError::Missing("counters"))?,
@@ -355,6 +408,7 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     .map_err(map_err("counters"))?;
     let lost = counters.get(&0, 0).map_err(map_err("counters"))?;
     let lost_pending = counters.get(&1, 0).map_err(map_err("counters"))?;
+    let unfollowed_children = counters.get(&2, 0).map_err(map_err("counters"))?;
     capture_format::write_trailer(
         &mut out,
         events,
@@ -370,12 +424,41 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
         events,
         lost,
         lost_pending,
+        unfollowed_children,
         truncated: resolver.truncated,
         unreadable: resolver.unreadable,
         seconds: start.elapsed().as_secs_f64(),
         bpf_run_ns: run.map(|r| r.0),
         bpf_runs: run.map(|r| r.1),
+        exits: resolver.exits,
+        targets_start: targets.start,
+        targets_peak: targets.peak,
+        targets_end: targets.end,
+        targets_swept: targets.swept,
+        tracked_end: resolver.tracked() as u64,
+        tracked_swept: resolver.swept,
     })
+}
+
+/// Entry counts of the kernel's map of followed tasks.
+#[derive(Debug, Default)]
+struct Targets {
+    start: u64,
+    peak: u64,
+    end: u64,
+    swept: u64,
+}
+
+impl Targets {
+    fn seen(&mut self, n: u64) {
+        self.peak = self.peak.max(n);
+    }
+}
+
+/// How many of `keys` are alive, and those that are not.
+fn split_alive(keys: &[u32], alive: impl Fn(u32) -> bool) -> (usize, Vec<u32>) {
+    let dead: Vec<u32> = keys.iter().copied().filter(|k| !alive(*k)).collect();
+    (keys.len() - dead.len(), dead)
 }
 
 #[cfg(test)]
@@ -391,5 +474,18 @@ mod tests {
         assert_eq!(v(op::Op::Symlink), 1 | (2 << 8) | (1 << 16));
         assert_eq!(unescape_octal("/a\\040b"), b"/a b");
         assert!(alive(std::process::id()));
+    }
+
+    #[test]
+    fn liveness_checks_split_the_followed_tasks_and_keep_the_peak() {
+        let (live, dead) = split_alive(&[1, 2, 3, 4], |k| k % 2 == 0);
+        assert_eq!((live, dead), (2, vec![1, 3]));
+        let mut t = Targets::default();
+        for n in [1, 5, 2, 0] {
+            t.seen(n);
+        }
+        assert_eq!(t.peak, 5);
+        // A pid that cannot exist is not alive.
+        assert!(!alive(u32::MAX));
     }
 }

@@ -5,6 +5,8 @@ pub const PATH_LEN: usize = 256;
 pub const SIZE: usize = 608;
 pub const KIND_SYSCALL: u32 = 1;
 pub const KIND_FORK: u32 = 2;
+/// A followed task exited (`tgid`, `tid`; the process when they are equal).
+pub const KIND_EXIT: u32 = 3;
 pub const FLAG_TRUNC1: u32 = 1;
 pub const FLAG_TRUNC2: u32 = 2;
 /// The string could not be read (bpf_probe_read_user_str failed).

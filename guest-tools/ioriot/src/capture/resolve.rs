@@ -3,13 +3,17 @@
 //! the opens and dups it sees, copied at fork) and its working directory
 //! (followed through chdir and fchdir); what was opened before capture
 //! started, and the directory it started in, are read from /proc/PID/fd and
-//! /proc/PID/cwd on first use.
+//! /proc/PID/cwd on first use. A task's exit record drops its state, so
+//! the tables hold the running processes only; a task whose exit record was
+//! lost (full ring buffer) is swept once two checks found it gone.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use super::raw::{RawEvent, FLAG_FAULT1, FLAG_FAULT2, FLAG_TRUNC1, FLAG_TRUNC2, KIND_FORK};
+use super::raw::{
+    RawEvent, FLAG_FAULT1, FLAG_FAULT2, FLAG_TRUNC1, FLAG_TRUNC2, KIND_EXIT, KIND_FORK,
+};
 use crate::capture_format::Event;
 use crate::op::{self, Op};
 use crate::paths;
@@ -31,6 +35,12 @@ pub struct Resolver {
     pub truncated: u64,
     /// Strings the kernel could not read: their path is left out (`-`).
     pub unreadable: u64,
+    /// Exit records seen (threads and processes).
+    pub exits: u64,
+    /// Tasks found gone at the last sweep.
+    gone: HashSet<u32>,
+    /// Tasks dropped by a sweep (their exit record was lost).
+    pub swept: u64,
 }
 
 /// Numeric arguments that are 64 bits wide (counts and offsets); the rest
@@ -61,7 +71,28 @@ impl Resolver {
             proc_root,
             truncated: 0,
             unreadable: 0,
+            exits: 0,
+            gone: HashSet::new(),
+            swept: 0,
         }
+    }
+
+    /// Drops the state of tasks that `alive` found gone at this sweep and
+    /// the one before: their exit record was lost. Once is not enough, as
+    /// records a task sent before it exited may still wait in the ring
+    /// buffer; the caller drains it between sweeps.
+    pub fn sweep(&mut self, alive: impl Fn(u32) -> bool) {
+        let gone: HashSet<u32> = self.procs.keys().copied().filter(|p| !alive(*p)).collect();
+        for p in gone.intersection(&self.gone) {
+            self.procs.remove(p);
+            self.swept += 1;
+        }
+        self.gone = gone.difference(&self.gone).copied().collect();
+    }
+
+    /// How many tasks have path state (descriptor table, working directory).
+    pub fn tracked(&self) -> usize {
+        self.procs.len()
     }
 
     fn readlink(&self, pid: u32, what: &str) -> Option<Vec<u8>> {
@@ -94,8 +125,16 @@ impl Resolver {
         Some(p)
     }
 
-    /// The capture event of a record; `None` for a number not in the table.
+    /// The capture event of a record; `None` for a number not in the table
+    /// and for exit records, which only drop the task's state.
     pub fn event(&mut self, r: &RawEvent) -> Option<Event> {
+        if r.kind == KIND_EXIT {
+            // The process's state when its leader exits; for another thread
+            // the copy its creation (a fork record too) made.
+            self.procs.remove(&r.tid);
+            self.exits += 1;
+            return None;
+        }
         if r.kind == KIND_FORK {
             let child = r.ret as u32;
             let parent = self.procs.get(&r.tgid).cloned().unwrap_or_default();
@@ -301,5 +340,67 @@ mod tests {
         // close(3) forgets it.
         r.event(&raw(3, 0, [3, 0, 0, 0, 0, 0], b"", b"")).unwrap();
         assert!(!r.procs[&7].fds.contains_key(&3));
+    }
+
+    fn exit(tgid: u32, tid: u32) -> RawEvent {
+        let mut e = raw(0, 0, [0; 6], b"", b"");
+        e.kind = KIND_EXIT;
+        e.tgid = tgid;
+        e.tid = tid;
+        e
+    }
+
+    fn fork(parent: u32, child: u32) -> RawEvent {
+        let mut e = raw(0, i64::from(child), [0; 6], b"", b"");
+        e.kind = KIND_FORK;
+        e.tgid = parent;
+        e.tid = parent;
+        e
+    }
+
+    #[test]
+    fn exit_records_drop_the_state_of_exited_tasks() {
+        let t = tempfile::tempdir().unwrap();
+        let mut r = Resolver::new(t.path().to_path_buf());
+        // Process 7 opens /d/f as 3, makes a thread (tid 8) and a child (9).
+        let open = raw(2, 3, [0, libc::O_RDONLY as u64, 0, 0, 0, 0], b"/d/f", b"");
+        let mut open = open;
+        open.tgid = 7;
+        open.tid = 7;
+        r.event(&open).unwrap();
+        assert!(r.event(&fork(7, 8)).is_some());
+        assert!(r.event(&fork(7, 9)).is_some());
+        assert_eq!(r.tracked(), 3);
+        // The thread ends: its copy goes, the process keeps its table.
+        assert!(r.event(&exit(7, 8)).is_none());
+        assert_eq!(r.tracked(), 2);
+        assert_eq!(r.procs[&7].fds[&3], b"/d/f");
+        // The parent ends; the child still resolves its inherited descriptor.
+        assert!(r.event(&exit(7, 7)).is_none());
+        assert_eq!(r.tracked(), 1);
+        let mut read = raw(0, 1, [3, 0, 1, 0, 0, 0], b"", b"");
+        read.tgid = 9;
+        read.tid = 9;
+        assert_eq!(r.event(&read).unwrap().path.as_deref(), Some(&b"/d/f"[..]));
+        assert!(r.event(&exit(9, 9)).is_none());
+        assert_eq!((r.tracked(), r.exits), (0, 3));
+        // A task whose exit record was lost goes at the second sweep that
+        // finds it gone, not at the first.
+        r.event(&open).unwrap();
+        assert_eq!(r.tracked(), 1);
+        r.sweep(|_| false);
+        assert_eq!((r.tracked(), r.swept), (1, 0));
+        r.sweep(|_| false);
+        assert_eq!((r.tracked(), r.swept), (0, 1));
+        r.event(&open).unwrap();
+        r.sweep(|_| true);
+        r.sweep(|_| false);
+        assert_eq!(r.tracked(), 1, "gone once since it was last seen alive");
+        assert!(r.event(&exit(7, 7)).is_none());
+        // A reused pid starts afresh: descriptor 3 is unknown to it (no
+        // /proc entry here), not the old process's file.
+        let mut again = raw(0, 1, [3, 0, 1, 0, 0, 0], b"", b"");
+        again.tgid = 7;
+        assert_eq!(r.event(&again).unwrap().path, None);
     }
 }
