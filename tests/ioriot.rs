@@ -39,7 +39,40 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         );
     }
     let lab = TestLab::new("e2e-ioriot");
-    lab.up();
+    let summary = lab.up();
+    // Data on the persistent device's dax device, at its start and end,
+    // must survive the suite turning the device into a filesystem.
+    let pmem = summary
+        .devices
+        .iter()
+        .find(|d| d.name == "pmem0")
+        .and_then(|d| d.dax.clone())
+        .expect("pmem0 has a dax device");
+    let size: u64 = lab
+        .run(&[
+            "sh",
+            "-c",
+            &format!("cat /sys/bus/dax/devices/{}/size", &pmem[5..]),
+        ])
+        .trim()
+        .parse()
+        .expect("dax size");
+    let pattern = |action: &str, offset: u64| {
+        let (offset, len) = (offset.to_string(), (1u64 << 20).to_string());
+        lab.run(&[
+            "dax-pattern",
+            action,
+            &pmem,
+            "--offset",
+            &offset,
+            "--len",
+            &len,
+            "--seed",
+            "77",
+        ]);
+    };
+    pattern("write", 0);
+    pattern("write", size - (1 << 20));
     let results = lab
         .rt
         .block_on(lab::run_suites(
@@ -112,6 +145,13 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         json!(format!("/dev/{}", fs["chardev"].as_str().unwrap())),
         "{fs}"
     );
+    assert_eq!(fs["restored"]["data_bytes"], json!(size), "{fs}");
+    assert!(
+        fs["restored"]["data_bytes_rewritten"].as_u64() > Some(0),
+        "the filesystem overwrote the device, so its data was written back: {fs}"
+    );
+    pattern("verify", 0);
+    pattern("verify", size - (1 << 20));
     let digest = json!({
         "passed": v["passed"],
         "capture_lost": v["capture"]["lost"],

@@ -430,6 +430,7 @@ mod tests {
             dax: false,
             options: "rw,relatime".into(),
             no_dax_reason: Some("mount: Invalid argument".into()),
+            saved: Default::default(),
         };
         assert!(fs_ok(&fs));
         let v = replay_fs(&fs, json!({"dax": "/dev/dax1.0"}));

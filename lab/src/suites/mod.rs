@@ -46,6 +46,15 @@ pub enum SuiteError {
     NoPmem(&'static str),
     #[error("Could not {what} (the guest printed: {detail}).")]
     Setup { what: String, detail: String },
+    #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]
+    Preserve {
+        what: &'static str,
+        device: String,
+        path: PathBuf,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What a suite gets: the guest agent, the lab summary (devices and their
