@@ -65,6 +65,15 @@ struct event {
 	char path2[PATH_LEN];
 };
 
+/* The offsets src/capture/raw.rs decodes: a change here must change both. */
+_Static_assert(sizeof(struct event) == 608, "struct event is 608 bytes");
+_Static_assert(__builtin_offsetof(struct event, kind) == 24, "event.kind at 24");
+_Static_assert(__builtin_offsetof(struct event, ret) == 32, "event.ret at 32");
+_Static_assert(__builtin_offsetof(struct event, args) == 40, "event.args at 40");
+_Static_assert(__builtin_offsetof(struct event, flags) == 88, "event.flags at 88");
+_Static_assert(__builtin_offsetof(struct event, path1) == 96, "event.path1 at 96");
+_Static_assert(__builtin_offsetof(struct event, path2) == 352, "event.path2 at 352");
+
 // What sys_enter keeps until sys_exit.
 struct pending {
 	__u64 t_enter;
@@ -144,6 +153,31 @@ static __always_inline int followed(__u32 tgid)
 	if (cfg->follow_all)
 		return tgid != cfg->self_tgid;
 	return bpf_map_lookup_elem(&targets, &tgid) != 0;
+}
+
+// A fork or exit record: no system call, no arguments, no paths. Without
+// room in the ring buffer it is counted as lost.
+static __always_inline void task_event(__u32 kind, __u32 tgid, __u32 tid, __s64 ret)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
+	if (!e) {
+		count(0);
+		return;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	e->t_enter = now;
+	e->t_exit = now;
+	e->tgid = tgid;
+	e->tid = tid;
+	e->kind = kind;
+	e->nr = 0;
+	e->ret = ret;
+	__builtin_memset(e->args, 0, sizeof(e->args));
+	e->flags = 0;
+	e->pad = 0;
+	e->path1[0] = 0;
+	e->path2[0] = 0;
+	bpf_ringbuf_submit(e, 0);
 }
 
 static __always_inline void read_str(struct event *e, char *dst, __u32 slot, __u32 trunc, __u32 fault)
@@ -253,24 +287,7 @@ int ioriot_fork(struct fork_args *ctx)
 	__u8 one = 1;
 	if (!cfg_follow_all() && bpf_map_update_elem(&targets, &child, &one, BPF_ANY))
 		count(2);
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
-	if (!e) {
-		count(0);
-		return 0;
-	}
-	__u64 now = bpf_ktime_get_ns();
-	e->t_enter = now;
-	e->t_exit = now;
-	e->tgid = tgid;
-	e->tid = (__u32)pt;
-	e->kind = KIND_FORK;
-	e->nr = 0;
-	e->ret = child;
-	e->flags = 0;
-	e->pad = 0;
-	e->path1[0] = 0;
-	e->path2[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	task_event(KIND_FORK, tgid, (__u32)pt, child);
 	return 0;
 }
 
@@ -290,25 +307,7 @@ int ioriot_exit(void *ctx)
 	int was_target = bpf_map_delete_elem(&targets, &tid) == 0;
 	if (!was_followed && !was_target)
 		return 0;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(struct event), 0);
-	if (!e) {
-		count(0);
-		return 0;
-	}
-	__u64 now = bpf_ktime_get_ns();
-	e->t_enter = now;
-	e->t_exit = now;
-	e->tgid = tgid;
-	e->tid = tid;
-	e->kind = KIND_EXIT;
-	e->nr = 0;
-	e->ret = 0;
-	__builtin_memset(e->args, 0, sizeof(e->args));
-	e->flags = 0;
-	e->pad = 0;
-	e->path1[0] = 0;
-	e->path2[0] = 0;
-	bpf_ringbuf_submit(e, 0);
+	task_event(KIND_EXIT, tgid, tid, 0);
 	return 0;
 }
 

@@ -9,9 +9,10 @@ use std::path::Path;
 
 use ioriot::capture_format;
 use ioriot::generate::{generate, GenerateConfig};
-use ioriot::order::Done;
-use ioriot::replay::{run_worker, ReplayConfig};
 use ioriot::replay_format;
+
+mod common;
+use common::replay_into;
 
 #[test]
 fn children_write_through_inherited_descriptors_at_the_shared_offset() {
@@ -33,28 +34,7 @@ fn children_write_through_inherited_descriptors_at_the_shared_offset() {
     assert_eq!(replay_format::read(&buf[..]).unwrap(), rep);
     for (processes, threads) in [(1, 1), (2, 4), (3, 1)] {
         let root = tempfile::tempdir().unwrap();
-        ioriot::init::init(&rep, root.path()).unwrap();
-        let cfg = ReplayConfig {
-            root: root.path().to_path_buf(),
-            processes,
-            threads,
-            speed: 0.0,
-        };
-        let done = Done::anonymous(rep.ops.len()).unwrap();
-        let mut stats = ioriot::stats::Stats::default();
-        // Every worker in this process in turn, as tests/fixture.rs does.
-        std::thread::scope(|s| {
-            let hs: Vec<_> = (0..processes)
-                .map(|k| {
-                    let (cfg, done, rep) = (&cfg, &done, &rep);
-                    s.spawn(move || run_worker(rep, cfg, k, processes, done).unwrap())
-                })
-                .collect();
-            for h in hs {
-                stats.merge(&h.join().unwrap());
-            }
-        });
-        let r = stats.report(rep.source_ops, rep.source_span_ns);
+        let r = replay_into(root.path(), &rep, processes, threads);
         let what = format!("{processes}×{threads}:\n{}", r.text());
         assert_eq!(
             (r.errors, r.mismatches, r.refused, r.skipped),
