@@ -839,7 +839,6 @@ pub async fn run_suites(
     let ctx = crate::suites::SuiteContext {
         agent: &agent,
         summary: &summary,
-        results_dir: run.results_dir(),
     };
     let mut out = Vec::new();
     for suite in list {

@@ -7,7 +7,6 @@ pub mod faults;
 pub mod fio;
 pub mod ioriot;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -43,12 +42,11 @@ pub enum SuiteError {
     NoDax(&'static str),
 }
 
-/// What a suite gets: the guest agent, the lab summary (devices and their
-/// dax paths) and where results go.
+/// What a suite gets: the guest agent and the lab summary (devices and their
+/// dax paths). `lab run` writes the suite's JSON to the results directory.
 pub struct SuiteContext<'a> {
     pub agent: &'a Agent,
     pub summary: &'a Summary,
-    pub results_dir: PathBuf,
 }
 
 /// Every suite, in the order `all` runs them.
@@ -121,7 +119,8 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Expands `all` and checks names.
+/// Expands `all`, checks names and keeps each suite once, in the order
+/// first named.
 pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
     let mut out = Vec::new();
     for n in names {
@@ -139,7 +138,13 @@ pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
             }
         }
     }
-    out.dedup();
+    // Each suite once, in the order first named (`dax all` runs dax once).
+    let mut seen = Vec::new();
+    out.retain(|s| {
+        let first = !seen.contains(s);
+        seen.push(*s);
+        first
+    });
     Ok(out)
 }
 
@@ -172,6 +177,14 @@ mod tests {
     fn all_expands_and_unknown_names_are_refused() {
         assert_eq!(expand(&["all".into()]).unwrap(), SUITES);
         assert_eq!(expand(&["fio".into()]).unwrap(), ["fio"]);
+        assert_eq!(
+            expand(&["dax".into(), "all".into()]).unwrap(),
+            ["dax", "fio", "faults", "ioriot"]
+        );
+        assert_eq!(
+            expand(&["faults".into(), "dax".into(), "faults".into()]).unwrap(),
+            ["faults", "dax"]
+        );
         let e = expand(&["nope".into()]).unwrap_err();
         assert_eq!(
             e.to_string(),
