@@ -38,6 +38,12 @@ pub enum SuiteError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("Guest command `{command}` printed JSON without the number `{field}`: {output}")]
+    MissingField {
+        command: String,
+        field: String,
+        output: String,
+    },
     #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
     NoDax(&'static str),
 }
