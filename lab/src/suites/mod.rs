@@ -44,6 +44,12 @@ pub enum SuiteError {
         field: String,
         output: String,
     },
+    #[error("The guest has no {path}: the image includes {tool} only when it is built next to `lab`; run `cargo build -p {package}` (or `cargo build --workspace`), then `lab down` and `lab up` so the image is rebuilt with it.")]
+    MissingGuestTool {
+        tool: &'static str,
+        path: &'static str,
+        package: &'static str,
+    },
     #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
     NoDax(&'static str),
 }
