@@ -111,6 +111,9 @@ fn dax_and_fio_suites_pass_in_the_guest() {
                 .collect::<Vec<_>>()),
             "fio" => json!({
                 "dax": v["dax"],
+                "kind": v["kind"],
+                "slot": v["slot"],
+                "data": v["data"],
                 "preload": v["preload"],
                 "file_created_on_disk": v["file_created_on_disk"],
                 "runs": v["runs"].as_array().expect("runs").iter().map(fio_digest).collect::<Vec<_>>(),

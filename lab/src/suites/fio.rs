@@ -14,7 +14,10 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
+use cxl_topology::DeviceKind;
+
 use super::{sh, SuiteContext, SuiteError};
+use crate::lab::DeviceSummary;
 
 pub const BLOCK_SIZES: [u64; 6] = [64, 128, 256, 384, 512, 4096];
 pub const PRELOAD: &str = "/usr/lib/cxl-lab/libfio_intercept.so";
@@ -162,13 +165,22 @@ fn all_checks(evidence: &Value) -> bool {
         .is_some_and(|m| m.values().all(|v| v == &Value::Bool(true)))
 }
 
-pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
-    let dev = ctx
-        .summary
-        .devices
+/// The device fio writes to: the first volatile dax device, else the
+/// first dax device (a persistent one gets its slot saved and restored).
+pub fn pick_device(devices: &[DeviceSummary]) -> Option<&DeviceSummary> {
+    devices
         .iter()
-        .find(|d| d.dax.is_some())
-        .ok_or(SuiteError::NoDax("fio"))?;
+        .filter(|d| d.dax.is_some())
+        .min_by_key(|d| d.kind == DeviceKind::Persistent)
+}
+
+/// Where a persistent device's slot is kept while fio runs.
+fn saved_copy(device: &str) -> String {
+    format!("/tmp/lab-fio-{device}.saved")
+}
+
+pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    let dev = pick_device(&ctx.summary.devices).ok_or(SuiteError::NoDax("fio"))?;
     let dax = dev.dax.clone().unwrap_or_default();
     // Without the library fio would run on a tmpfs file and pass.
     let present = ctx.exec(&sh(format!("test -f {PRELOAD}"))).await?;
@@ -180,11 +192,49 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         });
     }
     ctx.exec_checked(&sh(format!("rm -f {FILE}"))).await?;
+    let persistent = dev.kind == DeviceKind::Persistent;
+    let copy = saved_copy(&dev.name);
+    let range = format!("{dax} --offset 0 --len {FILE_SIZE} --file {copy}");
+    if persistent {
+        ctx.exec_checked(&sh(format!("dax-pattern save {range}")))
+            .await?;
+    }
+    let runs = fio_runs(ctx, &dax).await;
+    if persistent {
+        // Restored whatever the runs did; a failed restore is the error
+        // that matters, and names the copy.
+        let restore = format!("dax-pattern restore {range} || {{ echo \"The saved copy of the slot stays in the guest at {copy}.\" >&2; exit 1; }}");
+        ctx.exec_checked(&sh(restore)).await?;
+        ctx.exec_checked(&sh(format!("rm -f {copy}"))).await?;
+    }
+    let runs = runs?;
+    let mut all_passed = runs.iter().all(|r| r["passed"] == true);
+    // The library claims the path, so nothing may exist on disk.
+    let on_disk = ctx.exec(&sh(format!("test -e {FILE}"))).await?.success();
+    all_passed &= !on_disk;
+    Ok(json!({
+        "suite": "fio",
+        "device": dev.name,
+        "kind": dev.kind,
+        "dax": dax,
+        "slot": { "offset": 0, "size": FILE_SIZE },
+        "data": if persistent { "saved and restored" } else { "overwritten (volatile)" },
+        "preload": PRELOAD,
+        "engine": "psync",
+        "verify": "crc32c",
+        "file": FILE,
+        "file_created_on_disk": on_disk,
+        "passed": all_passed,
+        "runs": runs,
+    }))
+}
+
+/// Every block size, randwrite then randread, with each run's evidence.
+async fn fio_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, SuiteError> {
     let mut runs = Vec::new();
-    let mut all_passed = true;
     for bs in BLOCK_SIZES {
         for (rw, dir) in [("randwrite", "write"), ("randread", "read")] {
-            let argv = fio_argv(&dax, rw, bs);
+            let argv = fio_argv(dax, rw, bs);
             let out = ctx.exec(&argv).await?;
             let report: Value = match serde_json::from_str(out.stdout.trim()) {
                 Ok(v) => v,
@@ -204,9 +254,8 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
                 }
             };
             let (iops, bw, error) = job_figures(&report, dir);
-            let evidence = evidence(&report, &intercept_log(&out.stderr), &dax, dir);
+            let evidence = evidence(&report, &intercept_log(&out.stderr), dax, dir);
             let passed = out.success() && error == 0 && all_checks(&evidence);
-            all_passed &= passed;
             runs.push(json!({
                 "bs": bs,
                 "rw": rw,
@@ -220,21 +269,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             }));
         }
     }
-    // The library claims the path, so nothing may exist on disk.
-    let on_disk = ctx.exec(&sh(format!("test -e {FILE}"))).await?.success();
-    all_passed &= !on_disk;
-    Ok(json!({
-        "suite": "fio",
-        "device": dev.name,
-        "dax": dax,
-        "preload": PRELOAD,
-        "engine": "psync",
-        "verify": "crc32c",
-        "file": FILE,
-        "file_created_on_disk": on_disk,
-        "passed": all_passed,
-        "runs": runs,
-    }))
+    Ok(runs)
 }
 
 #[cfg(test)]
@@ -320,6 +355,37 @@ fio-intercept: intercepted calls in pid 210 and its children: open=2 close=2 pre
             assert_eq!(e["checks"][check], false, "{check}");
         }
         assert!(!all_checks(&e));
+    }
+
+    fn device(name: &str, kind: DeviceKind, dax: Option<&str>) -> DeviceSummary {
+        DeviceSummary {
+            name: name.into(),
+            kind,
+            size: 256 << 20,
+            mode: "devdax".into(),
+            memdev: None,
+            dax: dax.map(Into::into),
+            numa_node: None,
+            backing: std::path::PathBuf::new(),
+            simulator_base: 0,
+            vhost_user_blk: None,
+        }
+    }
+
+    #[test]
+    fn fio_prefers_a_volatile_dax_device() {
+        let p = device("pmem0", DeviceKind::Persistent, Some("/dev/dax0.0"));
+        let ram = device("vmem0", DeviceKind::Volatile, None);
+        let v = device("vmem1", DeviceKind::Volatile, Some("/dev/dax1.0"));
+        let d = [p.clone(), ram.clone(), v];
+        assert_eq!(pick_device(&d).unwrap().name, "vmem1");
+        let d = [ram.clone(), p];
+        assert_eq!(
+            pick_device(&d).unwrap().name,
+            "pmem0",
+            "persistent only as a last resort"
+        );
+        assert!(pick_device(&[ram]).is_none());
     }
 
     #[test]
