@@ -1,5 +1,8 @@
 //! `lab run dax` and `lab run fio` on the default topology: the results'
-//! structure and pass/fail are snapshot-tested; numbers are left out.
+//! structure, pass/fail and the evidence behind it are snapshot-tested;
+//! timings and rates are left out. The persistent device's data outlives
+//! the dax suite, and fio without its LD_PRELOAD library is a failure that
+//! replaces the earlier PASS in the results directory.
 
 use cxl_lab::events::Events;
 use cxl_lab::lab;
@@ -23,10 +26,53 @@ fn dax_digest(report: &Value) -> Value {
     })
 }
 
+/// The parts of a fio run that do not vary: the evidence that the I/O went
+/// through the library to the device (fio's I/O counts and the library's
+/// are exact for a job size), with the rates reduced to "positive".
+fn fio_digest(run: &Value) -> Value {
+    let e = &run["evidence"];
+    json!({
+        "bs": run["bs"],
+        "rw": run["rw"],
+        "passed": run["passed"],
+        "error": run["error"],
+        "iops_positive": run["iops"].as_f64().is_some_and(|i| i > 0.0),
+        "checks": e["checks"],
+        "fio_ios": e["fio_ios"],
+        "intercepted": e["intercepted"],
+        "slot_offsets": e["slot_offsets"],
+    })
+}
+
+const MIB: u64 = 1 << 20;
+
 #[test]
 fn dax_and_fio_suites_pass_in_the_guest() {
     let lab = TestLab::new("e2e-suites");
-    lab.up();
+    let summary = lab.up();
+    let pdax = summary
+        .devices
+        .iter()
+        .find(|d| d.kind == cxl_topology::DeviceKind::Persistent)
+        .and_then(|d| d.dax.clone())
+        .expect("a persistent dax device");
+    // Data at both ends of the range dax-tester writes (the first 20 MiB).
+    let pattern = |action: &str, offset: u64| {
+        lab.run(&[
+            "dax-pattern",
+            action,
+            &pdax,
+            "--offset",
+            &offset.to_string(),
+            "--len",
+            &MIB.to_string(),
+            "--seed",
+            "41",
+        ])
+    };
+    for offset in [0, 19 * MIB] {
+        pattern("write", offset);
+    }
     let results = lab
         .rt
         .block_on(lab::run_suites(
@@ -35,6 +81,9 @@ fn dax_and_fio_suites_pass_in_the_guest() {
             &Events::none(),
         ))
         .unwrap_or_else(|e| panic!("lab run dax fio: {}", chain(&e)));
+    for offset in [0, 19 * MIB] {
+        pattern("verify", offset);
+    }
     let mut digest = serde_json::Map::new();
     for r in &results {
         assert!(
@@ -51,15 +100,50 @@ fn dax_and_fio_suites_pass_in_the_guest() {
                 .as_array()
                 .expect("devices")
                 .iter()
-                .map(|d| json!({"device": d["device"], "dax": d["dax"], "report": dax_digest(&d["report"])}))
+                .map(|d| json!({
+                    "device": d["device"],
+                    "kind": d["kind"],
+                    "dax": d["dax"],
+                    "range": d["range"],
+                    "data": d["data"],
+                    "report": dax_digest(&d["report"]),
+                }))
                 .collect::<Vec<_>>()),
             "fio" => json!({
                 "dax": v["dax"],
-                "runs": v["runs"].as_array().expect("runs").iter().map(|r| json!([r["bs"], r["rw"], r["passed"], r["error"]])).collect::<Vec<_>>(),
+                "kind": v["kind"],
+                "slot": v["slot"],
+                "data": v["data"],
+                "preload": v["preload"],
+                "file_created_on_disk": v["file_created_on_disk"],
+                "runs": v["runs"].as_array().expect("runs").iter().map(fio_digest).collect::<Vec<_>>(),
             }),
             other => panic!("unexpected suite {other}"),
         };
         digest.insert(r.suite.clone(), d);
     }
     insta::assert_json_snapshot!("suites_digest", digest);
+
+    // Without the library, fio would write a tmpfs file and verify it: the
+    // suite must refuse, say how to fix it, and replace the earlier PASS.
+    lab.run(&["rm", "/usr/lib/cxl-lab/libfio_intercept.so"]);
+    let again = lab
+        .rt
+        .block_on(lab::run_suites(&lab.name, &["fio".into()], &Events::none()))
+        .unwrap_or_else(|e| panic!("lab run fio: {}", chain(&e)));
+    let r = &again[0];
+    assert!(!r.passed);
+    let error = r.error.clone().expect("an error");
+    assert!(
+        error.starts_with("The guest has no /usr/lib/cxl-lab/libfio_intercept.so")
+            && error.contains("cargo build -p fio-preload"),
+        "{error}"
+    );
+    let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
+        .expect("result JSON");
+    assert_eq!(
+        v,
+        json!({"suite": "fio", "passed": false, "error": error}),
+        "the earlier PASS is replaced"
+    );
 }

@@ -785,8 +785,43 @@ pub struct SuiteResult {
     pub error: Option<String>,
 }
 
+/// Writes a suite's outcome to `file` and returns (passed, error). A suite
+/// that could not run still replaces the file of an earlier run, with
+/// `{"suite", "passed": false, "error"}`, so no stale PASS is left behind.
+fn record_result(
+    file: &Path,
+    suite: &str,
+    result: Result<serde_json::Value, crate::suites::SuiteError>,
+) -> Result<(bool, Option<String>), LabError> {
+    let (passed, error, v) = match result {
+        Ok(v) => {
+            let passed = v
+                .get("passed")
+                .and_then(serde_json::Value::as_bool)
+                .unwrap_or(false);
+            (passed, None, v)
+        }
+        Err(e) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            let v = serde_json::json!({ "suite": suite, "passed": false, "error": msg });
+            (false, Some(msg), v)
+        }
+    };
+    std::fs::write(
+        file,
+        serde_json::to_vec_pretty(&v).expect("JSON serialises"),
+    )
+    .map_err(io_err(file))?;
+    Ok((passed, error))
+}
+
 /// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
-/// `results/<suite>.json` in the run directory.
+/// `results/<suite>.json` in the run directory (see `record_result`).
 pub async fn run_suites(
     name: &str,
     suites: &[String],
@@ -804,7 +839,6 @@ pub async fn run_suites(
     let ctx = crate::suites::SuiteContext {
         agent: &agent,
         summary: &summary,
-        results_dir: run.results_dir(),
     };
     let mut out = Vec::new();
     for suite in list {
@@ -815,29 +849,7 @@ pub async fn run_suites(
         });
         let file = run.results_dir().join(format!("{suite}.json"));
         let result = crate::suites::run(suite, &ctx).await;
-        let (passed, error) = match result {
-            Ok(v) => {
-                let passed = v
-                    .get("passed")
-                    .and_then(serde_json::Value::as_bool)
-                    .unwrap_or(false);
-                std::fs::write(
-                    &file,
-                    serde_json::to_vec_pretty(&v).expect("JSON serialises"),
-                )
-                .map_err(io_err(&file))?;
-                (passed, None)
-            }
-            Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                (false, Some(msg))
-            }
-        };
+        let (passed, error) = record_result(&file, suite, result)?;
         let detail = format!("suite {suite} {}", if passed { "passed" } else { "FAILED" });
         events.emit(Event::Finished {
             step: Step::Command,
@@ -896,4 +908,30 @@ pub async fn bench_boot(
         max_regions_ready_ms: regions.iter().copied().max().unwrap_or(0),
         runs: timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_suite_that_errors_replaces_an_earlier_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dax.json");
+        let ok = record_result(&file, "dax", Ok(serde_json::json!({"passed": true}))).unwrap();
+        assert_eq!(ok, (true, None));
+        let err = crate::suites::SuiteError::NoDax("dax");
+        let (passed, error) = record_result(&file, "dax", Err(err)).unwrap();
+        assert!(!passed);
+        let written: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
+        assert_eq!(
+            written,
+            serde_json::json!({"suite": "dax", "passed": false, "error": error.unwrap()})
+        );
+        assert!(written["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("The lab has no device in devdax mode"));
+    }
 }

@@ -165,18 +165,41 @@ pub fn process_view(workload: &Value, collector: &Value) -> Value {
     })
 }
 
+/// Whether a run has workers and the monitor's major-fault count of every
+/// worker equals the thread's own `getrusage(RUSAGE_THREAD)` count (both
+/// present: a worker the monitor has no row for fails).
+pub fn majors_match_getrusage(view: &Value) -> bool {
+    let workers = view["workers"].as_array().cloned().unwrap_or_default();
+    !workers.is_empty()
+        && workers.iter().all(|w| {
+            matches!(
+                (w["monitor_major"].as_u64(), w["workload_major"].as_u64()),
+                (Some(m), Some(t)) if m == t
+            )
+        })
+}
+
 /// The suite's checks over the views.
-pub fn checks(random: &Value, seq_c: &Value, random_c: &Value) -> Value {
+pub fn checks(random: &Value, seq: &Value, seq_c: &Value, random_c: &Value) -> Value {
     let workers = random["workers"].as_array().cloned().unwrap_or_default();
     let own_rows = !workers.is_empty() && workers.iter().all(|w| u(&w["rows"]) == 1);
     let majors = !workers.is_empty() && workers.iter().all(|w| u(&w["monitor_major"]) > 0);
-    let (s, r) = (u(&seq_c["sequential"]), u(&random_c["sequential"]));
-    let factor = s as f64 / (r.max(1)) as f64;
+    // Both counts must be there: a process the collector never reported
+    // is no evidence of a low random count.
+    let factor = match (
+        seq_c["sequential"].as_u64(),
+        random_c["sequential"].as_u64(),
+    ) {
+        (Some(s), Some(r)) => Some(s as f64 / r.max(1) as f64),
+        _ => None,
+    };
     json!({
         "random_every_worker_has_its_own_row": own_rows,
         "random_major_faults_on_every_worker": majors,
+        "random_major_faults_equal_each_threads_getrusage": majors_match_getrusage(random),
+        "seq_major_faults_equal_each_threads_getrusage": majors_match_getrusage(seq),
         "sequential_over_random": factor,
-        "sequential_far_above_random": factor >= SEQUENTIAL_FACTOR,
+        "sequential_far_above_random": factor.is_some_and(|f| f >= SEQUENTIAL_FACTOR),
         "daemon_advises_the_sequential_process": u(&seq_c["advise_decisions"]) > 0,
         "daemon_leaves_the_random_process_alone": u(&random_c["advise_decisions"]) == 0,
         "collector_reports_exited_workloads_by_their_final_counts":
@@ -193,6 +216,23 @@ fn all_true(checks: &Value) -> bool {
                 .all(|v| v == &Value::Bool(true))
         })
         .unwrap_or(false)
+}
+
+/// A workload run's `elapsed_ms`; its absence is an error, never 0.
+fn elapsed_ms(run: &Value, command: &str) -> Result<f64, SuiteError> {
+    run["elapsed_ms"]
+        .as_f64()
+        .ok_or_else(|| SuiteError::MissingField {
+            command: command.to_owned(),
+            field: "elapsed_ms".into(),
+            output: run.to_string(),
+        })
+}
+
+/// Monitored over bare median, or `None` when the bare median is not
+/// positive (no ratio can be formed).
+pub fn overhead_ratio(bare_median: f64, monitored_median: f64) -> Option<f64> {
+    (bare_median > 0.0).then(|| monitored_median / bare_median)
 }
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
@@ -216,7 +256,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     for _ in 0..OVERHEAD_ROUNDS {
         let cold = format!("sync; echo 3 > /proc/sys/vm/drop_caches\n{random}");
         let (bare, _) = ctx.exec_json(&sh(cold)).await?;
-        bare_ms.push(bare["elapsed_ms"].as_f64().unwrap_or(0.0));
+        bare_ms.push(elapsed_ms(&bare, &random)?);
     }
 
     let fm = format!("fault-monitor -p 0 -i {MONITOR_INTERVAL_MS} --json");
@@ -228,9 +268,9 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let mon = &monitored["tool"];
     let random_m = thread_view(&monitored["runs"][0], mon);
     let seq_m = thread_view(&monitored["runs"][OVERHEAD_ROUNDS], mon);
-    let monitored_ms: Vec<f64> = (0..OVERHEAD_ROUNDS)
-        .map(|i| monitored["runs"][i]["elapsed_ms"].as_f64().unwrap_or(0.0))
-        .collect();
+    let monitored_ms = (0..OVERHEAD_ROUNDS)
+        .map(|i| elapsed_ms(&monitored["runs"][i], &format!("{random} (under {fm})")))
+        .collect::<Result<Vec<f64>, _>>()?;
 
     let mc = format!(
         "madvise-collector -i {COLLECTOR_INTERVAL_MS} --daemon --dry-run --json -o /run/madvise-collector/sequential"
@@ -254,12 +294,8 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         .stdout;
 
     let (bare_median, monitored_median) = (median(&bare_ms), median(&monitored_ms));
-    let ratio = if bare_median > 0.0 {
-        monitored_median / bare_median
-    } else {
-        0.0
-    };
-    let checks = checks(&random_m, &seq_c, &random_c);
+    let ratio = overhead_ratio(bare_median, monitored_median);
+    let checks = checks(&random_m, &seq_m, &seq_c, &random_c);
     Ok(json!({
         "suite": "faults",
         "passed": all_true(&checks),
@@ -284,7 +320,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "monitored_median_ms": monitored_median,
             "ratio": ratio,
             "target": OVERHEAD_TARGET,
-            "within_target": ratio <= OVERHEAD_TARGET,
+            "within_target": ratio.map(|r| r <= OVERHEAD_TARGET),
         },
         "collector": {
             "interval_ms": col["interval_ms"],
@@ -367,7 +403,7 @@ mod tests {
             ),
             (Some(90), Some(1))
         );
-        let c = checks(&v, &seq_c, &rnd_c);
+        let c = checks(&v, &v, &seq_c, &rnd_c);
         assert_eq!(
             c["random_major_faults_on_every_worker"], false,
             "tid 12 had no major fault"
@@ -380,6 +416,49 @@ mod tests {
             c["collector_reports_exited_workloads_by_their_final_counts"], false,
             "pid 20 still runs"
         );
+        assert_eq!(
+            c["random_major_faults_equal_each_threads_getrusage"], false,
+            "tid 12: the monitor saw 0 major faults, the thread counted 3"
+        );
         assert!(!all_true(&c));
+    }
+
+    #[test]
+    fn major_faults_must_equal_getrusage_on_every_worker() {
+        let w = workload(10, &[11, 12]);
+        let rows = |m12: u64| {
+            json!({"rows": [
+                {"pid": 10, "tid": 11, "major": 3, "minor": 9, "avg_ms": 0.2},
+                {"pid": 10, "tid": 12, "major": m12, "minor": 9, "avg_ms": 0.2},
+            ]})
+        };
+        assert!(majors_match_getrusage(&thread_view(&w, &rows(3))));
+        assert!(!majors_match_getrusage(&thread_view(&w, &rows(4))));
+        let one_row = json!({"rows": [{"pid": 10, "tid": 11, "major": 3, "minor": 9}]});
+        assert!(
+            !majors_match_getrusage(&thread_view(&w, &one_row)),
+            "a worker without a row is not a match"
+        );
+        assert!(!majors_match_getrusage(&thread_view(
+            &workload(10, &[]),
+            &rows(3)
+        )));
+    }
+
+    #[test]
+    fn missing_figures_are_errors_or_null_never_zero() {
+        let e = elapsed_ms(&json!({"pid": 1}), "mmap-workload …").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "Guest command `mmap-workload …` printed JSON without the number `elapsed_ms`: {\"pid\":1}"
+        );
+        assert_eq!(elapsed_ms(&json!({"elapsed_ms": 2.5}), "w").unwrap(), 2.5);
+        assert_eq!(overhead_ratio(0.0, 5.0), None);
+        assert_eq!(overhead_ratio(2.0, 3.0), Some(1.5));
+        let seq_c = json!({"sequential": 90, "advise_decisions": 1, "exited": true});
+        let gone = json!({"sequential": null, "advise_decisions": 0, "exited": true});
+        let c = checks(&json!({}), &json!({}), &seq_c, &gone);
+        assert_eq!(c["sequential_over_random"], Value::Null);
+        assert_eq!(c["sequential_far_above_random"], false);
     }
 }

@@ -8,7 +8,6 @@ pub mod fio;
 pub mod ioriot;
 pub mod pmemfs;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -40,6 +39,18 @@ pub enum SuiteError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("Guest command `{command}` printed JSON without the number `{field}`: {output}")]
+    MissingField {
+        command: String,
+        field: String,
+        output: String,
+    },
+    #[error("The guest has no {path}: the image includes {tool} only when it is built next to `lab`; run `cargo build -p {package}` (or `cargo build --workspace`), then `lab down` and `lab up` so the image is rebuilt with it.")]
+    MissingGuestTool {
+        tool: &'static str,
+        path: &'static str,
+        package: &'static str,
+    },
     #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
     NoDax(&'static str),
     #[error("The lab has no persistent device in devdax mode; suite '{0}' needs one for a filesystem on CXL memory (add a `kind = \"persistent\"` device to the topology).")]
@@ -50,19 +61,18 @@ pub enum SuiteError {
     Preserve {
         what: &'static str,
         device: String,
-        path: PathBuf,
+        path: std::path::PathBuf,
         hint: String,
         #[source]
         source: std::io::Error,
     },
 }
 
-/// What a suite gets: the guest agent, the lab summary (devices and their
-/// dax paths) and where results go.
+/// What a suite gets: the guest agent and the lab summary (devices and their
+/// dax paths). `lab run` writes the suite's JSON to the results directory.
 pub struct SuiteContext<'a> {
     pub agent: &'a Agent,
     pub summary: &'a Summary,
-    pub results_dir: PathBuf,
 }
 
 /// Every suite, in the order `all` runs them.
@@ -135,7 +145,8 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Expands `all` and checks names.
+/// Expands `all`, checks names and keeps each suite once, in the order
+/// first named.
 pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
     let mut out = Vec::new();
     for n in names {
@@ -153,7 +164,13 @@ pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
             }
         }
     }
-    out.dedup();
+    // Each suite once, in the order first named (`dax all` runs dax once).
+    let mut seen = Vec::new();
+    out.retain(|s| {
+        let first = !seen.contains(s);
+        seen.push(*s);
+        first
+    });
     Ok(out)
 }
 
@@ -186,6 +203,14 @@ mod tests {
     fn all_expands_and_unknown_names_are_refused() {
         assert_eq!(expand(&["all".into()]).unwrap(), SUITES);
         assert_eq!(expand(&["fio".into()]).unwrap(), ["fio"]);
+        assert_eq!(
+            expand(&["dax".into(), "all".into()]).unwrap(),
+            ["dax", "fio", "faults", "ioriot"]
+        );
+        assert_eq!(
+            expand(&["faults".into(), "dax".into(), "faults".into()]).unwrap(),
+            ["faults", "dax"]
+        );
         let e = expand(&["nope".into()]).unwrap_err();
         assert_eq!(
             e.to_string(),
