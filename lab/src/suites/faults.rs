@@ -9,7 +9,7 @@
 
 use serde_json::{json, Value};
 
-use super::{median, sh, SuiteContext, SuiteError};
+use super::{median, number, ratio, sh, SuiteContext, SuiteError};
 
 /// Mount point of the ext4 on the scratch disk.
 pub const MOUNT: &str = "/mnt/faults";
@@ -218,23 +218,6 @@ fn all_true(checks: &Value) -> bool {
         .unwrap_or(false)
 }
 
-/// A workload run's `elapsed_ms`; its absence is an error, never 0.
-fn elapsed_ms(run: &Value, command: &str) -> Result<f64, SuiteError> {
-    run["elapsed_ms"]
-        .as_f64()
-        .ok_or_else(|| SuiteError::MissingField {
-            command: command.to_owned(),
-            field: "elapsed_ms".into(),
-            output: run.to_string(),
-        })
-}
-
-/// Monitored over bare median, or `None` when the bare median is not
-/// positive (no ratio can be formed).
-pub fn overhead_ratio(bare_median: f64, monitored_median: f64) -> Option<f64> {
-    (bare_median > 0.0).then(|| monitored_median / bare_median)
-}
-
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let out = ctx
         .exec(&sh(prepare_script(crate::qemu::SCRATCH_SERIAL)))
@@ -256,7 +239,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     for _ in 0..OVERHEAD_ROUNDS {
         let cold = format!("sync; echo 3 > /proc/sys/vm/drop_caches\n{random}");
         let (bare, _) = ctx.exec_json(&sh(cold)).await?;
-        bare_ms.push(elapsed_ms(&bare, &random)?);
+        bare_ms.push(number(&bare, "elapsed_ms", &random)?);
     }
 
     let fm = format!("fault-monitor -p 0 -i {MONITOR_INTERVAL_MS} --json");
@@ -269,7 +252,13 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let random_m = thread_view(&monitored["runs"][0], mon);
     let seq_m = thread_view(&monitored["runs"][OVERHEAD_ROUNDS], mon);
     let monitored_ms = (0..OVERHEAD_ROUNDS)
-        .map(|i| elapsed_ms(&monitored["runs"][i], &format!("{random} (under {fm})")))
+        .map(|i| {
+            number(
+                &monitored["runs"][i],
+                "elapsed_ms",
+                &format!("{random} (under {fm})"),
+            )
+        })
         .collect::<Result<Vec<f64>, _>>()?;
 
     let mc = format!(
@@ -294,7 +283,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         .stdout;
 
     let (bare_median, monitored_median) = (median(&bare_ms), median(&monitored_ms));
-    let ratio = overhead_ratio(bare_median, monitored_median);
+    let ratio = ratio(monitored_median, bare_median);
     let checks = checks(&random_m, &seq_m, &seq_c, &random_c);
     Ok(json!({
         "suite": "faults",
@@ -447,14 +436,17 @@ mod tests {
 
     #[test]
     fn missing_figures_are_errors_or_null_never_zero() {
-        let e = elapsed_ms(&json!({"pid": 1}), "mmap-workload …").unwrap_err();
+        let e = number(&json!({"pid": 1}), "elapsed_ms", "mmap-workload …").unwrap_err();
         assert_eq!(
             e.to_string(),
             "Guest command `mmap-workload …` printed JSON without the number `elapsed_ms`: {\"pid\":1}"
         );
-        assert_eq!(elapsed_ms(&json!({"elapsed_ms": 2.5}), "w").unwrap(), 2.5);
-        assert_eq!(overhead_ratio(0.0, 5.0), None);
-        assert_eq!(overhead_ratio(2.0, 3.0), Some(1.5));
+        assert_eq!(
+            number(&json!({"elapsed_ms": 2.5}), "elapsed_ms", "w").unwrap(),
+            2.5
+        );
+        assert_eq!(ratio(5.0, 0.0), None);
+        assert_eq!(ratio(3.0, 2.0), Some(1.5));
         let seq_c = json!({"sequential": 90, "advise_decisions": 1, "exited": true});
         let gone = json!({"sequential": null, "advise_decisions": 0, "exited": true});
         let c = checks(&json!({}), &json!({}), &seq_c, &gone);

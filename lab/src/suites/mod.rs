@@ -134,6 +134,21 @@ pub fn sh(script: impl Into<String>) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script.into()]
 }
 
+/// A number a guest tool printed; its absence is an error, never 0.
+pub fn number(v: &Value, field: &str, command: &str) -> Result<f64, SuiteError> {
+    v[field].as_f64().ok_or_else(|| SuiteError::MissingField {
+        command: command.to_owned(),
+        field: field.to_owned(),
+        output: v.to_string(),
+    })
+}
+
+/// `x / base`, or `None` (JSON null) when `base` is not positive: no
+/// ratio can be formed, and 0 would read as a result.
+pub fn ratio(x: f64, base: f64) -> Option<f64> {
+    (base > 0.0).then(|| x / base)
+}
+
 /// The median (the mean of the middle two for an even count; 0 for none).
 pub fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
