@@ -67,6 +67,13 @@ pub enum LabError {
     Suite(#[from] crate::suites::SuiteError),
     #[error("Timing mode could not start.")]
     Timing(#[from] crate::timing::TimingError),
+    #[error("The label storage area {path} of device {device} has {found} bytes but the topology says lsa_size = {expected}; move the file away (its namespace labels belong to another topology) or fix the device's lsa_size.")]
+    LsaSizeMismatch {
+        device: String,
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
     #[error("Cannot create {path}.")]
     Io {
         path: PathBuf,
@@ -241,8 +248,18 @@ fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabErro
                 .write(true)
                 .open(path)
                 .map_err(io_err(path))?;
-            if file.metadata().map_err(io_err(path))?.len() != size.bytes() {
+            // A new file is empty; an existing one holds namespace labels,
+            // which resizing would cut or misplace.
+            let found = file.metadata().map_err(io_err(path))?.len();
+            if found == 0 {
                 file.set_len(size.bytes()).map_err(io_err(path))?;
+            } else if found != size.bytes() {
+                return Err(LabError::LsaSizeMismatch {
+                    device: d.name.clone(),
+                    path: path.clone(),
+                    found,
+                    expected: size.bytes(),
+                });
             }
         }
     }
@@ -896,4 +913,34 @@ pub async fn bench_boot(
         max_regions_ready_ms: regions.iter().copied().max().unwrap_or(0),
         runs: timings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_area_of_another_size_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        let files = DeviceFiles::in_dir(&t, dir.path());
+        let lsa = files
+            .iter()
+            .find_map(|f| f.lsa.clone())
+            .expect("the default topology has a label area");
+        label_areas(&t, &files).unwrap();
+        let size = std::fs::metadata(&lsa).unwrap().len();
+        assert!(size > 0, "a new label area is sized");
+        label_areas(&t, &files).expect("the same size is fine");
+
+        std::fs::write(&lsa, [7u8; 4096]).unwrap();
+        let e = label_areas(&t, &files).expect_err("size mismatch");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("has 4096 bytes but the topology says lsa_size"),
+            "{msg}"
+        );
+        assert!(msg.contains("move the file away"), "{msg}");
+        assert_eq!(std::fs::read(&lsa).unwrap(), [7u8; 4096], "no label lost");
+    }
 }
