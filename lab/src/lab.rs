@@ -203,7 +203,7 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
                     .unwrap_or(0),
                 vhost_user_blk: views.iter().find(|(v, _)| v.name == d.name).map(
                     |(v, read_only)| BlockViewSummary {
-                        socket: qemu::vhost_user_blk_socket(&run.dir, &v.name),
+                        socket: qemu::vhost_user_blk_socket(&run.sockets, &v.name),
                         serial: v.name.clone(),
                         read_only: *read_only,
                     },
@@ -218,8 +218,8 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
         accel: state.accel,
         image_key: state.image_key.clone(),
         devices,
-        qmp_socket: qemu::qmp_socket(&run.dir),
-        agent_socket: qemu::agent_socket(&run.dir),
+        qmp_socket: qemu::qmp_socket(&run.sockets),
+        agent_socket: qemu::agent_socket(&run.sockets),
         console_log: qemu::console_log(&run.dir),
         simulator_tcp: state.memsim_listen.clone(),
         simulator_control: run.memsim_control(),
@@ -304,6 +304,7 @@ fn resolve_accel(
 /// `lab up`: image, simulator, QEMU, guest agent, regions.
 pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> {
     let run = RunDir::new(&opts.name)?;
+    run.check_legacy()?;
     if let Some(state) = run.load()? {
         let alive = state
             .qemu_pid
@@ -315,6 +316,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         down_run(&run, events).await?;
     }
     let topology = Topology::load(opts.topology.as_deref())?;
+    run.check_socket_paths(&topology)?;
     run.create()?;
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
@@ -328,7 +330,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         return Err(crate::timing::TimingError::NoPlugin(plugin).into());
     }
     let plugin_option = if timing {
-        Some(crate::timing::plugin_option(&plugin, &run.dir)?)
+        Some(crate::timing::plugin_option(&plugin, &run.sockets)?)
     } else {
         None
     };
@@ -383,13 +385,10 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
     let simulator_ms = ms(t0);
 
-    for f in [
-        "qmp.sock",
-        "qga.sock",
-        "qemu.pid",
-        "console.log",
-        "qemu.log",
-    ] {
+    for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
+        let _ = std::fs::remove_file(run.socket(f));
+    }
+    for f in ["console.log", "qemu.log"] {
         let _ = std::fs::remove_file(run.path(f));
     }
     let argv = qemu::argv(&QemuConfig {
@@ -398,6 +397,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         initrd: &img.initrd,
         extras: &img.extras,
         run_dir: &run.dir,
+        socket_dir: &run.sockets,
         devices: &devices,
         accel,
         extra_append: &[],
@@ -464,7 +464,7 @@ async fn boot(
         detail: String::new(),
     });
     let agent = Agent::wait(
-        &qemu::agent_socket(&run.dir),
+        &qemu::agent_socket(&run.sockets),
         Instant::now() + opts.boot_timeout,
         || process::child_running(&mut qemu_child),
         || std::fs::read_to_string(&console).is_ok_and(|c| c.contains(AGENT_STARTED)),
@@ -609,7 +609,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
     if let Some(pid) = state.as_ref().and_then(|s| s.qemu_pid) {
         if process::is_alive(pid, &marker) {
             report.was_up = true;
-            let qmp = qemu::qmp_socket(&run.dir);
+            let qmp = qemu::qmp_socket(&run.sockets);
             let quit = async {
                 if let Ok(q) = Qmp::connect(&qmp).await {
                     let _ = q.quit().await;
@@ -635,7 +635,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
         "qemu.pid",
         "memsim.pid",
     ] {
-        if std::fs::remove_file(run.path(f)).is_ok() {
+        if std::fs::remove_file(run.socket(f)).is_ok() {
             report.removed.push(f.into());
         }
     }
@@ -643,7 +643,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
     // The simulator removes its vhost-user sockets when it exits cleanly;
     // one it was killed will not have.
     for (d, _) in topology.iter().flat_map(|t| t.block_views()) {
-        let socket = qemu::vhost_user_blk_socket(&run.dir, &d.name);
+        let socket = qemu::vhost_user_blk_socket(&run.sockets, &d.name);
         if std::fs::remove_file(&socket).is_ok() {
             report.removed.push(socket.display().to_string());
         }
@@ -662,6 +662,10 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
                 report.removed.push(f.memory.display().to_string());
             }
         }
+    }
+    if run.sockets != run.dir {
+        // Only when empty: it holds nothing else of the lab's.
+        let _ = std::fs::remove_dir(&run.sockets);
     }
     if let Some(mut s) = state {
         s.status = "down".into();
@@ -704,10 +708,12 @@ pub async fn status(name: &str) -> Result<StatusReport, LabError> {
     let mut vm_status = None;
     let mut agent_answers = false;
     if qemu_running {
-        if let Ok(q) = Qmp::connect(&qemu::qmp_socket(&run.dir)).await {
+        if let Ok(q) = Qmp::connect(&qemu::qmp_socket(&run.sockets)).await {
             vm_status = q.status().await.ok();
         }
-        if let Ok(a) = Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(3)).await {
+        if let Ok(a) =
+            Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(3)).await
+        {
             agent_answers = a.ping().await.is_ok();
         }
     }
@@ -732,7 +738,7 @@ pub async fn agent(name: &str) -> Result<Agent, LabError> {
     {
         return Err(LabError::NotUp(name.to_owned()));
     }
-    Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(5))
+    Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(5))
         .await
         .map_err(|source| LabError::Agent {
             name: name.to_owned(),
@@ -777,11 +783,12 @@ pub fn args(
         initrd: &img.initrd,
         extras: &img.extras,
         run_dir: &run.dir,
+        socket_dir: &run.sockets,
         devices: &devices,
         accel: Accel::Tcg,
         extra_append: &[],
         plugin: (timing || topology.simulator.timing)
-            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.dir))
+            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.sockets))
             .transpose()?,
     }))
 }
