@@ -336,9 +336,16 @@ async fn main() -> anyhow::Result<()> {
             json,
             command,
         } => {
-            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout))
-                .await
-                .with_context(|| format!("running `{}` in the guest", command.join(" ")))?;
+            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout)).await;
+            if let Err(lab::LabError::Agent { source, .. }) = &out {
+                if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**source {
+                    // Show what was captured before saying it is cut off.
+                    print!("{}", output.stdout);
+                    eprint!("{}", output.stderr);
+                }
+            }
+            let out =
+                out.with_context(|| format!("running `{}` in the guest", command.join(" ")))?;
             if json {
                 print_json(&out)?;
             } else {
