@@ -467,7 +467,10 @@ async fn boot(
         &qemu::agent_socket(&run.sockets),
         Instant::now() + opts.boot_timeout,
         || process::child_running(&mut qemu_child),
-        || std::fs::read_to_string(&console).is_ok_and(|c| c.contains(AGENT_STARTED)),
+        {
+            let mut watch = process::LogWatch::new(&console, AGENT_STARTED);
+            move || watch.seen()
+        },
     )
     .await;
     let agent = match agent {
