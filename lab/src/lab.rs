@@ -230,6 +230,23 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
     }
 }
 
+/// An error and its sources as one text: sentences follow each other, a
+/// message that does not end a sentence is followed by ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let sep = if msg.trim_end().ends_with(['.', '!', '?', ':']) {
+            " "
+        } else {
+            ": "
+        };
+        msg = format!("{}{sep}{s}", msg.trim_end());
+        src = s.source();
+    }
+    msg
+}
+
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
     move |source| LabError::Io {
         path: path.to_owned(),
@@ -518,12 +535,7 @@ async fn boot(
         };
         events.emit(Event::Failed {
             step: Step::Regions,
-            error: format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ),
+            error: error_chain(&e),
         });
         e
     })?;
@@ -855,15 +867,7 @@ pub async fn run_suites(
                 .map_err(io_err(&file))?;
                 (passed, None)
             }
-            Err(e) => {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(&format!(": {s}"));
-                    src = s.source();
-                }
-                (false, Some(msg))
-            }
+            Err(e) => (false, Some(error_chain(&e))),
         };
         let detail = format!("suite {suite} {}", if passed { "passed" } else { "FAILED" });
         events.emit(Event::Finished {
@@ -928,6 +932,24 @@ pub async fn bench_boot(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_chains_read_as_sentences() {
+        let e = crate::suites::SuiteError::Agent {
+            command: "dax-tester /dev/dax0.0".into(),
+            source: QgaError::NotStarted,
+        };
+        assert_eq!(
+            error_chain(&e),
+            "Guest command `dax-tester /dev/dax0.0` could not be run. The guest agent never started in the guest: the guest's /init did not report it on the console."
+        );
+        let io = std::io::Error::other("disk full");
+        let e = LabError::Io {
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
 
     #[test]
     fn a_label_area_of_another_size_is_refused_and_kept() {
