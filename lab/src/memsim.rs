@@ -139,7 +139,8 @@ pub fn start(
     let marker = run.marker();
     let deadline = Instant::now() + timeout;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let bytes = std::fs::read(&log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         if let Some(ready) = text.lines().find_map(parse_ready) {
             return ready.map(|ready| Memsim { pid, ready });
         }
