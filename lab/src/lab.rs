@@ -63,6 +63,9 @@ pub enum LabError {
         #[source]
         source: Box<QgaError>,
     },
+    /// A guest command (`lab exec`) that could not run or finish.
+    #[error(transparent)]
+    Guest(Box<QgaError>),
     #[error(transparent)]
     Suite(#[from] crate::suites::SuiteError),
     #[error("Timing mode could not start.")]
@@ -776,10 +779,7 @@ pub async fn exec(
     let a = agent(name).await?;
     a.exec(&command[0], &command[1..], timeout)
         .await
-        .map_err(|source| LabError::Agent {
-            name: name.to_owned(),
-            source: Box::new(source),
-        })
+        .map_err(|e| LabError::Guest(Box::new(e)))
 }
 
 /// `lab args`: the argv of the running lab, or the one `lab up` would use.

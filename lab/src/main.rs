@@ -342,8 +342,8 @@ async fn main() -> anyhow::Result<()> {
             command,
         } => {
             let out = lab::exec(&name.name, &command, Duration::from_secs(timeout)).await;
-            if let Err(lab::LabError::Agent { source, .. }) = &out {
-                if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**source {
+            if let Err(lab::LabError::Guest(e)) = &out {
+                if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**e {
                     // Show what was captured before saying it is cut off.
                     print!("{}", output.stdout);
                     eprint!("{}", output.stderr);

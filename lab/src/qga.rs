@@ -28,7 +28,7 @@ pub enum QgaError {
     NoProgram {
         program: String,
         #[source]
-        source: qapi::ExecuteError,
+        source: qapi::Error,
     },
     #[error("Guest agent command {command} failed.")]
     Command {
@@ -45,7 +45,7 @@ pub enum QgaError {
         /// Whether lab killed it.
         killed: bool,
     },
-    #[error("Guest command `{command}` wrote more to {streams} than the guest agent captures, so that output is cut off; have the command write to a file in the guest instead, or print less.")]
+    #[error("Guest command `{command}` wrote more to {streams} than the guest agent captures (16 MiB), so that output is cut off; have the command write to a file in the guest instead, or print less.")]
     OutputTruncated {
         command: String,
         /// `stdout`, `stderr` or both.
@@ -96,14 +96,19 @@ fn killed_text(pid: i64, killed: bool) -> String {
 
 /// True when guest-exec failed because the program does not exist
 /// (qemu-ga reports GLib's spawn error).
-fn is_missing_program(e: &qapi::ExecuteError) -> bool {
-    match e {
-        qapi::ExecuteError::Qapi(e) => {
-            e.desc.contains("Failed to execute child process")
-                && e.desc.contains("No such file or directory")
-        }
-        qapi::ExecuteError::Io(_) => false,
-    }
+fn is_missing_program(e: &qapi::Error) -> bool {
+    e.desc.contains("Failed to execute child process")
+        && e.desc.contains("No such file or directory")
+}
+
+/// What qemu-ga captures of each stream of a guest-exec command.
+const CAPTURE_LIMIT: usize = 16 << 20;
+
+/// Whether qemu-ga cut a stream off: its flag says so, or it captured the
+/// whole limit (qemu-ga before the 2025 fix sends the flag as false when
+/// it truncates).
+fn was_truncated(flag: Option<bool>, captured: usize) -> bool {
+    flag == Some(true) || captured >= CAPTURE_LIMIT
 }
 
 /// Which captured streams qemu-ga cut off, if any.
@@ -204,18 +209,15 @@ impl Agent {
             command: "guest-exec",
             timeout: CALL_TIMEOUT,
         })?
-        .map_err(|source| {
-            if is_missing_program(&source) {
-                QgaError::NoProgram {
-                    program: program.to_owned(),
-                    source,
-                }
-            } else {
-                QgaError::Command {
-                    command: "guest-exec",
-                    source,
-                }
-            }
+        .map_err(|source| match source {
+            qapi::ExecuteError::Qapi(e) if is_missing_program(&e) => QgaError::NoProgram {
+                program: program.to_owned(),
+                source: e,
+            },
+            source => QgaError::Command {
+                command: "guest-exec",
+                source,
+            },
         })?;
         let command = || {
             std::iter::once(program.to_owned())
@@ -238,18 +240,21 @@ impl Agent {
             })?
             .map_err(cmd_err("guest-exec-status"))?;
             if st.exited {
+                let out_data = st.out_data.unwrap_or_default();
+                let err_data = st.err_data.unwrap_or_default();
+                let truncated = truncated_streams(
+                    was_truncated(st.out_truncated, out_data.len()),
+                    was_truncated(st.err_truncated, err_data.len()),
+                );
                 let output = ExecOutput {
                     exit_code: st
                         .exitcode
                         .unwrap_or(if st.signal.is_some() { 128 } else { 0 }),
                     signal: st.signal,
-                    stdout: String::from_utf8_lossy(&st.out_data.unwrap_or_default()).into_owned(),
-                    stderr: String::from_utf8_lossy(&st.err_data.unwrap_or_default()).into_owned(),
+                    stdout: String::from_utf8_lossy(&out_data).into_owned(),
+                    stderr: String::from_utf8_lossy(&err_data).into_owned(),
                 };
-                return match truncated_streams(
-                    st.out_truncated.unwrap_or(false),
-                    st.err_truncated.unwrap_or(false),
-                ) {
+                return match truncated {
                     None => Ok(output),
                     Some(streams) => Err(QgaError::OutputTruncated {
                         command: command(),
@@ -404,12 +409,10 @@ mod tests {
 
     #[test]
     fn a_missing_program_is_told_apart_from_other_exec_failures() {
-        let err = |desc: &str| {
-            qapi::ExecuteError::Qapi(qapi::Error {
-                class: qapi::ErrorClass::GenericError,
-                desc: desc.into(),
-                id: None,
-            })
+        let err = |desc: &str| qapi::Error {
+            class: qapi::ErrorClass::GenericError,
+            desc: desc.into(),
+            id: None,
         };
         assert!(is_missing_program(&err(
             "Guest agent command failed, error was 'Failed to execute child process \u{201c}dax-tester\u{201d} (No such file or directory)'"
@@ -438,6 +441,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("lab exec --timeout"), "{msg}");
+        assert!(!was_truncated(None, 10));
+        assert!(!was_truncated(Some(false), 10));
+        assert!(was_truncated(Some(true), 10));
+        assert!(was_truncated(Some(false), 16 << 20), "older qemu-ga");
         assert_eq!(truncated_streams(false, false), None);
         assert_eq!(truncated_streams(true, true), Some("stdout and stderr"));
         let e = QgaError::OutputTruncated {
