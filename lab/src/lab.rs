@@ -672,11 +672,20 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
             report.removed.push(socket.display().to_string());
         }
     }
-    if let (Some(state), Some(t)) = (&state, &topology) {
+    if let Some(state) = &state {
         for f in &state.devices {
-            let persistent = t
-                .device(&f.name)
-                .is_some_and(|d| d.kind == DeviceKind::Persistent);
+            // The kind cxl-memsim recorded beside the file decides, not the
+            // topology file: a failed `lab up` may have left a new topology
+            // that makes a persistent device volatile.
+            let recorded = std::fs::read_to_string(f.memory.with_extension("kind")).ok();
+            let persistent = match recorded.as_deref().map(str::trim) {
+                Some(kind) => kind == "persistent",
+                // No record (or no topology): keep the file.
+                None => topology
+                    .as_ref()
+                    .and_then(|t| t.device(&f.name))
+                    .is_none_or(|d| d.kind == DeviceKind::Persistent),
+            };
             if persistent {
                 report.kept.push(f.memory.display().to_string());
                 if let Some(l) = &f.lsa {
@@ -1018,6 +1027,49 @@ mod tests {
             e.contains("--timing cannot change (it runs without timing mode)"),
             "{e}"
         );
+    }
+
+    #[tokio::test]
+    async fn down_keeps_a_file_recorded_persistent_whatever_the_topology_file_says() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        run.create().unwrap();
+        let mut t = Topology::embedded_default();
+        let devices = DeviceFiles::in_dir(&t, &run.backing_dir());
+        for f in &devices {
+            std::fs::write(&f.memory, b"data").unwrap();
+        }
+        std::fs::write(run.backing_dir().join("vmem0.kind"), "volatile\n").unwrap();
+        std::fs::write(run.backing_dir().join("pmem0.kind"), "persistent\n").unwrap();
+        // A `lab up` that failed left a topology making pmem0 volatile.
+        for dev in &mut t.devices {
+            dev.kind = DeviceKind::Volatile;
+            dev.lsa_size = None;
+        }
+        std::fs::write(run.topology_file(), t.to_toml()).unwrap();
+        let state = LabState {
+            name: "t".into(),
+            status: "down".into(),
+            topology_origin: String::new(),
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv: vec![],
+            devices: devices.clone(),
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        };
+        run.save(&state).unwrap();
+        down_run(&run, &Events::none()).await.unwrap();
+        let pmem = devices.iter().find(|f| f.name == "pmem0").unwrap();
+        let vmem = devices.iter().find(|f| f.name == "vmem0").unwrap();
+        assert_eq!(std::fs::read(&pmem.memory).unwrap(), b"data", "kept");
+        assert!(!vmem.memory.exists(), "volatile memory removed");
     }
 
     #[test]
