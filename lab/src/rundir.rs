@@ -21,13 +21,13 @@ use crate::qemu::{Accel, DeviceFiles};
 pub enum RunDirError {
     #[error("'{0}' is not a usable lab name; use letters, digits, '-' and '_'.")]
     BadName(String),
-    #[error("The socket path {path} is {len} bytes, more than the {max} a Unix socket address holds; use a shorter lab name or device name, or point CXL_LAB_STATE at a shorter directory.")]
+    #[error("The socket path {path} is {len} bytes, more than the {max} a Unix socket address holds; use a shorter lab name or device name, or point CXL_LAB_STATE (or, when that is unset, XDG_RUNTIME_DIR) at a shorter directory.")]
     SocketPathTooLong {
         path: PathBuf,
         len: usize,
         max: usize,
     },
-    #[error("{legacy} is lab '{name}''s run directory from an earlier cxl-lab, which kept backing files and results there, in $XDG_RUNTIME_DIR (a tmpfs emptied at logout); the lab now keeps them in {dir}. Stop that lab if it still runs (its QEMU and cxl-memsim name {legacy} on their command lines), move what you want to keep (backing/, results/) into {dir}, then remove {legacy}.")]
+    #[error("{legacy} is the run directory of lab '{name}' from an earlier cxl-lab, which kept backing files and results there, in $XDG_RUNTIME_DIR (a tmpfs emptied at logout); the lab now keeps them in {dir}. Stop that lab if it still runs (its QEMU and cxl-memsim name {legacy} on their command lines), move what you want to keep (backing/, results/) into {dir}, then remove {legacy}.")]
     Legacy {
         name: String,
         legacy: PathBuf,
