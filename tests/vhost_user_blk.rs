@@ -259,7 +259,10 @@ fn block_views_share_the_device_memory() {
         .collect();
     assert_eq!(
         sockets[0],
-        cxl_lab::qemu::vhost_user_blk_socket(&summary.run_dir, "pmem0")
+        cxl_lab::qemu::vhost_user_blk_socket(
+            &cxl_lab::lab::run_dir(&lab.name).expect("run dir").sockets,
+            "pmem0"
+        )
     );
     assert!(sockets.iter().all(|s| s.exists()));
     assert!(lab.down().was_up);

@@ -54,7 +54,9 @@ fn probe_boot(kernel: &Path, initrd: &Path) -> Result<bool, String> {
         .map_err(|e| format!("cannot run QEMU: {e}"))?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let result = loop {
-        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        // The guest console is in this log: any byte may appear.
+        let bytes = std::fs::read(&log).unwrap_or_default();
+        let out = String::from_utf8_lossy(&bytes);
         if out.contains("CXL_LAB_PROBE_OK") {
             break Ok(true);
         }

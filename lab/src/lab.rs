@@ -63,10 +63,26 @@ pub enum LabError {
         #[source]
         source: Box<QgaError>,
     },
+    /// A guest command (`lab exec`) that could not run or finish.
+    #[error(transparent)]
+    Guest(Box<QgaError>),
     #[error(transparent)]
     Suite(#[from] crate::suites::SuiteError),
     #[error("Timing mode could not start.")]
     Timing(#[from] crate::timing::TimingError),
+    #[error("The label storage area {path} of device {device} has {found} bytes but the topology says lsa_size = {expected}; move the file away (its namespace labels belong to another topology) or fix the device's lsa_size.")]
+    LsaSizeMismatch {
+        device: String,
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("Lab '{name}' is running, so `lab args` prints the command line it runs with, which {option} cannot change ({why}); leave {option} out to see it, or run `lab down --name {name}` first to see the command line {option} gives.")]
+    ArgsOfRunning {
+        name: String,
+        option: &'static str,
+        why: &'static str,
+    },
     #[error("Cannot create {path}.")]
     Io {
         path: PathBuf,
@@ -196,7 +212,7 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
                     .unwrap_or(0),
                 vhost_user_blk: views.iter().find(|(v, _)| v.name == d.name).map(
                     |(v, read_only)| BlockViewSummary {
-                        socket: qemu::vhost_user_blk_socket(&run.dir, &v.name),
+                        socket: qemu::vhost_user_blk_socket(&run.sockets, &v.name),
                         serial: v.name.clone(),
                         read_only: *read_only,
                     },
@@ -211,8 +227,8 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
         accel: state.accel,
         image_key: state.image_key.clone(),
         devices,
-        qmp_socket: qemu::qmp_socket(&run.dir),
-        agent_socket: qemu::agent_socket(&run.dir),
+        qmp_socket: qemu::qmp_socket(&run.sockets),
+        agent_socket: qemu::agent_socket(&run.sockets),
         console_log: qemu::console_log(&run.dir),
         simulator_tcp: state.memsim_listen.clone(),
         simulator_control: run.memsim_control(),
@@ -221,6 +237,23 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
         timings: state.timings.clone(),
         timing: state.timing.clone(),
     }
+}
+
+/// An error and its sources as one text: sentences follow each other, a
+/// message that does not end a sentence is followed by ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let sep = if msg.trim_end().ends_with(['.', '!', '?', ':']) {
+            " "
+        } else {
+            ": "
+        };
+        msg = format!("{}{sep}{s}", msg.trim_end());
+        src = s.source();
+    }
+    msg
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
@@ -241,8 +274,18 @@ fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabErro
                 .write(true)
                 .open(path)
                 .map_err(io_err(path))?;
-            if file.metadata().map_err(io_err(path))?.len() != size.bytes() {
+            // A new file is empty; an existing one holds namespace labels,
+            // which resizing would cut or misplace.
+            let found = file.metadata().map_err(io_err(path))?.len();
+            if found == 0 {
                 file.set_len(size.bytes()).map_err(io_err(path))?;
+            } else if found != size.bytes() {
+                return Err(LabError::LsaSizeMismatch {
+                    device: d.name.clone(),
+                    path: path.clone(),
+                    found,
+                    expected: size.bytes(),
+                });
             }
         }
     }
@@ -287,6 +330,7 @@ fn resolve_accel(
 /// `lab up`: image, simulator, QEMU, guest agent, regions.
 pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> {
     let run = RunDir::new(&opts.name)?;
+    run.check_legacy()?;
     if let Some(state) = run.load()? {
         let alive = state
             .qemu_pid
@@ -298,6 +342,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         down_run(&run, events).await?;
     }
     let topology = Topology::load(opts.topology.as_deref())?;
+    run.check_socket_paths(&topology)?;
     run.create()?;
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
@@ -311,7 +356,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         return Err(crate::timing::TimingError::NoPlugin(plugin).into());
     }
     let plugin_option = if timing {
-        Some(crate::timing::plugin_option(&plugin, &run.dir)?)
+        Some(crate::timing::plugin_option(&plugin, &run.sockets)?)
     } else {
         None
     };
@@ -366,13 +411,10 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
     let simulator_ms = ms(t0);
 
-    for f in [
-        "qmp.sock",
-        "qga.sock",
-        "qemu.pid",
-        "console.log",
-        "qemu.log",
-    ] {
+    for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
+        let _ = std::fs::remove_file(run.socket(f));
+    }
+    for f in ["console.log", "qemu.log"] {
         let _ = std::fs::remove_file(run.path(f));
     }
     let argv = qemu::argv(&QemuConfig {
@@ -381,6 +423,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         initrd: &img.initrd,
         extras: &img.extras,
         run_dir: &run.dir,
+        socket_dir: &run.sockets,
         devices: &devices,
         accel,
         extra_append: &[],
@@ -447,10 +490,13 @@ async fn boot(
         detail: String::new(),
     });
     let agent = Agent::wait(
-        &qemu::agent_socket(&run.dir),
+        &qemu::agent_socket(&run.sockets),
         Instant::now() + opts.boot_timeout,
         || process::child_running(&mut qemu_child),
-        || std::fs::read_to_string(&console).is_ok_and(|c| c.contains(AGENT_STARTED)),
+        {
+            let mut watch = process::LogWatch::new(&console, AGENT_STARTED);
+            move || watch.seen()
+        },
     )
     .await;
     let agent = match agent {
@@ -498,12 +544,7 @@ async fn boot(
         };
         events.emit(Event::Failed {
             step: Step::Regions,
-            error: format!(
-                "{e}: {}",
-                std::error::Error::source(&e)
-                    .map(|s| s.to_string())
-                    .unwrap_or_default()
-            ),
+            error: error_chain(&e),
         });
         e
     })?;
@@ -592,7 +633,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
     if let Some(pid) = state.as_ref().and_then(|s| s.qemu_pid) {
         if process::is_alive(pid, &marker) {
             report.was_up = true;
-            let qmp = qemu::qmp_socket(&run.dir);
+            let qmp = qemu::qmp_socket(&run.sockets);
             let quit = async {
                 if let Ok(q) = Qmp::connect(&qmp).await {
                     let _ = q.quit().await;
@@ -618,7 +659,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
         "qemu.pid",
         "memsim.pid",
     ] {
-        if std::fs::remove_file(run.path(f)).is_ok() {
+        if std::fs::remove_file(run.socket(f)).is_ok() {
             report.removed.push(f.into());
         }
     }
@@ -626,16 +667,25 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
     // The simulator removes its vhost-user sockets when it exits cleanly;
     // one it was killed will not have.
     for (d, _) in topology.iter().flat_map(|t| t.block_views()) {
-        let socket = qemu::vhost_user_blk_socket(&run.dir, &d.name);
+        let socket = qemu::vhost_user_blk_socket(&run.sockets, &d.name);
         if std::fs::remove_file(&socket).is_ok() {
             report.removed.push(socket.display().to_string());
         }
     }
-    if let (Some(state), Some(t)) = (&state, &topology) {
+    if let Some(state) = &state {
         for f in &state.devices {
-            let persistent = t
-                .device(&f.name)
-                .is_some_and(|d| d.kind == DeviceKind::Persistent);
+            // The kind cxl-memsim recorded beside the file decides, not the
+            // topology file: a failed `lab up` may have left a new topology
+            // that makes a persistent device volatile.
+            let recorded = std::fs::read_to_string(f.memory.with_extension("kind")).ok();
+            let persistent = match recorded.as_deref().map(str::trim) {
+                Some(kind) => kind == "persistent",
+                // No record (or no topology): keep the file.
+                None => topology
+                    .as_ref()
+                    .and_then(|t| t.device(&f.name))
+                    .is_none_or(|d| d.kind == DeviceKind::Persistent),
+            };
             if persistent {
                 report.kept.push(f.memory.display().to_string());
                 if let Some(l) = &f.lsa {
@@ -645,6 +695,10 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
                 report.removed.push(f.memory.display().to_string());
             }
         }
+    }
+    if run.sockets != run.dir {
+        // Only when empty: it holds nothing else of the lab's.
+        let _ = std::fs::remove_dir(&run.sockets);
     }
     if let Some(mut s) = state {
         s.status = "down".into();
@@ -687,10 +741,12 @@ pub async fn status(name: &str) -> Result<StatusReport, LabError> {
     let mut vm_status = None;
     let mut agent_answers = false;
     if qemu_running {
-        if let Ok(q) = Qmp::connect(&qemu::qmp_socket(&run.dir)).await {
+        if let Ok(q) = Qmp::connect(&qemu::qmp_socket(&run.sockets)).await {
             vm_status = q.status().await.ok();
         }
-        if let Ok(a) = Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(3)).await {
+        if let Ok(a) =
+            Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(3)).await
+        {
             agent_answers = a.ping().await.is_ok();
         }
     }
@@ -715,7 +771,7 @@ pub async fn agent(name: &str) -> Result<Agent, LabError> {
     {
         return Err(LabError::NotUp(name.to_owned()));
     }
-    Agent::connect(&qemu::agent_socket(&run.dir), Duration::from_secs(5))
+    Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(5))
         .await
         .map_err(|source| LabError::Agent {
             name: name.to_owned(),
@@ -732,22 +788,49 @@ pub async fn exec(
     let a = agent(name).await?;
     a.exec(&command[0], &command[1..], timeout)
         .await
-        .map_err(|source| LabError::Agent {
-            name: name.to_owned(),
-            source: Box::new(source),
-        })
+        .map_err(|e| LabError::Guest(Box::new(e)))
 }
 
 /// `lab args`: the argv of the running lab, or the one `lab up` would use.
+/// For a running lab, a `topology` other than its own or `timing` it was
+/// not started with is refused rather than ignored. The argv names backing
+/// files and sockets that exist only while the lab's cxl-memsim runs.
 pub fn args(
     name: &str,
     topology: Option<&Path>,
     image_opts: &ImageOptions,
     timing: bool,
 ) -> Result<Vec<String>, LabError> {
-    let run = RunDir::new(name)?;
+    args_in(&RunDir::new(name)?, topology, image_opts, timing)
+}
+
+fn args_in(
+    run: &RunDir,
+    topology: Option<&Path>,
+    image_opts: &ImageOptions,
+    timing: bool,
+) -> Result<Vec<String>, LabError> {
+    let name = &run.name;
     if let Some(state) = run.load()? {
         if state.status != "down" {
+            if let Some(path) = topology {
+                let asked = Topology::load(Some(path))?;
+                let running = Topology::load(Some(&run.topology_file()))?;
+                if asked.to_toml() != running.to_toml() {
+                    return Err(LabError::ArgsOfRunning {
+                        name: name.to_owned(),
+                        option: "--topology",
+                        why: "it runs with another topology",
+                    });
+                }
+            }
+            if timing && state.timing.is_none() {
+                return Err(LabError::ArgsOfRunning {
+                    name: name.to_owned(),
+                    option: "--timing",
+                    why: "it runs without timing mode",
+                });
+            }
             return Ok(state.argv);
         }
     }
@@ -760,11 +843,12 @@ pub fn args(
         initrd: &img.initrd,
         extras: &img.extras,
         run_dir: &run.dir,
+        socket_dir: &run.sockets,
         devices: &devices,
         accel: Accel::Tcg,
         extra_append: &[],
         plugin: (timing || topology.simulator.timing)
-            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.dir))
+            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.sockets))
             .transpose()?,
     }))
 }
@@ -802,12 +886,7 @@ fn record_result(
             (passed, None, v)
         }
         Err(e) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(&format!(": {s}"));
-                src = s.source();
-            }
+            let msg = error_chain(&e);
             let v = serde_json::json!({ "suite": suite, "passed": false, "error": msg });
             (false, Some(msg), v)
         }
@@ -933,5 +1012,142 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("The lab has no device in devdax mode"));
+    }
+
+    #[test]
+    fn args_of_a_running_lab_refuse_options_that_would_change_it() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        run.create().unwrap();
+        let t = Topology::embedded_default();
+        std::fs::write(run.topology_file(), t.to_toml()).unwrap();
+        let state = LabState {
+            name: "t".into(),
+            status: "up".into(),
+            topology_origin: t.origin.clone(),
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv: vec!["qemu-system-x86_64".into(), "-S".into()],
+            devices: vec![],
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        };
+        run.save(&state).unwrap();
+        let img = ImageOptions::default();
+        assert_eq!(args_in(&run, None, &img, false).unwrap(), state.argv);
+        let same = d.path().join("same.toml");
+        std::fs::write(&same, t.to_toml()).unwrap();
+        assert_eq!(args_in(&run, Some(&same), &img, false).unwrap(), state.argv);
+
+        let mut other = t.clone();
+        other.guest.cpus += 1;
+        let other_file = d.path().join("other.toml");
+        std::fs::write(&other_file, other.to_toml()).unwrap();
+        let e = args_in(&run, Some(&other_file), &img, false)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("Lab 't' is running"), "{e}");
+        assert!(
+            e.contains("--topology cannot change (it runs with another topology)"),
+            "{e}"
+        );
+        assert!(e.contains("lab down --name t"), "{e}");
+        let e = args_in(&run, None, &img, true).unwrap_err().to_string();
+        assert!(
+            e.contains("--timing cannot change (it runs without timing mode)"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn down_keeps_a_file_recorded_persistent_whatever_the_topology_file_says() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        run.create().unwrap();
+        let mut t = Topology::embedded_default();
+        let devices = DeviceFiles::in_dir(&t, &run.backing_dir());
+        for f in &devices {
+            std::fs::write(&f.memory, b"data").unwrap();
+        }
+        std::fs::write(run.backing_dir().join("vmem0.kind"), "volatile\n").unwrap();
+        std::fs::write(run.backing_dir().join("pmem0.kind"), "persistent\n").unwrap();
+        // A `lab up` that failed left a topology making pmem0 volatile.
+        for dev in &mut t.devices {
+            dev.kind = DeviceKind::Volatile;
+            dev.lsa_size = None;
+        }
+        std::fs::write(run.topology_file(), t.to_toml()).unwrap();
+        let state = LabState {
+            name: "t".into(),
+            status: "down".into(),
+            topology_origin: String::new(),
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv: vec![],
+            devices: devices.clone(),
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        };
+        run.save(&state).unwrap();
+        down_run(&run, &Events::none()).await.unwrap();
+        let pmem = devices.iter().find(|f| f.name == "pmem0").unwrap();
+        let vmem = devices.iter().find(|f| f.name == "vmem0").unwrap();
+        assert_eq!(std::fs::read(&pmem.memory).unwrap(), b"data", "kept");
+        assert!(!vmem.memory.exists(), "volatile memory removed");
+    }
+
+    #[test]
+    fn error_chains_read_as_sentences() {
+        let e = crate::suites::SuiteError::Agent {
+            command: "dax-tester /dev/dax0.0".into(),
+            source: QgaError::NotStarted,
+        };
+        assert_eq!(
+            error_chain(&e),
+            "Guest command `dax-tester /dev/dax0.0` could not be run. The guest agent never started in the guest: the guest's /init did not report it on the console."
+        );
+        let io = std::io::Error::other("disk full");
+        let e = LabError::Io {
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
+
+    #[test]
+    fn a_label_area_of_another_size_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        let files = DeviceFiles::in_dir(&t, dir.path());
+        let lsa = files
+            .iter()
+            .find_map(|f| f.lsa.clone())
+            .expect("the default topology has a label area");
+        label_areas(&t, &files).unwrap();
+        let size = std::fs::metadata(&lsa).unwrap().len();
+        assert!(size > 0, "a new label area is sized");
+        label_areas(&t, &files).expect("the same size is fine");
+
+        std::fs::write(&lsa, [7u8; 4096]).unwrap();
+        let e = label_areas(&t, &files).expect_err("size mismatch");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("has 4096 bytes but the topology says lsa_size"),
+            "{msg}"
+        );
+        assert!(msg.contains("move the file away"), "{msg}");
+        assert_eq!(std::fs::read(&lsa).unwrap(), [7u8; 4096], "no label lost");
     }
 }

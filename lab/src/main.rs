@@ -93,13 +93,18 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
-    /// Print the exact QEMU command line, shell-quoted.
+    /// Print the exact QEMU command line, shell-quoted: a running lab's
+    /// own, else the one `lab up` would use. It names backing files and
+    /// sockets that exist only while the lab's cxl-memsim runs.
     Args {
         #[command(flatten)]
         name: NameArg,
+        /// Topology TOML file (a lab that is not running; a running lab
+        /// refuses one other than its own).
         #[arg(long)]
         topology: Option<PathBuf>,
-        /// The command line of timing mode (with the TCG plugin).
+        /// The command line of timing mode (with the TCG plugin); a running
+        /// lab refuses it unless it runs in timing mode.
         #[arg(long)]
         timing: bool,
         #[arg(long)]
@@ -336,9 +341,16 @@ async fn main() -> anyhow::Result<()> {
             json,
             command,
         } => {
-            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout))
-                .await
-                .with_context(|| format!("running `{}` in the guest", command.join(" ")))?;
+            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout)).await;
+            if let Err(lab::LabError::Guest(e)) = &out {
+                if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**e {
+                    // Show what was captured before saying it is cut off.
+                    print!("{}", output.stdout);
+                    eprint!("{}", output.stderr);
+                }
+            }
+            let out =
+                out.with_context(|| format!("running `{}` in the guest", command.join(" ")))?;
             if json {
                 print_json(&out)?;
             } else {

@@ -69,8 +69,8 @@ pub fn parse_ready(line: &str) -> Option<Result<Ready, MemsimError>> {
 }
 
 /// The `serve` flags of the topology's vhost-user-blk views, with sockets in
-/// the run directory.
-pub fn block_view_args(run_dir: &Path, topology: &Topology) -> Vec<String> {
+/// the run's socket directory.
+pub fn block_view_args(socket_dir: &Path, topology: &Topology) -> Vec<String> {
     topology
         .block_views()
         .into_iter()
@@ -80,7 +80,7 @@ pub fn block_view_args(run_dir: &Path, topology: &Topology) -> Vec<String> {
             } else {
                 "--vhost-user-blk"
             };
-            let socket = crate::qemu::vhost_user_blk_socket(run_dir, &d.name);
+            let socket = crate::qemu::vhost_user_blk_socket(socket_dir, &d.name);
             [flag.to_owned(), format!("{}={}", d.name, socket.display())]
         })
         .collect()
@@ -130,7 +130,7 @@ pub fn start(
         "--control".into(),
         run.memsim_control().display().to_string(),
     ];
-    argv.extend(block_view_args(&run.dir, topology));
+    argv.extend(block_view_args(&run.sockets, topology));
     if let Some(p) = plugin_socket {
         argv.extend(["--plugin-socket".into(), p.display().to_string()]);
     }
@@ -139,7 +139,8 @@ pub fn start(
     let marker = run.marker();
     let deadline = Instant::now() + timeout;
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let bytes = std::fs::read(&log).unwrap_or_default();
+        let text = String::from_utf8_lossy(&bytes);
         if let Some(ready) = text.lines().find_map(parse_ready) {
             return ready.map(|ready| Memsim { pid, ready });
         }

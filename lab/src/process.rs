@@ -132,11 +132,78 @@ pub fn terminate(pid: u32, marker: &str, grace: Duration) -> &'static str {
     "killed"
 }
 
-/// The last `n` lines of a log, for error messages.
+/// How much of a log's end [`tail`] reads.
+const TAIL_BYTES: u64 = 64 << 10;
+
+/// The last `n` lines of a log, for error messages. Bytes that are not
+/// UTF-8 (a guest console prints anything) become U+FFFD.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
+    use std::io::{Read, Seek, SeekFrom};
+    let mut bytes = Vec::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(TAIL_BYTES)));
+        let _ = f.read_to_end(&mut bytes);
+    }
+    let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Watches a growing log for a line of text, reading only what was
+/// appended since the last look; works on bytes, so invalid UTF-8 in the
+/// log does not hide the text.
+#[derive(Debug)]
+pub struct LogWatch {
+    path: PathBuf,
+    needle: Vec<u8>,
+    offset: u64,
+    /// The end of what was read, kept so text split across reads is found.
+    carry: Vec<u8>,
+    found: bool,
+}
+
+impl LogWatch {
+    pub fn new(path: &Path, needle: &str) -> LogWatch {
+        LogWatch {
+            path: path.to_owned(),
+            needle: needle.as_bytes().to_vec(),
+            offset: 0,
+            carry: Vec::new(),
+            found: false,
+        }
+    }
+
+    /// True once the log has contained the text.
+    pub fn seen(&mut self) -> bool {
+        use std::io::{Read, Seek, SeekFrom};
+        if self.found {
+            return true;
+        }
+        let Ok(mut f) = std::fs::File::open(&self.path) else {
+            return false;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            // Truncated or replaced: start again.
+            self.offset = 0;
+            self.carry.clear();
+        }
+        if f.seek(SeekFrom::Start(self.offset)).is_err() {
+            return false;
+        }
+        let mut buf = std::mem::take(&mut self.carry);
+        let before = buf.len();
+        if f.read_to_end(&mut buf).is_err() {
+            self.carry = buf;
+            return false;
+        }
+        self.offset += (buf.len() - before) as u64;
+        self.found = buf.windows(self.needle.len()).any(|w| w == self.needle);
+        let keep = self.needle.len().saturating_sub(1).min(buf.len());
+        self.carry = buf[buf.len() - keep..].to_vec();
+        self.found
+    }
 }
 
 #[cfg(test)]
@@ -164,6 +231,26 @@ mod tests {
         // A kernel thread or anything else with no command line is not ours.
         assert!(!runs_as_ours(&stat("S", 0x208040), b"", "/run/lab-1"));
         assert!(!runs_as_ours("", b"", "/run/lab-1"));
+    }
+
+    #[test]
+    fn log_watch_finds_text_across_reads_and_invalid_utf8() {
+        use std::io::Write;
+        let d = tempfile::tempdir().unwrap();
+        let log = d.path().join("console.log");
+        let mut w = LogWatch::new(&log, "agent on");
+        assert!(!w.seen(), "no file yet");
+        let mut f = std::fs::File::create(&log).unwrap();
+        f.write_all(b"boot \xff\xfe garbage\nag").unwrap();
+        assert!(!w.seen());
+        f.write_all(b"ent o").unwrap();
+        assert!(!w.seen());
+        f.write_all(b"n /dev/vport1p1\n").unwrap();
+        assert!(w.seen(), "found across three reads");
+        assert!(w.seen());
+        let t = tail(&log, 1);
+        assert_eq!(t, "agent on /dev/vport1p1");
+        assert!(tail(&log, 2).starts_with("boot \u{fffd}\u{fffd} garbage"));
     }
 
     #[test]

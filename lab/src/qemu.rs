@@ -67,7 +67,10 @@ pub struct QemuConfig<'a> {
     pub initrd: &'a Path,
     /// The image's extras directory, shared read-only over virtio-9p.
     pub extras: &'a Path,
+    /// The run directory: console log and scratch disk.
     pub run_dir: &'a Path,
+    /// The run's socket directory: sockets and the pid file.
+    pub socket_dir: &'a Path,
     pub devices: &'a [DeviceFiles],
     pub accel: Accel,
     /// Extra kernel command line words.
@@ -80,25 +83,26 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// The virtio-serial port name qemu-ga listens on in the guest.
 pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
-/// Paths of the run directory's sockets and logs.
-pub fn qmp_socket(run_dir: &Path) -> PathBuf {
-    run_dir.join("qmp.sock")
+/// Paths of the sockets (in the socket directory) and logs (in the run
+/// directory).
+pub fn qmp_socket(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("qmp.sock")
 }
-pub fn agent_socket(run_dir: &Path) -> PathBuf {
-    run_dir.join("qga.sock")
+pub fn agent_socket(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("qga.sock")
 }
 pub fn console_log(run_dir: &Path) -> PathBuf {
     run_dir.join("console.log")
 }
-pub fn pid_file(run_dir: &Path) -> PathBuf {
-    run_dir.join("qemu.pid")
+pub fn pid_file(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("qemu.pid")
 }
 pub fn scratch_disk(run_dir: &Path) -> PathBuf {
     run_dir.join("scratch.img")
 }
 /// The vhost-user socket on which the simulator serves `device` as a disk.
-pub fn vhost_user_blk_socket(run_dir: &Path, device: &str) -> PathBuf {
-    run_dir.join(format!("vublk-{device}.sock"))
+pub fn vhost_user_blk_socket(socket_dir: &Path, device: &str) -> PathBuf {
+    socket_dir.join(format!("vublk-{device}.sock"))
 }
 /// The id of the shared guest RAM backend (only with vhost-user-blk views).
 const GUEST_RAM_ID: &str = "guest-ram";
@@ -184,7 +188,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         "-chardev",
         &format!(
             "socket,id=qmp,path={},server=on,wait=off",
-            p(&qmp_socket(cfg.run_dir))
+            p(&qmp_socket(cfg.socket_dir))
         ),
     ]);
     push(&["-mon", "chardev=qmp,mode=control"]);
@@ -192,7 +196,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         "-chardev",
         &format!(
             "socket,id=qga,path={},server=on,wait=off",
-            p(&agent_socket(cfg.run_dir))
+            p(&agent_socket(cfg.socket_dir))
         ),
     ]);
     push(&["-device", "virtio-serial-pci,id=vser0"]);
@@ -200,7 +204,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         "-device",
         &format!("virtserialport,bus=vser0.0,chardev=qga,name={AGENT_PORT_NAME}"),
     ]);
-    push(&["-pidfile", &p(&pid_file(cfg.run_dir))]);
+    push(&["-pidfile", &p(&pid_file(cfg.socket_dir))]);
     if let Some(plugin) = &cfg.plugin {
         push(&["-plugin", plugin]);
     }
@@ -233,7 +237,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
             &format!(
                 "socket,id=vublk-{},path={}",
                 d.name,
-                p(&vhost_user_blk_socket(cfg.run_dir, &d.name))
+                p(&vhost_user_blk_socket(cfg.socket_dir, &d.name))
             ),
         ]);
         push(&[
@@ -360,6 +364,7 @@ mod tests {
             initrd: Path::new("/cache/images/KEY/initrd.lz4"),
             extras: Path::new("/cache/images/KEY/extras"),
             run_dir: run,
+            socket_dir: run,
             devices: &devices,
             accel: Accel::Tcg,
             extra_append: &[],

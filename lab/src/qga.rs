@@ -20,14 +20,39 @@ pub enum QgaError {
     },
     #[error("The guest agent did not answer guest-sync within {0:?}.")]
     NoSync(Duration),
+    #[error("QEMU never created the guest agent socket {0}.")]
+    NoSocket(PathBuf),
+    #[error("The guest agent never started in the guest: the guest's /init did not report it on the console.")]
+    NotStarted,
+    #[error("The guest has no program `{program}`; if it is one of the lab's guest tools, build it with `cargo build --workspace` and the image picks it up at the next `lab up`.")]
+    NoProgram {
+        program: String,
+        #[source]
+        source: qapi::Error,
+    },
     #[error("Guest agent command {command} failed.")]
     Command {
         command: &'static str,
         #[source]
         source: qapi::ExecuteError,
     },
-    #[error("Guest command `{command}` did not finish within {timeout:?}.")]
-    ExecTimeout { command: String, timeout: Duration },
+    #[error("Guest command `{command}` did not finish within {timeout:?}; {} If it needs longer, give it a longer timeout (`lab exec --timeout SECONDS`); if it hangs, the guest console (`lab console`) may say why.", killed_text(*.pid, *.killed))]
+    ExecTimeout {
+        command: String,
+        timeout: Duration,
+        /// The command's pid in the guest.
+        pid: i64,
+        /// Whether lab killed it.
+        killed: bool,
+    },
+    #[error("Guest command `{command}` wrote more to {streams} than the guest agent captures (16 MiB), so that output is cut off; have the command write to a file in the guest instead, or print less.")]
+    OutputTruncated {
+        command: String,
+        /// `stdout`, `stderr` or both.
+        streams: &'static str,
+        /// What was captured.
+        output: Box<ExecOutput>,
+    },
     #[error("The guest agent did not answer {command} within {timeout:?}.")]
     Timeout {
         command: &'static str,
@@ -44,7 +69,7 @@ pub struct Agent {
 }
 
 /// What a guest command did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ExecOutput {
     pub exit_code: i64,
     /// The signal that ended it, if one did.
@@ -60,6 +85,41 @@ impl ExecOutput {
 }
 
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn killed_text(pid: i64, killed: bool) -> String {
+    if killed {
+        format!("lab killed it (guest pid {pid}).")
+    } else {
+        format!("lab could not kill it, so it may still run (guest pid {pid}).")
+    }
+}
+
+/// True when guest-exec failed because the program does not exist
+/// (qemu-ga reports GLib's spawn error).
+fn is_missing_program(e: &qapi::Error) -> bool {
+    e.desc.contains("Failed to execute child process")
+        && e.desc.contains("No such file or directory")
+}
+
+/// What qemu-ga captures of each stream of a guest-exec command.
+const CAPTURE_LIMIT: usize = 16 << 20;
+
+/// Whether qemu-ga cut a stream off: its flag says so, or it captured the
+/// whole limit (qemu-ga before the 2025 fix sends the flag as false when
+/// it truncates).
+fn was_truncated(flag: Option<bool>, captured: usize) -> bool {
+    flag == Some(true) || captured >= CAPTURE_LIMIT
+}
+
+/// Which captured streams qemu-ga cut off, if any.
+fn truncated_streams(out: bool, err: bool) -> Option<&'static str> {
+    match (out, err) {
+        (false, false) => None,
+        (true, false) => Some("stdout"),
+        (false, true) => Some("stderr"),
+        (true, true) => Some("stdout and stderr"),
+    }
+}
 
 fn cmd_err(command: &'static str) -> impl Fn(qapi::ExecuteError) -> QgaError {
     move |source| QgaError::Command { command, source }
@@ -99,9 +159,13 @@ impl Agent {
         mut alive: impl FnMut() -> bool,
         mut started: impl FnMut() -> bool,
     ) -> Result<Agent, QgaError> {
-        let mut last = QgaError::NoSync(Duration::ZERO);
+        let mut last = QgaError::NoSocket(path.to_owned());
         while Instant::now() < deadline && alive() {
-            if path.exists() && started() {
+            if !path.exists() {
+                last = QgaError::NoSocket(path.to_owned());
+            } else if !started() {
+                last = QgaError::NotStarted;
+            } else {
                 match Agent::connect(path, Duration::from_millis(1000)).await {
                     Ok(a) => return Ok(a),
                     Err(e) => last = e,
@@ -145,7 +209,22 @@ impl Agent {
             command: "guest-exec",
             timeout: CALL_TIMEOUT,
         })?
-        .map_err(cmd_err("guest-exec"))?;
+        .map_err(|source| match source {
+            qapi::ExecuteError::Qapi(e) if is_missing_program(&e) => QgaError::NoProgram {
+                program: program.to_owned(),
+                source: e,
+            },
+            source => QgaError::Command {
+                command: "guest-exec",
+                source,
+            },
+        })?;
+        let command = || {
+            std::iter::once(program.to_owned())
+                .chain(args.iter().cloned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
         let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(5);
         loop {
@@ -161,25 +240,78 @@ impl Agent {
             })?
             .map_err(cmd_err("guest-exec-status"))?;
             if st.exited {
-                return Ok(ExecOutput {
+                let out_data = st.out_data.unwrap_or_default();
+                let err_data = st.err_data.unwrap_or_default();
+                let truncated = truncated_streams(
+                    was_truncated(st.out_truncated, out_data.len()),
+                    was_truncated(st.err_truncated, err_data.len()),
+                );
+                let output = ExecOutput {
                     exit_code: st
                         .exitcode
                         .unwrap_or(if st.signal.is_some() { 128 } else { 0 }),
                     signal: st.signal,
-                    stdout: String::from_utf8_lossy(&st.out_data.unwrap_or_default()).into_owned(),
-                    stderr: String::from_utf8_lossy(&st.err_data.unwrap_or_default()).into_owned(),
-                });
+                    stdout: String::from_utf8_lossy(&out_data).into_owned(),
+                    stderr: String::from_utf8_lossy(&err_data).into_owned(),
+                };
+                return match truncated {
+                    None => Ok(output),
+                    Some(streams) => Err(QgaError::OutputTruncated {
+                        command: command(),
+                        streams,
+                        output: Box::new(output),
+                    }),
+                };
             }
             if Instant::now() >= deadline {
-                let command = std::iter::once(program.to_owned())
-                    .chain(args.iter().cloned())
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                return Err(QgaError::ExecTimeout { command, timeout });
+                let killed = self.kill(started.pid).await;
+                return Err(QgaError::ExecTimeout {
+                    command: command(),
+                    timeout,
+                    pid: started.pid,
+                    killed,
+                });
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_millis(100));
         }
+    }
+
+    /// Kills a guest process that guest-exec started (the agent has no
+    /// kill command, so through the guest's `kill`) and collects its status
+    /// so the agent forgets it. True when it is gone.
+    async fn kill(&self, pid: i64) -> bool {
+        let kill = async {
+            let k = self
+                .service
+                .execute(qga::guest_exec {
+                    path: "kill".into(),
+                    arg: Some(vec!["-KILL".into(), pid.to_string()]),
+                    env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+                    input_data: None,
+                    capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
+                })
+                .await
+                .ok()?;
+            for _ in 0..50 {
+                let st = self
+                    .service
+                    .execute(qga::guest_exec_status { pid })
+                    .await
+                    .ok()?;
+                if st.exited {
+                    // Reap the kill command too.
+                    let _ = self
+                        .service
+                        .execute(qga::guest_exec_status { pid: k.pid })
+                        .await;
+                    return Some(());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            None
+        };
+        matches!(tokio::time::timeout(CALL_TIMEOUT, kill).await, Ok(Some(())))
     }
 
     /// Reads a whole guest file.
@@ -269,4 +401,63 @@ fn sync_id_seed() -> i32 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     (t.as_nanos() & 0x7fff_ffff) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_program_is_told_apart_from_other_exec_failures() {
+        let err = |desc: &str| qapi::Error {
+            class: qapi::ErrorClass::GenericError,
+            desc: desc.into(),
+            id: None,
+        };
+        assert!(is_missing_program(&err(
+            "Guest agent command failed, error was 'Failed to execute child process \u{201c}dax-tester\u{201d} (No such file or directory)'"
+        )));
+        assert!(!is_missing_program(&err(
+            "Guest agent command failed, error was 'Failed to execute child process \u{201c}x\u{201d} (Permission denied)'"
+        )));
+        let e = QgaError::NoProgram {
+            program: "dax-tester".into(),
+            source: err("x"),
+        };
+        assert!(e.to_string().contains("cargo build --workspace"), "{e}");
+    }
+
+    #[test]
+    fn timeouts_and_truncation_say_what_happened_and_the_fix() {
+        let e = QgaError::ExecTimeout {
+            command: "sleep 99".into(),
+            timeout: Duration::from_secs(2),
+            pid: 42,
+            killed: true,
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains("within 2s; lab killed it (guest pid 42)."),
+            "{msg}"
+        );
+        assert!(msg.contains("lab exec --timeout"), "{msg}");
+        assert!(!was_truncated(None, 10));
+        assert!(!was_truncated(Some(false), 10));
+        assert!(was_truncated(Some(true), 10));
+        assert!(was_truncated(Some(false), 16 << 20), "older qemu-ga");
+        assert_eq!(truncated_streams(false, false), None);
+        assert_eq!(truncated_streams(true, true), Some("stdout and stderr"));
+        let e = QgaError::OutputTruncated {
+            command: "cat big".into(),
+            streams: "stdout",
+            output: Box::default(),
+        };
+        assert!(e
+            .to_string()
+            .contains("wrote more to stdout than the guest agent captures"));
+        assert_eq!(
+            QgaError::NotStarted.to_string(),
+            "The guest agent never started in the guest: the guest's /init did not report it on the console."
+        );
+    }
 }

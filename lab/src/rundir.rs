@@ -1,9 +1,14 @@
 //! A lab instance's run directory and its saved state.
 //!
-//! `<state root>/<name>/`: `state.json`, the effective `topology.toml`,
-//! `qmp.sock`, `qga.sock`, `console.log`, `qemu.log`, `qemu.pid`,
-//! `memsim.log`, `memsim.sock`, `plugin.sock` (timing mode), `backing/` (device memory and label areas)
-//! and `results/`.
+//! `<state root>/<name>/` (durable, see [`crate::paths::state_root`]):
+//! `state.json`, the effective `topology.toml`, `console.log`, `qemu.log`,
+//! `memsim.log`, `scratch.img`, `backing/` (device memory, label areas and
+//! kind records) and `results/`.
+//!
+//! Its socket directory: `qmp.sock`, `qga.sock`, `memsim.sock`,
+//! `plugin.sock` (timing mode), `vublk-<device>.sock` and `qemu.pid`. That
+//! is `<socket root>/<name>/` when [`crate::paths::socket_root`] names one
+//! (a short tmpfs path), else the run directory itself.
 
 use std::path::{Path, PathBuf};
 
@@ -16,6 +21,18 @@ use crate::qemu::{Accel, DeviceFiles};
 pub enum RunDirError {
     #[error("'{0}' is not a usable lab name; use letters, digits, '-' and '_'.")]
     BadName(String),
+    #[error("The socket path {path} is {len} bytes, more than the {max} a Unix socket address holds; use a shorter lab name or device name, or point CXL_LAB_STATE (or, when that is unset, XDG_RUNTIME_DIR) at a shorter directory.")]
+    SocketPathTooLong {
+        path: PathBuf,
+        len: usize,
+        max: usize,
+    },
+    #[error("{legacy} is the run directory of lab '{name}' from an earlier cxl-lab, which kept backing files and results there, in $XDG_RUNTIME_DIR (a tmpfs emptied at logout); the lab now keeps them in {dir}. Stop that lab if it still runs (its QEMU and cxl-memsim name {legacy} on their command lines), move what you want to keep (backing/, results/) into {dir}, then remove {legacy}.")]
+    Legacy {
+        name: String,
+        legacy: PathBuf,
+        dir: PathBuf,
+    },
     #[error("Cannot write {path}.")]
     Write {
         path: PathBuf,
@@ -34,8 +51,14 @@ pub enum RunDirError {
 #[derive(Debug, Clone)]
 pub struct RunDir {
     pub name: String,
+    /// Durable state.
     pub dir: PathBuf,
+    /// Sockets and pid files (may be `dir`).
+    pub sockets: PathBuf,
 }
+
+/// The longest path a Unix socket address holds (108 bytes with its NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
 
 /// Boot timings of `lab up`, in milliseconds from its start.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -70,9 +93,14 @@ pub struct LabState {
 
 impl RunDir {
     pub fn new(name: &str) -> Result<RunDir, RunDirError> {
-        RunDir::under(&crate::paths::state_root(), name)
+        let mut run = RunDir::under(&crate::paths::state_root(), name)?;
+        if let Some(root) = crate::paths::socket_root() {
+            run.sockets = root.join(name);
+        }
+        Ok(run)
     }
 
+    /// A run directory under `root` that also holds its sockets.
     pub fn under(root: &Path, name: &str) -> Result<RunDir, RunDirError> {
         let ok = !name.is_empty()
             && name.len() <= 64
@@ -85,6 +113,7 @@ impl RunDir {
         Ok(RunDir {
             name: name.to_owned(),
             dir: root.join(name),
+            sockets: root.join(name),
         })
     }
 
@@ -103,11 +132,57 @@ impl RunDir {
     pub fn topology_file(&self) -> PathBuf {
         self.path("topology.toml")
     }
+    /// A file in the socket directory.
+    pub fn socket(&self, file: &str) -> PathBuf {
+        self.sockets.join(file)
+    }
     pub fn memsim_control(&self) -> PathBuf {
-        self.path("memsim.sock")
+        self.socket("memsim.sock")
     }
     pub fn plugin_socket(&self) -> PathBuf {
-        crate::timing::plugin_socket(&self.dir)
+        crate::timing::plugin_socket(&self.sockets)
+    }
+
+    /// Every socket the lab makes for `topology`, checked against the
+    /// length a Unix socket address holds, so a long path fails here with
+    /// the fix rather than deep in QEMU or the simulator.
+    pub fn check_socket_paths(&self, topology: &cxl_topology::Topology) -> Result<(), RunDirError> {
+        let mut sockets = vec![
+            crate::qemu::qmp_socket(&self.sockets),
+            crate::qemu::agent_socket(&self.sockets),
+            self.memsim_control(),
+            self.plugin_socket(),
+        ];
+        for (d, _) in topology.block_views() {
+            sockets.push(crate::qemu::vhost_user_blk_socket(&self.sockets, &d.name));
+        }
+        match sockets
+            .into_iter()
+            .find(|p| p.as_os_str().len() > MAX_SOCKET_PATH)
+        {
+            Some(path) => Err(RunDirError::SocketPathTooLong {
+                len: path.as_os_str().len(),
+                path,
+                max: MAX_SOCKET_PATH,
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Refuses a socket directory that an earlier cxl-lab used as the
+    /// whole run directory (state and backing files in a tmpfs), so its
+    /// persistent data is not silently left behind.
+    pub fn check_legacy(&self) -> Result<(), RunDirError> {
+        let old = self.sockets != self.dir
+            && (self.sockets.join("state.json").exists() || self.sockets.join("backing").exists());
+        if old {
+            return Err(RunDirError::Legacy {
+                name: self.name.clone(),
+                legacy: self.sockets.clone(),
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
     pub fn memsim_log(&self) -> PathBuf {
         self.path("memsim.log")
@@ -121,7 +196,12 @@ impl RunDir {
     }
 
     pub fn create(&self) -> Result<(), RunDirError> {
-        for d in [self.dir.clone(), self.backing_dir(), self.results_dir()] {
+        for d in [
+            self.dir.clone(),
+            self.sockets.clone(),
+            self.backing_dir(),
+            self.results_dir(),
+        ] {
             std::fs::create_dir_all(&d).map_err(|source| RunDirError::Write {
                 path: d.clone(),
                 source,
@@ -163,5 +243,34 @@ mod tests {
             e.to_string(),
             "'../etc' is not a usable lab name; use letters, digits, '-' and '_'."
         );
+    }
+
+    #[test]
+    fn long_socket_paths_are_refused_with_the_fix() {
+        let t = cxl_topology::Topology::embedded_default();
+        let short = RunDir::under(Path::new("/tmp/x"), "default").unwrap();
+        short.check_socket_paths(&t).unwrap();
+        let deep = format!("/home/{}/.local/state/cxl-lab", "u".repeat(40));
+        let long = RunDir::under(Path::new(&deep), &"n".repeat(40)).unwrap();
+        let e = long.check_socket_paths(&t).unwrap_err().to_string();
+        assert!(
+            e.contains("more than the 107 a Unix socket address holds"),
+            "{e}"
+        );
+        assert!(e.contains("use a shorter lab name"), "{e}");
+    }
+
+    #[test]
+    fn an_old_run_directory_in_the_socket_dir_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let mut run = RunDir::under(&d.path().join("state"), "default").unwrap();
+        run.sockets = d.path().join("runtime/default");
+        run.check_legacy().unwrap();
+        run.create().unwrap();
+        run.check_legacy().expect("the new layout is not legacy");
+        std::fs::create_dir_all(run.sockets.join("backing")).unwrap();
+        let e = run.check_legacy().unwrap_err().to_string();
+        assert!(e.contains("from an earlier cxl-lab"), "{e}");
+        assert!(e.contains("move what you want to keep"), "{e}");
     }
 }

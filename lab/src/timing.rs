@@ -52,18 +52,18 @@ pub fn library() -> PathBuf {
     crate::paths::tools_dir().join("libcxl_memsim_plugin.so")
 }
 
-/// The simulator's plugin socket in a run directory.
-pub fn plugin_socket(run_dir: &Path) -> PathBuf {
-    run_dir.join("plugin.sock")
+/// The simulator's plugin socket in a run's socket directory.
+pub fn plugin_socket(socket_dir: &Path) -> PathBuf {
+    socket_dir.join("plugin.sock")
 }
 
 /// The value of QEMU's `-plugin` option: the library, then its arguments
 /// (disarmed; the lab arms it once regions are up). Checked with the
 /// plugin's own parser, split as QEMU splits it, so a bad argument stops
 /// `lab up` before QEMU starts instead of failing inside QEMU.
-pub fn plugin_option(library: &Path, run_dir: &Path) -> Result<String, TimingError> {
+pub fn plugin_option(library: &Path, socket_dir: &Path) -> Result<String, TimingError> {
     let mut words = vec![library.display().to_string()];
-    words.extend(PluginArgs::new(plugin_socket(run_dir)).to_words());
+    words.extend(PluginArgs::new(plugin_socket(socket_dir)).to_words());
     let option = words.join(",");
     args::parse_option(&option).map_err(|source| TimingError::PluginArgs {
         option: option.clone(),

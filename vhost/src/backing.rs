@@ -2,7 +2,9 @@
 //! QEMU maps the same files (`memory-backend-file,share=on`), so guest
 //! stores are visible here and our writes are visible to the guest.
 //! Persistent devices keep their file across restarts; volatile and dynamic
-//! ones start zeroed.
+//! ones start zeroed. Beside each file, `<device>.kind` records the kind
+//! the file was made for, so a persistent file is never truncated because
+//! the topology now calls its device volatile.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,12 @@ pub enum BackingError {
         path: PathBuf,
         found: u64,
         expected: u64,
+    },
+    #[error("The backing file {path} holds persistent data of device {device}, which the topology now makes {kind}; move the file away or rename the device.")]
+    HoldsPersistentData {
+        device: String,
+        path: PathBuf,
+        kind: &'static str,
     },
     #[error("Cannot map the backing file {path}.")]
     Map {
@@ -70,6 +78,57 @@ pub fn backing_path(dir: &Path, device: &str) -> PathBuf {
     dir.join(format!("{device}.mem"))
 }
 
+/// The file beside a device's backing file that records its kind.
+pub fn kind_path(dir: &Path, device: &str) -> PathBuf {
+    dir.join(format!("{device}.kind"))
+}
+
+fn kind_name(kind: DeviceKind) -> &'static str {
+    match kind {
+        DeviceKind::Volatile => "volatile",
+        DeviceKind::Persistent => "persistent",
+        DeviceKind::Dynamic => "dynamic",
+    }
+}
+
+/// Refuses to let a non-persistent device reuse (and so truncate) a file
+/// that holds persistent data: one recorded as persistent, or a non-empty
+/// one with no record (made before records were kept). Then records the
+/// device's kind, before the data file is created or truncated.
+fn check_and_record_kind(
+    dir: &Path,
+    device: &str,
+    kind: DeviceKind,
+    path: &Path,
+) -> Result<(), BackingError> {
+    let record = kind_path(dir, device);
+    let recorded = std::fs::read_to_string(&record).ok();
+    let recorded = recorded.as_deref().map(str::trim);
+    if kind != DeviceKind::Persistent {
+        let found = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        let held_persistent = match recorded {
+            Some(k) => k == "persistent",
+            None => found > 0,
+        };
+        if held_persistent && found > 0 {
+            return Err(BackingError::HoldsPersistentData {
+                device: device.to_owned(),
+                path: path.to_owned(),
+                kind: kind_name(kind),
+            });
+        }
+    }
+    if recorded != Some(kind_name(kind)) {
+        std::fs::write(&record, format!("{}\n", kind_name(kind))).map_err(|source| {
+            BackingError::Open {
+                path: record.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
+}
+
 /// Creates or opens every device's backing file and maps it.
 pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, BackingError> {
     std::fs::create_dir_all(dir).map_err(|source| BackingError::Open {
@@ -87,6 +146,7 @@ pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, Ba
                 path: path.clone(),
                 source,
             };
+            check_and_record_kind(dir, &d.name, d.kind, &path)?;
             let file = OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -173,6 +233,77 @@ mod tests {
             "across two devices"
         );
         assert_eq!(locate(&devs, u64::MAX, 2), None);
+    }
+
+    fn with_kind(t: &Topology, device: &str, kind: DeviceKind) -> Topology {
+        let mut t = t.clone();
+        for d in &mut t.devices {
+            if d.name == device {
+                d.kind = kind;
+            }
+        }
+        t
+    }
+
+    #[test]
+    fn a_persistent_file_is_not_truncated_when_its_device_turns_volatile() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        {
+            let mut devs = open_all(&t, dir.path()).unwrap();
+            devs[1].bytes_mut()[10] = 2;
+            devs[1].flush().unwrap();
+        }
+        assert_eq!(
+            std::fs::read_to_string(kind_path(dir.path(), "pmem0")).unwrap(),
+            "persistent\n"
+        );
+        let volatile = with_kind(&t, "pmem0", DeviceKind::Volatile);
+        let e = open_all(&volatile, dir.path()).err().expect("refused");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("holds persistent data of device pmem0"),
+            "{msg}"
+        );
+        assert!(msg.contains("now makes volatile"), "{msg}");
+        assert!(
+            msg.contains("move the file away or rename the device"),
+            "{msg}"
+        );
+        let kept = std::fs::read(backing_path(dir.path(), "pmem0")).unwrap();
+        assert_eq!(kept.len(), 256 << 20, "not truncated");
+        assert_eq!(kept[10], 2, "data kept");
+
+        // Once moved away, the device starts afresh as volatile.
+        std::fs::rename(
+            backing_path(dir.path(), "pmem0"),
+            dir.path().join("saved.mem"),
+        )
+        .unwrap();
+        let devs = open_all(&volatile, dir.path()).unwrap();
+        assert_eq!(devs[1].bytes()[10], 0);
+        assert_eq!(
+            std::fs::read_to_string(kind_path(dir.path(), "pmem0")).unwrap(),
+            "volatile\n"
+        );
+    }
+
+    #[test]
+    fn an_unrecorded_file_is_taken_as_persistent_data() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(backing_path(dir.path(), "vmem0"), [1u8; 4096]).unwrap();
+        let e = open_all(&Topology::embedded_default(), dir.path())
+            .err()
+            .expect("refused");
+        assert!(
+            e.to_string()
+                .contains("holds persistent data of device vmem0"),
+            "{e}"
+        );
+        assert_eq!(
+            std::fs::read(backing_path(dir.path(), "vmem0")).unwrap(),
+            [1u8; 4096]
+        );
     }
 
     #[test]

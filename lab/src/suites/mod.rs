@@ -26,13 +26,13 @@ pub enum SuiteError {
         #[source]
         source: QgaError,
     },
-    #[error("Guest command `{command}` failed with exit {code}: {stderr}")]
+    #[error("Guest command `{command}` failed with exit {code}.\n{stderr}")]
     Command {
         command: String,
         code: i64,
         stderr: String,
     },
-    #[error("Guest command `{command}` printed output that is not the JSON expected: {output}")]
+    #[error("Guest command `{command}` printed output that is not the JSON expected.\n{output}")]
     Output {
         command: String,
         output: String,
@@ -101,7 +101,7 @@ impl SuiteContext<'_> {
             return Err(SuiteError::Command {
                 command: argv.join(" "),
                 code: out.exit_code,
-                stderr: format!("{}{}", out.stderr.trim(), out.stdout.trim()),
+                stderr: output_tails(&out.stderr, &out.stdout),
             });
         }
         Ok(out.stdout)
@@ -118,14 +118,55 @@ impl SuiteContext<'_> {
             Err(_) if !out.success() => Err(SuiteError::Command {
                 command,
                 code: out.exit_code,
-                stderr: out.stderr.trim().to_owned(),
+                stderr: output_tails(&out.stderr, &out.stdout),
             }),
             Err(source) => Err(SuiteError::Output {
                 command,
-                output: out.stdout.trim().to_owned(),
+                output: output_tails(&out.stderr, &out.stdout),
                 source,
             }),
         }
+    }
+}
+
+/// How many lines of a guest command's stderr and stdout an error shows.
+const TAIL_LINES: usize = 20;
+/// And how many characters of each, at most.
+const TAIL_CHARS: usize = 2000;
+
+/// The end of one stream, labelled, or None when it printed nothing.
+fn labelled_tail(label: &str, text: &str) -> Option<String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    let mut cut = lines.len() > TAIL_LINES;
+    let mut tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
+    let chars = tail.chars().count();
+    if chars > TAIL_CHARS {
+        cut = true;
+        tail = tail.chars().skip(chars - TAIL_CHARS).collect();
+    }
+    let head = if cut {
+        format!("{label} (its end):")
+    } else {
+        format!("{label}:")
+    };
+    Some(format!("{head}\n{tail}"))
+}
+
+/// A guest command's stderr and stdout for an error message: each
+/// labelled, each cut to its last lines.
+fn output_tails(stderr: &str, stdout: &str) -> String {
+    let parts: Vec<String> = [("stderr", stderr), ("stdout", stdout)]
+        .iter()
+        .filter_map(|(l, t)| labelled_tail(l, t))
+        .collect();
+    if parts.is_empty() {
+        "It printed nothing.".into()
+    } else {
+        parts.join("\n")
     }
 }
 
@@ -206,6 +247,33 @@ pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_output_in_errors_is_labelled_and_bounded() {
+        assert_eq!(
+            output_tails("oops\n", "{\"partial\": 1"),
+            "stderr:\noops\nstdout:\n{\"partial\": 1"
+        );
+        assert_eq!(output_tails(" ", ""), "It printed nothing.");
+        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        let t = output_tails("", &long);
+        assert!(t.starts_with("stdout (its end):\nline 80\n"), "{t}");
+        assert!(t.ends_with("line 99"), "{t}");
+        let wide = "x".repeat(10_000);
+        assert_eq!(
+            output_tails(&wide, "").chars().count(),
+            "stderr (its end):\n".len() + TAIL_CHARS
+        );
+        let e = SuiteError::Command {
+            command: "dax-tester".into(),
+            code: 2,
+            stderr: output_tails("bad offset", ""),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Guest command `dax-tester` failed with exit 2.\nstderr:\nbad offset"
+        );
+    }
 
     #[test]
     fn median_of_odd_even_and_empty() {
