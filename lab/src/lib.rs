@@ -21,5 +21,6 @@ pub mod qmp;
 pub mod regions;
 pub mod rundir;
 pub mod suites;
+pub mod text;
 pub mod timing;
 pub mod ui;

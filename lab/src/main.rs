@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cxl_lab::events::Events;
 use cxl_lab::image::ImageOptions;
 use cxl_lab::lab::{self, AccelChoice, UpOptions};
+use cxl_lab::text;
 use cxl_lab::ui::TerminalUi;
 
 #[derive(Parser)]
@@ -165,69 +166,6 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_summary(s: &lab::Summary) {
-    println!(
-        "lab '{}' is {} ({}), run directory {}",
-        s.name,
-        s.status,
-        s.accel.as_str(),
-        s.run_dir.display()
-    );
-    for d in &s.devices {
-        let place = d
-            .dax
-            .clone()
-            .or_else(|| d.numa_node.map(|n| format!("NUMA node {n}")))
-            .unwrap_or_else(|| "no region".into());
-        println!(
-            "  {:<10} {:<10} {:>5} MiB  {:<9} {:<6} -> {:<12} backing {}",
-            d.name,
-            format!("{:?}", d.kind).to_lowercase(),
-            d.size >> 20,
-            d.mode,
-            d.memdev.clone().unwrap_or_default(),
-            place,
-            d.backing.display()
-        );
-        if let Some(v) = &d.vhost_user_blk {
-            println!(
-                "  {:<10} virtio disk (serial {}{}) served by cxl-memsim on {}",
-                "",
-                v.serial,
-                if v.read_only { ", read-only" } else { "" },
-                v.socket.display()
-            );
-        }
-    }
-    println!(
-        "  QMP {}  agent {}",
-        s.qmp_socket.display(),
-        s.agent_socket.display()
-    );
-    println!(
-        "  cxl-memsim tcp {}  control {}",
-        s.simulator_tcp.clone().unwrap_or_else(|| "-".into()),
-        s.simulator_control.display()
-    );
-    println!("  console {}", s.console_log.display());
-    if let Some(t) = &s.timing {
-        println!(
-            "  timing: plugin armed in {} ms on {}; `cxl-memsim stats --control {}` shows guest accesses",
-            t.arm_ms,
-            t.windows.join(" "),
-            s.simulator_control.display()
-        );
-    }
-    let t = &s.timings;
-    println!(
-        "  boot: image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
-        t.image_ms as f64 / 1e3,
-        t.simulator_ms as f64 / 1e3,
-        t.agent_ready_ms as f64 / 1e3,
-        t.regions_ready_ms as f64 / 1e3
-    );
-}
-
 async fn follow_console(path: PathBuf, follow: bool) -> anyhow::Result<()> {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut pos = 0u64;
@@ -290,7 +228,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 print_json(&summary)?;
             } else {
-                print_summary(&summary);
+                print!("{}", text::summary(&summary));
             }
         }
         Verb::Down { name, json } => {
@@ -299,13 +237,8 @@ async fn main() -> anyhow::Result<()> {
                 .context("lab down failed")?;
             if json {
                 print_json(&r)?;
-            } else if r.was_up {
-                println!(
-                    "lab '{}' is down (QEMU: {}, cxl-memsim: {})",
-                    r.name, r.qemu, r.simulator
-                );
             } else {
-                println!("lab '{}' was not running; cleaned up", r.name);
+                print!("{}", text::down(&r));
             }
         }
         Verb::Status { name, json } => {
@@ -313,26 +246,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 print_json(&s)?;
             } else {
-                print_summary(&s.summary);
-                println!(
-                    "  QEMU {} ({}), cxl-memsim {}, guest agent {}",
-                    if s.qemu_running {
-                        "running"
-                    } else {
-                        "not running"
-                    },
-                    s.vm_status.clone().unwrap_or_else(|| "-".into()),
-                    if s.simulator_running {
-                        "running"
-                    } else {
-                        "not running"
-                    },
-                    if s.agent_answers {
-                        "answers"
-                    } else {
-                        "does not answer"
-                    }
-                );
+                print!("{}", text::status(&s));
             }
         }
         Verb::Exec {
@@ -371,15 +285,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 print_json(&results)?;
             } else {
-                println!("{:<8} {:<7} {:>8}  result", "suite", "status", "seconds");
-                for r in &results {
-                    let status = if r.passed { "PASS" } else { "FAIL" };
-                    let what = r
-                        .error
-                        .clone()
-                        .unwrap_or_else(|| r.result_file.display().to_string());
-                    println!("{:<8} {:<7} {:>8.1}  {}", r.suite, status, r.seconds, what);
-                }
+                print!("{}", text::suite_table(&results));
             }
             if results.iter().any(|r| !r.passed) {
                 std::process::exit(1);
@@ -431,23 +337,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 print_json(&b)?;
             } else {
-                println!("run  agent-ready  regions-ready");
-                for (i, t) in b.runs.iter().enumerate() {
-                    println!(
-                        "{:>3}  {:>9.2}s  {:>11.2}s",
-                        i + 1,
-                        t.agent_ready_ms as f64 / 1e3,
-                        t.regions_ready_ms as f64 / 1e3
-                    );
-                }
-                println!(
-                    "median over {} runs: guest agent {:.2}s, regions ready {:.2}s (min {:.2}s, max {:.2}s)",
-                    b.runs.len(),
-                    b.median_agent_ready_ms as f64 / 1e3,
-                    b.median_regions_ready_ms as f64 / 1e3,
-                    b.min_regions_ready_ms as f64 / 1e3,
-                    b.max_regions_ready_ms as f64 / 1e3
-                );
+                print!("{}", text::bench_boot(&b));
             }
         }
         Verb::Image {
@@ -461,17 +351,7 @@ async fn main() -> anyhow::Result<()> {
             if json {
                 print_json(&img.manifest)?;
             } else {
-                println!(
-                    "image {} ({}): kernel {} , initramfs {:.1} MiB, {} files, {} modules, tools: {}",
-                    img.manifest.key,
-                    if img.cached { "cached" } else { "built" },
-                    img.manifest.kernel_release,
-                    img.manifest.initrd_bytes as f64 / (1 << 20) as f64,
-                    img.manifest.files,
-                    img.manifest.modules.len(),
-                    img.manifest.guest_tools.join(", ")
-                );
-                println!("  {}", img.dir.display());
+                print!("{}", text::image(&img));
             }
         }
     }

@@ -1,0 +1,192 @@
+//! What `lab` prints without `--json`: the text forms of the summaries and
+//! reports the library returns (the binary only chooses between this and
+//! the JSON).
+
+use std::fmt::Write;
+
+use crate::image::Image;
+use crate::lab::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
+
+/// `lab up`, and the first lines of `lab status`.
+pub fn summary(s: &Summary) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lab '{}' is {} ({}), run directory {}",
+        s.name,
+        s.status,
+        s.accel.as_str(),
+        s.run_dir.display()
+    );
+    for d in &s.devices {
+        let place = d
+            .dax
+            .clone()
+            .or_else(|| d.numa_node.map(|n| format!("NUMA node {n}")))
+            .unwrap_or_else(|| "no region".into());
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<10} {:>5} MiB  {:<9} {:<6} -> {:<12} backing {}",
+            d.name,
+            format!("{:?}", d.kind).to_lowercase(),
+            d.size >> 20,
+            d.mode,
+            d.memdev.clone().unwrap_or_default(),
+            place,
+            d.backing.display()
+        );
+        if let Some(v) = &d.vhost_user_blk {
+            let _ = writeln!(
+                out,
+                "  {:<10} virtio disk (serial {}{}) served by cxl-memsim on {}",
+                "",
+                v.serial,
+                if v.read_only { ", read-only" } else { "" },
+                v.socket.display()
+            );
+        }
+    }
+    let _ = writeln!(
+        out,
+        "  QMP {}  agent {}",
+        s.qmp_socket.display(),
+        s.agent_socket.display()
+    );
+    let _ = writeln!(
+        out,
+        "  cxl-memsim tcp {}  control {}",
+        s.simulator_tcp.clone().unwrap_or_else(|| "-".into()),
+        s.simulator_control.display()
+    );
+    let _ = writeln!(out, "  console {}", s.console_log.display());
+    if let Some(t) = &s.timing {
+        let _ = writeln!(
+            out,
+            "  timing: plugin armed in {} ms on {}; `cxl-memsim stats --control {}` shows guest accesses",
+            t.arm_ms,
+            t.windows.join(" "),
+            s.simulator_control.display()
+        );
+    }
+    let t = &s.timings;
+    let _ = writeln!(
+        out,
+        "  boot: image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
+        t.image_ms as f64 / 1e3,
+        t.simulator_ms as f64 / 1e3,
+        t.agent_ready_ms as f64 / 1e3,
+        t.regions_ready_ms as f64 / 1e3
+    );
+    out
+}
+
+/// `lab status`.
+pub fn status(s: &StatusReport) -> String {
+    let running = |yes: bool| if yes { "running" } else { "not running" };
+    let mut out = summary(&s.summary);
+    let _ = writeln!(
+        out,
+        "  QEMU {} ({}), cxl-memsim {}, guest agent {}",
+        running(s.qemu_running),
+        s.vm_status.clone().unwrap_or_else(|| "-".into()),
+        running(s.simulator_running),
+        if s.agent_answers {
+            "answers"
+        } else {
+            "does not answer"
+        }
+    );
+    out
+}
+
+/// `lab down`.
+pub fn down(r: &DownReport) -> String {
+    if r.was_up {
+        format!(
+            "lab '{}' is down (QEMU: {}, cxl-memsim: {})\n",
+            r.name, r.qemu, r.simulator
+        )
+    } else {
+        format!("lab '{}' was not running; cleaned up\n", r.name)
+    }
+}
+
+/// `lab run`: one line per suite.
+pub fn suite_table(results: &[SuiteResult]) -> String {
+    let mut out = format!("{:<8} {:<7} {:>8}  result\n", "suite", "status", "seconds");
+    for r in results {
+        let status = if r.passed { "PASS" } else { "FAIL" };
+        let what = r
+            .error
+            .clone()
+            .unwrap_or_else(|| r.result_file.display().to_string());
+        let _ = writeln!(
+            out,
+            "{:<8} {:<7} {:>8.1}  {}",
+            r.suite, status, r.seconds, what
+        );
+    }
+    out
+}
+
+/// `lab bench boot`.
+pub fn bench_boot(b: &BootBench) -> String {
+    let mut out = String::from("run  agent-ready  regions-ready\n");
+    for (i, t) in b.runs.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "{:>3}  {:>9.2}s  {:>11.2}s",
+            i + 1,
+            t.agent_ready_ms as f64 / 1e3,
+            t.regions_ready_ms as f64 / 1e3
+        );
+    }
+    let _ = writeln!(
+        out,
+        "median over {} runs: guest agent {:.2}s, regions ready {:.2}s (min {:.2}s, max {:.2}s)",
+        b.runs.len(),
+        b.median_agent_ready_ms as f64 / 1e3,
+        b.median_regions_ready_ms as f64 / 1e3,
+        b.min_regions_ready_ms as f64 / 1e3,
+        b.max_regions_ready_ms as f64 / 1e3
+    );
+    out
+}
+
+/// `lab image build`.
+pub fn image(img: &Image) -> String {
+    format!(
+        "image {} ({}): kernel {} , initramfs {:.1} MiB, {} files, {} modules, tools: {}\n  {}\n",
+        img.manifest.key,
+        if img.cached { "cached" } else { "built" },
+        img.manifest.kernel_release,
+        img.manifest.initrd_bytes as f64 / (1 << 20) as f64,
+        img.manifest.files,
+        img.manifest.modules.len(),
+        img.manifest.guest_tools.join(", "),
+        img.dir.display()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_suite_table_names_each_suite_its_verdict_and_where_to_look() {
+        let r = |suite: &str, passed, error: Option<&str>| SuiteResult {
+            suite: suite.into(),
+            passed,
+            seconds: 12.34,
+            result_file: format!("/r/results/{suite}.json").into(),
+            error: error.map(str::to_owned),
+        };
+        let t = suite_table(&[r("dax", true, None), r("fio", false, Some("no library"))]);
+        assert_eq!(
+            t,
+            "suite    status   seconds  result\n\
+             dax      PASS        12.3  /r/results/dax.json\n\
+             fio      FAIL        12.3  no library\n"
+        );
+    }
+}
