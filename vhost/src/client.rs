@@ -65,6 +65,9 @@ pub struct ClientConfig {
     pub span: u64,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// TCP congestion control of the connections, or `system`.
+    #[arg(long, default_value = crate::server::DEFAULT_CONGESTION, value_parser = crate::server::congestion_arg)]
+    pub tcp_congestion: String,
 }
 
 /// Sizes and addresses as `256M`, `0x110000000` or plain numbers.
@@ -130,6 +133,7 @@ fn one_connection(cfg: &ClientConfig, index: u64) -> Result<ConnResult, ClientEr
         source,
     })?;
     s.set_nodelay(true)?;
+    crate::server::apply_congestion(&s, crate::server::congestion(&cfg.tcp_congestion));
     let mut rng = SplitMix64(cfg.seed ^ (index + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
     let mut next = || rng.next_u64();
     let lines = (cfg.span / LINE).max(1);
@@ -225,4 +229,31 @@ pub fn run(cfg: &ClientConfig) -> Result<ClientReport, ClientError> {
         wall_latency_ns: pct(&total.wall),
         modelled_latency_ns: pct(&total.modelled),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        load: ClientConfig,
+    }
+
+    #[test]
+    fn congestion_control_is_reno_unless_told_otherwise() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("client").chain(args.iter().copied()))
+                .map(|c| crate::server::congestion(&c.load.tcp_congestion).map(str::to_owned))
+        };
+        assert_eq!(parse(&[]).unwrap().as_deref(), Some("reno"));
+        assert_eq!(parse(&["--tcp-congestion", "system"]).unwrap(), None);
+        assert_eq!(
+            parse(&["--tcp-congestion", "cubic"]).unwrap().as_deref(),
+            Some("cubic")
+        );
+        assert!(parse(&["--tcp-congestion", ""]).is_err());
+    }
 }

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 use cxl_memsim::blk_backend::BlkView;
 use cxl_memsim::client::{parse_size, ClientConfig};
 use cxl_memsim::serve::ServeConfig;
+use cxl_memsim::server::{congestion, congestion_arg, DEFAULT_CONGESTION};
 
 #[derive(Parser)]
 #[command(
@@ -58,6 +59,9 @@ enum Verb {
         /// whose guest accesses are charged to the model and the stats.
         #[arg(long)]
         plugin_socket: Option<PathBuf>,
+        /// TCP congestion control of the connections, or `system`.
+        #[arg(long, default_value = DEFAULT_CONGESTION, value_parser = congestion_arg)]
+        tcp_congestion: String,
     },
     /// Print a running simulator's stats.
     Stats {
@@ -82,6 +86,9 @@ enum Verb {
     NullServer {
         #[arg(long, default_value = "127.0.0.1:9998")]
         listen: String,
+        /// TCP congestion control of the connections, or `system`.
+        #[arg(long, default_value = DEFAULT_CONGESTION, value_parser = congestion_arg)]
+        tcp_congestion: String,
     },
     /// Load generator for any CXLMemSim-protocol server.
     Client {
@@ -117,6 +124,7 @@ fn main() -> anyhow::Result<()> {
             vhost_user_blk,
             vhost_user_blk_ro,
             plugin_socket,
+            tcp_congestion,
         } => {
             let cfg = ServeConfig {
                 topology,
@@ -132,6 +140,7 @@ fn main() -> anyhow::Result<()> {
                     .chain(vhost_user_blk_ro)
                     .collect(),
                 plugin_socket,
+                tcp_congestion: congestion(&tcp_congestion).map(str::to_owned),
             };
             runtime()?
                 .block_on(cxl_memsim::serve::serve(&cfg))
@@ -160,9 +169,15 @@ fn main() -> anyhow::Result<()> {
                 anyhow::bail!("{e}");
             }
         }
-        Verb::NullServer { listen } => {
+        Verb::NullServer {
+            listen,
+            tcp_congestion,
+        } => {
             runtime()?
-                .block_on(cxl_memsim::serve::serve_null(&listen))
+                .block_on(cxl_memsim::serve::serve_null(
+                    &listen,
+                    congestion(&tcp_congestion),
+                ))
                 .context("cxl-memsim null-server failed")?;
         }
         Verb::Client { load: cfg, json } => {

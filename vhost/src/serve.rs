@@ -67,6 +67,8 @@ pub struct ServeConfig {
     pub vhost_user_blk: Vec<BlkView>,
     /// Unix socket the QEMU TCG plugin connects to.
     pub plugin_socket: Option<PathBuf>,
+    /// TCP congestion control of the connections (None: the system's).
+    pub tcp_congestion: Option<String>,
 }
 
 /// Builds the simulator (files, model) without serving: for tests and tools.
@@ -113,12 +115,16 @@ async fn bind_tcp(addr: &str) -> Result<TcpListener, ServeError> {
 /// `cxl-memsim null-server`: the same TCP server answering every request
 /// with [`NullResponder`] (status 0, no memory, no model), until SIGINT or
 /// SIGTERM. Benchmarks measure the simulator against it in the same run.
-pub async fn serve_null(listen: &str) -> Result<(), ServeError> {
+pub async fn serve_null(listen: &str, congestion: Option<&str>) -> Result<(), ServeError> {
     let mut term = signal(SignalKind::terminate()).map_err(ServeError::Signal)?;
     let mut int = signal(SignalKind::interrupt()).map_err(ServeError::Signal)?;
     let tcp = bind_tcp(listen).await?;
     let listen = tcp.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tokio::spawn(crate::server::serve(tcp, Arc::new(NullResponder)));
+    tokio::spawn(crate::server::serve(
+        tcp,
+        Arc::new(NullResponder),
+        congestion.map(Arc::from),
+    ));
     println!(
         "{}",
         json!({"event": "ready", "listen": listen, "responder": "null"})
@@ -179,7 +185,11 @@ pub async fn serve(cfg: &ServeConfig) -> Result<(), ServeError> {
             source,
         })?;
     }
-    tokio::spawn(crate::server::serve(tcp, sim.clone()));
+    tokio::spawn(crate::server::serve(
+        tcp,
+        sim.clone(),
+        cfg.tcp_congestion.as_deref().map(Arc::from),
+    ));
     let devices: Vec<_> = sim
         .devices()
         .iter()

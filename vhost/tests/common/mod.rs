@@ -43,7 +43,7 @@ impl Server {
             .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
             .expect("bind");
         let addr = listener.local_addr().expect("addr").to_string();
-        rt.spawn(cxl_memsim::server::serve(listener, sim.clone()));
+        rt.spawn(cxl_memsim::server::serve(listener, sim.clone(), None));
         Server {
             addr,
             sim,
