@@ -11,7 +11,7 @@
 //! Connections use the Reno congestion control (`--tcp-congestion`, the
 //! system's default with `system`): on a loopback or LAN request stream the
 //! window never matters, and Reno's per-ACK work is smaller than BBR's, the
-//! usual default; measured +4 % unpipelined requests per second on
+//! usual default; measured +2 to +5 % unpipelined requests per second on
 //! loopback (vhost/README.md, Benchmark).
 //!
 //! What answers the frames is a [`Responder`]: the [`Simulator`], or
