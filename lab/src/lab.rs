@@ -77,6 +77,12 @@ pub enum LabError {
         found: u64,
         expected: u64,
     },
+    #[error("The label storage area {} of persistent device {device} holds namespace labels, but its backing file {} is gone, so the guest would find labels for data that is not there and region set-up would fail; put the backing file back, or move the label area away too for a fresh device.", lsa.display(), memory.display())]
+    OrphanLabels {
+        device: String,
+        lsa: PathBuf,
+        memory: PathBuf,
+    },
     #[error("Lab '{name}' is running, so `lab args` prints the command line it runs with, which {option} cannot change ({why}); leave {option} out to see it, or run `lab down --name {name}` first to see the command line {option} gives.")]
     ArgsOfRunning {
         name: String,
@@ -285,6 +291,19 @@ fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabErro
                     path: path.clone(),
                     found,
                     expected: size.bytes(),
+                });
+            }
+            if found > 0
+                && !f.memory.exists()
+                && std::fs::read(path)
+                    .map_err(io_err(path))?
+                    .iter()
+                    .any(|&b| b != 0)
+            {
+                return Err(LabError::OrphanLabels {
+                    device: d.name.clone(),
+                    lsa: path.clone(),
+                    memory: f.memory.clone(),
                 });
             }
         }
@@ -1149,5 +1168,22 @@ mod tests {
         );
         assert!(msg.contains("move the file away"), "{msg}");
         assert_eq!(std::fs::read(&lsa).unwrap(), [7u8; 4096], "no label lost");
+
+        // Labels without their data file: refused, both kept as they are.
+        let size = t.devices.iter().find_map(|d| d.lsa_size).unwrap().bytes();
+        let mut labels = vec![0u8; size as usize];
+        labels[100] = 1;
+        std::fs::write(&lsa, &labels).unwrap();
+        let memory = &files.iter().find(|f| f.lsa.is_some()).unwrap().memory;
+        assert!(!memory.exists());
+        let msg = label_areas(&t, &files).unwrap_err().to_string();
+        assert!(
+            msg.contains("holds namespace labels, but its backing file"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&lsa).unwrap(), labels);
+        // With the data file there, the labels are its own.
+        std::fs::write(memory, b"data").unwrap();
+        label_areas(&t, &files).expect("labels with their data");
     }
 }
