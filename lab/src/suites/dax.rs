@@ -1,15 +1,15 @@
 //! `lab run dax`: `dax-tester … all --json` on every dax device.
 //!
 //! dax-tester writes its whole range. On a volatile device that is scratch
-//! memory; a persistent device's data must outlive the suite, so its range
-//! is first saved to a guest file (`dax-pattern save`), and after the test
-//! written back, flushed and compared (`dax-pattern restore`). A failed
-//! restore is a suite error that says where the saved copy is.
+//! memory; a persistent device's data must outlive the suite, so the host
+//! copies the range out of the device's backing file before the test and
+//! writes it back after ([`super::keep`]). A failed restore is a suite
+//! error that says where the copy is.
 
 use cxl_topology::DeviceKind;
 use serde_json::{json, Value};
 
-use super::{sh, SuiteContext, SuiteError};
+use super::{keep, SuiteContext, SuiteError};
 
 /// How much of each device the tester uses. QEMU serves CXL windows
 /// through MMIO callbacks, so under TCG every guest access to CXL memory is
@@ -17,6 +17,7 @@ use super::{sh, SuiteContext, SuiteError};
 /// 20 MiB runs the byte sizes up to 16 MiB; dax-tester reports the 64 MiB
 /// size as SKIP with its reason (the host tests cover it).
 const RANGE: &str = "20M";
+const RANGE_BYTES: u64 = 20 << 20;
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let devices: Vec<_> = ctx
@@ -55,12 +56,16 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         .map(|s| s.to_string())
         .collect();
         let persistent = d.kind == DeviceKind::Persistent;
-        let (report, code) = if persistent {
-            ctx.exec_json(&sh(preserving_script(&d.name, &dax, &argv.join(" "))))
-                .await?
-        } else {
-            ctx.exec_json(&argv).await?
+        let chardev = dax.trim_start_matches("/dev/");
+        let saved = match persistent {
+            true => Some(keep::save(ctx, d, chardev, "dax", 0, Some(RANGE_BYTES)).await?),
+            false => None,
         };
+        let tested = ctx.exec_json(&argv).await;
+        if let Some(saved) = &saved {
+            keep::restore(ctx, saved, chardev).await?;
+        }
+        let (report, code) = tested?;
         let passed = code == 0 && report.get("passed").and_then(Value::as_bool) == Some(true);
         all_passed &= passed;
         results.push(json!({
@@ -75,55 +80,4 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         }));
     }
     Ok(json!({ "suite": "dax", "passed": all_passed, "devices": results }))
-}
-
-/// Saves the first `RANGE` of `dax` to a guest file, runs `tester`, restores
-/// and checks the range, and prints the tester's JSON with its exit code.
-/// Exit 3: nothing was run (the save failed); exit 4: the restore failed.
-pub fn preserving_script(name: &str, dax: &str, tester: &str) -> String {
-    format!(
-        r#"saved=/tmp/lab-dax-{name}.saved
-out=/tmp/lab-dax-{name}.json
-dax-pattern save {dax} --offset 0 --len {RANGE} --file "$saved" >&2 || {{ echo "Saving the first {RANGE} of {dax} failed; dax-tester was not run." >&2; exit 3; }}
-{tester} > "$out"
-rc=$?
-if ! dax-pattern restore {dax} --offset 0 --len {RANGE} --file "$saved" >&2; then
-  echo "Restoring the first {RANGE} of {dax} failed; the saved copy stays in the guest at $saved." >&2
-  exit 4
-fi
-rm -f "$saved"
-cat "$out"
-exit $rc
-"#
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn persistent_ranges_are_saved_before_and_restored_after_the_tester() {
-        let s = preserving_script(
-            "pmem0",
-            "/dev/dax1.0",
-            "dax-tester /dev/dax1.0 0 20M all --json",
-        );
-        let save = s
-            .find("dax-pattern save /dev/dax1.0 --offset 0 --len 20M --file \"$saved\"")
-            .expect("save");
-        let test = s
-            .find("dax-tester /dev/dax1.0 0 20M all --json > \"$out\"")
-            .expect("tester");
-        let restore = s
-            .find("dax-pattern restore /dev/dax1.0 --offset 0 --len 20M --file \"$saved\"")
-            .expect("restore");
-        assert!(save < test && test < restore, "{s}");
-        assert!(s.contains("|| { echo \"Saving the first 20M of /dev/dax1.0 failed; dax-tester was not run.\" >&2; exit 3; }"));
-        assert!(s.contains("stays in the guest at $saved.\" >&2\n  exit 4"));
-        assert!(
-            s.ends_with("cat \"$out\"\nexit $rc\n"),
-            "the tester's verdict is kept"
-        );
-    }
 }

@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use cxl_topology::DeviceKind;
 
+use super::keep;
 use super::{sh, SuiteContext, SuiteError};
 use crate::lab::DeviceSummary;
 
@@ -174,11 +175,6 @@ pub fn pick_device(devices: &[DeviceSummary]) -> Option<&DeviceSummary> {
         .min_by_key(|d| d.kind == DeviceKind::Persistent)
 }
 
-/// Where a persistent device's slot is kept while fio runs.
-fn saved_copy(device: &str) -> String {
-    format!("/tmp/lab-fio-{device}.saved")
-}
-
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let dev = pick_device(&ctx.summary.devices).ok_or(SuiteError::NoDax("fio"))?;
     let dax = dev.dax.clone().unwrap_or_default();
@@ -193,19 +189,16 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     }
     ctx.exec_checked(&sh(format!("rm -f {FILE}"))).await?;
     let persistent = dev.kind == DeviceKind::Persistent;
-    let copy = saved_copy(&dev.name);
-    let range = format!("{dax} --offset 0 --len {FILE_SIZE} --file {copy}");
-    if persistent {
-        ctx.exec_checked(&sh(format!("dax-pattern save {range}")))
-            .await?;
-    }
+    let chardev = dax.trim_start_matches("/dev/");
+    let saved = match persistent {
+        true => Some(keep::save(ctx, dev, chardev, "fio", 0, Some(FILE_SIZE)).await?),
+        false => None,
+    };
     let runs = fio_runs(ctx, &dax).await;
-    if persistent {
+    if let Some(saved) = &saved {
         // Restored whatever the runs did; a failed restore is the error
         // that matters, and names the copy.
-        let restore = format!("dax-pattern restore {range} || {{ echo \"The saved copy of the slot stays in the guest at {copy}.\" >&2; exit 1; }}");
-        ctx.exec_checked(&sh(restore)).await?;
-        ctx.exec_checked(&sh(format!("rm -f {copy}"))).await?;
+        keep::restore(ctx, saved, chardev).await?;
     }
     let runs = runs?;
     let mut all_passed = runs.iter().all(|r| r["passed"] == true);

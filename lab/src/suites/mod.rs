@@ -6,6 +6,7 @@ pub mod dax;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
+pub mod keep;
 pub mod pmemfs;
 
 use std::time::Duration;

@@ -8,23 +8,15 @@
 //! not by ext4's background thread while the suite measures. When
 //! the suite is done the filesystem is unmounted and the namespace goes
 //! back to devdax, so the device's `/dev/daxX.Y` is there again for the
-//! other suites. The data of the device's `/dev/daxX.Y` is kept: before
-//! the namespace changes, the host copies the dax device's bytes out of the
-//! device's backing file (a sparse file beside it), and once the namespace
-//! is devdax again it writes them back at the dax device's new place (the
-//! namespace's own info block stays the kernel's). The dax device's place
-//! in the backing file is its physical start minus its CXL region's, which
-//! holds for the one-device regions the lab makes; other layouts are
-//! refused before anything is touched.
-
-use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+//! other suites. The data of the device's `/dev/daxX.Y` is kept
+//! ([`keep`]): copied out of the backing file before the namespace changes,
+//! written back at the dax device's new place once it is devdax again (the
+//! namespace's own info block stays the kernel's).
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::keep::{self, SavedData};
 use super::{sh, SuiteContext, SuiteError};
 use cxl_topology::DeviceKind;
 
@@ -51,132 +43,6 @@ pub struct PmemFs {
     /// The dax device's bytes, saved from the backing file until restored.
     #[serde(skip)]
     pub saved: SavedData,
-}
-
-/// The dax device's data, copied out of the device's backing file.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SavedData {
-    pub device: String,
-    pub backing: PathBuf,
-    /// Where the copy is (a sparse file beside the backing file).
-    pub copy: PathBuf,
-    pub len: u64,
-}
-
-/// Where a dax device's data is in its memory device: (offset, length).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct DaxWindow {
-    pub offset: u64,
-    pub len: u64,
-}
-
-/// Prints the dax device's physical start and size, then each CXL
-/// region's name, start, size and interleave ways.
-fn window_script(chardev: &str) -> String {
-    format!(
-        r#"set -e
-d=/sys/bus/dax/devices/{chardev}
-echo dax $(cat $d/resource) $(cat $d/size)
-for r in /sys/bus/cxl/devices/region*; do
-  [ -e $r/resource ] && echo region ${{r##*/}} $(cat $r/resource) $(cat $r/size) $(cat $r/interleave_ways)
-done"#
-    )
-}
-
-/// A sysfs number: `0x…` hex or decimal.
-fn sysfs_number(s: &str) -> Option<u64> {
-    match s.strip_prefix("0x") {
-        Some(h) => u64::from_str_radix(h, 16).ok(),
-        None => s.parse().ok(),
-    }
-}
-
-/// The dax device's window in its memory device, from `window_script`'s
-/// output; an error text when it is not in exactly one one-way region.
-pub fn parse_window(out: &str) -> Result<DaxWindow, String> {
-    let mut dax = None;
-    let mut regions = Vec::new();
-    for line in out.lines() {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        match f.as_slice() {
-            ["dax", start, size] => dax = sysfs_number(start).zip(sysfs_number(size)),
-            ["region", name, start, size, ways] => {
-                if let (Some(s), Some(z), Some(w)) =
-                    (sysfs_number(start), sysfs_number(size), sysfs_number(ways))
-                {
-                    regions.push((name.to_string(), s, z, w));
-                }
-            }
-            _ => {}
-        }
-    }
-    let (start, len) = dax.ok_or("no dax device start and size")?;
-    let (name, rstart, _, ways) = regions
-        .into_iter()
-        .find(|(_, s, z, _)| start >= *s && start + len <= s + z)
-        .ok_or("no CXL region holds the dax device")?;
-    if ways != 1 {
-        return Err(format!(
-            "{name} interleaves {ways} devices, so the dax device's bytes are not one range of one backing file"
-        ));
-    }
-    Ok(DaxWindow {
-        offset: start - rstart,
-        len,
-    })
-}
-
-async fn window(ctx: &SuiteContext<'_>, chardev: &str) -> Result<DaxWindow, SuiteError> {
-    let out = ctx.exec_checked(&sh(window_script(chardev))).await?;
-    parse_window(&out).map_err(|why| SuiteError::Setup {
-        what: format!("place /dev/{chardev} in its backing file ({why})"),
-        detail: out,
-    })
-}
-
-const CHUNK: usize = 1 << 20;
-
-/// Copies `len` bytes at `offset` of `backing` into a new sparse file
-/// `copy` (all-zero chunks become holes).
-pub fn save_range(backing: &Path, offset: u64, len: u64, copy: &Path) -> std::io::Result<()> {
-    let src = File::open(backing)?;
-    let mut dst = File::create(copy)?;
-    let mut buf = vec![0u8; CHUNK];
-    let mut done = 0;
-    while done < len {
-        let n = CHUNK.min((len - done) as usize);
-        src.read_exact_at(&mut buf[..n], offset + done)?;
-        if buf[..n].iter().all(|&b| b == 0) {
-            dst.seek(SeekFrom::Current(n as i64))?;
-        } else {
-            dst.write_all(&buf[..n])?;
-        }
-        done += n as u64;
-    }
-    dst.set_len(len)?;
-    dst.sync_all()
-}
-
-/// Writes `copy` back into `backing` at `offset`, only the chunks that
-/// differ; the number of bytes written.
-pub fn restore_range(copy: &Path, backing: &Path, offset: u64) -> std::io::Result<u64> {
-    let mut src = File::open(copy)?;
-    let len = src.metadata()?.len();
-    let dst = OpenOptions::new().read(true).write(true).open(backing)?;
-    let (mut want, mut have) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
-    let (mut done, mut written) = (0, 0);
-    while done < len {
-        let n = CHUNK.min((len - done) as usize);
-        src.read_exact(&mut want[..n])?;
-        dst.read_exact_at(&mut have[..n], offset + done)?;
-        if want[..n] != have[..n] {
-            dst.write_all_at(&want[..n], offset + done)?;
-            written += n as u64;
-        }
-        done += n as u64;
-    }
-    dst.sync_all()?;
-    Ok(written)
 }
 
 /// The namespace whose devdax character device is `chardev` (`dax1.0`),
@@ -262,23 +128,7 @@ pub async fn mount(
         what: format!("find the namespace of {dax} in `ndctl list -N`"),
         detail: list.to_string(),
     })?;
-    let at = window(ctx, &chardev).await?;
-    let saved = SavedData {
-        device: dev.name.clone(),
-        backing: dev.backing.clone(),
-        copy: dev.backing.with_extension("dax-data.saved"),
-        len: at.len,
-    };
-    save_range(&saved.backing, at.offset, at.len, &saved.copy).map_err(|source| {
-        let _ = std::fs::remove_file(&saved.copy);
-        SuiteError::Preserve {
-            what: "save",
-            device: saved.device.clone(),
-            path: saved.copy.clone(),
-            hint: "nothing was changed; free space beside the backing file and run again".into(),
-            source,
-        }
-    })?;
+    let saved = keep::save(ctx, dev, &chardev, suite, 0, None).await?;
     // From here on the namespace may be fsdax: a failure gives it back.
     match make_fs(ctx, &namespace, mount).await {
         Ok((blockdev, out)) => {
@@ -323,25 +173,12 @@ pub async fn mount(
 }
 
 /// Writes the saved data back where the devdax namespace `ns` now has its
-/// dax device, and removes the copy; the bytes written.
+/// dax device.
 async fn put_data_back(
     ctx: &SuiteContext<'_>,
     saved: &SavedData,
     ns: &Value,
 ) -> Result<u64, SuiteError> {
-    let keep = |what: &'static str, source: std::io::Error| {
-        SuiteError::Preserve {
-        what,
-        device: saved.device.clone(),
-        path: saved.copy.clone(),
-        hint: format!(
-            "the data is kept in {}; with the lab down, write it back into {} at the dax device's offset",
-            saved.copy.display(),
-            saved.backing.display()
-        ),
-        source,
-    }
-    };
     let chardev = chardev_of(ns).ok_or_else(|| SuiteError::Setup {
         what: format!(
             "find the dax device to restore {}'s data into (kept in {})",
@@ -350,20 +187,7 @@ async fn put_data_back(
         ),
         detail: ns.to_string(),
     })?;
-    let at = window(ctx, &chardev).await?;
-    if at.len != saved.len {
-        return Err(keep(
-            "restore",
-            std::io::Error::other(format!(
-                "/dev/{chardev} is {} bytes now, {} before",
-                at.len, saved.len
-            )),
-        ));
-    }
-    let written =
-        restore_range(&saved.copy, &saved.backing, at.offset).map_err(|e| keep("restore", e))?;
-    std::fs::remove_file(&saved.copy).map_err(|e| keep("remove the copy of", e))?;
-    Ok(written)
+    keep::restore(ctx, saved, &chardev).await
 }
 
 /// Makes `namespace` fsdax, formats its block device and mounts it; the
@@ -467,67 +291,6 @@ mod tests {
         assert_eq!(chardev_of(&one).as_deref(), Some("dax1.0"));
         assert_eq!(chardev_of(&list[1]).as_deref(), Some("dax1.0"));
         assert_eq!(chardev_of(&list[0]), None);
-    }
-
-    #[test]
-    fn the_dax_window_is_its_offset_in_a_one_way_region() {
-        let out = "dax 0x390200000 266338304\n\
-                   region region0 0x380000000 0x10000000 1\n\
-                   region region1 0x390000000 0x10000000 1\n";
-        assert_eq!(
-            parse_window(out),
-            Ok(DaxWindow {
-                offset: 0x200000,
-                len: 266338304
-            })
-        );
-        let interleaved = "dax 0x390200000 4096\nregion region1 0x390000000 0x20000000 2\n";
-        assert!(parse_window(interleaved)
-            .unwrap_err()
-            .contains("region1 interleaves 2 devices"));
-        assert_eq!(
-            parse_window("dax 0x10 16\nregion region0 0x1000 0x1000 1\n"),
-            Err("no CXL region holds the dax device".into())
-        );
-        assert!(parse_window("").is_err());
-    }
-
-    #[test]
-    fn saved_data_is_sparse_and_comes_back_where_the_dax_device_is_now() {
-        let d = tempfile::tempdir().unwrap();
-        let backing = d.path().join("pmem0.mem");
-        let copy = d.path().join("pmem0.dax-data.saved");
-        let mut data = vec![0u8; 8 * CHUNK];
-        data[CHUNK + 5] = 1; // chunk 1: data; the rest zero
-        data[6 * CHUNK..6 * CHUNK + 3].copy_from_slice(b"abc");
-        std::fs::write(&backing, &data).unwrap();
-        // The window: chunks 1..7.
-        save_range(&backing, CHUNK as u64, 6 * CHUNK as u64, &copy).unwrap();
-        let meta = std::fs::metadata(&copy).unwrap();
-        assert_eq!(meta.len(), 6 * CHUNK as u64);
-        use std::os::unix::fs::MetadataExt;
-        assert!(
-            meta.blocks() * 512 < 6 * CHUNK as u64,
-            "zero chunks are holes: {} bytes allocated",
-            meta.blocks() * 512
-        );
-        // The namespace changes: the filesystem overwrites everything.
-        std::fs::write(&backing, vec![0xee; 8 * CHUNK]).unwrap();
-        // Back as devdax one chunk further on: written at the new offset.
-        let written = restore_range(&copy, &backing, 2 * CHUNK as u64).unwrap();
-        assert_eq!(written, 6 * CHUNK as u64);
-        let now = std::fs::read(&backing).unwrap();
-        assert_eq!(
-            &now[2 * CHUNK..8 * CHUNK],
-            &data[CHUNK..7 * CHUNK],
-            "the window's bytes"
-        );
-        assert!(
-            now[..2 * CHUNK].iter().all(|&b| b == 0xee),
-            "outside untouched"
-        );
-        // Restoring again finds nothing to write.
-        assert_eq!(restore_range(&copy, &backing, 2 * CHUNK as u64).unwrap(), 0);
     }
 
     #[test]
