@@ -1033,6 +1033,32 @@ mod tests {
             .starts_with("The lab has no device in devdax mode"));
     }
 
+    /// A saved state of lab "t" with no processes.
+    fn test_state(
+        status: &str,
+        topology_origin: String,
+        argv: Vec<String>,
+        devices: Vec<DeviceFiles>,
+    ) -> LabState {
+        LabState {
+            name: "t".into(),
+            status: status.into(),
+            topology_origin,
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv,
+            devices,
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        }
+    }
+
     #[test]
     fn args_of_a_running_lab_refuse_options_that_would_change_it() {
         let d = tempfile::tempdir().unwrap();
@@ -1040,23 +1066,12 @@ mod tests {
         run.create().unwrap();
         let t = Topology::embedded_default();
         std::fs::write(run.topology_file(), t.to_toml()).unwrap();
-        let state = LabState {
-            name: "t".into(),
-            status: "up".into(),
-            topology_origin: t.origin.clone(),
-            image_key: "k".into(),
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            accel: Accel::Tcg,
-            argv: vec!["qemu-system-x86_64".into(), "-S".into()],
-            devices: vec![],
-            qemu_pid: None,
-            memsim_pid: None,
-            memsim_listen: None,
-            regions: None,
-            timings: Timings::default(),
-            timing: None,
-        };
+        let state = test_state(
+            "up",
+            t.origin.clone(),
+            vec!["qemu-system-x86_64".into(), "-S".into()],
+            vec![],
+        );
         run.save(&state).unwrap();
         let img = ImageOptions::default();
         assert_eq!(args_in(&run, None, &img, false).unwrap(), state.argv);
@@ -1102,23 +1117,7 @@ mod tests {
             dev.lsa_size = None;
         }
         std::fs::write(run.topology_file(), t.to_toml()).unwrap();
-        let state = LabState {
-            name: "t".into(),
-            status: "down".into(),
-            topology_origin: String::new(),
-            image_key: "k".into(),
-            kernel: "/k".into(),
-            initrd: "/i".into(),
-            accel: Accel::Tcg,
-            argv: vec![],
-            devices: devices.clone(),
-            qemu_pid: None,
-            memsim_pid: None,
-            memsim_listen: None,
-            regions: None,
-            timings: Timings::default(),
-            timing: None,
-        };
+        let state = test_state("down", String::new(), vec![], devices.clone());
         run.save(&state).unwrap();
         down_run(&run, &Events::none()).await.unwrap();
         let pmem = devices.iter().find(|f| f.name == "pmem0").unwrap();

@@ -74,7 +74,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "dax": dax,
             "range": { "offset": 0, "size": RANGE },
             // Reached only when the restore succeeded (else the suite errs).
-            "data": if persistent { "saved and restored" } else { "overwritten (volatile)" },
+            "data": keep::data_fate(persistent),
             "passed": passed,
             "report": report,
         }));

@@ -211,7 +211,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "kind": dev.kind,
         "dax": dax,
         "slot": { "offset": 0, "size": FILE_SIZE },
-        "data": if persistent { "saved and restored" } else { "overwritten (volatile)" },
+        "data": keep::data_fate(persistent),
         "preload": PRELOAD,
         "engine": "psync",
         "verify": "crc32c",

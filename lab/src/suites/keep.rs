@@ -146,6 +146,16 @@ pub fn restore_range(copy: &Path, backing: &Path, offset: u64) -> std::io::Resul
     Ok(written)
 }
 
+/// What a suite's result says became of a device's data: kept when
+/// persistent (the suite errs if the restore fails), else scratch.
+pub fn data_fate(persistent: bool) -> &'static str {
+    if persistent {
+        "saved and restored"
+    } else {
+        "overwritten (volatile)"
+    }
+}
+
 /// Saves `len` bytes (None: to the end) at `dax_offset` of the dax device
 /// `chardev` of `dev`, for `suite`.
 pub async fn save(
