@@ -89,6 +89,28 @@ impl Simulator {
         timing.latency_ns
     }
 
+    /// Charges a discard or write-zeroes request: each of its `spans`
+    /// (device offset, bytes) is one model write, the request counted once
+    /// as `op`. Its latency is that of the last span to complete (they queue
+    /// behind each other on the links).
+    pub fn charge_block_zeroing(
+        &self,
+        dev: usize,
+        spans: &[(u64, u64)],
+        op: BlockOp,
+        arrival_ns: u64,
+    ) -> u64 {
+        let mut state = self.state.lock().expect("simulator state");
+        let mut latency = 0;
+        for &(offset, len) in spans {
+            let timing = state.0.access(dev, true, len, Arrival::At(arrival_ns));
+            state.1.record(dev, offset, true, len, timing.latency_ns);
+            latency = latency.max(timing.latency_ns);
+        }
+        state.1.record_block(dev, op);
+        latency
+    }
+
     /// Charges a cache flush of device `dev`: a write of no data, so the
     /// media write latency plus the links' latencies and queueing.
     pub fn charge_block_flush(&self, dev: usize, arrival_ns: u64) -> u64 {

@@ -187,6 +187,12 @@ pub struct BlockCounts {
     pub write_bytes: u64,
     pub flushes: u64,
     pub get_ids: u64,
+    /// DISCARD requests and the bytes they zeroed.
+    pub discards: u64,
+    pub discard_bytes: u64,
+    /// WRITE_ZEROES requests and the bytes they zeroed.
+    pub write_zeroes: u64,
+    pub write_zeroes_bytes: u64,
     /// Requests answered VIRTIO_BLK_S_IOERR or VIRTIO_BLK_S_UNSUPP.
     pub errors: u64,
 }
@@ -198,6 +204,10 @@ pub enum BlockOp {
     Write(u64),
     Flush,
     GetId,
+    /// A discard zeroing this many bytes.
+    Discard(u64),
+    /// A write-zeroes of this many bytes.
+    WriteZeroes(u64),
     /// A request that failed; its reason is counted under `errors` by name.
     Failed(&'static str),
 }
@@ -289,6 +299,14 @@ impl Stats {
             }
             BlockOp::Flush => c.flushes += 1,
             BlockOp::GetId => c.get_ids += 1,
+            BlockOp::Discard(n) => {
+                c.discards += 1;
+                c.discard_bytes += n;
+            }
+            BlockOp::WriteZeroes(n) => {
+                c.write_zeroes += 1;
+                c.write_zeroes_bytes += n;
+            }
             BlockOp::Failed(reason) => {
                 c.errors += 1;
                 self.requests += 1;

@@ -15,8 +15,9 @@ use vhost::vhost_user::message::{
 use vhost::vhost_user::{Frontend, VhostUserFrontend};
 use vhost::{VhostBackend, VhostUserMemoryRegionInfo, VringConfigData};
 use virtio_bindings::virtio_blk::{
-    VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ, VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_GET_ID,
-    VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_F_DISCARD, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ, VIRTIO_BLK_F_WRITE_ZEROES,
+    VIRTIO_BLK_S_IOERR, VIRTIO_BLK_S_OK, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
+    VIRTIO_BLK_T_WRITE_ZEROES, VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP,
 };
 use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
 use virtio_bindings::virtio_ring::{VRING_DESC_F_NEXT, VRING_DESC_F_WRITE};
@@ -57,7 +58,13 @@ fn connect(socket: &std::path::Path) -> Guest {
     let mut frontend = Frontend::connect(socket, NUM_QUEUES as u64).expect("connect");
     frontend.set_owner().expect("set_owner");
     let features = frontend.get_features().expect("get_features");
-    for bit in [VIRTIO_F_VERSION_1, VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_MQ] {
+    for bit in [
+        VIRTIO_F_VERSION_1,
+        VIRTIO_BLK_F_FLUSH,
+        VIRTIO_BLK_F_MQ,
+        VIRTIO_BLK_F_DISCARD,
+        VIRTIO_BLK_F_WRITE_ZEROES,
+    ] {
         assert_ne!(features & (1 << bit), 0, "feature bit {bit} offered");
     }
     assert_ne!(
@@ -87,6 +94,14 @@ fn connect(socket: &std::path::Path) -> Guest {
         "capacity in sectors"
     );
     assert_eq!(u32::from_le_bytes(config[20..24].try_into().unwrap()), 512);
+    let u32_at = |at: usize| u32::from_le_bytes(config[at..at + 4].try_into().unwrap());
+    assert_eq!(
+        [u32_at(36), u32_at(40), u32_at(44), u32_at(48), u32_at(52)],
+        [32768, 16, 1, 32768, 16],
+        "max_discard_sectors, max_discard_seg, discard_sector_alignment, \
+         max_write_zeroes_sectors, max_write_zeroes_seg"
+    );
+    assert_eq!(config[56], 0, "write_zeroes_may_unmap");
 
     let file = tempfile::tempfile().expect("guest memory file");
     file.set_len(GUEST_MEMORY as u64).expect("size");
@@ -288,9 +303,37 @@ fn a_vhost_user_front_end_reads_and_writes_the_device_memory() {
         VIRTIO_BLK_S_IOERR as u8
     );
 
+    // WRITE_ZEROES of sectors 20 .. 28 (unmap set: still zeros).
+    header(&guest.mem, HDR, VIRTIO_BLK_T_WRITE_ZEROES, 0);
+    let mut segment = [0u8; 16];
+    segment[0..8].copy_from_slice(&20u64.to_le_bytes());
+    segment[8..12].copy_from_slice(&8u32.to_le_bytes());
+    segment[12..16].copy_from_slice(&VIRTIO_BLK_WRITE_ZEROES_FLAG_UNMAP.to_le_bytes());
+    guest.mem.write_slice(&segment, GuestAddress(DATA)).unwrap();
+    let descs = [
+        desc(HDR, 16, false, Some(10)),
+        desc(DATA, 16, false, Some(11)),
+        desc(STATUS, 1, true, None),
+    ];
+    guest.submit(&descs, 9, 4);
+    assert_eq!(guest.used(3), (9, 1));
+    assert_eq!(
+        guest.mem.read_obj::<u8>(GuestAddress(STATUS)).unwrap(),
+        VIRTIO_BLK_S_OK as u8
+    );
+    let file = std::fs::read(dir.path().join("backing/pmem0.mem")).expect("backing file");
+    assert_eq!(&file[20 * 512..28 * 512], &[0u8; 8 * 512][..], "zeroed");
+    assert_eq!(&file[16 * 512..20 * 512], &data[..4 * 512], "before kept");
+    assert_eq!(
+        &file[28 * 512..16 * 512 + 65536],
+        &data[12 * 512..],
+        "after kept"
+    );
+
     let report = sim.report(10);
     let b = report.block["pmem0"];
     assert_eq!((b.reads, b.writes, b.errors), (1, 1, 1));
+    assert_eq!((b.write_zeroes, b.write_zeroes_bytes), (1, 8 * 512));
 
     // The front end goes away; the socket serves the next one.
     drop(guest);
