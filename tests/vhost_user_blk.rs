@@ -1,7 +1,8 @@
 //! The simulator's vhost-user-blk view, end to end under TCG: a topology
 //! that asks for block views of pmem0 (read-write) and vmem0 (read-only);
 //! in the guest the disks are found by serial, and data crosses between the
-//! disk, the TCP server, the dax device and the host backing file. The
+//! disk, the TCP server, the dax device and the host backing file; a
+//! discard zeroes its range. The
 //! host bridge's link is slowed to 0.05 GB/s so that the modelled
 //! bandwidth is visible in wall time.
 
@@ -153,6 +154,32 @@ fn block_views_share_the_device_memory() {
     );
     assert_eq!((r.status, &r.data[..]), (0, &written[640..704]));
 
+    // busybox's blkdiscard (BLKDISCARD: a DISCARD request) on the middle
+    // 16 KiB of dd's data: the view zeroes them in the backing file and
+    // leaves the rest.
+    let (discard_off, discard_len) = (dd_off + 16 * KIB, 16 * KIB);
+    lab.run(&[
+        "blkdiscard",
+        "-o",
+        &discard_off.to_string(),
+        "-l",
+        &discard_len.to_string(),
+        &format!("/dev/{pdisk}"),
+    ]);
+    let backing = std::fs::read(&pmem.backing).expect("reading pmem0's backing file");
+    let mut want_after = written.to_vec();
+    want_after[16 * KIB as usize..32 * KIB as usize].fill(0);
+    assert_eq!(
+        sha256(&backing[dd_off as usize..(dd_off + len) as usize]),
+        sha256(&want_after),
+        "the discarded 16 KiB are zeros in the backing file, the rest kept"
+    );
+    assert_eq!(
+        guest_sha256(&lab, &pdisk, discard_off, discard_len),
+        sha256(&vec![0u8; discard_len as usize]),
+        "and read back as zeros"
+    );
+
     // fio with 16 requests in flight writes 8 MiB of random 4 KiB blocks
     // and verifies each one's checksum on read-back.
     let terse = lab.run(&[
@@ -246,6 +273,11 @@ fn block_views_share_the_device_memory() {
     assert!(block["vmem0"]["reads"].as_u64() >= Some(1), "{block}");
     assert!(block["pmem0"]["get_ids"].as_u64() >= Some(1), "{block}");
     assert!(block["pmem0"]["flushes"].as_u64() >= Some(1), "{block}");
+    assert!(block["pmem0"]["discards"].as_u64() >= Some(1), "{block}");
+    assert!(
+        block["pmem0"]["discard_bytes"].as_u64() >= Some(discard_len),
+        "{block}"
+    );
     assert_eq!(block["vmem0"]["writes"].as_u64(), Some(0), "{block}");
     assert!(
         stats["latency_ns"]["max"].as_u64() >= Some(20_971_720),
