@@ -2,7 +2,7 @@
 //! that asks for block views of pmem0 (read-write) and vmem0 (read-only);
 //! in the guest the disks are found by serial, and data crosses between the
 //! disk, the TCP server, the dax device and the host backing file; a
-//! discard zeroes its range. The
+//! discard and a write-zeroes zero their ranges. The
 //! host bridge's link is slowed to 0.05 GB/s so that the modelled
 //! bandwidth is visible in wall time.
 
@@ -180,6 +180,26 @@ fn block_views_share_the_device_memory() {
         "and read back as zeros"
     );
 
+    // util-linux's blkdiscard -z (BLKZEROOUT: WRITE_ZEROES) on the last
+    // 8 KiB of dd's data.
+    let (zero_off, zero_len) = (dd_off + 56 * KIB, 8 * KIB);
+    lab.run(&[
+        "/sbin/blkdiscard",
+        "-z",
+        "-o",
+        &zero_off.to_string(),
+        "-l",
+        &zero_len.to_string(),
+        &format!("/dev/{pdisk}"),
+    ]);
+    let backing = std::fs::read(&pmem.backing).expect("reading pmem0's backing file");
+    want_after[56 * KIB as usize..].fill(0);
+    assert_eq!(
+        sha256(&backing[dd_off as usize..(dd_off + len) as usize]),
+        sha256(&want_after),
+        "the write-zeroes range is zeros in the backing file, the rest kept"
+    );
+
     // fio with 16 requests in flight writes 8 MiB of random 4 KiB blocks
     // and verifies each one's checksum on read-back.
     let terse = lab.run(&[
@@ -276,6 +296,14 @@ fn block_views_share_the_device_memory() {
     assert!(block["pmem0"]["discards"].as_u64() >= Some(1), "{block}");
     assert!(
         block["pmem0"]["discard_bytes"].as_u64() >= Some(discard_len),
+        "{block}"
+    );
+    assert!(
+        block["pmem0"]["write_zeroes"].as_u64() >= Some(1),
+        "{block}"
+    );
+    assert!(
+        block["pmem0"]["write_zeroes_bytes"].as_u64() >= Some(zero_len),
         "{block}"
     );
     assert_eq!(block["vmem0"]["writes"].as_u64(), Some(0), "{block}");
