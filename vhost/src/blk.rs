@@ -477,8 +477,9 @@ impl BlockDisk {
             s.copy_to(&mut bytes[at..at + s.len()]);
             at += s.len();
         }
-        // Unknown flags, and unmap on a discard, are UNSUPP (virtio 1.2,
-        // 5.2.6.2): checked for every segment before any other error.
+        // Unknown flags, and unmap on a discard, are UNSUPP (the virtio 1.2
+        // block device requirements): checked for every segment before any
+        // other error.
         let allowed = if discard {
             0
         } else {
