@@ -110,6 +110,10 @@ fn generate_init_replay_in_worker_processes_and_purge() {
 fn a_replay_user_owns_the_tree_and_runs_the_replay() {
     // SAFETY: plain id query.
     if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var_os("CXL_LAB_NO_SKIP").is_none(),
+            "-u needs root, and CXL_LAB_NO_SKIP forbids skipping"
+        );
         eprintln!("skipped: -u needs root");
         return;
     }
