@@ -23,10 +23,29 @@ fn helper_ops() -> Vec<&'static str> {
 /// Captured but not replayed: replayed paths are absolute already.
 const NOT_REPLAYED: &[&str] = &["chdir", "fchdir"];
 
-fn fixture() -> (Replay, ioriot::generate::GenerateReport) {
+fn capture() -> capture_format::Capture {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/matrix.capture");
-    let cap =
-        capture_format::read(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
+    capture_format::read(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap()
+}
+
+/// The directory the helper worked in, as the capture has it (without the
+/// leading `/`): the first directory it made.
+fn work_dir() -> String {
+    let cap = capture();
+    let made = cap
+        .events
+        .iter()
+        .find(|e| e.op.name() == "mkdir")
+        .and_then(|e| e.path.clone())
+        .expect("the helper makes its directory first");
+    String::from_utf8(made)
+        .unwrap()
+        .trim_start_matches('/')
+        .to_owned()
+}
+
+fn fixture() -> (Replay, ioriot::generate::GenerateReport) {
+    let cap = capture();
     assert_eq!(cap.lost, Some(0));
     let (rep, report) = generate(
         &cap,
@@ -67,6 +86,7 @@ fn tree(dir: &Path) -> Vec<String> {
 
 #[test]
 fn generate_keeps_every_helper_op_and_maps_ids() {
+    let work = work_dir();
     let (rep, report) = fixture();
     for op in &helper_ops() {
         assert!(report.capture_ops.contains_key(*op), "{op} not captured");
@@ -104,13 +124,13 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
     let t = rep
         .ops
         .iter()
-        .find(|o| o.path.as_deref() == Some(&b"matrix/var/tmp/il/work/m0/t.dat"[..]))
+        .find(|o| o.path.as_deref() == Some(format!("matrix/{work}/m0/t.dat").as_bytes()))
         .unwrap();
     assert_eq!((t.vpid, t.vtid), (1, 2));
     let c = rep
         .ops
         .iter()
-        .find(|o| o.path.as_deref() == Some(&b"matrix/var/tmp/il/work/m0/child.dat"[..]))
+        .find(|o| o.path.as_deref() == Some(format!("matrix/{work}/m0/child.dat").as_bytes()))
         .unwrap();
     assert_eq!((c.vpid, c.vtid), (2, 3));
     // Every path lives under the test name.
@@ -129,22 +149,28 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
             InitEntry::File { size, path } => format!("f {size} {}", String::from_utf8_lossy(path)),
         })
         .collect();
-    assert_eq!(
-        init,
-        [
-            "d matrix/lib",
-            "d matrix/lib/x86_64-linux-gnu",
-            "f 848 matrix/lib/x86_64-linux-gnu/libc.so.6",
-            "f 832 matrix/lib/x86_64-linux-gnu/libgcc_s.so.1",
-            "d matrix/var",
-            "d matrix/var/tmp",
-            "d matrix/var/tmp/il",
-        ]
-    );
+    // ... and every directory above the one the helper worked in.
+    let mut want: Vec<String> = [
+        "d matrix/lib",
+        "d matrix/lib/x86_64-linux-gnu",
+        "f 848 matrix/lib/x86_64-linux-gnu/libc.so.6",
+        "f 832 matrix/lib/x86_64-linux-gnu/libgcc_s.so.1",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut above = Path::new(&work).parent();
+    let mut ancestors = Vec::new();
+    while let Some(a) = above.filter(|a| !a.as_os_str().is_empty()) {
+        ancestors.push(format!("d matrix/{}", a.display()));
+        above = a.parent();
+    }
+    want.extend(ancestors.into_iter().rev());
+    assert_eq!(init, want);
 }
 
 #[test]
 fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
+    let work = work_dir();
     let (rep, _) = fixture();
     let expected = [
         "m0/",
@@ -179,7 +205,7 @@ fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
         assert_eq!(r.per_op["getdents64"].count, 2);
         assert_eq!(r.per_op["write"].bytes, 4096 + 100 + 64 + 300 + 200);
         assert_eq!(
-            tree(&dir.path().join("matrix/var/tmp/il/work")),
+            tree(&dir.path().join("matrix").join(&work)),
             expected,
             "{p}×{t}"
         );
