@@ -197,15 +197,21 @@ static __always_inline void read_str(struct event *e, char *dst, __u32 slot, __u
 	}
 }
 
-SEC("tracepoint/raw_syscalls/sys_enter")
-int ioriot_sys_enter(struct sys_enter_args *ctx)
+// The spec of system call `id` when it is traced (bit 0 set), else 0.
+static __always_inline __u32 traced(long id)
 {
-	long id = ctx->id;
 	if (id < 0 || id >= NR_MAX)
 		return 0;
 	__u32 nr = id;
 	__u32 *spec = bpf_map_lookup_elem(&nrs, &nr);
-	if (!spec || !(*spec & 1))
+	return spec && (*spec & 1) ? *spec : 0;
+}
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int ioriot_sys_enter(struct sys_enter_args *ctx)
+{
+	__u32 nr = ctx->id;
+	if (!traced(ctx->id))
 		return 0;
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tgid = pt >> 32, tid = (__u32)pt;
@@ -230,14 +236,10 @@ int ioriot_sys_exit(struct sys_exit_args *ctx)
 {
 	/* Runs at every system call's exit on the machine: the array lookup
 	 * that says whether the call is traced comes before the hash lookup. */
-	long id = ctx->id;
-	if (id < 0 || id >= NR_MAX)
+	__u32 nr = ctx->id;
+	__u32 s = traced(ctx->id);
+	if (!s)
 		return 0;
-	__u32 nr = id;
-	__u32 *spec = bpf_map_lookup_elem(&nrs, &nr);
-	if (!spec || !(*spec & 1))
-		return 0;
-	__u32 s = *spec;
 	__u64 pt = bpf_get_current_pid_tgid();
 	__u32 tid = (__u32)pt;
 	struct pending *p = bpf_map_lookup_elem(&pending, &tid);

@@ -159,8 +159,21 @@ pub fn start(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The default topology with a writable view of pmem0 and a read-only
+    /// one of vmem0.
+    pub(crate) fn with_block_views() -> Topology {
+        Topology::parse(
+            &format!(
+                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
+                cxl_topology::DEFAULT_TOPOLOGY_TOML
+            ),
+            "blk.toml",
+        )
+        .unwrap()
+    }
 
     #[test]
     fn parses_the_ready_line() {
@@ -174,14 +187,7 @@ mod tests {
 
     #[test]
     fn block_views_become_serve_flags() {
-        let t = Topology::parse(
-            &format!(
-                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
-                cxl_topology::DEFAULT_TOPOLOGY_TOML
-            ),
-            "blk.toml",
-        )
-        .unwrap();
+        let t = with_block_views();
         assert_eq!(
             block_view_args(Path::new("/r"), &t),
             [

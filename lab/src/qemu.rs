@@ -441,14 +441,7 @@ interleave_granularity = "4K"
 
     #[test]
     fn vhost_user_blk_topology_argv() {
-        let t = Topology::parse(
-            &format!(
-                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
-                cxl_topology::DEFAULT_TOPOLOGY_TOML
-            ),
-            "blk.toml",
-        )
-        .unwrap();
+        let t = crate::memsim::tests::with_block_views();
         let with = argv_for(&t);
         let without = argv_for(&Topology::embedded_default());
         // Only the shared RAM (and the machine's memory-backend=) and the

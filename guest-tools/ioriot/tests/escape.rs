@@ -169,16 +169,7 @@ fn capture_paths_with_dotdot_stay_inside_after_generate() {
 #end events=5 lost=0 truncated=0
 "
     );
-    let cap = capture_format::read(cap.as_bytes()).unwrap();
-    let (rep, _) = generate(
-        &cap,
-        &GenerateConfig {
-            name: "n".into(),
-            keep_tmpfs: true,
-            user: None,
-        },
-    )
-    .unwrap();
+    let rep = generate_named_n(&cap);
     for op in &rep.ops {
         let p = op.path.as_deref().unwrap();
         assert!(
@@ -219,19 +210,21 @@ fn the_root_directory_never_becomes_a_skeleton_file() {
 1020 10 50 50 close 0 3 / - 0 0 0
 1030 10 50 50 mkdir 0 -100 /x - 493 0 0
 ";
-    let cap = capture_format::read(cap.as_bytes()).unwrap();
-    let (rep, _) = generate(
-        &cap,
-        &GenerateConfig {
-            name: "n".into(),
-            keep_tmpfs: true,
-            user: None,
-        },
-    )
-    .unwrap();
+    let rep = generate_named_n(cap);
     assert!(rep.init.is_empty(), "{:?}", rep.init);
     let t = tempfile::tempdir().unwrap();
     ioriot::init::init(&rep, t.path()).unwrap();
+}
+
+/// The replay of a capture given as text, under the test name `n`.
+fn generate_named_n(capture: &str) -> ioriot::replay_format::Replay {
+    let cap = capture_format::read(capture.as_bytes()).unwrap();
+    let config = GenerateConfig {
+        name: "n".into(),
+        keep_tmpfs: true,
+        user: None,
+    };
+    generate(&cap, &config).unwrap().0
 }
 
 #[test]
