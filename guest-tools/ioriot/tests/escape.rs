@@ -95,15 +95,8 @@ fn hostile_replay_touches_nothing_outside_the_root() {
     assert_eq!((init.dirs, init.files, init.bytes), (1, 1, 4));
     // A hostile tree: an absolute link to the outside, made behind ioriot's back.
     std::os::unix::fs::symlink(out.join("secret"), root.join("n/abs")).unwrap();
-    let cfg = ReplayConfig {
-        root: root.clone(),
-        processes: 1,
-        threads: 1,
-        speed: 0.0,
-    };
-    let done = Done::anonymous(rep.ops.len()).unwrap();
     let t = std::time::Instant::now();
-    let stats = run_worker(&rep, &cfg, 0, 1, &done).unwrap();
+    let stats = replay_alone(&rep, &root);
     // Operations on the refused open's descriptor (and its dup) fail at
     // once: they do not wait for an open that will never come.
     assert!(
@@ -180,14 +173,7 @@ fn capture_paths_with_dotdot_stay_inside_after_generate() {
     let root = t.path().join("root");
     let before = snapshot(&out);
     ioriot::init::init(&rep, &root).unwrap();
-    let cfg = ReplayConfig {
-        root: root.clone(),
-        processes: 1,
-        threads: 1,
-        speed: 0.0,
-    };
-    let done = Done::anonymous(rep.ops.len()).unwrap();
-    let r = run_worker(&rep, &cfg, 0, 1, &done).unwrap().report(0, 0);
+    let r = replay_alone(&rep, &root).report(0, 0);
     assert_eq!(snapshot(&out), before, "the outside tree changed");
     assert_eq!(
         (r.errors, r.refused, r.mismatches),
@@ -214,6 +200,18 @@ fn the_root_directory_never_becomes_a_skeleton_file() {
     assert!(rep.init.is_empty(), "{:?}", rep.init);
     let t = tempfile::tempdir().unwrap();
     ioriot::init::init(&rep, t.path()).unwrap();
+}
+
+/// Replays `rep` under `root` with one worker of one thread at full speed.
+fn replay_alone(rep: &ioriot::replay_format::Replay, root: &Path) -> ioriot::stats::Stats {
+    let cfg = ReplayConfig {
+        root: root.to_path_buf(),
+        processes: 1,
+        threads: 1,
+        speed: 0.0,
+    };
+    let done = Done::anonymous(rep.ops.len()).unwrap();
+    run_worker(rep, &cfg, 0, 1, &done).unwrap()
 }
 
 /// The replay of a capture given as text, under the test name `n`.
