@@ -9,9 +9,16 @@
 //! guest RAM shared with the back end, so only then is the RAM a
 //! `memory-backend-memfd,share=on` (the default boot is untouched).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cxl_topology::{DeviceKind, Topology};
+
+// The run's file names are spelled in `runfiles`; re-exported here, where
+// callers building or inspecting the command line have long found them.
+pub use crate::runfiles::{
+    agent_socket, console_log, pid_file, qmp_socket, scratch_disk, vhost_user_blk_socket,
+    DeviceFiles,
+};
 
 /// The accelerator QEMU runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -27,35 +34,6 @@ impl Accel {
             Accel::Tcg => "tcg",
             Accel::Kvm => "kvm",
         }
-    }
-}
-
-/// Backing files of one type-3 device.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct DeviceFiles {
-    pub name: String,
-    /// The device memory (created by cxl-memsim).
-    pub memory: PathBuf,
-    /// The label storage area of persistent devices.
-    pub lsa: Option<PathBuf>,
-}
-
-impl DeviceFiles {
-    /// Every device's files in the run's backing directory: `<name>.mem`
-    /// (the name cxl-memsim gives the memory it creates there) and, for a
-    /// device with a label storage area, `<name>.lsa`.
-    pub fn in_dir(topology: &Topology, backing_dir: &Path) -> Vec<DeviceFiles> {
-        topology
-            .devices
-            .iter()
-            .map(|d| DeviceFiles {
-                name: d.name.clone(),
-                memory: backing_dir.join(format!("{}.mem", d.name)),
-                lsa: d
-                    .lsa_size
-                    .map(|_| backing_dir.join(format!("{}.lsa", d.name))),
-            })
-            .collect()
     }
 }
 
@@ -83,27 +61,6 @@ pub const QEMU_BINARY: &str = "qemu-system-x86_64";
 /// The virtio-serial port name qemu-ga listens on in the guest.
 pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 
-/// Paths of the sockets (in the socket directory) and logs (in the run
-/// directory).
-pub fn qmp_socket(socket_dir: &Path) -> PathBuf {
-    socket_dir.join("qmp.sock")
-}
-pub fn agent_socket(socket_dir: &Path) -> PathBuf {
-    socket_dir.join("qga.sock")
-}
-pub fn console_log(run_dir: &Path) -> PathBuf {
-    run_dir.join("console.log")
-}
-pub fn pid_file(socket_dir: &Path) -> PathBuf {
-    socket_dir.join("qemu.pid")
-}
-pub fn scratch_disk(run_dir: &Path) -> PathBuf {
-    run_dir.join("scratch.img")
-}
-/// The vhost-user socket on which the simulator serves `device` as a disk.
-pub fn vhost_user_blk_socket(socket_dir: &Path, device: &str) -> PathBuf {
-    socket_dir.join(format!("vublk-{device}.sock"))
-}
 /// The id of the shared guest RAM backend (only with vhost-user-blk views).
 const GUEST_RAM_ID: &str = "guest-ram";
 /// The serial of the scratch disk (`/sys/block/vdX/serial` in the guest).
@@ -348,8 +305,21 @@ pub fn shell_line(argv: &[String]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// The default topology with a writable view of pmem0 and a read-only
+    /// one of vmem0.
+    pub(crate) fn with_block_views() -> Topology {
+        Topology::parse(
+            &format!(
+                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
+                cxl_topology::DEFAULT_TOPOLOGY_TOML
+            ),
+            "blk.toml",
+        )
+        .unwrap()
+    }
 
     fn argv_for(t: &Topology) -> Vec<String> {
         argv_with(t, None)
@@ -441,7 +411,7 @@ interleave_granularity = "4K"
 
     #[test]
     fn vhost_user_blk_topology_argv() {
-        let t = crate::memsim::tests::with_block_views();
+        let t = with_block_views();
         let with = argv_for(&t);
         let without = argv_for(&Topology::embedded_default());
         // Only the shared RAM (and the machine's memory-backend=) and the
@@ -450,29 +420,6 @@ interleave_granularity = "4K"
         assert_eq!(added.len(), 6, "{added:#?}");
         assert_eq!(with.len(), without.len() + 2 + 2 * 4);
         insta::assert_snapshot!(with.join("\n"));
-    }
-
-    #[test]
-    fn device_files_live_in_the_backing_dir_and_only_persistent_ones_have_a_label_area() {
-        let t = Topology::embedded_default();
-        let files = DeviceFiles::in_dir(&t, Path::new("/r/backing"));
-        assert_eq!(files.len(), t.devices.len());
-        for (d, f) in t.devices.iter().zip(&files) {
-            assert_eq!(f.name, d.name);
-            assert_eq!(
-                f.memory,
-                Path::new("/r/backing").join(format!("{}.mem", d.name))
-            );
-            assert_eq!(
-                f.lsa,
-                d.lsa_size
-                    .map(|_| Path::new("/r/backing").join(format!("{}.lsa", d.name)))
-            );
-        }
-        assert!(
-            files.iter().any(|f| f.lsa.is_some()) && files.iter().any(|f| f.lsa.is_none()),
-            "the default topology has a volatile and a persistent device: {files:?}"
-        );
     }
 
     #[test]
