@@ -7,10 +7,11 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
 
 use libc::{iovec, mode_t, off64_t, off_t, size_t, ssize_t};
 
+use crate::counters::Call;
 use crate::io::{ctx, set_size, Ctx};
 use crate::log::{say, Bytes, ErrnoText};
 use crate::path::{claimed, AbsPath};
-use crate::state::{count, ready, set_errno, Call};
+use crate::state::{count, ready, set_errno};
 use crate::table::{bind, flags, lookup_fd, new_desc, release_desc, unbind, MAX_FDS};
 use crate::{real, stat};
 

@@ -11,6 +11,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod config;
+mod counters;
 mod dirty;
 mod glob;
 mod interpose;

@@ -3,9 +3,10 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use crate::config::Config;
+use crate::counters::{Call, Counters};
 use crate::dirty::Dirty;
 use crate::log::{say, Bytes, Line};
 use crate::table::{SlotTable, MAX_SLOTS};
@@ -165,66 +166,9 @@ pub fn ready() -> Result<(&'static Window, &'static SlotTable, &'static Dirty), 
     }
 }
 
-/// Interposed functions counted for `FIO_DEBUG`.
-#[derive(Clone, Copy)]
-#[repr(usize)]
-pub enum Call {
-    Open,
-    Close,
-    Read,
-    Write,
-    Pread,
-    Pwrite,
-    Readv,
-    Writev,
-    Preadv,
-    Pwritev,
-    Lseek,
-    Fsync,
-    Fdatasync,
-    SyncFileRange,
-    Fstat,
-    Stat,
-    Statx,
-    Ftruncate,
-    Fallocate,
-    Fadvise,
-    Dup,
-    Unlink,
-    Access,
-}
-
-pub const CALLS: usize = 23;
-
-const CALL_NAMES: [&str; CALLS] = [
-    "open",
-    "close",
-    "read",
-    "write",
-    "pread",
-    "pwrite",
-    "readv",
-    "writev",
-    "preadv",
-    "pwritev",
-    "lseek",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "fstat",
-    "stat",
-    "statx",
-    "ftruncate",
-    "fallocate",
-    "fadvise",
-    "dup",
-    "unlink",
-    "access",
-];
-
 /// Counters live in the shared slot table so the process that loaded the
 /// library also sees the calls of its forked fio jobs.
-fn counters() -> Option<&'static [AtomicU64; CALLS]> {
+fn counters() -> Option<&'static Counters> {
     ready().ok().map(|(_, t, _)| t.counters())
 }
 
@@ -234,7 +178,7 @@ pub fn count(call: Call, name: &str, fd: i32) {
     let d = debug();
     if d > 0 {
         if let Some(c) = counters() {
-            c[call as usize].fetch_add(1, Ordering::Relaxed);
+            c.add(call);
         }
         if d > 1 {
             say!("{name}(fd {fd}) intercepted");
@@ -247,7 +191,7 @@ pub fn count_path(call: Call, name: &str, path: &[u8]) {
     let d = debug();
     if d > 0 {
         if let Some(c) = counters() {
-            c[call as usize].fetch_add(1, Ordering::Relaxed);
+            c.add(call);
         }
         if d > 1 {
             say!("{name}({}) intercepted", Bytes(path));
@@ -268,8 +212,7 @@ pub fn report_counters() {
         std::process::id()
     );
     let mut any = false;
-    for (name, c) in CALL_NAMES.iter().zip(counts.iter()) {
-        let n = c.load(Ordering::Relaxed);
+    for (name, n) in counts.each() {
         if n > 0 {
             any = true;
             let _ = write!(line, " {name}={n}");
