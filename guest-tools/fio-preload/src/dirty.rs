@@ -36,7 +36,7 @@ impl Dirty {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(crate::state::errno());
+            return Err(crate::errno::get());
         }
         let lines = p.cast::<AtomicU64>();
         Ok(Dirty {

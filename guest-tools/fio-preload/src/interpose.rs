@@ -8,10 +8,11 @@ use core::ffi::{c_char, c_int, c_uint, c_void};
 use libc::{iovec, mode_t, off64_t, off_t, size_t, ssize_t};
 
 use crate::counters::Call;
+use crate::errno::set as set_errno;
 use crate::io::{ctx, set_size, Ctx};
 use crate::log::{say, Bytes, ErrnoText};
 use crate::path::{claimed, AbsPath};
-use crate::state::{count, ready, set_errno};
+use crate::state::{count, ready};
 use crate::table::{bind, flags, lookup_fd, new_desc, release_desc, unbind, MAX_FDS};
 use crate::{real, stat};
 
@@ -108,7 +109,7 @@ unsafe fn open_common(
     let fd = unsafe { libc::syscall(libc::SYS_memfd_create, c"fio-intercept".as_ptr(), mfd_flags) }
         as c_int;
     if fd < 0 {
-        let e = crate::state::errno();
+        let e = crate::errno::get();
         say!(
             "open {} refused: cannot create a placeholder descriptor: {}",
             Bytes(abs.as_bytes()),

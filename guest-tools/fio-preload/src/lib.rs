@@ -13,6 +13,7 @@
 mod config;
 mod counters;
 mod dirty;
+mod errno;
 mod glob;
 mod interpose;
 mod io;

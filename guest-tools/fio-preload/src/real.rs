@@ -33,7 +33,7 @@ impl NextFn {
 
 /// Sets errno and returns -1 (for a symbol no later object defines).
 pub fn missing() -> i64 {
-    crate::state::set_errno(libc::ENOSYS);
+    crate::errno::set(libc::ENOSYS);
     -1
 }
 

@@ -8,6 +8,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use crate::config::Config;
 use crate::counters::{Call, Counters};
 use crate::dirty::Dirty;
+use crate::errno;
 use crate::log::{say, Bytes, Line};
 use crate::table::{SlotTable, MAX_SLOTS};
 use crate::window::Window;
@@ -48,16 +49,6 @@ fn globals() -> &'static Globals {
     unsafe { &*G.0.get() }
 }
 
-pub fn errno() -> i32 {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() }
-}
-
-pub fn set_errno(e: i32) {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = e };
-}
-
 /// Reads the environment and maps the window. Called from `.init_array`.
 pub fn init() {
     if STATUS.load(Ordering::Acquire) != UNINIT {
@@ -65,7 +56,7 @@ pub fn init() {
     }
     // SAFETY: constructors run once, before main and before other threads.
     let g = unsafe { &mut *G.0.get() };
-    let saved = errno();
+    let saved = errno::get();
     let status = match setup(g) {
         Ok(true) => READY,
         Ok(false) => DISABLED,
@@ -73,7 +64,7 @@ pub fn init() {
     };
     INIT_PID.store(std::process::id(), Ordering::Relaxed);
     STATUS.store(status, Ordering::Release);
-    set_errno(saved);
+    errno::set(saved);
     if g.config.debug > 0 {
         match status {
             READY => {

@@ -83,7 +83,7 @@ impl SlotTable {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(crate::state::errno());
+                return Err(crate::errno::get());
             }
             Ok(&*p.cast::<SlotTable>())
         }

@@ -91,9 +91,9 @@ impl Window {
             )
         } as i32;
         if fd < 0 {
-            return Err(WindowError::Open(crate::log::ErrnoText(
-                crate::state::errno(),
-            )));
+            return Err(WindowError::Open(
+                crate::log::ErrnoText(crate::errno::get()),
+            ));
         }
         let result = Self::map_fd(cfg, fd, max_slots);
         // SAFETY: closing the descriptor opened above; the mapping stays.
@@ -105,9 +105,9 @@ impl Window {
         // SAFETY: fstat into a zeroed local.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
         if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
-            return Err(WindowError::Open(crate::log::ErrnoText(
-                crate::state::errno(),
-            )));
+            return Err(WindowError::Open(
+                crate::log::ErrnoText(crate::errno::get()),
+            ));
         }
         let kind = st.st_mode & libc::S_IFMT;
         let (device_size, align, is_dax, dev_id) = if kind == libc::S_IFREG {
@@ -189,7 +189,7 @@ impl Window {
             return Err(WindowError::Map {
                 offset: map_start,
                 len: map_len,
-                err: crate::log::ErrnoText(crate::state::errno()),
+                err: crate::log::ErrnoText(crate::errno::get()),
             });
         }
         let flush = if is_dax || map_sync {
