@@ -246,7 +246,7 @@ pub unsafe extern "C" fn close(fd: c_int) -> c_int {
 pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Read, "read", fd);
-        return ret_size(c.read(buf.cast(), n));
+        return ret_size(unsafe { c.read(buf.cast(), n) });
     }
     unsafe { real::read(fd, buf, n) }
 }
@@ -255,30 +255,30 @@ pub unsafe extern "C" fn read(fd: c_int, buf: *mut c_void, n: size_t) -> ssize_t
 pub unsafe extern "C" fn write(fd: c_int, buf: *const c_void, n: size_t) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Write, "write", fd);
-        return ret_size(c.write(buf.cast(), n));
+        return ret_size(unsafe { c.write(buf.cast(), n) });
     }
     unsafe { real::write(fd, buf, n) }
 }
 
-fn pread_impl(c: &Ctx, buf: *mut c_void, n: size_t, off: i64) -> ssize_t {
+unsafe fn pread_impl(c: &Ctx, buf: *mut c_void, n: size_t, off: i64) -> ssize_t {
     if off < 0 {
         return ret_size(Err(libc::EINVAL));
     }
-    ret_size(c.read_at(off as u64, buf.cast(), n))
+    ret_size(unsafe { c.read_at(off as u64, buf.cast(), n) })
 }
 
-fn pwrite_impl(c: &Ctx, buf: *const c_void, n: size_t, off: i64) -> ssize_t {
+unsafe fn pwrite_impl(c: &Ctx, buf: *const c_void, n: size_t, off: i64) -> ssize_t {
     if off < 0 {
         return ret_size(Err(libc::EINVAL));
     }
-    ret_size(c.write_at(off as u64, buf.cast(), n))
+    ret_size(unsafe { c.write_at(off as u64, buf.cast(), n) })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, n: size_t, off: off_t) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Pread, "pread", fd);
-        return pread_impl(&c, buf, n, off);
+        return unsafe { pread_impl(&c, buf, n, off) };
     }
     unsafe { real::pread(fd, buf, n, off) }
 }
@@ -287,7 +287,7 @@ pub unsafe extern "C" fn pread(fd: c_int, buf: *mut c_void, n: size_t, off: off_
 pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: off64_t) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Pread, "pread64", fd);
-        return pread_impl(&c, buf, n, off);
+        return unsafe { pread_impl(&c, buf, n, off) };
     }
     unsafe { real::pread64(fd, buf, n, off) }
 }
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn pread64(fd: c_int, buf: *mut c_void, n: size_t, off: of
 pub unsafe extern "C" fn pwrite(fd: c_int, buf: *const c_void, n: size_t, off: off_t) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Pwrite, "pwrite", fd);
-        return pwrite_impl(&c, buf, n, off);
+        return unsafe { pwrite_impl(&c, buf, n, off) };
     }
     unsafe { real::pwrite(fd, buf, n, off) }
 }
@@ -310,7 +310,7 @@ pub unsafe extern "C" fn pwrite64(
 ) -> ssize_t {
     if let Some(c) = ctx(fd) {
         count(Call::Pwrite, "pwrite64", fd);
-        return pwrite_impl(&c, buf, n, off);
+        return unsafe { pwrite_impl(&c, buf, n, off) };
     }
     unsafe { real::pwrite64(fd, buf, n, off) }
 }

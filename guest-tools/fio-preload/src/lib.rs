@@ -8,8 +8,6 @@
 //! dirty bitmaps in anonymous mappings, and every pass-through goes to the
 //! next definition found with `dlsym(RTLD_NEXT, ...)`.
 
-#![allow(clippy::missing_safety_doc)]
-
 mod config;
 mod counters;
 mod dirty;
