@@ -9,14 +9,12 @@ const GROUP: u64 = LINE * 64;
 
 /// The two bitmaps for a window of `len` bytes.
 pub struct Dirty {
-    lines: *const AtomicU64,
-    summary: *const AtomicU64,
+    /// One word per group: bit i is line i of the group.
+    lines: &'static [AtomicU64],
+    /// One bit per group: whether its line word may be non-zero.
+    summary: &'static [AtomicU64],
     groups: u64,
 }
-
-// SAFETY: all access goes through atomics in a mapping that is never unmapped.
-unsafe impl Sync for Dirty {}
-unsafe impl Send for Dirty {}
 
 impl Dirty {
     /// Maps zeroed bitmaps for `len` bytes, or returns the mmap errno.
@@ -36,25 +34,28 @@ impl Dirty {
             )
         };
         if p == libc::MAP_FAILED {
-            return Err(crate::state::errno());
+            return Err(crate::errno::get());
         }
-        let lines = p.cast::<AtomicU64>();
+        // SAFETY: the mapping is `bytes` long, page-aligned, zeroed (a valid
+        // AtomicU64 is any bit pattern), never unmapped, and only ever
+        // accessed through these atomics, so a shared 'static slice is sound.
+        let words = unsafe {
+            core::slice::from_raw_parts(p.cast::<AtomicU64>(), (groups + summary_words) as usize)
+        };
+        let (lines, summary) = words.split_at(groups as usize);
         Ok(Dirty {
             lines,
-            // SAFETY: the summary words follow the `groups` line words.
-            summary: unsafe { lines.add(groups as usize) },
+            summary,
             groups,
         })
     }
 
     fn line_word(&self, i: u64) -> &AtomicU64 {
-        // SAFETY: i < groups.
-        unsafe { &*self.lines.add(i as usize) }
+        &self.lines[i as usize]
     }
 
     fn summary_word(&self, i: u64) -> &AtomicU64 {
-        // SAFETY: i < groups / 64 rounded up.
-        unsafe { &*self.summary.add(i as usize) }
+        &self.summary[i as usize]
     }
 
     /// Marks window bytes `[off, off + len)` dirty.

@@ -8,6 +8,8 @@ use crate::table::{desc, flags, lookup_fd, Desc, Slot, SlotTable, SpinGuard};
 use crate::window::Window;
 
 /// An intercepted descriptor with everything needed to serve it.
+/// `slot_no < w.slots` always: slots are only given out by
+/// `SlotTable::get_or_assign` with the window's slot count as capacity.
 pub struct Ctx {
     pub w: &'static Window,
     pub t: &'static SlotTable,
@@ -64,7 +66,10 @@ impl Ctx {
     }
 
     /// Reads at `off`; short at the logical end of the file.
-    pub fn read_at(&self, off: u64, buf: *mut u8, n: usize) -> Res {
+    ///
+    /// # Safety
+    /// `buf` is valid for writes of `n` bytes (read(2)'s contract).
+    pub unsafe fn read_at(&self, off: u64, buf: *mut u8, n: usize) -> Res {
         if self.flags() & flags::READ == 0 {
             return Err(libc::EBADF);
         }
@@ -73,13 +78,18 @@ impl Ctx {
             return Ok(0);
         }
         let n = (n as u64).min(size - off) as usize;
-        // SAFETY: [off, off+n) lies inside the slot; buf is the caller's buffer.
+        // SAFETY: off + n <= size <= file_size and slot_no < slots, so the
+        // source is inside the slot; `buf` holds n bytes (contract above) and
+        // is the caller's memory, not the window's.
         unsafe { core::ptr::copy_nonoverlapping(self.w.slot_ptr(self.slot_no, off), buf, n) };
         Ok(n)
     }
 
     /// Writes at `off`; short at the end of the slot, EFBIG past it.
-    pub fn write_at(&self, off: u64, buf: *const u8, n: usize) -> Res {
+    ///
+    /// # Safety
+    /// `buf` is valid for reads of `n` bytes (write(2)'s contract).
+    pub unsafe fn write_at(&self, off: u64, buf: *const u8, n: usize) -> Res {
         if self.flags() & flags::WRITE == 0 {
             return Err(libc::EBADF);
         }
@@ -92,30 +102,42 @@ impl Ctx {
         }
         let n = (n as u64).min(cap - off) as usize;
         if off + n as u64 <= self.size() {
-            self.copy_in(off, buf, n);
+            // SAFETY: off + n <= file_size (n was cut to the slot); `buf`
+            // holds at least n bytes (contract above).
+            unsafe { self.copy_in(off, buf, n) };
         } else {
             let _g = SpinGuard::lock(&self.slot().lock);
-            self.write_locked(off, buf, n);
+            // SAFETY: as above.
+            unsafe { self.write_locked(off, buf, n) };
         }
         Ok(n)
     }
 
     /// Writes with the slot lock held, extending the file (zero-filling a gap).
-    fn write_locked(&self, off: u64, buf: *const u8, n: usize) {
+    ///
+    /// # Safety
+    /// As `copy_in`.
+    unsafe fn write_locked(&self, off: u64, buf: *const u8, n: usize) {
         let slot = self.slot();
         let size = slot.size.load(Ordering::Acquire);
         if off > size {
             self.zero(size, off);
         }
-        self.copy_in(off, buf, n);
+        // SAFETY: passed on from this function's contract.
+        unsafe { self.copy_in(off, buf, n) };
         let end = off + n as u64;
         if end > size {
             slot.size.store(end, Ordering::Release);
         }
     }
 
-    fn copy_in(&self, off: u64, buf: *const u8, n: usize) {
-        // SAFETY: [off, off+n) lies inside the slot; buf is the caller's buffer.
+    /// Copies `n` bytes from `buf` to file offset `off` and marks them dirty.
+    ///
+    /// # Safety
+    /// `off + n <= file_size`, and `buf` is valid for reads of `n` bytes.
+    unsafe fn copy_in(&self, off: u64, buf: *const u8, n: usize) {
+        // SAFETY: slot_no < slots and off + n <= file_size (contract above),
+        // so the destination is inside the slot; `buf` is the caller's memory.
         unsafe { crate::stream::copy(buf, self.w.slot_ptr(self.slot_no, off), n) };
         self.d.mark(self.win_off(off), n as u64);
         if self.flags() & flags::SYNC != 0 {
@@ -123,9 +145,12 @@ impl Ctx {
         }
     }
 
+    /// Zero-fills file bytes `[from, to)`; every caller has checked
+    /// `to <= file_size` first.
     fn zero(&self, from: u64, to: u64) {
         if to > from {
-            // SAFETY: [from, to) lies inside the slot.
+            // SAFETY: slot_no < slots and from < to <= file_size (all callers
+            // bound `to` by the slot capacity), so the range is in the slot.
             unsafe {
                 core::ptr::write_bytes(self.w.slot_ptr(self.slot_no, from), 0, (to - from) as usize)
             };
@@ -134,16 +159,23 @@ impl Ctx {
     }
 
     /// `read`: at the description's offset, which advances.
-    pub fn read(&self, buf: *mut u8, n: usize) -> Res {
+    ///
+    /// # Safety
+    /// As `read_at`.
+    pub unsafe fn read(&self, buf: *mut u8, n: usize) -> Res {
         let _g = SpinGuard::lock(&self.desc.lock);
         let off = self.desc.offset.load(Ordering::Relaxed);
-        let r = self.read_at(off, buf, n)?;
+        // SAFETY: passed on from this function's contract.
+        let r = unsafe { self.read_at(off, buf, n) }?;
         self.desc.offset.store(off + r as u64, Ordering::Relaxed);
         Ok(r)
     }
 
     /// `write`: at the description's offset, or at the end with O_APPEND.
-    pub fn write(&self, buf: *const u8, n: usize) -> Res {
+    ///
+    /// # Safety
+    /// As `write_at`.
+    pub unsafe fn write(&self, buf: *const u8, n: usize) -> Res {
         let _g = SpinGuard::lock(&self.desc.lock);
         let r = if self.flags() & flags::APPEND != 0 {
             if self.flags() & flags::WRITE == 0 {
@@ -158,12 +190,14 @@ impl Ctx {
                 return Err(libc::EFBIG);
             }
             let n = (n as u64).min(self.w.file_size - off) as usize;
-            self.write_locked(off, buf, n);
+            // SAFETY: off + n <= file_size; `buf` holds n bytes (contract).
+            unsafe { self.write_locked(off, buf, n) };
             self.desc.offset.store(off + n as u64, Ordering::Relaxed);
             return Ok(n);
         } else {
             let off = self.desc.offset.load(Ordering::Relaxed);
-            let r = self.write_at(off, buf, n)?;
+            // SAFETY: passed on from this function's contract.
+            let r = unsafe { self.write_at(off, buf, n) }?;
             self.desc.offset.store(off + r as u64, Ordering::Relaxed);
             r
         };
@@ -173,31 +207,37 @@ impl Ctx {
     /// `preadv`-style: fills the buffers in order from `off`.
     ///
     /// # Safety
-    /// `iov` must point to `cnt` valid iovecs.
+    /// `iov` points to `cnt` iovecs, each valid for writes of `iov_len` bytes.
     pub unsafe fn readv_at(&self, off: u64, iov: *const libc::iovec, cnt: i32) -> Res {
-        vectored(iovecs(iov, cnt)?, off, |at, v| {
-            self.read_at(at, v.iov_base.cast(), v.iov_len)
+        // SAFETY: passed on from this function's contract.
+        let iovs = unsafe { iovecs(iov, cnt) }?;
+        vectored(iovs, off, |at, v| {
+            // SAFETY: each iovec describes a buffer the caller lets us write.
+            unsafe { self.read_at(at, v.iov_base.cast(), v.iov_len) }
         })
     }
 
     /// `pwritev`-style: writes the buffers in order from `off`.
     ///
     /// # Safety
-    /// `iov` must point to `cnt` valid iovecs.
+    /// `iov` points to `cnt` iovecs, each valid for reads of `iov_len` bytes.
     pub unsafe fn writev_at(&self, off: u64, iov: *const libc::iovec, cnt: i32) -> Res {
-        vectored(iovecs(iov, cnt)?, off, |at, v| {
-            self.write_at(at, v.iov_base.cast(), v.iov_len)
+        // SAFETY: passed on from this function's contract.
+        let iovs = unsafe { iovecs(iov, cnt) }?;
+        vectored(iovs, off, |at, v| {
+            // SAFETY: each iovec describes a buffer the caller lets us read.
+            unsafe { self.write_at(at, v.iov_base.cast(), v.iov_len) }
         })
     }
 
     /// `readv`: vectored read at the description's offset.
     ///
     /// # Safety
-    /// `iov` must point to `cnt` valid iovecs.
+    /// As `readv_at`.
     pub unsafe fn readv(&self, iov: *const libc::iovec, cnt: i32) -> Res {
         let _g = SpinGuard::lock(&self.desc.lock);
         let off = self.desc.offset.load(Ordering::Relaxed);
-        // SAFETY: caller's contract.
+        // SAFETY: passed on from this function's contract.
         let r = unsafe { self.readv_at(off, iov, cnt) }?;
         self.desc.offset.store(off + r as u64, Ordering::Relaxed);
         Ok(r)
@@ -206,16 +246,20 @@ impl Ctx {
     /// `writev`: vectored write at the description's offset (or the end).
     ///
     /// # Safety
-    /// `iov` must point to `cnt` valid iovecs.
+    /// As `writev_at`.
     pub unsafe fn writev(&self, iov: *const libc::iovec, cnt: i32) -> Res {
-        let iovs = iovecs(iov, cnt)?;
+        // SAFETY: passed on from this function's contract.
+        let iovs = unsafe { iovecs(iov, cnt) }?;
         if self.flags() & flags::APPEND != 0 {
             // Each buffer goes to the end as it is then; the offset is unused.
-            return vectored(iovs, 0, |_, v| self.write(v.iov_base.cast(), v.iov_len));
+            return vectored(iovs, 0, |_, v| {
+                // SAFETY: each iovec describes a buffer the caller lets us read.
+                unsafe { self.write(v.iov_base.cast(), v.iov_len) }
+            });
         }
         let _g = SpinGuard::lock(&self.desc.lock);
         let off = self.desc.offset.load(Ordering::Relaxed);
-        // SAFETY: caller's contract.
+        // SAFETY: passed on from this function's contract.
         let r = unsafe { self.writev_at(off, iov, cnt) }?;
         self.desc.offset.store(off + r as u64, Ordering::Relaxed);
         Ok(r)
@@ -255,9 +299,9 @@ impl Ctx {
     pub fn sync(&self) -> u64 {
         let base = self.win_off(0);
         self.d.drain(base, self.w.file_size, |o, l| {
-            // SAFETY: o + l lies inside the window.
-            self.w
-                .flush_range(unsafe { self.w.base.add(o as usize) }, l as usize)
+            // SAFETY: drain reports whole lines that `mark` saw written, and
+            // only slot bytes (inside the window) are ever marked.
+            unsafe { self.w.flush_range(self.w.base.add(o as usize), l as usize) }
         })
     }
 
@@ -334,13 +378,17 @@ fn vectored(iovs: &[libc::iovec], off: u64, mut one: impl FnMut(u64, &libc::iove
     Ok(done)
 }
 
-fn iovecs<'a>(iov: *const libc::iovec, cnt: i32) -> Result<&'a [libc::iovec], i32> {
+/// The `cnt` iovecs at `iov`, or EINVAL for a count readv(2) refuses.
+///
+/// # Safety
+/// `iov` points to `cnt` valid iovecs that outlive `'a`.
+unsafe fn iovecs<'a>(iov: *const libc::iovec, cnt: i32) -> Result<&'a [libc::iovec], i32> {
     if !(0..=libc::UIO_MAXIOV).contains(&cnt) {
         return Err(libc::EINVAL);
     }
     if cnt == 0 {
         return Ok(&[]);
     }
-    // SAFETY: the caller passes `cnt` iovecs.
+    // SAFETY: 0 < cnt, and `iov` holds `cnt` iovecs (contract above).
     Ok(unsafe { core::slice::from_raw_parts(iov, cnt as usize) })
 }

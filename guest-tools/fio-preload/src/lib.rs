@@ -8,10 +8,10 @@
 //! dirty bitmaps in anonymous mappings, and every pass-through goes to the
 //! next definition found with `dlsym(RTLD_NEXT, ...)`.
 
-#![allow(clippy::missing_safety_doc)]
-
 mod config;
+mod counters;
 mod dirty;
+mod errno;
 mod glob;
 mod interpose;
 mod io;

@@ -42,12 +42,11 @@ pub fn emit(args: fmt::Arguments<'_>) {
     }
     line.data[line.len] = b'\n';
     line.len += 1;
-    // SAFETY: errno is thread-local; the buffer is valid for `len` bytes.
-    unsafe {
-        let errno = *libc::__errno_location();
-        libc::syscall(libc::SYS_write, 2, line.data.as_ptr(), line.len);
-        *libc::__errno_location() = errno;
-    }
+    // A failed write to stderr must not change the errno the caller sees.
+    let saved = crate::errno::get();
+    // SAFETY: write(2) reads `len` initialised bytes of the buffer.
+    unsafe { libc::syscall(libc::SYS_write, 2, line.data.as_ptr(), line.len) };
+    crate::errno::set(saved);
 }
 
 /// `format!`-style message to stderr, prefixed with `fio-intercept: `.

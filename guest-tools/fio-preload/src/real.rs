@@ -33,7 +33,7 @@ impl NextFn {
 
 /// Sets errno and returns -1 (for a symbol no later object defines).
 pub fn missing() -> i64 {
-    crate::state::set_errno(libc::ENOSYS);
+    crate::errno::set(libc::ENOSYS);
     -1
 }
 
@@ -42,6 +42,10 @@ pub fn missing() -> i64 {
 macro_rules! next_fns {
     ($( $name:ident = $sym:literal fn($($arg:ident : $ty:ty),*) -> $ret:ty; )*) => {
         $(
+            #[doc = concat!("The next definition of `", $sym, "`.")]
+            ///
+            /// # Safety
+            #[doc = concat!("The arguments meet the C contract of `", $sym, "` (its man page).")]
             #[allow(dead_code)]
             pub unsafe fn $name($($arg: $ty),*) -> $ret {
                 static F: NextFn = NextFn::new(concat!($sym, "\0").as_bytes());
@@ -49,8 +53,11 @@ macro_rules! next_fns {
                 if p.is_null() {
                     return missing() as $ret;
                 }
-                // SAFETY: the symbol has this C signature in glibc.
+                // SAFETY: `p` is the address dlsym gave for `$sym`, a C
+                // function with this signature in glibc (and in anything
+                // that interposes it, as this library does).
                 let f: unsafe extern "C" fn($($ty),*) -> $ret = unsafe { core::mem::transmute(p) };
+                // SAFETY: the arguments meet `$sym`'s contract (ours, above).
                 unsafe { f($($arg),*) }
             }
         )*

@@ -3,10 +3,12 @@
 
 use core::cell::UnsafeCell;
 use core::fmt::Write as _;
-use core::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
 use crate::config::Config;
+use crate::counters::{Call, Counters};
 use crate::dirty::Dirty;
+use crate::errno;
 use crate::log::{say, Bytes, Line};
 use crate::table::{SlotTable, MAX_SLOTS};
 use crate::window::Window;
@@ -47,16 +49,6 @@ fn globals() -> &'static Globals {
     unsafe { &*G.0.get() }
 }
 
-pub fn errno() -> i32 {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() }
-}
-
-pub fn set_errno(e: i32) {
-    // SAFETY: errno is thread-local.
-    unsafe { *libc::__errno_location() = e };
-}
-
 /// Reads the environment and maps the window. Called from `.init_array`.
 pub fn init() {
     if STATUS.load(Ordering::Acquire) != UNINIT {
@@ -64,7 +56,7 @@ pub fn init() {
     }
     // SAFETY: constructors run once, before main and before other threads.
     let g = unsafe { &mut *G.0.get() };
-    let saved = errno();
+    let saved = errno::get();
     let status = match setup(g) {
         Ok(true) => READY,
         Ok(false) => DISABLED,
@@ -72,7 +64,7 @@ pub fn init() {
     };
     INIT_PID.store(std::process::id(), Ordering::Relaxed);
     STATUS.store(status, Ordering::Release);
-    set_errno(saved);
+    errno::set(saved);
     if g.config.debug > 0 {
         match status {
             READY => {
@@ -165,66 +157,9 @@ pub fn ready() -> Result<(&'static Window, &'static SlotTable, &'static Dirty), 
     }
 }
 
-/// Interposed functions counted for `FIO_DEBUG`.
-#[derive(Clone, Copy)]
-#[repr(usize)]
-pub enum Call {
-    Open,
-    Close,
-    Read,
-    Write,
-    Pread,
-    Pwrite,
-    Readv,
-    Writev,
-    Preadv,
-    Pwritev,
-    Lseek,
-    Fsync,
-    Fdatasync,
-    SyncFileRange,
-    Fstat,
-    Stat,
-    Statx,
-    Ftruncate,
-    Fallocate,
-    Fadvise,
-    Dup,
-    Unlink,
-    Access,
-}
-
-pub const CALLS: usize = 23;
-
-const CALL_NAMES: [&str; CALLS] = [
-    "open",
-    "close",
-    "read",
-    "write",
-    "pread",
-    "pwrite",
-    "readv",
-    "writev",
-    "preadv",
-    "pwritev",
-    "lseek",
-    "fsync",
-    "fdatasync",
-    "sync_file_range",
-    "fstat",
-    "stat",
-    "statx",
-    "ftruncate",
-    "fallocate",
-    "fadvise",
-    "dup",
-    "unlink",
-    "access",
-];
-
 /// Counters live in the shared slot table so the process that loaded the
 /// library also sees the calls of its forked fio jobs.
-fn counters() -> Option<&'static [AtomicU64; CALLS]> {
+fn counters() -> Option<&'static Counters> {
     ready().ok().map(|(_, t, _)| t.counters())
 }
 
@@ -234,7 +169,7 @@ pub fn count(call: Call, name: &str, fd: i32) {
     let d = debug();
     if d > 0 {
         if let Some(c) = counters() {
-            c[call as usize].fetch_add(1, Ordering::Relaxed);
+            c.add(call);
         }
         if d > 1 {
             say!("{name}(fd {fd}) intercepted");
@@ -247,7 +182,7 @@ pub fn count_path(call: Call, name: &str, path: &[u8]) {
     let d = debug();
     if d > 0 {
         if let Some(c) = counters() {
-            c[call as usize].fetch_add(1, Ordering::Relaxed);
+            c.add(call);
         }
         if d > 1 {
             say!("{name}({}) intercepted", Bytes(path));
@@ -268,8 +203,7 @@ pub fn report_counters() {
         std::process::id()
     );
     let mut any = false;
-    for (name, c) in CALL_NAMES.iter().zip(counts.iter()) {
-        let n = c.load(Ordering::Relaxed);
+    for (name, n) in counts.each() {
         if n > 0 {
             any = true;
             let _ = write!(line, " {name}={n}");

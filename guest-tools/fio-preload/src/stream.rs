@@ -22,6 +22,7 @@ pub unsafe fn copy(src: *const u8, dst: *mut u8, n: usize) {
     let last = (start + n) & !(LINE - 1);
     if last <= first {
         // No whole line: ordinary stores.
+        // SAFETY: the caller's contract above.
         unsafe { core::ptr::copy_nonoverlapping(src, dst, n) };
         return;
     }
@@ -58,7 +59,10 @@ mod tests {
                 // 64-byte aligned backing so `misalign` is the line offset.
                 let mut backing = vec![0u64; 64];
                 let dst = backing.as_mut_ptr().cast::<u8>();
+                // SAFETY: misalign + n <= 64 + 300 < 512 bytes of `backing`;
+                // `src` has 400 bytes.
                 unsafe { copy(src.as_ptr(), dst.add(misalign), n) };
+                // SAFETY: `backing` is 512 initialised bytes.
                 let bytes = unsafe { core::slice::from_raw_parts(dst, 512) };
                 assert!(
                     bytes[..misalign].iter().all(|&b| b == 0),

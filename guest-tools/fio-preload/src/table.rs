@@ -4,6 +4,8 @@
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use crate::counters::Counters;
+
 /// Most intercepted paths per process tree.
 pub const MAX_SLOTS: usize = 1024;
 /// Longest intercepted path kept (longer paths are refused with ENAMETOOLONG).
@@ -29,7 +31,7 @@ pub struct Slot {
 pub struct SlotTable {
     lock: AtomicU32,
     count: AtomicU32,
-    counters: [AtomicU64; crate::state::CALLS],
+    counters: Counters,
     slots: [Slot; MAX_SLOTS],
 }
 
@@ -81,14 +83,14 @@ impl SlotTable {
                 0,
             );
             if p == libc::MAP_FAILED {
-                return Err(crate::state::errno());
+                return Err(crate::errno::get());
             }
             Ok(&*p.cast::<SlotTable>())
         }
     }
 
     /// Per-call counters for FIO_DEBUG, shared by forked processes.
-    pub fn counters(&self) -> &[AtomicU64; crate::state::CALLS] {
+    pub fn counters(&self) -> &Counters {
         &self.counters
     }
 

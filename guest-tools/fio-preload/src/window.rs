@@ -74,14 +74,18 @@ pub struct Window {
     pub device_size: u64,
 }
 
-// SAFETY: the window is set up once before use and never changed afterwards.
+// SAFETY: the fields are set once by `map` and never changed; `base` points
+// into a shared mapping that is never unmapped and whose bytes are only
+// accessed through raw pointers (other processes write them too), never
+// through references.
 unsafe impl Sync for Window {}
+// SAFETY: nothing in a Window belongs to the thread that made it.
 unsafe impl Send for Window {}
 
 impl Window {
     /// Opens and maps the device described by `cfg`.
     pub fn map(cfg: &Config, max_slots: u64) -> Result<Window, WindowError> {
-        // SAFETY: raw system calls on a NUL-terminated path and a local stat.
+        // SAFETY: openat of a NUL-terminated path (`device_c` keeps the NUL).
         let fd = unsafe {
             libc::syscall(
                 libc::SYS_openat,
@@ -91,9 +95,9 @@ impl Window {
             )
         } as i32;
         if fd < 0 {
-            return Err(WindowError::Open(crate::log::ErrnoText(
-                crate::state::errno(),
-            )));
+            return Err(WindowError::Open(
+                crate::log::ErrnoText(crate::errno::get()),
+            ));
         }
         let result = Self::map_fd(cfg, fd, max_slots);
         // SAFETY: closing the descriptor opened above; the mapping stays.
@@ -102,12 +106,13 @@ impl Window {
     }
 
     fn map_fd(cfg: &Config, fd: i32, max_slots: u64) -> Result<Window, WindowError> {
-        // SAFETY: fstat into a zeroed local.
+        // SAFETY: all-zero bytes are a valid `struct stat`.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: fstat writes one `struct stat` into the local.
         if unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0 {
-            return Err(WindowError::Open(crate::log::ErrnoText(
-                crate::state::errno(),
-            )));
+            return Err(WindowError::Open(
+                crate::log::ErrnoText(crate::errno::get()),
+            ));
         }
         let kind = st.st_mode & libc::S_IFMT;
         let (device_size, align, is_dax, dev_id) = if kind == libc::S_IFREG {
@@ -159,8 +164,9 @@ impl Window {
         };
         let map_len = map_end - map_start;
         let prot = libc::PROT_READ | libc::PROT_WRITE;
-        // SAFETY: mapping a descriptor we own; failure is checked.
         let mut map_sync = true;
+        // SAFETY: a new mapping (no address hint) of a descriptor we own
+        // touches no existing memory; failure is checked.
         let mut addr = unsafe {
             libc::mmap(
                 core::ptr::null_mut(),
@@ -189,7 +195,7 @@ impl Window {
             return Err(WindowError::Map {
                 offset: map_start,
                 len: map_len,
-                err: crate::log::ErrnoText(crate::state::errno()),
+                err: crate::log::ErrnoText(crate::errno::get()),
             });
         }
         let flush = if is_dax || map_sync {
@@ -212,14 +218,23 @@ impl Window {
     }
 
     /// Address of byte `off` of slot `slot`.
+    ///
+    /// # Safety
+    /// `slot < self.slots` and `off <= self.file_size`, so the address is in
+    /// (or one past) the window.
     #[inline]
-    pub fn slot_ptr(&self, slot: u32, off: u64) -> *mut u8 {
-        // SAFETY: callers keep slot < slots and off <= file_size.
+    pub unsafe fn slot_ptr(&self, slot: u32, off: u64) -> *mut u8 {
+        // SAFETY: by the contract above the offset is at most
+        // `slots * file_size <= len`, inside the mapping `base` points into.
         unsafe { self.base.add((slot as u64 * self.file_size + off) as usize) }
     }
 
     /// Makes `[addr, addr + len)` of the window durable.
-    pub fn flush_range(&self, addr: *const u8, len: usize) {
+    ///
+    /// # Safety
+    /// The range, rounded out to whole 64-byte lines, lies in this window's
+    /// mapping (which is itself rounded out to whole pages).
+    pub unsafe fn flush_range(&self, addr: *const u8, len: usize) {
         if len == 0 {
             return;
         }
@@ -227,14 +242,16 @@ impl Window {
             FlushMode::Msync => {
                 let start = addr as usize & !(PAGE as usize - 1);
                 let end = (addr as usize + len).div_ceil(PAGE as usize) * PAGE as usize;
-                // SAFETY: the range lies inside our shared mapping.
+                // SAFETY: msync only writes back pages; they are pages of
+                // our mapping by the contract above.
                 unsafe { libc::msync(start as *mut libc::c_void, end - start, libc::MS_SYNC) };
             }
             mode => {
                 let mut line = addr as usize & !63;
                 let end = addr as usize + len;
                 while line < end {
-                    // SAFETY: the line is mapped; these only write back or evict it.
+                    // SAFETY: the line is in our mapping (contract above);
+                    // these instructions only write back or evict it.
                     unsafe { flush_line(mode, line as *const u8) };
                     line += 64;
                 }
@@ -245,9 +262,14 @@ impl Window {
     }
 }
 
+/// Writes back (or evicts) the cache line at `p` with `mode`'s instruction.
+///
+/// # Safety
+/// `p` is a mapped address.
 #[inline]
 unsafe fn flush_line(mode: FlushMode, p: *const u8) {
-    // SAFETY: `p` is a mapped address (caller's contract).
+    // SAFETY: `p` is mapped (caller's contract), so the instruction cannot
+    // fault; it changes no memory contents.
     unsafe {
         match mode {
             FlushMode::Clwb => {

@@ -21,14 +21,17 @@ fn errno() -> i32 {
     std::io::Error::last_os_error().raw_os_error().unwrap()
 }
 
-unsafe fn open(path: &str, flags: i32) -> i32 {
+fn open(path: &str, flags: i32) -> i32 {
+    // SAFETY: the path is a NUL-terminated string that outlives the call.
     let fd = unsafe { libc::open(c(path).as_ptr(), flags, 0o644) };
     assert!(fd >= 0, "open {path}: errno {}", errno());
     fd
 }
 
-unsafe fn size_of(fd: i32) -> i64 {
+fn size_of(fd: i32) -> i64 {
+    // SAFETY: all-zero bytes are a valid `struct stat`.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes one `struct stat` into the local.
     assert_eq!(unsafe { libc::fstat(fd, &mut st) }, 0);
     assert_eq!(st.st_mode & libc::S_IFMT, libc::S_IFREG);
     st.st_size
