@@ -551,7 +551,6 @@ targets = ["hb0"]
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    use crate::serve::{build, ServeConfig};
     use crate::simulator::Simulator;
 
     /// Where the tests put request buffers (the mock queue sits at 0).
@@ -569,11 +568,13 @@ targets = ["hb0"]
             std::fs::write(&path, text).expect("topology file");
             path
         });
-        let sim = build(&ServeConfig {
-            topology,
-            backing_dir: dir.path().join("backing"),
-            ..Default::default()
-        })
+        let sim = Simulator::open(
+            topology.as_deref(),
+            &dir.path().join("backing"),
+            None,
+            None,
+            0,
+        )
         .expect("simulator");
         let mem =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEMORY)]).expect("guest memory");
