@@ -362,10 +362,13 @@ impl BlockDisk {
             return Err(Fail::OutOfRange);
         }
         let base = self.sim.devices()[self.dev].as_ptr();
-        // SAFETY: offset + len <= the device size, checked above; the
-        // mapping lives as long as the simulator, which self keeps alive.
-        // Accesses through it are volatile copies (QEMU writes the same
-        // memory concurrently, which is the point of sharing it).
+        // SAFETY: offset + len <= the device size, checked above, so the
+        // range is inside the mapping; the mapping lives as long as the
+        // simulator, which self keeps alive, and the slice borrows self. In
+        // this process device memory is only accessed through VolatileSlice
+        // (here and in simulator.rs), as its contract asks; QEMU stores into
+        // the same file through its own mapping, which is the point of
+        // sharing it.
         let slice = unsafe { VolatileSlice::new(base.add(offset as usize), len as usize) };
         Ok((offset, slice))
     }

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use cxl_memsim_wire::AccessRecord;
 use cxl_topology::{Topology, TopologyError};
+use vm_memory::VolatileSlice;
 
 use crate::backing::{self, BackingError, DeviceMemory};
 use crate::model::{Arrival, Model, ModelError};
@@ -35,11 +36,6 @@ pub struct Simulator {
     /// but must complete in wall time (the vhost-user-blk view).
     epoch: Instant,
 }
-
-// SAFETY: device memory is a shared file mapping that the guest writes
-// concurrently anyway; the simulator only copies bytes in and out of it.
-unsafe impl Sync for Simulator {}
-unsafe impl Send for Simulator {}
 
 impl Simulator {
     pub fn new(devices: Vec<DeviceMemory>, model: Model, base: u64) -> Simulator {
@@ -194,14 +190,17 @@ impl Simulator {
         let len = req.size as usize;
         let mut data = [0u8; 64];
         let mem = self.devices[dev].as_ptr();
-        // SAFETY: locate() checked offset + len <= device size; the mapping
-        // lives as long as self.
-        unsafe {
-            if write {
-                std::ptr::copy_nonoverlapping(req.data.as_ptr(), mem.add(offset as usize), len);
-            } else {
-                std::ptr::copy_nonoverlapping(mem.add(offset as usize), data.as_mut_ptr(), len);
-            }
+        // SAFETY: locate() checked offset + len <= the device's size, so the
+        // range is inside the mapping, which lives as long as self (the slice
+        // does not outlive this call). In this process device memory is only
+        // accessed through VolatileSlice (here and in blk.rs), as its contract
+        // asks; the guest's stores through QEMU's mapping of the same file may
+        // race with the copy, which then sees old or new bytes, like memory.
+        let device = unsafe { VolatileSlice::new(mem.add(offset as usize), len) };
+        if write {
+            device.copy_from(&req.data[..len]);
+        } else {
+            device.copy_to(&mut data[..len]);
         }
         // The client's timestamp is its own clock's: the model clamps it so
         // it cannot move the shared clock (see `Arrival::Foreign`).
