@@ -54,6 +54,9 @@ pub struct DeviceMemory {
 }
 
 impl DeviceMemory {
+    /// The memory as a slice: for setting up and checking files, not while
+    /// the simulator serves (then the guest and the block view write it
+    /// concurrently, which a shared reference must not see).
     pub fn bytes(&self) -> &[u8] {
         &self.map
     }
@@ -166,8 +169,13 @@ pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, Ba
             if found != size {
                 file.set_len(size).map_err(open_err)?;
             }
-            // SAFETY: the file stays open and sized while mapped; QEMU's
-            // concurrent writes are the point of sharing it.
+            // SAFETY: a file mapping is sound while the file is not
+            // truncated under it and no reference sees its bytes change. The
+            // file was sized above and nothing resizes a mapped file (QEMU
+            // maps it at this size); its bytes do change under the map
+            // (QEMU's stores are the point of sharing it), so while serving
+            // the simulator accesses it through volatile slices, not
+            // references.
             let map = unsafe { MmapMut::map_mut(&file) }.map_err(|source| BackingError::Map {
                 path: path.clone(),
                 source,

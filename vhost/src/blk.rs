@@ -362,10 +362,13 @@ impl BlockDisk {
             return Err(Fail::OutOfRange);
         }
         let base = self.sim.devices()[self.dev].as_ptr();
-        // SAFETY: offset + len <= the device size, checked above; the
-        // mapping lives as long as the simulator, which self keeps alive.
-        // Accesses through it are volatile copies (QEMU writes the same
-        // memory concurrently, which is the point of sharing it).
+        // SAFETY: offset + len <= the device size, checked above, so the
+        // range is inside the mapping; the mapping lives as long as the
+        // simulator, which self keeps alive, and the slice borrows self. In
+        // this process device memory is only accessed through VolatileSlice
+        // (here and in simulator.rs), as its contract asks; QEMU stores into
+        // the same file through its own mapping, which is the point of
+        // sharing it.
         let slice = unsafe { VolatileSlice::new(base.add(offset as usize), len as usize) };
         Ok((offset, slice))
     }
@@ -551,7 +554,6 @@ targets = ["hb0"]
     use virtio_queue::desc::{split::Descriptor as SplitDescriptor, RawDescriptor};
     use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
-    use crate::serve::{build, ServeConfig};
     use crate::simulator::Simulator;
 
     /// Where the tests put request buffers (the mock queue sits at 0).
@@ -569,11 +571,13 @@ targets = ["hb0"]
             std::fs::write(&path, text).expect("topology file");
             path
         });
-        let sim = build(&ServeConfig {
-            topology,
-            backing_dir: dir.path().join("backing"),
-            ..Default::default()
-        })
+        let sim = Simulator::open(
+            topology.as_deref(),
+            &dir.path().join("backing"),
+            None,
+            None,
+            0,
+        )
         .expect("simulator");
         let mem =
             GuestMemoryMmap::from_ranges(&[(GuestAddress(0), GUEST_MEMORY)]).expect("guest memory");

@@ -19,7 +19,9 @@ pub const SPIN: Duration = Duration::from_micros(50);
 pub fn read(stream: &mut TcpStream, buf: &mut [u8], spin: Duration) -> io::Result<usize> {
     let start = Instant::now();
     loop {
-        // SAFETY: buf is valid for buf.len() bytes; the fd is the stream's.
+        // SAFETY: the fd is borrowed from `stream`, so it is open for the
+        // call; the kernel writes at most buf.len() bytes into buf, which is
+        // exclusively borrowed and valid for that length.
         let n = unsafe {
             libc::recv(
                 stream.as_raw_fd(),

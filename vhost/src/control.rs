@@ -22,10 +22,18 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use crate::plugin::PluginHub;
-use crate::serve::full_report;
 use crate::simulator::Simulator;
+use crate::stats::Report;
 
 pub use cxl_memsim_wire::control::{request, ControlError};
+
+/// The stats report with the plugin stream's part when there is one: what
+/// `stats` answers, and what `serve` prints in its report lines.
+pub fn full_report(sim: &Simulator, hub: Option<&PluginHub>, top: usize) -> Report {
+    let mut r = sim.report(top);
+    r.plugin = hub.map(PluginHub::report);
+    r
+}
 
 /// `cxl-memsim stats` without `--json`: the stats answer as text lines.
 pub fn stats_text(v: &serde_json::Value) -> String {

@@ -10,18 +10,18 @@
 //! device holds is counted as unmapped and the stream goes on; a stream
 //! that cannot be decoded ends only its own connection.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cxl_memsim_wire::{Command, Decoder, Kind, Message, Window};
-use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::backing;
 use crate::simulator::Simulator;
+use crate::stats::PluginReport;
 
 /// Errors of plugin commands.
 #[derive(Debug, thiserror::Error)]
@@ -47,43 +47,6 @@ pub enum PluginError {
 struct Region {
     start: u64,
     size: u64,
-}
-
-/// What the plugin side reports (the `plugin` object of the stats).
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
-pub struct PluginReport {
-    /// Plugins connected now.
-    pub connections: usize,
-    /// Of those, the ones whose instrumentation is installed.
-    pub armed: usize,
-    /// The windows of the last `arm`.
-    pub windows: Vec<String>,
-    /// Device name to the guest physical address of its first byte.
-    pub regions: BTreeMap<String, u64>,
-    /// Accesses received and charged to a device.
-    pub accesses: u64,
-    pub reads: u64,
-    pub writes: u64,
-    /// Accesses received that no device holds (counted, not charged).
-    pub unmapped: u64,
-    pub batches: u64,
-    /// Accesses the plugins said they could not send.
-    pub plugin_dropped: u64,
-    /// Messages missing from a connection's sequence.
-    pub sequence_gaps: u64,
-    /// Streams ended because they could not be decoded.
-    pub decode_errors: u64,
-    /// Bytes of incomplete messages left when a connection closed.
-    pub truncated_bytes: u64,
-    /// Per vCPU index: accesses streamed and the latest instruction-count
-    /// timestamp (instructions the vCPU executed under instrumentation).
-    pub vcpus: BTreeMap<u32, VcpuReport>,
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-pub struct VcpuReport {
-    pub accesses: u64,
-    pub last_icount: u64,
 }
 
 struct Conn {
@@ -354,20 +317,14 @@ pub async fn connection(stream: UnixStream, hub: Arc<PluginHub>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::{build, ServeConfig};
+    use crate::stats::VcpuReport;
     use cxl_memsim_wire::{encode_batch, AccessRecord, BatchHeader, FLAG_WRITE};
     use tokio::io::AsyncBufReadExt;
 
     const MIB: u64 = 1 << 20;
 
     fn hub(dir: &std::path::Path) -> Arc<PluginHub> {
-        let sim = build(&ServeConfig {
-            topology: None,
-            backing_dir: dir.to_owned(),
-            listen: "127.0.0.1:0".into(),
-            ..Default::default()
-        })
-        .expect("simulator");
+        let sim = Simulator::open(None, dir, None, None, 0).expect("simulator");
         Arc::new(PluginHub::new(Arc::new(sim)))
     }
 

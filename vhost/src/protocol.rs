@@ -179,6 +179,9 @@ mod tests {
         assert_eq!(b, want);
         assert_eq!(Request::decode(&want), r);
         // The in-memory repr(C) bytes are the wire bytes on little-endian.
+        // SAFETY: Request is repr(C) with its padding spelled out (`_pad`):
+        // 96 bytes, every one a field's, so all are initialised; transmute
+        // checks the sizes match.
         let raw: [u8; 96] = unsafe { std::mem::transmute(r) };
         assert_eq!(raw, want);
     }
@@ -195,6 +198,9 @@ mod tests {
         want[21] = 9;
         assert_eq!(b, want);
         assert_eq!(Response::decode(&want), r);
+        // SAFETY: Response is repr(C) with its padding spelled out (`_pad`):
+        // 80 bytes, every one a field's, so all are initialised; transmute
+        // checks the sizes match.
         let raw: [u8; 80] = unsafe { std::mem::transmute(r) };
         assert_eq!(raw, want);
     }

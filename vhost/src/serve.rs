@@ -7,18 +7,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cxl_topology::{Topology, TopologyError};
 use serde_json::json;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::backing::{self, BackingError};
 use crate::blk_backend::{self, BlkBackendError, BlkView};
-use crate::model::{Model, ModelError};
+use crate::control::full_report;
 use crate::plugin::PluginHub;
 use crate::server::NullResponder;
-use crate::simulator::Simulator;
-use crate::stats::Report;
+use crate::simulator::{Simulator, SimulatorError};
 
 /// Hot pages in the periodic and final reports.
 const REPORT_TOP: usize = 10;
@@ -26,12 +23,8 @@ const REPORT_TOP: usize = 10;
 /// Errors starting the simulator.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("Cannot load the topology.")]
-    Topology(#[from] TopologyError),
-    #[error("Cannot prepare the devices' backing memory.")]
-    Backing(#[from] BackingError),
-    #[error("Cannot build the latency model.")]
-    Model(#[from] ModelError),
+    #[error(transparent)]
+    Simulator(#[from] SimulatorError),
     #[error("Another cxl-memsim is already serving the socket {path}; stop it or choose another path (--control, --plugin-socket).")]
     SocketInUse { path: String },
     #[error("Cannot start the vhost-user-blk view of device {device}.")]
@@ -73,13 +66,13 @@ pub struct ServeConfig {
 
 /// Builds the simulator (files, model) without serving: for tests and tools.
 pub fn build(cfg: &ServeConfig) -> Result<Simulator, ServeError> {
-    let topology = Topology::load(cfg.topology.as_deref())?;
-    let devices = backing::open_all(&topology, &cfg.backing_dir)?;
-    let mut model = Model::from_topology(&topology, cfg.seed.unwrap_or(topology.simulator.seed));
-    if let Some(n) = &cfg.newick {
-        model.apply_newick(n)?;
-    }
-    Ok(Simulator::new(devices, model, cfg.base))
+    Ok(Simulator::open(
+        cfg.topology.as_deref(),
+        &cfg.backing_dir,
+        cfg.seed,
+        cfg.newick.as_deref(),
+        cfg.base,
+    )?)
 }
 
 /// Removes a stale control socket left by a simulator that died; refuses
@@ -92,13 +85,6 @@ fn clear_stale_socket(path: &Path) -> Result<(), ServeError> {
     }
     let _ = std::fs::remove_file(path);
     Ok(())
-}
-
-/// The stats report with the plugin stream's part when there is one.
-pub fn full_report(sim: &Simulator, hub: Option<&PluginHub>, top: usize) -> Report {
-    let mut r = sim.report(top);
-    r.plugin = hub.map(PluginHub::report);
-    r
 }
 
 /// Binds the TCP listener of `serve` and `null-server`.

@@ -74,7 +74,9 @@ pub fn congestion(arg: &str) -> Option<&str> {
 
 /// Sets the socket's TCP congestion control algorithm.
 pub fn set_congestion(stream: &TcpStream, name: &str) -> std::io::Result<()> {
-    // SAFETY: the fd is the stream's; the buffer is valid for its length.
+    // SAFETY: the fd is borrowed from `stream`, so it is open for the call;
+    // the kernel reads `optlen` bytes of the name (no trailing NUL needed)
+    // from `name`, which is valid for name.len() bytes.
     let r = unsafe {
         libc::setsockopt(
             stream.as_raw_fd(),
@@ -177,7 +179,9 @@ mod tests {
     fn congestion_of(s: &TcpStream) -> String {
         let mut buf = [0u8; 16];
         let mut len = buf.len() as libc::socklen_t;
-        // SAFETY: buf and len are valid; the fd is the stream's.
+        // SAFETY: the fd is borrowed from `s`, so it is open for the call;
+        // the kernel writes at most `len` (buf's size) bytes into buf and
+        // the written length into len, both live locals.
         let r = unsafe {
             libc::getsockopt(
                 s.as_raw_fd(),

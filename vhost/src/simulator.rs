@@ -1,15 +1,29 @@
 //! The simulator's shared state: device memory, model and stats, and how
 //! one request is served.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use cxl_memsim_wire::AccessRecord;
+use cxl_topology::{Topology, TopologyError};
+use vm_memory::VolatileSlice;
 
-use crate::backing::{self, DeviceMemory};
-use crate::model::{Arrival, Model};
+use crate::backing::{self, BackingError, DeviceMemory};
+use crate::model::{Arrival, Model, ModelError};
 use crate::protocol::{Request, Response, Status, OP_WRITE, REQUEST_SIZE};
 use crate::stats::{BlockOp, Report, Stats};
+
+/// Errors opening a simulator.
+#[derive(Debug, thiserror::Error)]
+pub enum SimulatorError {
+    #[error("Cannot load the topology.")]
+    Topology(#[from] TopologyError),
+    #[error("Cannot prepare the devices' backing memory.")]
+    Backing(#[from] BackingError),
+    #[error("Cannot build the latency model.")]
+    Model(#[from] ModelError),
+}
 
 /// Shared by every connection.
 pub struct Simulator {
@@ -23,11 +37,6 @@ pub struct Simulator {
     epoch: Instant,
 }
 
-// SAFETY: device memory is a shared file mapping that the guest writes
-// concurrently anyway; the simulator only copies bytes in and out of it.
-unsafe impl Sync for Simulator {}
-unsafe impl Send for Simulator {}
-
 impl Simulator {
     pub fn new(devices: Vec<DeviceMemory>, model: Model, base: u64) -> Simulator {
         let stats = Stats::new(devices.iter().map(|d| d.name.clone()).collect());
@@ -37,6 +46,26 @@ impl Simulator {
             state: Mutex::new((model, stats)),
             epoch: Instant::now(),
         }
+    }
+
+    /// Loads `topology` (the embedded default when `None`), opens its
+    /// devices' backing files in `backing_dir` and builds the model with
+    /// `seed` (default: the topology's), its links' latencies from `newick`
+    /// when given; wire addresses start at `base`.
+    pub fn open(
+        topology: Option<&Path>,
+        backing_dir: &Path,
+        seed: Option<u64>,
+        newick: Option<&str>,
+        base: u64,
+    ) -> Result<Simulator, SimulatorError> {
+        let topology = Topology::load(topology)?;
+        let devices = backing::open_all(&topology, backing_dir)?;
+        let mut model = Model::from_topology(&topology, seed.unwrap_or(topology.simulator.seed));
+        if let Some(n) = newick {
+            model.apply_newick(n)?;
+        }
+        Ok(Simulator::new(devices, model, base))
     }
 
     pub fn devices(&self) -> &[DeviceMemory] {
@@ -161,14 +190,17 @@ impl Simulator {
         let len = req.size as usize;
         let mut data = [0u8; 64];
         let mem = self.devices[dev].as_ptr();
-        // SAFETY: locate() checked offset + len <= device size; the mapping
-        // lives as long as self.
-        unsafe {
-            if write {
-                std::ptr::copy_nonoverlapping(req.data.as_ptr(), mem.add(offset as usize), len);
-            } else {
-                std::ptr::copy_nonoverlapping(mem.add(offset as usize), data.as_mut_ptr(), len);
-            }
+        // SAFETY: locate() checked offset + len <= the device's size, so the
+        // range is inside the mapping, which lives as long as self (the slice
+        // does not outlive this call). In this process device memory is only
+        // accessed through VolatileSlice (here and in blk.rs), as its contract
+        // asks; the guest's stores through QEMU's mapping of the same file may
+        // race with the copy, which then sees old or new bytes, like memory.
+        let device = unsafe { VolatileSlice::new(mem.add(offset as usize), len) };
+        if write {
+            device.copy_from(&req.data[..len]);
+        } else {
+            device.copy_to(&mut data[..len]);
         }
         // The client's timestamp is its own clock's: the model clamps it so
         // it cannot move the shared clock (see `Arrival::Foreign`).
@@ -222,7 +254,6 @@ impl Simulator {
 
 #[cfg(test)]
 mod tests {
-    use crate::blk::test_support::setup;
     use crate::protocol::{Request, Response, OP_READ, OP_WRITE, RESPONSE_SIZE};
 
     /// Serves `reqs` as one TCP read would and returns the latencies.
@@ -241,7 +272,8 @@ mod tests {
 
     #[test]
     fn a_clients_far_future_and_zero_timestamps_do_not_delay_others() {
-        let (_dir, sim, _mem) = setup(None);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sim = super::Simulator::open(None, dir.path(), None, None, 0).expect("simulator");
         // One TCP client stamps a write far in the future, then sends a
         // closed-loop one: each costs what it costs alone.
         let far = Request::new(OP_WRITE, 0, 64, u64::MAX, [1; 64]);

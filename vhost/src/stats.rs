@@ -174,7 +174,45 @@ pub struct Report {
     /// accesses are also in `requests`, `devices`, `latency_ns` and
     /// `hot_pages`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub plugin: Option<crate::plugin::PluginReport>,
+    pub plugin: Option<PluginReport>,
+}
+
+/// What the TCG plugin stream reports (the `plugin` object of the stats;
+/// `plugin.rs` counts it).
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct PluginReport {
+    /// Plugins connected now.
+    pub connections: usize,
+    /// Of those, the ones whose instrumentation is installed.
+    pub armed: usize,
+    /// The windows of the last `arm`.
+    pub windows: Vec<String>,
+    /// Device name to the guest physical address of its first byte.
+    pub regions: BTreeMap<String, u64>,
+    /// Accesses received and charged to a device.
+    pub accesses: u64,
+    pub reads: u64,
+    pub writes: u64,
+    /// Accesses received that no device holds (counted, not charged).
+    pub unmapped: u64,
+    pub batches: u64,
+    /// Accesses the plugins said they could not send.
+    pub plugin_dropped: u64,
+    /// Messages missing from a connection's sequence.
+    pub sequence_gaps: u64,
+    /// Streams ended because they could not be decoded.
+    pub decode_errors: u64,
+    /// Bytes of incomplete messages left when a connection closed.
+    pub truncated_bytes: u64,
+    /// Per vCPU index: accesses streamed and the latest instruction-count
+    /// timestamp (instructions the vCPU executed under instrumentation).
+    pub vcpus: BTreeMap<u32, VcpuReport>,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct VcpuReport {
+    pub accesses: u64,
+    pub last_icount: u64,
 }
 
 /// Block requests served through a device's vhost-user-blk view. Reads and

@@ -85,7 +85,9 @@ struct RawProc {
     comm: [u8; 16],
 }
 
-// SAFETY: #[repr(C)] integers and bytes, laid out as `struct proc` in C.
+// SAFETY: aya copies Pod values to and from map bytes. RawProc is
+// #[repr(C)], five u64s and 16 bytes laid out as `struct proc` in C: 56
+// bytes with no padding (the layout test), any bit pattern valid.
 unsafe impl aya::Pod for RawProc {}
 
 /// `struct exit_record` of the `exits` ring buffer.
@@ -102,8 +104,9 @@ impl RawExit {
         if bytes.len() < std::mem::size_of::<RawExit>() {
             return None;
         }
-        // SAFETY: the length is checked; RawExit is plain integers and
-        // bytes, valid for any bit pattern; the read is unaligned.
+        // SAFETY: the length check keeps the read inside `bytes`; RawExit is
+        // #[repr(C)] integers and bytes (its padding spelled out), valid for
+        // any bit pattern; read_unaligned needs no alignment.
         Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<RawExit>()) })
     }
 }

@@ -75,9 +75,11 @@ struct RawStats {
     comm: [u8; 16],
 }
 
-// SAFETY: plain #[repr(C)] integers and bytes, laid out as in the C structs.
+// SAFETY: aya copies Pod values to and from map bytes. Key is #[repr(C)],
+// two u32s: 8 bytes, no padding (the layout test), any bit pattern valid.
 unsafe impl aya::Pod for Key {}
-// SAFETY: as above.
+// SAFETY: as for Key: six u64s and 16 bytes, 64 bytes with no padding (the
+// layout test), any bit pattern valid.
 unsafe impl aya::Pod for RawStats {}
 
 /// One fault from the ring buffer (`struct event` in the C program).

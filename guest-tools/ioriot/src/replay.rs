@@ -210,15 +210,21 @@ impl Ctx<'_> {
 
     fn stat_follow(&self, p: &[u8]) -> Result<i64, Failure> {
         let fd = self.jail.open(p, libc::O_PATH, 0)?;
+        // SAFETY: libc::stat is a C struct of integers (and reserved integer
+        // arrays), for which all-zero bytes are a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: fd is open and st is a valid stat buffer.
+        // SAFETY: fd is an OwnedFd, open for the call; fstat writes one
+        // stat into st, a live local of that type.
         check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }.into())
     }
 
     fn stat_nofollow(&self, p: &[u8]) -> Result<i64, Failure> {
         let (dir, name) = self.jail.parent(p)?;
+        // SAFETY: libc::stat is a C struct of integers (and reserved integer
+        // arrays), for which all-zero bytes are a valid value.
         let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        // SAFETY: dir is open, name NUL-terminated, st a valid buffer.
+        // SAFETY: dir is an OwnedFd, open for the call; name is a CString
+        // (NUL-terminated); fstatat writes one stat into st, a live local.
         check(
             unsafe {
                 libc::fstatat(
@@ -259,6 +265,8 @@ impl Ctx<'_> {
     }
 
     fn statx(&self, p: &[u8], flags: i32, mask: u32) -> Result<i64, Failure> {
+        // SAFETY: libc::statx is a C struct of integers (and reserved integer
+        // arrays), for which all-zero bytes are a valid value.
         let mut st: libc::statx = unsafe { std::mem::zeroed() };
         let sync = flags & (libc::AT_STATX_FORCE_SYNC | libc::AT_STATX_DONT_SYNC);
         if flags & libc::AT_SYMLINK_NOFOLLOW != 0 {
@@ -352,14 +360,18 @@ impl Ctx<'_> {
             }
             Op::Statfs => {
                 let fd = self.jail.open(p, libc::O_PATH, 0)?;
+                // SAFETY: libc::statfs is a C struct of integers (and reserved integer
+                // arrays), for which all-zero bytes are a valid value.
                 let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-                // SAFETY: fd is open and st a valid buffer.
+                // SAFETY: fd is an OwnedFd, open for the call; fstatfs writes
+                // one statfs into st, a live local of that type.
                 check(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut st) }.into())?
             }
             Op::Mkdir | Op::Mkdirat => {
                 let (dir, name) = self.jail.parent(p)?;
-                // SAFETY: dir is open, name NUL-terminated.
                 check(
+                    // SAFETY: dir is an OwnedFd, open for the call; name is a
+                    // CString (NUL-terminated), read only.
                     unsafe { libc::mkdirat(dir.as_raw_fd(), name.as_ptr(), (o.a as u32) & 0o7777) }
                         .into(),
                 )?
@@ -410,8 +422,9 @@ impl Ctx<'_> {
                 };
                 let target = CString::new(target).map_err(|_| Failure::Errno(libc::EINVAL))?;
                 let (dir, name) = self.jail.parent(p)?;
-                // SAFETY: dir is open, both strings NUL-terminated.
                 check(
+                    // SAFETY: dir is an OwnedFd, open for the call; target and
+                    // name are CStrings (NUL-terminated), read only.
                     unsafe { libc::symlinkat(target.as_ptr(), dir.as_raw_fd(), name.as_ptr()) }
                         .into(),
                 )?
@@ -487,9 +500,16 @@ impl Ctx<'_> {
             }
         })?;
         let p = buf.as_mut_ptr();
-        // SAFETY (all calls below): fd is an open descriptor this worker
-        // owns; buffers are valid for n <= buf.len() bytes; structs are
-        // zeroed buffers of the right type.
+        // SAFETY: every pointer passed is valid for what the call does with
+        // it: `p` for n <= buf.len() bytes (buf is exclusively borrowed), the
+        // iovec and the stat/statfs buffers are live locals of the types the
+        // calls write, and the stat/statfs types are plain integers, for
+        // which all-zero bytes are valid. fcntl commands that take a pointer
+        // are not issued. `fd` is a number the kernel checks, not memory:
+        // should another thread replay the descriptor's close meanwhile (a
+        // race the captured workload had too), the call fails with EBADF or
+        // acts on whatever file reuses the number. A new descriptor from a
+        // successful dup is owned by nobody else, so the table may own it.
         let r: i64 = unsafe {
             match o.op {
                 Op::Read => libc::read(fd, p.cast(), n) as i64,

@@ -37,6 +37,8 @@ pub struct User {
 
 pub fn lookup(name: &str) -> Result<User, UserError> {
     let c = CString::new(name).map_err(|_| UserError::Unknown(name.to_owned()))?;
+    // SAFETY: libc::passwd is C integers and pointers, for which all-zero
+    // bytes (null pointers) are a valid value.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut buf = vec![0 as libc::c_char; 16384];
     let mut out: *mut libc::passwd = std::ptr::null_mut();

@@ -52,9 +52,13 @@ struct State {
 /// The scoreboard entry; QEMU owns the memory and keeps it valid for the
 /// plugin's lifetime.
 struct ScoreEntry(qemu_plugin_u64);
-// SAFETY: the entry is a handle QEMU reads and writes per vCPU; the plugin
-// only passes it back to QEMU.
+// SAFETY: the entry is a scoreboard pointer and an offset that Rust never
+// dereferences: the plugin only passes it by value to QEMU's API, which may
+// be called from any vCPU thread, so moving it to another thread is sound.
 unsafe impl Send for ScoreEntry {}
+// SAFETY: shared references only copy the entry out to pass it to QEMU
+// (see Send); the counters it names are per vCPU, each written by QEMU on
+// its own vCPU thread.
 unsafe impl Sync for ScoreEntry {}
 
 static STATE: OnceLock<State> = OnceLock::new();
@@ -87,7 +91,10 @@ impl State {
 pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(), String> {
     let a = args::parse(raw).map_err(|e| e.to_string())?;
     let (link, reader) = Link::connect(&a.socket, vcpus, a.batch)?;
-    // SAFETY: plain allocation of one u64 per vCPU, owned by QEMU.
+    // SAFETY: allocating a scoreboard has no precondition; QEMU sizes it
+    // for every vCPU (and grows it for new ones) with one u64 each, which
+    // the entry below names at offset 0. It is never freed: the plugin
+    // uses it until QEMU exits.
     let score = unsafe { qemu_plugin_scoreboard_new(std::mem::size_of::<u64>()) };
     let st = State {
         id,
@@ -132,8 +139,11 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
 /// Registers the callbacks of one state (a reset removed all of them).
 fn register(armed: bool) {
     let id = state().id;
-    // SAFETY: registering callbacks is what QEMU expects from install and
-    // from the reset callback.
+    // SAFETY: `id` is the one QEMU gave this plugin at install; the API
+    // allows registering callbacks from install and from the reset
+    // callback, the only callers. Each callback is a function of the
+    // signature the API declares (the bindings' types check it) and lives
+    // as long as the program; on_exit takes no user data, so null is fine.
     unsafe {
         qemu_plugin_register_vcpu_tb_trans_cb(
             id,
@@ -156,13 +166,16 @@ fn poll_pending(st: &State) {
         .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
         .is_ok()
     {
-        // SAFETY: called on a vCPU thread, as qemu_plugin_reset requires.
+        // SAFETY: `id` is this plugin's; poll_pending runs only in vCPU
+        // callbacks, and qemu_plugin_reset must be called on a vCPU thread
+        // (it queues exclusive work there). `resetting` keeps a second
+        // reset from starting before on_reset ran.
         unsafe { qemu_plugin_reset(st.id, Some(on_reset)) };
     }
 }
 
 /// Runs with every vCPU stopped and the plugin's callbacks removed.
-unsafe extern "C" fn on_reset(_id: qemu_plugin_id_t) {
+extern "C" fn on_reset(_id: qemu_plugin_id_t) {
     let st = state();
     let want = st.pending.swap(NONE, Ordering::AcqRel);
     // Records of the old state go out before the new state is announced.
@@ -190,14 +203,23 @@ unsafe extern "C" fn on_reset(_id: qemu_plugin_id_t) {
     st.resetting.store(false, Ordering::Release);
 }
 
-unsafe extern "C" fn on_tb_disarmed(_id: qemu_plugin_id_t, _tb: *mut qemu_plugin_tb) {
+extern "C" fn on_tb_disarmed(_id: qemu_plugin_id_t, _tb: *mut qemu_plugin_tb) {
     poll_pending(state());
 }
 
+/// Instruments a translated block while armed.
+///
+/// # Safety
+///
+/// `tb` is the block QEMU is translating, valid for this call: QEMU's
+/// translation callback contract.
 unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb) {
     let st = state();
     poll_pending(st);
-    // SAFETY: tb is the block being translated, valid during this callback.
+    // SAFETY: tb is valid for this call (the caller's contract), and so are
+    // the instruction handles taken from it for i < n. The scoreboard entry
+    // is valid for QEMU's lifetime; on_mem has the memory callback's
+    // signature, and its user data is a count, never dereferenced.
     unsafe {
         let n = qemu_plugin_tb_n_insns(tb);
         // Counted when the block starts: an access of instruction i sees
@@ -222,6 +244,11 @@ unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
 }
 
 /// Every guest memory access while armed: the hot path.
+///
+/// # Safety
+///
+/// `info` describes the access being made on vCPU `vcpu`, valid for this
+/// call: QEMU's memory callback contract.
 unsafe extern "C" fn on_mem(
     vcpu: c_uint,
     info: qemu_plugin_meminfo_t,
@@ -229,43 +256,50 @@ unsafe extern "C" fn on_mem(
     userdata: *mut c_void,
 ) {
     let st = state();
-    // SAFETY: info is valid during the callback; the hwaddr handle too.
-    unsafe {
+    // SAFETY: info is valid for this call (the caller's contract); the
+    // returned handle is valid until the callback returns, and null (which
+    // is checked) under user-mode emulation.
+    let addr = unsafe {
         let hw = qemu_plugin_get_hwaddr(info, vaddr);
         if hw.is_null() {
             return;
         }
-        let addr = qemu_plugin_hwaddr_phys_addr(hw);
-        if !st.watched(addr) {
-            return;
-        }
-        let back = userdata as u64;
-        let rec = AccessRecord {
-            addr,
-            icount: qemu_plugin_u64_get(st.icount.0, vcpu).wrapping_sub(back),
-            vcpu,
-            size: 1u16 << qemu_plugin_mem_size_shift(info).min(15),
-            flags: if qemu_plugin_mem_is_store(info) {
-                FLAG_WRITE
-            } else {
-                0
-            },
-        };
-        st.link.push(vcpu as usize, rec);
+        qemu_plugin_hwaddr_phys_addr(hw)
+    };
+    if !st.watched(addr) {
+        return;
     }
+    let back = userdata as u64;
+    // SAFETY: the scoreboard entry is valid for QEMU's lifetime and has a
+    // counter for every vCPU index QEMU passes; info is valid for this call.
+    let (icount, size_shift, store) = unsafe {
+        (
+            qemu_plugin_u64_get(st.icount.0, vcpu),
+            qemu_plugin_mem_size_shift(info),
+            qemu_plugin_mem_is_store(info),
+        )
+    };
+    let rec = AccessRecord {
+        addr,
+        icount: icount.wrapping_sub(back),
+        vcpu,
+        size: 1u16 << size_shift.min(15),
+        flags: if store { FLAG_WRITE } else { 0 },
+    };
+    st.link.push(vcpu as usize, rec);
 }
 
-unsafe extern "C" fn on_idle(_id: qemu_plugin_id_t, vcpu: c_uint) {
+extern "C" fn on_idle(_id: qemu_plugin_id_t, vcpu: c_uint) {
     let st = state();
     // An idle vCPU's records would otherwise wait for the flusher.
     st.link.flush_vcpu(vcpu as usize);
     poll_pending(st);
 }
 
-unsafe extern "C" fn on_resume(_id: qemu_plugin_id_t, _vcpu: c_uint) {
+extern "C" fn on_resume(_id: qemu_plugin_id_t, _vcpu: c_uint) {
     poll_pending(state());
 }
 
-unsafe extern "C" fn on_exit(_id: qemu_plugin_id_t, _userdata: *mut c_void) {
+extern "C" fn on_exit(_id: qemu_plugin_id_t, _userdata: *mut c_void) {
     state().link.flush_all();
 }

@@ -30,8 +30,8 @@ pub static qemu_plugin_version: c_int = QEMU_PLUGIN_VERSION as c_int;
 ///
 /// # Safety
 ///
-/// QEMU passes an `info` valid for the call and `argc` NUL-terminated
-/// strings in `argv`.
+/// Called by QEMU only, which passes an `info` valid for the call and, in
+/// `argv`, `argc` pointers to NUL-terminated strings valid for the call.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn qemu_plugin_install(
     id: qemu_plugin_id_t,
@@ -40,12 +40,15 @@ pub unsafe extern "C" fn qemu_plugin_install(
     argv: *const *const c_char,
 ) -> c_int {
     let raw: Vec<String> = (0..usize::try_from(argc).unwrap_or(0))
-        // SAFETY: QEMU passes argc valid C strings.
+        // SAFETY: by the caller's contract argv holds argc pointers, each to
+        // a NUL-terminated string valid for this call; the strings are
+        // copied out before it returns.
         .map(|i| unsafe { CStr::from_ptr(*argv.add(i)) })
         .map(|s| s.to_string_lossy().into_owned())
         .collect();
-    // SAFETY: `info` is valid for the call; `system` is the union's member
-    // under full-system emulation.
+    // SAFETY: `info` is valid for the call (the caller's contract); QEMU
+    // fills the union's `system` member under full-system emulation, the
+    // only case in which it is read.
     let vcpus = unsafe {
         let info = &*info;
         if info.system_emulation {

@@ -92,8 +92,16 @@ fn matrix(m: &mut M, base: &str) {
     let at = libc::AT_FDCWD as c_long;
     let mdir = c(base);
     let cbuf = |s: &CString| s.as_ptr() as c_long;
-    // SAFETY (every syscall below): arguments are valid NUL-terminated
-    // strings, buffers of the sizes passed, or plain integers.
+    // SAFETY: every pointer a call gets is valid for what it does with it:
+    // strings are CStrings alive for the call (NUL-terminated, read only);
+    // reads and writes stay inside `buf` (8192 bytes), `lbuf` (256) or the
+    // child's `data`, all alive for the call, as do the iovecs' ranges; the
+    // stat, statfs and statx buffers are live locals of the types the calls
+    // write, plain integers, for which zeroed() is a valid value. The
+    // descriptors are ones this function opened, each closed once; dup2 and
+    // dup3 target 200 and 201, numbers nothing else in this program holds.
+    // After fork the child makes only raw syscalls and _exit, which is what
+    // a child of a multithreaded process may do.
     unsafe {
         m.ok("mkdir", syscall(libc::SYS_mkdir, cbuf(&mdir), 0o755));
         let dfd = m.ok(
