@@ -17,7 +17,7 @@ use crate::qemu::{self, Accel, DeviceFiles, QemuConfig};
 use crate::qga::{Agent, ExecOutput, QgaError};
 use crate::qmp::Qmp;
 use crate::regions::{self, RegionError};
-use crate::rundir::{LabState, RunDir, RunDirError, Timings};
+use crate::rundir::{LabState, LabStatus, RunDir, RunDirError, Timings};
 
 /// Errors of the verbs.
 #[derive(Debug, thiserror::Error)]
@@ -169,7 +169,7 @@ pub struct BlockViewSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
     pub name: String,
-    pub status: String,
+    pub status: LabStatus,
     pub run_dir: PathBuf,
     pub accel: Accel,
     pub image_key: String,
@@ -228,7 +228,7 @@ fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
         .collect();
     Summary {
         name: run.name.clone(),
-        status: state.status.clone(),
+        status: state.status,
         run_dir: run.dir.clone(),
         accel: state.accel,
         image_key: state.image_key.clone(),
@@ -354,7 +354,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         let alive = state
             .qemu_pid
             .is_some_and(|p| process::is_alive(p, &run.marker()));
-        if alive && state.status != "down" {
+        if alive && state.status != LabStatus::Down {
             return Err(LabError::AlreadyUp(run.name.clone()));
         }
         // A previous run died (QEMU killed, host rebooted): clean it up.
@@ -450,7 +450,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     });
     let mut state = LabState {
         name: run.name.clone(),
-        status: "starting".into(),
+        status: LabStatus::Starting,
         topology_origin: topology.origin.clone(),
         image_key: img.manifest.key.clone(),
         kernel: img.kernel.clone(),
@@ -610,7 +610,7 @@ async fn boot(
         });
     }
     state.regions = Some(outcome);
-    state.status = "up".into();
+    state.status = LabStatus::Up;
     run.save(state)?;
     Ok(())
 }
@@ -720,7 +720,7 @@ async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError>
         let _ = std::fs::remove_dir(&run.sockets);
     }
     if let Some(mut s) = state {
-        s.status = "down".into();
+        s.status = LabStatus::Down;
         s.qemu_pid = None;
         s.memsim_pid = None;
         run.save(&s)?;
@@ -831,7 +831,7 @@ fn args_in(
 ) -> Result<Vec<String>, LabError> {
     let name = &run.name;
     if let Some(state) = run.load()? {
-        if state.status != "down" {
+        if state.status != LabStatus::Down {
             if let Some(path) = topology {
                 let asked = Topology::load(Some(path))?;
                 let running = Topology::load(Some(&run.topology_file()))?;
@@ -1035,14 +1035,14 @@ mod tests {
 
     /// A saved state of lab "t" with no processes.
     fn test_state(
-        status: &str,
+        status: LabStatus,
         topology_origin: String,
         argv: Vec<String>,
         devices: Vec<DeviceFiles>,
     ) -> LabState {
         LabState {
             name: "t".into(),
-            status: status.into(),
+            status,
             topology_origin,
             image_key: "k".into(),
             kernel: "/k".into(),
@@ -1067,7 +1067,7 @@ mod tests {
         let t = Topology::embedded_default();
         std::fs::write(run.topology_file(), t.to_toml()).unwrap();
         let state = test_state(
-            "up",
+            LabStatus::Up,
             t.origin.clone(),
             vec!["qemu-system-x86_64".into(), "-S".into()],
             vec![],
@@ -1117,7 +1117,7 @@ mod tests {
             dev.lsa_size = None;
         }
         std::fs::write(run.topology_file(), t.to_toml()).unwrap();
-        let state = test_state("down", String::new(), vec![], devices.clone());
+        let state = test_state(LabStatus::Down, String::new(), vec![], devices.clone());
         run.save(&state).unwrap();
         down_run(&run, &Events::none()).await.unwrap();
         let pmem = devices.iter().find(|f| f.name == "pmem0").unwrap();

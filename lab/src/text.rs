@@ -14,7 +14,7 @@ pub fn summary(s: &Summary) -> String {
         out,
         "lab '{}' is {} ({}), run directory {}",
         s.name,
-        s.status,
+        s.status.as_str(),
         s.accel.as_str(),
         s.run_dir.display()
     );
