@@ -6,7 +6,7 @@
 //! what is stable from run to run, with timings, pids, tids and paths redacted.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
+use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
 
@@ -62,7 +62,7 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
     lab.up();
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
             &["faults".into()],
             &Events::none(),

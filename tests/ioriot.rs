@@ -10,7 +10,7 @@
 //! out, device names redacted.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
+use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
 
@@ -75,7 +75,7 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
     pattern("write", size - (1 << 20));
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
             &["ioriot".into()],
             &Events::none(),

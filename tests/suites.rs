@@ -5,7 +5,7 @@
 //! replaces the earlier PASS in the results directory.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
+use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
 
@@ -75,7 +75,7 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     }
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
             &["dax".into(), "fio".into()],
             &Events::none(),
@@ -129,7 +129,11 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     lab.run(&["rm", "/usr/lib/cxl-lab/libfio_intercept.so"]);
     let again = lab
         .rt
-        .block_on(lab::run_suites(&lab.name, &["fio".into()], &Events::none()))
+        .block_on(verbs::run_suites(
+            &lab.name,
+            &["fio".into()],
+            &Events::none(),
+        ))
         .unwrap_or_else(|e| panic!("lab run fio: {}", chain(&e)));
     let r = &again[0];
     assert!(!r.passed);

@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use cxl_lab::events::{Events, Recorder};
-use cxl_lab::lab::{self, AccelChoice, Summary, UpOptions};
 use cxl_lab::qga::ExecOutput;
+use cxl_lab::summary::{DownReport, Summary};
+use cxl_lab::verbs::{self, AccelChoice, UpOptions};
 
 /// The directory with the workspace binaries the lab needs (cxl-memsim and
 /// the guest tools): cargo's target dir of this test binary.
@@ -46,7 +47,7 @@ impl TestLab {
         };
         // A run left over by an interrupted test would make `up` refuse.
         lab.rt
-            .block_on(lab::down(name, &Events::none()))
+            .block_on(verbs::down(name, &Events::none()))
             .expect("cleaning up an earlier run");
         lab
     }
@@ -62,7 +63,7 @@ impl TestLab {
     pub fn up(&self) -> Summary {
         let events = Events::new(self.recorder.clone());
         self.rt
-            .block_on(lab::up(&self.options(), &events))
+            .block_on(verbs::up(&self.options(), &events))
             .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
     }
 
@@ -74,13 +75,13 @@ impl TestLab {
             ..self.options()
         };
         self.rt
-            .block_on(lab::up(&opts, &events))
+            .block_on(verbs::up(&opts, &events))
             .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
     }
 
-    pub fn down(&self) -> lab::DownReport {
+    pub fn down(&self) -> DownReport {
         self.rt
-            .block_on(lab::down(&self.name, &Events::none()))
+            .block_on(verbs::down(&self.name, &Events::none()))
             .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, chain(&e)))
     }
 
@@ -100,14 +101,14 @@ impl TestLab {
     pub fn exec(&self, argv: &[&str]) -> ExecOutput {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         self.rt
-            .block_on(lab::exec(&self.name, &argv, Duration::from_secs(300)))
+            .block_on(verbs::exec(&self.name, &argv, Duration::from_secs(300)))
             .unwrap_or_else(|e| panic!("cannot run {argv:?} in lab {}: {}", self.name, chain(&e)))
     }
 }
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        let _ = self.rt.block_on(lab::down(&self.name, &Events::none()));
+        let _ = self.rt.block_on(verbs::down(&self.name, &Events::none()));
     }
 }
 

@@ -8,10 +8,10 @@
 //! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`, timing mode (the
 //! TCG plugin) is `timing.rs`.
 
+pub mod error;
 pub mod events;
 pub mod image;
 pub mod kvm;
-pub mod lab;
 pub mod memsim;
 pub mod paths;
 pub mod process;
@@ -21,6 +21,8 @@ pub mod qmp;
 pub mod regions;
 pub mod rundir;
 pub mod suites;
+pub mod summary;
 pub mod text;
 pub mod timing;
 pub mod ui;
+pub mod verbs;

@@ -5,11 +5,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
 use cxl_lab::image::ImageOptions;
-use cxl_lab::lab::{self, AccelChoice, UpOptions};
 use cxl_lab::text;
 use cxl_lab::ui::TerminalUi;
+use cxl_lab::verbs::{self, AccelChoice, UpOptions};
 
 #[derive(Parser)]
 #[command(
@@ -218,10 +219,10 @@ async fn main() -> anyhow::Result<()> {
             };
             let events = ui();
             let summary = tokio::select! {
-                r = lab::up(&opts, &events) => r.context("lab up failed")?,
+                r = verbs::up(&opts, &events) => r.context("lab up failed")?,
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!("interrupted: tearing down");
-                    lab::down(&name.name, &events).await.context("tearing down after Ctrl-C")?;
+                    verbs::down(&name.name, &events).await.context("tearing down after Ctrl-C")?;
                     std::process::exit(130);
                 }
             };
@@ -232,7 +233,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Down { name, json } => {
-            let r = lab::down(&name.name, &ui())
+            let r = verbs::down(&name.name, &ui())
                 .await
                 .context("lab down failed")?;
             if json {
@@ -242,7 +243,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Status { name, json } => {
-            let s = lab::status(&name.name).await.context("lab status failed")?;
+            let s = verbs::status(&name.name)
+                .await
+                .context("lab status failed")?;
             if json {
                 print_json(&s)?;
             } else {
@@ -255,8 +258,8 @@ async fn main() -> anyhow::Result<()> {
             json,
             command,
         } => {
-            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout)).await;
-            if let Err(lab::LabError::Guest(e)) = &out {
+            let out = verbs::exec(&name.name, &command, Duration::from_secs(timeout)).await;
+            if let Err(LabError::Guest(e)) = &out {
                 if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**e {
                     // Show what was captured before saying it is cut off.
                     print!("{}", output.stdout);
@@ -279,7 +282,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code.clamp(0, 255) as i32);
         }
         Verb::Run { name, suites, json } => {
-            let results = lab::run_suites(&name.name, &suites, &ui())
+            let results = verbs::run_suites(&name.name, &suites, &ui())
                 .await
                 .context("lab run failed")?;
             if json {
@@ -297,7 +300,7 @@ async fn main() -> anyhow::Result<()> {
             timing,
             json,
         } => {
-            let argv = lab::args(
+            let argv = verbs::args(
                 &name.name,
                 topology.as_deref(),
                 &ImageOptions::default(),
@@ -311,7 +314,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Console { name, no_follow } => {
-            let run = lab::run_dir(&name.name)?;
+            let run = verbs::run_dir(&name.name)?;
             follow_console(cxl_lab::qemu::console_log(&run.dir), !no_follow).await?;
         }
         Verb::Bench {
@@ -331,7 +334,7 @@ async fn main() -> anyhow::Result<()> {
                 timing,
                 ..UpOptions::default()
             };
-            let b = lab::bench_boot(&opts, runs, &Events::none())
+            let b = verbs::bench_boot(&opts, runs, &Events::none())
                 .await
                 .context("lab bench boot failed")?;
             if json {

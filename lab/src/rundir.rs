@@ -113,6 +113,35 @@ pub struct LabState {
     pub timing: Option<crate::timing::TimingState>,
 }
 
+impl LabState {
+    /// A saved state of lab "t" with no processes, for the verbs' tests.
+    #[cfg(test)]
+    pub(crate) fn of_test_lab(
+        status: LabStatus,
+        topology_origin: String,
+        argv: Vec<String>,
+        devices: Vec<DeviceFiles>,
+    ) -> LabState {
+        LabState {
+            name: "t".into(),
+            status,
+            topology_origin,
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv,
+            devices,
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        }
+    }
+}
+
 impl RunDir {
     pub fn new(name: &str) -> Result<RunDir, RunDirError> {
         let mut run = RunDir::under(&crate::paths::state_root(), name)?;

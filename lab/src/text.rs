@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::image::Image;
-use crate::lab::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
+use crate::summary::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
 
 /// `lab up`, and the first lines of `lab status`.
 pub fn summary(s: &Summary) -> String {

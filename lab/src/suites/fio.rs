@@ -18,7 +18,7 @@ use cxl_topology::DeviceKind;
 
 use super::keep;
 use super::{sh, SuiteContext, SuiteError};
-use crate::lab::DeviceSummary;
+use crate::summary::DeviceSummary;
 
 pub const BLOCK_SIZES: [u64; 6] = [64, 128, 256, 384, 512, 4096];
 pub const PRELOAD: &str = "/usr/lib/cxl-lab/libfio_intercept.so";

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::lab::Summary;
 use crate::qga::{Agent, ExecOutput, QgaError};
+use crate::summary::Summary;
 
 /// Errors of a suite.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,40 @@
+//! `lab bench boot`.
+
+use super::down::down;
+use super::up::{up, UpOptions};
+use crate::error::LabError;
+use crate::events::Events;
+use crate::image;
+use crate::summary::BootBench;
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    if v.is_empty() {
+        0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+pub async fn bench_boot(
+    opts: &UpOptions,
+    runs: usize,
+    events: &Events,
+) -> Result<BootBench, LabError> {
+    // Build (or find) the image first so every run measures a cached start.
+    image::build(&opts.image, events)?;
+    let mut timings = Vec::new();
+    for _ in 0..runs {
+        let s = up(opts, events).await?;
+        down(&opts.name, events).await?;
+        timings.push(s.timings);
+    }
+    let regions: Vec<u64> = timings.iter().map(|t| t.regions_ready_ms).collect();
+    Ok(BootBench {
+        median_agent_ready_ms: median(timings.iter().map(|t| t.agent_ready_ms).collect()),
+        median_regions_ready_ms: median(regions.clone()),
+        min_regions_ready_ms: regions.iter().copied().min().unwrap_or(0),
+        max_regions_ready_ms: regions.iter().copied().max().unwrap_or(0),
+        runs: timings,
+    })
+}
