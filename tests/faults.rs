@@ -6,6 +6,7 @@
 //! what is stable from run to run, with timings, pids, tids and paths redacted.
 
 use cxl_lab::events::Events;
+use cxl_lab::suites::Suite;
 use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
@@ -64,7 +65,7 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
         .rt
         .block_on(verbs::run_suites(
             &lab.name,
-            &["faults".into()],
+            &[Suite::Faults],
             &Events::none(),
         ))
         .unwrap_or_else(|e| panic!("lab run faults: {}", chain(&e)));

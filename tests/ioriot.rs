@@ -10,6 +10,7 @@
 //! out, device names redacted.
 
 use cxl_lab::events::Events;
+use cxl_lab::suites::Suite;
 use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
@@ -77,7 +78,7 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         .rt
         .block_on(verbs::run_suites(
             &lab.name,
-            &["ioriot".into()],
+            &[Suite::Ioriot],
             &Events::none(),
         ))
         .unwrap_or_else(|e| panic!("lab run ioriot: {}", chain(&e)));

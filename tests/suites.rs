@@ -5,6 +5,7 @@
 //! replaces the earlier PASS in the results directory.
 
 use cxl_lab::events::Events;
+use cxl_lab::suites::Suite;
 use cxl_lab::verbs;
 use lab_e2e::{chain, TestLab};
 use serde_json::{json, Value};
@@ -77,7 +78,7 @@ fn dax_and_fio_suites_pass_in_the_guest() {
         .rt
         .block_on(verbs::run_suites(
             &lab.name,
-            &["dax".into(), "fio".into()],
+            &[Suite::Dax, Suite::Fio],
             &Events::none(),
         ))
         .unwrap_or_else(|e| panic!("lab run dax fio: {}", chain(&e)));
@@ -129,11 +130,7 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     lab.run(&["rm", "/usr/lib/cxl-lab/libfio_intercept.so"]);
     let again = lab
         .rt
-        .block_on(verbs::run_suites(
-            &lab.name,
-            &["fio".into()],
-            &Events::none(),
-        ))
+        .block_on(verbs::run_suites(&lab.name, &[Suite::Fio], &Events::none()))
         .unwrap_or_else(|e| panic!("lab run fio: {}", chain(&e)));
     let r = &again[0];
     assert!(!r.passed);

@@ -59,8 +59,6 @@ pub enum LabError {
     /// A guest command (`lab exec`) that could not run or finish.
     #[error(transparent)]
     Guest(Box<QgaError>),
-    #[error(transparent)]
-    Suite(#[from] crate::suites::SuiteError),
     #[error("Timing mode could not start.")]
     Timing(#[from] crate::timing::TimingError),
     #[error("The label storage area {path} of device {device} has {found} bytes but the topology says lsa_size = {expected}; move the file away (its namespace labels belong to another topology) or fix the device's lsa_size.")]

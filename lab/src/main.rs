@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
 use cxl_lab::image::ImageOptions;
+use cxl_lab::suites::{self, SuiteArg};
 use cxl_lab::text;
 use cxl_lab::ui::TerminalUi;
 use cxl_lab::verbs::{self, AccelChoice, UpOptions};
@@ -85,13 +86,13 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Run test suites in the guest (dax, fio, faults, ioriot, or all); results go to the
-    /// run directory's results/ and a table to stdout.
+    /// Run test suites in the guest (`all` runs every one); results go to
+    /// the run directory's results/ and a table to stdout.
     Run {
         #[command(flatten)]
         name: NameArg,
         #[arg(required = true)]
-        suites: Vec<String>,
+        suites: Vec<SuiteArg>,
         #[arg(long)]
         json: bool,
     },
@@ -282,7 +283,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code.clamp(0, 255) as i32);
         }
         Verb::Run { name, suites, json } => {
-            let results = verbs::run_suites(&name.name, &suites, &ui())
+            let results = verbs::run_suites(&name.name, &suites::expand(&suites), &ui())
                 .await
                 .context("lab run failed")?;
             if json {

@@ -9,6 +9,8 @@ use super::exec::agent;
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
 use crate::rundir::RunDir;
+use crate::suite_support::{SuiteContext, SuiteError};
+use crate::suites::Suite;
 use crate::summary::{summarize, SuiteResult};
 
 /// Writes a suite's outcome to `file` and returns (passed, error). A suite
@@ -17,7 +19,7 @@ use crate::summary::{summarize, SuiteResult};
 fn record_result(
     file: &Path,
     suite: &str,
-    result: Result<serde_json::Value, crate::suites::SuiteError>,
+    result: Result<serde_json::Value, SuiteError>,
 ) -> Result<(bool, Option<String>), LabError> {
     let (passed, error, v) = match result {
         Ok(v) => {
@@ -45,10 +47,9 @@ fn record_result(
 /// `results/<suite>.json` in the run directory (see `record_result`).
 pub async fn run_suites(
     name: &str,
-    suites: &[String],
+    suites: &[Suite],
     events: &Events,
 ) -> Result<Vec<SuiteResult>, LabError> {
-    let list = crate::suites::expand(suites)?;
     let run = RunDir::new(name)?;
     let state = run
         .load()?
@@ -57,28 +58,29 @@ pub async fn run_suites(
     let summary = summarize(&run, &state, &topology);
     let agent = agent(name).await?;
     std::fs::create_dir_all(run.results_dir()).map_err(io_err(&run.results_dir()))?;
-    let ctx = crate::suites::SuiteContext {
+    let ctx = SuiteContext {
         agent: &agent,
         summary: &summary,
     };
     let mut out = Vec::new();
-    for suite in list {
+    for &suite in suites {
+        let name = suite.name();
         let t = Instant::now();
         events.emit(Event::Started {
             step: Step::Command,
-            detail: format!("suite {suite}"),
+            detail: format!("suite {name}"),
         });
-        let file = run.results_dir().join(format!("{suite}.json"));
-        let result = crate::suites::run(suite, &ctx).await;
-        let (passed, error) = record_result(&file, suite, result)?;
-        let detail = format!("suite {suite} {}", if passed { "passed" } else { "FAILED" });
+        let file = run.results_dir().join(format!("{name}.json"));
+        let result = suite.run(&ctx).await;
+        let (passed, error) = record_result(&file, name, result)?;
+        let detail = format!("suite {name} {}", if passed { "passed" } else { "FAILED" });
         events.emit(Event::Finished {
             step: Step::Command,
             elapsed: t.elapsed(),
             detail,
         });
         out.push(SuiteResult {
-            suite: suite.into(),
+            suite: name.into(),
             passed,
             seconds: t.elapsed().as_secs_f64(),
             result_file: file,
@@ -98,7 +100,7 @@ mod tests {
         let file = dir.path().join("dax.json");
         let ok = record_result(&file, "dax", Ok(serde_json::json!({"passed": true}))).unwrap();
         assert_eq!(ok, (true, None));
-        let err = crate::suites::SuiteError::NoDax("dax");
+        let err = SuiteError::NoDax("dax");
         let (passed, error) = record_result(&file, "dax", Err(err)).unwrap();
         assert!(!passed);
         let written: serde_json::Value =
