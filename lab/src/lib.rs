@@ -20,6 +20,7 @@ pub mod qga;
 pub mod qmp;
 pub mod regions;
 pub mod rundir;
+pub mod stats;
 pub mod suite_support;
 pub mod suites;
 pub mod summary;

@@ -184,17 +184,6 @@ pub fn ratio(x: f64, base: f64) -> Option<f64> {
     (base > 0.0).then(|| x / base)
 }
 
-/// The median (the mean of the middle two for an even count; 0 for none).
-pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,12 +213,5 @@ mod tests {
             e.to_string(),
             "Guest command `dax-tester` failed with exit 2.\nstderr:\nbad offset"
         );
-    }
-
-    #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
     }
 }

@@ -5,17 +5,11 @@ use super::up::{up, UpOptions};
 use crate::error::LabError;
 use crate::events::Events;
 use crate::image;
+use crate::stats::median;
 use crate::summary::BootBench;
 
-fn median(mut v: Vec<u64>) -> u64 {
-    v.sort_unstable();
-    if v.is_empty() {
-        0
-    } else {
-        v[v.len() / 2]
-    }
-}
-
+/// `lab bench boot`: `runs` cycles of `lab up` and `lab down` with a cached
+/// image, and the medians of their boot timings.
 pub async fn bench_boot(
     opts: &UpOptions,
     runs: usize,
@@ -30,9 +24,14 @@ pub async fn bench_boot(
         timings.push(s.timings);
     }
     let regions: Vec<u64> = timings.iter().map(|t| t.regions_ready_ms).collect();
+    let median_ms = |ms: &[u64]| {
+        let ms: Vec<f64> = ms.iter().map(|&m| m as f64).collect();
+        median(&ms).round() as u64
+    };
+    let agent: Vec<u64> = timings.iter().map(|t| t.agent_ready_ms).collect();
     Ok(BootBench {
-        median_agent_ready_ms: median(timings.iter().map(|t| t.agent_ready_ms).collect()),
-        median_regions_ready_ms: median(regions.clone()),
+        median_agent_ready_ms: median_ms(&agent),
+        median_regions_ready_ms: median_ms(&regions),
         min_regions_ready_ms: regions.iter().copied().min().unwrap_or(0),
         max_regions_ready_ms: regions.iter().copied().max().unwrap_or(0),
         runs: timings,
