@@ -12,7 +12,7 @@
 use cxl_lab::events::Events;
 use cxl_lab::suites::Suite;
 use cxl_lab::verbs;
-use lab_e2e::{chain, TestLab};
+use lab_e2e::{error_chain, TestLab};
 use serde_json::{json, Value};
 
 /// Per op of a replay's statistics: the figures that do not vary.
@@ -81,7 +81,7 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
             &[Suite::Ioriot],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run ioriot: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run ioriot: {}", error_chain(&e)));
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

@@ -49,7 +49,7 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
     let status = lab
         .rt
         .block_on(cxl_lab::verbs::status(&lab.name))
-        .unwrap_or_else(|e| panic!("lab status: {}", lab_e2e::chain(&e)));
+        .unwrap_or_else(|e| panic!("lab status: {}", lab_e2e::error_chain(&e)));
     assert!(
         status.qemu_running && status.simulator_running && status.agent_answers,
         "{status:#?}"

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cxl_lab::error::error_chain;
 use cxl_lab::events::{Events, Recorder};
 use cxl_lab::qga::ExecOutput;
 use cxl_lab::summary::{DownReport, Summary};
@@ -64,7 +65,7 @@ impl TestLab {
         let events = Events::new(self.recorder.clone());
         self.rt
             .block_on(verbs::up(&self.options(), &events))
-            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, error_chain(&e)))
     }
 
     /// `lab up` on a topology file instead of the embedded default.
@@ -76,13 +77,13 @@ impl TestLab {
         };
         self.rt
             .block_on(verbs::up(&opts, &events))
-            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, error_chain(&e)))
     }
 
     pub fn down(&self) -> DownReport {
         self.rt
             .block_on(verbs::down(&self.name, &Events::none()))
-            .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, chain(&e)))
+            .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, error_chain(&e)))
     }
 
     /// Runs a guest command; panics with its output when it fails.
@@ -102,7 +103,13 @@ impl TestLab {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         self.rt
             .block_on(verbs::exec(&self.name, &argv, Duration::from_secs(300)))
-            .unwrap_or_else(|e| panic!("cannot run {argv:?} in lab {}: {}", self.name, chain(&e)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {argv:?} in lab {}: {}",
+                    self.name,
+                    error_chain(&e)
+                )
+            })
     }
 }
 
@@ -110,17 +117,6 @@ impl Drop for TestLab {
     fn drop(&mut self) {
         let _ = self.rt.block_on(verbs::down(&self.name, &Events::none()));
     }
-}
-
-/// An error with its sources, for panic messages.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether a pid still runs (and is not a zombie).

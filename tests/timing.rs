@@ -9,7 +9,7 @@ use std::path::Path;
 
 use cxl_lab::events::Events;
 use cxl_lab::verbs::{self, UpOptions};
-use lab_e2e::{chain, TestLab};
+use lab_e2e::{error_chain, TestLab};
 use serde_json::Value;
 
 const PAGE: u64 = 4096;
@@ -73,7 +73,7 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
     let summary = lab
         .rt
         .block_on(verbs::up(&opts, &Events::none()))
-        .unwrap_or_else(|e| panic!("lab up --timing failed: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab up --timing failed: {}", error_chain(&e)));
     let timing = summary.timing.clone().expect("timing mode state");
     assert!(!timing.windows.is_empty(), "{timing:?}");
     let region = |name: &str| {
