@@ -55,7 +55,7 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
         "{status:#?}"
     );
     assert_eq!(status.vm_status.as_deref(), Some("running"));
-    let argv = cxl_lab::verbs::args(&lab.name, None, &Default::default(), false).expect("lab args");
+    let argv = cxl_lab::verbs::args(&lab.options()).expect("lab args");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", summary.qemu_pid.expect("pid")))
         .expect("QEMU cmdline");
     let running: Vec<String> = cmdline

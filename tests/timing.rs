@@ -85,7 +85,7 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
             .1
     };
     assert_ne!(region("vmem0"), region("pmem0"));
-    let argv = verbs::args(&lab.name, None, &Default::default(), false).expect("lab args");
+    let argv = verbs::args(&lab.options()).expect("lab args");
     let plugin = argv
         .iter()
         .position(|a| a == "-plugin")

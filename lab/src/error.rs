@@ -31,6 +31,12 @@ pub enum LabError {
         #[source]
         source: Box<RegionError>,
     },
+    #[error("cxl-memsim created the memory of device {device} at {reported}, not at {expected} where QEMU would map it; the lab and cxl-memsim name backing files differently (are both from the same build?).")]
+    BackingFileElsewhere {
+        device: String,
+        expected: PathBuf,
+        reported: PathBuf,
+    },
     #[error("Lab '{0}' is already up; run `lab down --name {0}` first.")]
     AlreadyUp(String),
     #[error("Lab '{0}' is not up; start it with `lab up --name {0}`.")]

@@ -30,6 +30,16 @@ enum AccelArg {
     Kvm,
 }
 
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> AccelChoice {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Tcg => AccelChoice::Tcg,
+            AccelArg::Kvm => AccelChoice::Kvm,
+        }
+    }
+}
+
 #[derive(clap::Args)]
 struct NameArg {
     /// Lab instance name (its run directory).
@@ -110,6 +120,10 @@ enum Verb {
         /// lab refuses it unless it runs in timing mode.
         #[arg(long)]
         timing: bool,
+        /// The accelerator as `lab up --accel` picks it; a running lab
+        /// refuses tcg or kvm when it runs under the other.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelArg,
         #[arg(long)]
         json: bool,
     },
@@ -209,11 +223,7 @@ async fn main() -> anyhow::Result<()> {
             let opts = UpOptions {
                 name: name.name.clone(),
                 topology,
-                accel: match accel {
-                    AccelArg::Auto => AccelChoice::Auto,
-                    AccelArg::Tcg => AccelChoice::Tcg,
-                    AccelArg::Kvm => AccelChoice::Kvm,
-                },
+                accel: accel.into(),
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing,
@@ -299,15 +309,17 @@ async fn main() -> anyhow::Result<()> {
             name,
             topology,
             timing,
+            accel,
             json,
         } => {
-            let argv = verbs::args(
-                &name.name,
-                topology.as_deref(),
-                &ImageOptions::default(),
+            let opts = UpOptions {
+                name: name.name,
+                topology,
+                accel: accel.into(),
                 timing,
-            )
-            .context("lab args failed")?;
+                ..UpOptions::default()
+            };
+            let argv = verbs::args(&opts).context("lab args failed")?;
             if json {
                 print_json(&argv)?;
             } else {

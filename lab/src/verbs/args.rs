@@ -1,38 +1,29 @@
 //! `lab args`.
 
-use std::path::Path;
-
 use cxl_topology::Topology;
 
+use super::launch::{plan, AccelChoice};
+use super::up::UpOptions;
 use crate::error::LabError;
 use crate::events::Events;
-use crate::image::{self, ImageOptions};
-use crate::qemu::{self, Accel, DeviceFiles, QemuConfig};
+use crate::qemu::Accel;
 use crate::rundir::{LabStatus, RunDir};
 
-/// `lab args`: the argv of the running lab, or the one `lab up` would use.
-/// For a running lab, a `topology` other than its own or `timing` it was
-/// not started with is refused rather than ignored. The argv names backing
-/// files and sockets that exist only while the lab's cxl-memsim runs.
-pub fn args(
-    name: &str,
-    topology: Option<&Path>,
-    image_opts: &ImageOptions,
-    timing: bool,
-) -> Result<Vec<String>, LabError> {
-    args_in(&RunDir::new(name)?, topology, image_opts, timing)
+/// `lab args`: the argv of the running lab, or the one `lab up` with `opts`
+/// would run (the same launch plan; `boot_timeout` plays no part). For a
+/// running lab, a topology other than its own, timing mode it was not
+/// started with or an accelerator (other than auto) it does not run under
+/// is refused rather than ignored. The argv names backing files and
+/// sockets that exist only while the lab's cxl-memsim runs.
+pub fn args(opts: &UpOptions) -> Result<Vec<String>, LabError> {
+    args_in(&RunDir::new(&opts.name)?, opts)
 }
 
-fn args_in(
-    run: &RunDir,
-    topology: Option<&Path>,
-    image_opts: &ImageOptions,
-    timing: bool,
-) -> Result<Vec<String>, LabError> {
+fn args_in(run: &RunDir, opts: &UpOptions) -> Result<Vec<String>, LabError> {
     let name = &run.name;
     if let Some(state) = run.load()? {
         if state.status != LabStatus::Down {
-            if let Some(path) = topology {
+            if let Some(path) = &opts.topology {
                 let asked = Topology::load(Some(path))?;
                 let running = Topology::load(Some(&run.topology_file()))?;
                 if asked.to_toml() != running.to_toml() {
@@ -43,33 +34,37 @@ fn args_in(
                     });
                 }
             }
-            if timing && state.timing.is_none() {
+            if opts.timing && state.timing.is_none() {
                 return Err(LabError::ArgsOfRunning {
                     name: name.to_owned(),
                     option: "--timing",
                     why: "it runs without timing mode",
                 });
             }
+            let other_accel = match (opts.accel, state.accel) {
+                (AccelChoice::Tcg, Accel::Kvm) => Some("it runs under KVM"),
+                (AccelChoice::Kvm, Accel::Tcg) => Some("it runs under TCG"),
+                _ => None,
+            };
+            if let Some(why) = other_accel {
+                return Err(LabError::ArgsOfRunning {
+                    name: name.to_owned(),
+                    option: "--accel",
+                    why,
+                });
+            }
             return Ok(state.argv);
         }
     }
-    let topology = Topology::load(topology)?;
-    let img = image::build(image_opts, &Events::none())?;
-    let devices = DeviceFiles::in_dir(&topology, &run.backing_dir());
-    Ok(qemu::argv(&QemuConfig {
-        topology: &topology,
-        kernel: &img.kernel,
-        initrd: &img.initrd,
-        extras: &img.extras,
-        run_dir: &run.dir,
-        socket_dir: &run.sockets,
-        devices: &devices,
-        accel: Accel::Tcg,
-        extra_append: &[],
-        plugin: (timing || topology.simulator.timing)
-            .then(|| crate::timing::plugin_option(&crate::timing::library(), &run.sockets))
-            .transpose()?,
-    }))
+    let launch = plan(
+        run,
+        opts.topology.as_deref(),
+        opts.accel,
+        &opts.image,
+        opts.timing,
+        &Events::none(),
+    )?;
+    Ok(launch.argv())
 }
 
 #[cfg(test)]
@@ -91,17 +86,27 @@ mod tests {
             vec![],
         );
         run.save(&state).unwrap();
-        let img = ImageOptions::default();
-        assert_eq!(args_in(&run, None, &img, false).unwrap(), state.argv);
+        let opts = |topology: Option<&std::path::Path>, timing, accel| UpOptions {
+            name: "t".into(),
+            topology: topology.map(ToOwned::to_owned),
+            accel,
+            timing,
+            ..UpOptions::default()
+        };
+        let auto = AccelChoice::Auto;
+        assert_eq!(args_in(&run, &opts(None, false, auto)).unwrap(), state.argv);
         let same = d.path().join("same.toml");
         std::fs::write(&same, t.to_toml()).unwrap();
-        assert_eq!(args_in(&run, Some(&same), &img, false).unwrap(), state.argv);
+        assert_eq!(
+            args_in(&run, &opts(Some(&same), false, auto)).unwrap(),
+            state.argv
+        );
 
         let mut other = t.clone();
         other.guest.cpus += 1;
         let other_file = d.path().join("other.toml");
         std::fs::write(&other_file, other.to_toml()).unwrap();
-        let e = args_in(&run, Some(&other_file), &img, false)
+        let e = args_in(&run, &opts(Some(&other_file), false, auto))
             .unwrap_err()
             .to_string();
         assert!(e.contains("Lab 't' is running"), "{e}");
@@ -110,9 +115,20 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("lab down --name t"), "{e}");
-        let e = args_in(&run, None, &img, true).unwrap_err().to_string();
+        let e = args_in(&run, &opts(None, true, auto))
+            .unwrap_err()
+            .to_string();
         assert!(
             e.contains("--timing cannot change (it runs without timing mode)"),
+            "{e}"
+        );
+        let tcg = args_in(&run, &opts(None, false, AccelChoice::Tcg)).unwrap();
+        assert_eq!(tcg, state.argv, "it runs under TCG");
+        let e = args_in(&run, &opts(None, false, AccelChoice::Kvm))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("--accel cannot change (it runs under TCG)"),
             "{e}"
         );
     }

@@ -7,12 +7,13 @@ use std::time::{Duration, Instant};
 use cxl_topology::Topology;
 
 use super::down::down_run;
+use super::launch::{plan, AccelChoice};
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
-use crate::image::{self, ImageOptions};
+use crate::image::ImageOptions;
 use crate::memsim;
 use crate::process;
-use crate::qemu::{self, Accel, DeviceFiles, QemuConfig};
+use crate::qemu::{self, DeviceFiles};
 use crate::qga::Agent;
 use crate::regions;
 use crate::rundir::{LabState, LabStatus, RunDir, Timings};
@@ -20,17 +21,6 @@ use crate::summary::{summarize, Summary};
 
 /// What the guest /init prints on the console once qemu-ga runs.
 const AGENT_STARTED: &str = "cxl-lab: guest agent on";
-
-/// How to pick the accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AccelChoice {
-    /// KVM where a cached probe says it works, else TCG.
-    Auto,
-    Tcg,
-    /// KVM after a probe boot passes (verdict cached per host); TCG with a
-    /// message otherwise.
-    Kvm,
-}
 
 /// Options of `lab up`.
 #[derive(Debug, Clone)]
@@ -100,39 +90,21 @@ fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabErro
     Ok(())
 }
 
-fn resolve_accel(
-    choice: AccelChoice,
-    img: &image::Image,
-    events: &Events,
-) -> Result<Accel, LabError> {
-    match choice {
-        AccelChoice::Tcg => Ok(Accel::Tcg),
-        AccelChoice::Auto => Ok(match crate::kvm::cached() {
-            Some(v) if v.usable => Accel::Kvm,
-            _ => Accel::Tcg,
-        }),
-        AccelChoice::Kvm => {
-            let v = match crate::kvm::cached() {
-                Some(v) => v,
-                None => {
-                    events.emit(Event::Started {
-                        step: Step::QemuStart,
-                        detail: "KVM probe boot".into(),
-                    });
-                    crate::kvm::probe(&img.kernel, &img.initrd)
-                }
-            };
-            if v.usable {
-                Ok(Accel::Kvm)
-            } else {
-                events.emit(Event::Skipped {
-                    step: Step::QemuStart,
-                    reason: format!("KVM cannot run guests here ({}); using TCG", v.reason),
+/// Checks that cxl-memsim created each device's memory where QEMU is told
+/// to map it.
+fn backing_files_agree(devices: &[DeviceFiles], ready: &memsim::Ready) -> Result<(), LabError> {
+    for r in &ready.devices {
+        if let Some(f) = devices.iter().find(|f| f.name == r.name) {
+            if f.memory != r.path {
+                return Err(LabError::BackingFileElsewhere {
+                    device: r.name.clone(),
+                    expected: f.memory.clone(),
+                    reported: r.path.clone(),
                 });
-                Ok(Accel::Tcg)
             }
         }
     }
+    Ok(())
 }
 
 /// `lab up`: image, simulator, QEMU, guest agent, regions.
@@ -149,45 +121,24 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         // A previous run died (QEMU killed, host rebooted): clean it up.
         down_run(&run, events).await?;
     }
-    let topology = Topology::load(opts.topology.as_deref())?;
-    run.check_socket_paths(&topology)?;
-    run.create()?;
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
-
-    let timing = opts.timing || topology.simulator.timing;
-    if timing && opts.accel == AccelChoice::Kvm {
-        return Err(crate::timing::TimingError::NeedsTcg.into());
-    }
-    let plugin = crate::timing::library();
-    if timing && !plugin.is_file() {
-        return Err(crate::timing::TimingError::NoPlugin(plugin).into());
-    }
-    let plugin_option = if timing {
-        Some(crate::timing::plugin_option(&plugin, &run.sockets)?)
-    } else {
-        None
-    };
-    let img = image::build(&opts.image, events)?;
+    let launch = plan(
+        &run,
+        opts.topology.as_deref(),
+        opts.accel,
+        &opts.image,
+        opts.timing,
+        events,
+    )?;
     let image_ms = ms(t0);
-    // QEMU plugins instrument translated code: timing mode is TCG.
-    let accel = if timing {
-        if crate::kvm::cached().is_some_and(|v| v.usable) {
-            events.emit(Event::Skipped {
-                step: Step::QemuStart,
-                reason: "timing mode runs under TCG, not KVM".into(),
-            });
-        }
-        Accel::Tcg
-    } else {
-        resolve_accel(opts.accel, &img, events)?
-    };
+    run.create()?;
+    let topology = &launch.topology;
 
     // The simulator reads the effective topology (defaults filled in).
     let topo_file = run.topology_file();
     std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
-    let mut devices = DeviceFiles::in_dir(&topology, &run.backing_dir());
-    label_areas(&topology, &devices)?;
+    label_areas(topology, &launch.devices)?;
     let scratch = qemu::scratch_disk(&run.dir);
     let _ = std::fs::remove_file(&scratch);
     if topology.guest.scratch_disk.bytes() > 0 {
@@ -195,7 +146,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         f.set_len(topology.guest.scratch_disk.bytes())
             .map_err(io_err(&scratch))?;
     }
-    for message in memsim::block_view_warnings(&topology) {
+    for message in memsim::block_view_warnings(topology) {
         events.emit(Event::Warning {
             step: Step::SimulatorStart,
             message,
@@ -206,18 +157,14 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         memsim::start(
             &run,
             &topo_file,
-            &topology,
-            timing.then_some(socket.as_path()),
+            topology,
+            launch.plugin.is_some().then_some(socket.as_path()),
             Duration::from_secs(20),
         )
     })?;
-    // The simulator says where it put each device's memory.
-    for f in &mut devices {
-        if let Some(r) = sim.ready.devices.iter().find(|r| r.name == f.name) {
-            f.memory = r.path.clone();
-        }
-    }
     let simulator_ms = ms(t0);
+    // QEMU maps the files where the launch plan (and so `lab args`) says.
+    let backing_agrees = backing_files_agree(&launch.devices, &sim.ready);
 
     for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
         let _ = std::fs::remove_file(run.socket(f));
@@ -225,28 +172,17 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     for f in ["console.log", "qemu.log"] {
         let _ = std::fs::remove_file(run.path(f));
     }
-    let argv = qemu::argv(&QemuConfig {
-        topology: &topology,
-        kernel: &img.kernel,
-        initrd: &img.initrd,
-        extras: &img.extras,
-        run_dir: &run.dir,
-        socket_dir: &run.sockets,
-        devices: &devices,
-        accel,
-        extra_append: &[],
-        plugin: plugin_option,
-    });
+    let argv = launch.argv();
     let mut state = LabState {
         name: run.name.clone(),
         status: LabStatus::Starting,
         topology_origin: topology.origin.clone(),
-        image_key: img.manifest.key.clone(),
-        kernel: img.kernel.clone(),
-        initrd: img.initrd.clone(),
-        accel,
+        image_key: launch.image.manifest.key.clone(),
+        kernel: launch.image.kernel.clone(),
+        initrd: launch.image.initrd.clone(),
+        accel: launch.accel,
         argv: argv.clone(),
-        devices,
+        devices: launch.devices.clone(),
         qemu_pid: None,
         memsim_pid: Some(sim.pid),
         memsim_listen: Some(sim.ready.listen.clone()),
@@ -256,17 +192,20 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             simulator_ms,
             ..Timings::default()
         },
-        timing: timing.then(|| crate::timing::TimingState {
-            plugin: plugin.clone(),
+        timing: launch.plugin.as_ref().map(|p| crate::timing::TimingState {
+            plugin: p.library.clone(),
             plugin_socket: run.plugin_socket(),
             ..Default::default()
         }),
     };
     run.save(&state)?;
 
-    let result = boot(&run, &topology, &mut state, &argv, opts, events, t0).await;
+    let result = match backing_agrees {
+        Ok(()) => boot(&run, topology, &mut state, &argv, opts, events, t0).await,
+        Err(e) => Err(e),
+    };
     match result {
-        Ok(()) => Ok(summarize(&run, &state, &topology)),
+        Ok(()) => Ok(summarize(&run, &state, topology)),
         Err(e) => {
             let _ = down_run(&run, events).await;
             Err(e)
