@@ -2,11 +2,15 @@
 //! QEMU with a CXL topology, talks QMP and the guest agent, creates regions,
 //! runs commands in the guest and tears everything down.
 //!
-//! Where things are: the QEMU command line is `qemu.rs`, QMP is `qmp.rs`,
-//! the guest agent is `qga.rs`, region set-up is `regions.rs` (host side)
-//! and the `cxl-regions` guest tool, the run directory is `rundir.rs`, and
-//! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`, timing mode (the
-//! TCG plugin) is `timing.rs`.
+//! Where things are: the verbs (`up`, `down`, `status`, `exec`, `args`,
+//! `run`, `bench`) are a file each in `verbs/`, with `verbs/launch.rs`
+//! gathering what QEMU starts with for `up` and `args` alike; what they
+//! return is `summary.rs`, their error `error.rs`. The QEMU command line is
+//! `qemu.rs`, QMP is `qmp.rs`, the guest agent is `qga.rs`, region set-up is
+//! `regions.rs` (host side) and the `cxl-regions` guest tool, the run
+//! directory is `rundir.rs`, timing mode (the TCG plugin) is `timing.rs`.
+//! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
+//! what several of them share in `suite_support/`.
 
 pub mod error;
 pub mod events;
