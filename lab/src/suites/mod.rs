@@ -26,7 +26,7 @@ pub enum Suite {
     Fio,
     /// fault-monitor and madvise-collector on mmap workloads.
     Faults,
-    /// ioriot: capture, generate, replay on a filesystem on CXL memory.
+    /// ioriot capture, generate and replay on a filesystem on CXL memory.
     Ioriot,
 }
 
