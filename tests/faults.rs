@@ -6,8 +6,9 @@
 //! what is stable from run to run, with timings, pids, tids and paths redacted.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
-use lab_e2e::{chain, TestLab};
+use cxl_lab::suites::Suite;
+use cxl_lab::verbs;
+use lab_e2e::{error_chain, TestLab};
 use serde_json::{json, Value};
 
 fn num(v: &Value) -> u64 {
@@ -62,12 +63,12 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
     lab.up();
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
-            &["faults".into()],
+            &[Suite::Faults],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run faults: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run faults: {}", error_chain(&e)));
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

@@ -10,8 +10,9 @@
 //! out, device names redacted.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
-use lab_e2e::{chain, TestLab};
+use cxl_lab::suites::Suite;
+use cxl_lab::verbs;
+use lab_e2e::{error_chain, TestLab};
 use serde_json::{json, Value};
 
 /// Per op of a replay's statistics: the figures that do not vary.
@@ -75,12 +76,12 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
     pattern("write", size - (1 << 20));
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
-            &["ioriot".into()],
+            &[Suite::Ioriot],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run ioriot: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run ioriot: {}", error_chain(&e)));
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

@@ -16,7 +16,7 @@ fn memsim_call(s: &mut std::net::TcpStream, r: Request) -> Response {
 
 const MIB: u64 = 1 << 20;
 
-fn device<'a>(s: &'a cxl_lab::lab::Summary, name: &str) -> &'a cxl_lab::lab::DeviceSummary {
+fn device<'a>(s: &'a cxl_lab::summary::Summary, name: &str) -> &'a cxl_lab::summary::DeviceSummary {
     s.devices
         .iter()
         .find(|d| d.name == name)
@@ -48,14 +48,14 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
     // argv QEMU runs with.
     let status = lab
         .rt
-        .block_on(cxl_lab::lab::status(&lab.name))
-        .unwrap_or_else(|e| panic!("lab status: {}", lab_e2e::chain(&e)));
+        .block_on(cxl_lab::verbs::status(&lab.name))
+        .unwrap_or_else(|e| panic!("lab status: {}", lab_e2e::error_chain(&e)));
     assert!(
         status.qemu_running && status.simulator_running && status.agent_answers,
         "{status:#?}"
     );
     assert_eq!(status.vm_status.as_deref(), Some("running"));
-    let argv = cxl_lab::lab::args(&lab.name, None, &Default::default(), false).expect("lab args");
+    let argv = cxl_lab::verbs::args(&lab.options()).expect("lab args");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", summary.qemu_pid.expect("pid")))
         .expect("QEMU cmdline");
     let running: Vec<String> = cmdline
@@ -200,7 +200,7 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
         .clone()
         .expect("pmem0 has a dax device again");
     // Every device came back as a dax device, at the path of the first boot.
-    let daxes = |s: &cxl_lab::lab::Summary| {
+    let daxes = |s: &cxl_lab::summary::Summary| {
         s.devices
             .iter()
             .map(|d| (d.name.clone(), d.dax.clone()))

@@ -5,8 +5,9 @@
 //! replaces the earlier PASS in the results directory.
 
 use cxl_lab::events::Events;
-use cxl_lab::lab;
-use lab_e2e::{chain, TestLab};
+use cxl_lab::suites::Suite;
+use cxl_lab::verbs;
+use lab_e2e::{error_chain, TestLab};
 use serde_json::{json, Value};
 
 /// The parts of a dax-tester report that do not vary from run to run.
@@ -75,12 +76,12 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     }
     let results = lab
         .rt
-        .block_on(lab::run_suites(
+        .block_on(verbs::run_suites(
             &lab.name,
-            &["dax".into(), "fio".into()],
+            &[Suite::Dax, Suite::Fio],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run dax fio: {}", chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run dax fio: {}", error_chain(&e)));
     for offset in [0, 19 * MIB] {
         pattern("verify", offset);
     }
@@ -129,8 +130,8 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     lab.run(&["rm", "/usr/lib/cxl-lab/libfio_intercept.so"]);
     let again = lab
         .rt
-        .block_on(lab::run_suites(&lab.name, &["fio".into()], &Events::none()))
-        .unwrap_or_else(|e| panic!("lab run fio: {}", chain(&e)));
+        .block_on(verbs::run_suites(&lab.name, &[Suite::Fio], &Events::none()))
+        .unwrap_or_else(|e| panic!("lab run fio: {}", error_chain(&e)));
     let r = &again[0];
     assert!(!r.passed);
     let error = r.error.clone().expect("an error");

@@ -5,9 +5,11 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use cxl_lab::error::error_chain;
 use cxl_lab::events::{Events, Recorder};
-use cxl_lab::lab::{self, AccelChoice, Summary, UpOptions};
 use cxl_lab::qga::ExecOutput;
+use cxl_lab::summary::{DownReport, Summary};
+use cxl_lab::verbs::{self, AccelChoice, UpOptions};
 
 /// The directory with the workspace binaries the lab needs (cxl-memsim and
 /// the guest tools): cargo's target dir of this test binary.
@@ -46,7 +48,7 @@ impl TestLab {
         };
         // A run left over by an interrupted test would make `up` refuse.
         lab.rt
-            .block_on(lab::down(name, &Events::none()))
+            .block_on(verbs::down(name, &Events::none()))
             .expect("cleaning up an earlier run");
         lab
     }
@@ -62,8 +64,8 @@ impl TestLab {
     pub fn up(&self) -> Summary {
         let events = Events::new(self.recorder.clone());
         self.rt
-            .block_on(lab::up(&self.options(), &events))
-            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+            .block_on(verbs::up(&self.options(), &events))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, error_chain(&e)))
     }
 
     /// `lab up` on a topology file instead of the embedded default.
@@ -74,14 +76,14 @@ impl TestLab {
             ..self.options()
         };
         self.rt
-            .block_on(lab::up(&opts, &events))
-            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, chain(&e)))
+            .block_on(verbs::up(&opts, &events))
+            .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, error_chain(&e)))
     }
 
-    pub fn down(&self) -> lab::DownReport {
+    pub fn down(&self) -> DownReport {
         self.rt
-            .block_on(lab::down(&self.name, &Events::none()))
-            .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, chain(&e)))
+            .block_on(verbs::down(&self.name, &Events::none()))
+            .unwrap_or_else(|e| panic!("lab down {} failed: {}", self.name, error_chain(&e)))
     }
 
     /// Runs a guest command; panics with its output when it fails.
@@ -100,26 +102,21 @@ impl TestLab {
     pub fn exec(&self, argv: &[&str]) -> ExecOutput {
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         self.rt
-            .block_on(lab::exec(&self.name, &argv, Duration::from_secs(300)))
-            .unwrap_or_else(|e| panic!("cannot run {argv:?} in lab {}: {}", self.name, chain(&e)))
+            .block_on(verbs::exec(&self.name, &argv, Duration::from_secs(300)))
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {argv:?} in lab {}: {}",
+                    self.name,
+                    error_chain(&e)
+                )
+            })
     }
 }
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        let _ = self.rt.block_on(lab::down(&self.name, &Events::none()));
+        let _ = self.rt.block_on(verbs::down(&self.name, &Events::none()));
     }
-}
-
-/// An error with its sources, for panic messages.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(&format!(": {c}"));
-        cur = c.source();
-    }
-    s
 }
 
 /// Whether a pid still runs (and is not a zombie).

@@ -8,8 +8,8 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
 use cxl_lab::events::Events;
-use cxl_lab::lab::{self, UpOptions};
-use lab_e2e::{chain, TestLab};
+use cxl_lab::verbs::{self, UpOptions};
+use lab_e2e::{error_chain, TestLab};
 use serde_json::Value;
 
 const PAGE: u64 = 4096;
@@ -72,8 +72,8 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
     };
     let summary = lab
         .rt
-        .block_on(lab::up(&opts, &Events::none()))
-        .unwrap_or_else(|e| panic!("lab up --timing failed: {}", chain(&e)));
+        .block_on(verbs::up(&opts, &Events::none()))
+        .unwrap_or_else(|e| panic!("lab up --timing failed: {}", error_chain(&e)));
     let timing = summary.timing.clone().expect("timing mode state");
     assert!(!timing.windows.is_empty(), "{timing:?}");
     let region = |name: &str| {
@@ -85,7 +85,7 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
             .1
     };
     assert_ne!(region("vmem0"), region("pmem0"));
-    let argv = lab::args(&lab.name, None, &Default::default(), false).expect("lab args");
+    let argv = verbs::args(&lab.options()).expect("lab args");
     let plugin = argv
         .iter()
         .position(|a| a == "-plugin")

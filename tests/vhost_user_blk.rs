@@ -27,7 +27,7 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-fn device<'a>(s: &'a cxl_lab::lab::Summary, name: &str) -> &'a cxl_lab::lab::DeviceSummary {
+fn device<'a>(s: &'a cxl_lab::summary::Summary, name: &str) -> &'a cxl_lab::summary::DeviceSummary {
     s.devices
         .iter()
         .find(|d| d.name == name)
@@ -75,7 +75,7 @@ fn block_views_share_the_device_memory() {
     let lab = TestLab::new("e2e-vublk");
     // Blank persistent memory: an earlier run's block writes may have
     // landed on pmem0's namespace metadata (the view is the raw device).
-    let backing = cxl_lab::lab::run_dir(&lab.name)
+    let backing = cxl_lab::verbs::run_dir(&lab.name)
         .expect("run dir")
         .backing_dir();
     let _ = std::fs::remove_dir_all(&backing);
@@ -320,7 +320,7 @@ fn block_views_share_the_device_memory() {
     assert_eq!(
         sockets[0],
         cxl_lab::qemu::vhost_user_blk_socket(
-            &cxl_lab::lab::run_dir(&lab.name).expect("run dir").sockets,
+            &cxl_lab::verbs::run_dir(&lab.name).expect("run dir").sockets,
             "pmem0"
         )
     );

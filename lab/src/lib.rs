@@ -2,17 +2,21 @@
 //! QEMU with a CXL topology, talks QMP and the guest agent, creates regions,
 //! runs commands in the guest and tears everything down.
 //!
-//! Where things are: the QEMU command line is `qemu.rs`, QMP is `qmp.rs`,
-//! the guest agent is `qga.rs`, region set-up is `regions.rs` (host side)
-//! and the `cxl-regions` guest tool, the run directory is `rundir.rs` (the
-//! names of its files and sockets are `runfiles.rs`), and the verbs (`up`,
-//! `down`, `exec`, ...) are in `lab.rs`, timing mode (the TCG plugin) is
-//! `timing.rs`.
+//! Where things are: the verbs (`up`, `down`, `status`, `exec`, `args`,
+//! `run`, `bench`) are a file each in `verbs/`, with `verbs/launch.rs`
+//! gathering what QEMU starts with for `up` and `args` alike; what they
+//! return is `summary.rs`, their error `error.rs`. The QEMU command line is
+//! `qemu.rs`, QMP is `qmp.rs`, the guest agent is `qga.rs`, region set-up is
+//! `regions.rs` (host side) and the `cxl-regions` guest tool, the run
+//! directory is `rundir.rs` (the names of its files and sockets are
+//! `runfiles.rs`), timing mode (the TCG plugin) is `timing.rs`.
+//! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
+//! what several of them share in `suite_support/`.
 
+pub mod error;
 pub mod events;
 pub mod image;
 pub mod kvm;
-pub mod lab;
 pub mod memsim;
 pub mod paths;
 pub mod process;
@@ -22,7 +26,11 @@ pub mod qmp;
 pub mod regions;
 pub mod rundir;
 pub mod runfiles;
+pub mod stats;
+pub mod suite_support;
 pub mod suites;
+pub mod summary;
 pub mod text;
 pub mod timing;
 pub mod ui;
+pub mod verbs;

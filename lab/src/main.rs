@@ -5,11 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
 use cxl_lab::image::ImageOptions;
-use cxl_lab::lab::{self, AccelChoice, UpOptions};
+use cxl_lab::suites::{self, SuiteArg};
 use cxl_lab::text;
 use cxl_lab::ui::TerminalUi;
+use cxl_lab::verbs::{self, AccelChoice, UpOptions};
 
 #[derive(Parser)]
 #[command(
@@ -26,6 +28,16 @@ enum AccelArg {
     Auto,
     Tcg,
     Kvm,
+}
+
+impl From<AccelArg> for AccelChoice {
+    fn from(a: AccelArg) -> AccelChoice {
+        match a {
+            AccelArg::Auto => AccelChoice::Auto,
+            AccelArg::Tcg => AccelChoice::Tcg,
+            AccelArg::Kvm => AccelChoice::Kvm,
+        }
+    }
 }
 
 #[derive(clap::Args)]
@@ -84,13 +96,13 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
-    /// Run test suites in the guest (dax, fio, faults, ioriot, or all); results go to the
-    /// run directory's results/ and a table to stdout.
+    /// Run test suites in the guest (`all` runs every one); results go to
+    /// the run directory's results/ and a table to stdout.
     Run {
         #[command(flatten)]
         name: NameArg,
         #[arg(required = true)]
-        suites: Vec<String>,
+        suites: Vec<SuiteArg>,
         #[arg(long)]
         json: bool,
     },
@@ -108,6 +120,10 @@ enum Verb {
         /// lab refuses it unless it runs in timing mode.
         #[arg(long)]
         timing: bool,
+        /// The accelerator as `lab up --accel` picks it; a running lab
+        /// refuses tcg or kvm when it runs under the other.
+        #[arg(long, value_enum, default_value = "auto")]
+        accel: AccelArg,
         #[arg(long)]
         json: bool,
     },
@@ -207,21 +223,17 @@ async fn main() -> anyhow::Result<()> {
             let opts = UpOptions {
                 name: name.name.clone(),
                 topology,
-                accel: match accel {
-                    AccelArg::Auto => AccelChoice::Auto,
-                    AccelArg::Tcg => AccelChoice::Tcg,
-                    AccelArg::Kvm => AccelChoice::Kvm,
-                },
+                accel: accel.into(),
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing,
             };
             let events = ui();
             let summary = tokio::select! {
-                r = lab::up(&opts, &events) => r.context("lab up failed")?,
+                r = verbs::up(&opts, &events) => r.context("lab up failed")?,
                 _ = tokio::signal::ctrl_c() => {
                     eprintln!("interrupted: tearing down");
-                    lab::down(&name.name, &events).await.context("tearing down after Ctrl-C")?;
+                    verbs::down(&name.name, &events).await.context("tearing down after Ctrl-C")?;
                     std::process::exit(130);
                 }
             };
@@ -232,7 +244,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Down { name, json } => {
-            let r = lab::down(&name.name, &ui())
+            let r = verbs::down(&name.name, &ui())
                 .await
                 .context("lab down failed")?;
             if json {
@@ -242,7 +254,9 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Status { name, json } => {
-            let s = lab::status(&name.name).await.context("lab status failed")?;
+            let s = verbs::status(&name.name)
+                .await
+                .context("lab status failed")?;
             if json {
                 print_json(&s)?;
             } else {
@@ -255,8 +269,8 @@ async fn main() -> anyhow::Result<()> {
             json,
             command,
         } => {
-            let out = lab::exec(&name.name, &command, Duration::from_secs(timeout)).await;
-            if let Err(lab::LabError::Guest(e)) = &out {
+            let out = verbs::exec(&name.name, &command, Duration::from_secs(timeout)).await;
+            if let Err(LabError::Guest(e)) = &out {
                 if let cxl_lab::qga::QgaError::OutputTruncated { output, .. } = &**e {
                     // Show what was captured before saying it is cut off.
                     print!("{}", output.stdout);
@@ -279,7 +293,7 @@ async fn main() -> anyhow::Result<()> {
             std::process::exit(code.clamp(0, 255) as i32);
         }
         Verb::Run { name, suites, json } => {
-            let results = lab::run_suites(&name.name, &suites, &ui())
+            let results = verbs::run_suites(&name.name, &suites::expand(&suites), &ui())
                 .await
                 .context("lab run failed")?;
             if json {
@@ -295,15 +309,17 @@ async fn main() -> anyhow::Result<()> {
             name,
             topology,
             timing,
+            accel,
             json,
         } => {
-            let argv = lab::args(
-                &name.name,
-                topology.as_deref(),
-                &ImageOptions::default(),
+            let opts = UpOptions {
+                name: name.name,
+                topology,
+                accel: accel.into(),
                 timing,
-            )
-            .context("lab args failed")?;
+                ..UpOptions::default()
+            };
+            let argv = verbs::args(&opts).context("lab args failed")?;
             if json {
                 print_json(&argv)?;
             } else {
@@ -311,7 +327,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Console { name, no_follow } => {
-            let run = lab::run_dir(&name.name)?;
+            let run = verbs::run_dir(&name.name)?;
             follow_console(cxl_lab::qemu::console_log(&run.dir), !no_follow).await?;
         }
         Verb::Bench {
@@ -331,7 +347,7 @@ async fn main() -> anyhow::Result<()> {
                 timing,
                 ..UpOptions::default()
             };
-            let b = lab::bench_boot(&opts, runs, &Events::none())
+            let b = verbs::bench_boot(&opts, runs, &Events::none())
                 .await
                 .context("lab bench boot failed")?;
             if json {

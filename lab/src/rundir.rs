@@ -70,11 +70,33 @@ pub struct Timings {
     pub regions_ready_ms: u64,
 }
 
+/// Where a lab is in its life, as state.json records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabStatus {
+    /// `lab up` runs: the simulator is started, QEMU may be booting.
+    Starting,
+    /// Regions are made; the lab takes commands.
+    Up,
+    /// `lab down` ran (or cleaned up after a failed `lab up`).
+    Down,
+}
+
+impl LabStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LabStatus::Starting => "starting",
+            LabStatus::Up => "up",
+            LabStatus::Down => "down",
+        }
+    }
+}
+
 /// What `lab up` started and found, saved as state.json.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LabState {
     pub name: String,
-    pub status: String,
+    pub status: LabStatus,
     pub topology_origin: String,
     pub image_key: String,
     pub kernel: PathBuf,
@@ -90,6 +112,35 @@ pub struct LabState {
     /// Timing mode: the plugin and what it was armed with.
     #[serde(default)]
     pub timing: Option<crate::timing::TimingState>,
+}
+
+impl LabState {
+    /// A saved state of lab "t" with no processes, for the verbs' tests.
+    #[cfg(test)]
+    pub(crate) fn of_test_lab(
+        status: LabStatus,
+        topology_origin: String,
+        argv: Vec<String>,
+        devices: Vec<DeviceFiles>,
+    ) -> LabState {
+        LabState {
+            name: "t".into(),
+            status,
+            topology_origin,
+            image_key: "k".into(),
+            kernel: "/k".into(),
+            initrd: "/i".into(),
+            accel: Accel::Tcg,
+            argv,
+            devices,
+            qemu_pid: None,
+            memsim_pid: None,
+            memsim_listen: None,
+            regions: None,
+            timings: Timings::default(),
+            timing: None,
+        }
+    }
 }
 
 impl RunDir {

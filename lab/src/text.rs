@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::image::Image;
-use crate::lab::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
+use crate::summary::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
 
 /// `lab up`, and the first lines of `lab status`.
 pub fn summary(s: &Summary) -> String {
@@ -14,7 +14,7 @@ pub fn summary(s: &Summary) -> String {
         out,
         "lab '{}' is {} ({}), run directory {}",
         s.name,
-        s.status,
+        s.status.as_str(),
         s.accel.as_str(),
         s.run_dir.display()
     );

@@ -406,7 +406,8 @@ fn carry_out(d: &mut Decision) {
     }
     match advice::apply(d.pid, s, l, adv) {
         Ok(_) => d.applied = true,
-        Err(e) => d.error = Some(crate::error_chain(&e)),
+        // anyhow's alternate form: the error and its sources on one line.
+        Err(e) => d.error = Some(format!("{:#}", anyhow::Error::new(e))),
     }
 }
 

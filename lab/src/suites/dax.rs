@@ -3,13 +3,14 @@
 //! dax-tester writes its whole range. On a volatile device that is scratch
 //! memory; a persistent device's data must outlive the suite, so the host
 //! copies the range out of the device's backing file before the test and
-//! writes it back after ([`super::keep`]). A failed restore is a suite
+//! writes it back after ([`device_data`](crate::suite_support::device_data)). A failed restore is a suite
 //! error that says where the copy is.
 
 use cxl_topology::DeviceKind;
 use serde_json::{json, Value};
 
-use super::{keep, SuiteContext, SuiteError};
+use crate::suite_support::device_data;
+use crate::suite_support::{SuiteContext, SuiteError};
 
 /// How much of each device the tester uses. QEMU serves CXL windows
 /// through MMIO callbacks, so under TCG every guest access to CXL memory is
@@ -58,12 +59,12 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         let persistent = d.kind == DeviceKind::Persistent;
         let chardev = dax.trim_start_matches("/dev/");
         let saved = match persistent {
-            true => Some(keep::save(ctx, d, chardev, "dax", 0, Some(RANGE_BYTES)).await?),
+            true => Some(device_data::save(ctx, d, chardev, "dax", 0, Some(RANGE_BYTES)).await?),
             false => None,
         };
         let tested = ctx.exec_json(&argv).await;
         if let Some(saved) = &saved {
-            keep::restore(ctx, saved, chardev).await?;
+            device_data::restore(ctx, saved, chardev).await?;
         }
         let (report, code) = tested?;
         let passed = code == 0 && report.get("passed").and_then(Value::as_bool) == Some(true);
@@ -74,7 +75,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "dax": dax,
             "range": { "offset": 0, "size": RANGE },
             // Reached only when the restore succeeded (else the suite errs).
-            "data": keep::data_fate(persistent),
+            "data": device_data::data_fate(persistent),
             "passed": passed,
             "report": report,
         }));

@@ -9,7 +9,8 @@
 
 use serde_json::{json, Value};
 
-use super::{median, number, ratio, sh, SuiteContext, SuiteError};
+use crate::stats::median;
+use crate::suite_support::{number, ratio, sh, SuiteContext, SuiteError};
 
 /// Mount point of the ext4 on the scratch disk.
 pub const MOUNT: &str = "/mnt/faults";

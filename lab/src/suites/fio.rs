@@ -16,9 +16,9 @@ use serde_json::{json, Value};
 
 use cxl_topology::DeviceKind;
 
-use super::keep;
-use super::{sh, SuiteContext, SuiteError};
-use crate::lab::DeviceSummary;
+use crate::suite_support::device_data;
+use crate::suite_support::{sh, SuiteContext, SuiteError};
+use crate::summary::DeviceSummary;
 
 pub const BLOCK_SIZES: [u64; 6] = [64, 128, 256, 384, 512, 4096];
 pub const PRELOAD: &str = "/usr/lib/cxl-lab/libfio_intercept.so";
@@ -191,14 +191,14 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
     let persistent = dev.kind == DeviceKind::Persistent;
     let chardev = dax.trim_start_matches("/dev/");
     let saved = match persistent {
-        true => Some(keep::save(ctx, dev, chardev, "fio", 0, Some(FILE_SIZE)).await?),
+        true => Some(device_data::save(ctx, dev, chardev, "fio", 0, Some(FILE_SIZE)).await?),
         false => None,
     };
     let runs = fio_runs(ctx, &dax).await;
     if let Some(saved) = &saved {
         // Restored whatever the runs did; a failed restore is the error
         // that matters, and names the copy.
-        keep::restore(ctx, saved, chardev).await?;
+        device_data::restore(ctx, saved, chardev).await?;
     }
     let runs = runs?;
     let mut all_passed = runs.iter().all(|r| r["passed"] == true);
@@ -211,7 +211,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "kind": dev.kind,
         "dax": dax,
         "slot": { "offset": 0, "size": FILE_SIZE },
-        "data": keep::data_fate(persistent),
+        "data": device_data::data_fate(persistent),
         "preload": PRELOAD,
         "engine": "psync",
         "verify": "crc32c",

@@ -14,8 +14,9 @@ use std::collections::BTreeSet;
 
 use serde_json::{json, Value};
 
-use super::pmemfs::{self, PmemFs};
-use super::{median, number, ratio, sh, SuiteContext, SuiteError};
+use crate::stats::median;
+use crate::suite_support::pmemfs::{self, PmemFs};
+use crate::suite_support::{number, ratio, sh, SuiteContext, SuiteError};
 
 /// Work directory in the guest (the initramfs root, a rootfs: generate
 /// keeps it with --keep-tmpfs).

@@ -1,304 +1,142 @@
 //! `lab run <suite>`: real tools run in the guest, their JSON comes back to
 //! the run's `results/` directory on the host. One module per suite, each
-//! with `pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError>`.
+//! with `pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError>`,
+//! registered in [`Suite`]; what several suites share is in
+//! `suite_support/`.
 
 pub mod dax;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
-pub mod keep;
-pub mod pmemfs;
 
-use std::time::Duration;
+use std::sync::LazyLock;
 
+use clap::builder::PossibleValue;
+use clap::ValueEnum;
 use serde_json::Value;
 
-use crate::lab::Summary;
-use crate::qga::{Agent, ExecOutput, QgaError};
+use crate::suite_support::{SuiteContext, SuiteError};
 
-/// Errors of a suite.
-#[derive(Debug, thiserror::Error)]
-pub enum SuiteError {
-    #[error("There is no suite '{name}'; known suites: {known}, or all.")]
-    Unknown { name: String, known: String },
-    #[error("Guest command `{command}` could not be run.")]
-    Agent {
-        command: String,
-        #[source]
-        source: QgaError,
-    },
-    #[error("Guest command `{command}` failed with exit {code}.\n{stderr}")]
-    Command {
-        command: String,
-        code: i64,
-        stderr: String,
-    },
-    #[error("Guest command `{command}` printed output that is not the JSON expected.\n{output}")]
-    Output {
-        command: String,
-        output: String,
-        #[source]
-        source: serde_json::Error,
-    },
-    #[error("Guest command `{command}` printed JSON without the number `{field}`: {output}")]
-    MissingField {
-        command: String,
-        field: String,
-        output: String,
-    },
-    #[error("The guest has no {path}: the image includes {tool} only when it is built next to `lab`; run `cargo build -p {package}` (or `cargo build --workspace`), then `lab down` and `lab up` so the image is rebuilt with it.")]
-    MissingGuestTool {
-        tool: &'static str,
-        path: &'static str,
-        package: &'static str,
-    },
-    #[error("The lab has no device in devdax mode; suite '{0}' needs a /dev/daxX.Y (check the topology's modes).")]
-    NoDax(&'static str),
-    #[error("The lab has no persistent device in devdax mode; suite '{0}' needs one for a filesystem on CXL memory (add a `kind = \"persistent\"` device to the topology).")]
-    NoPmem(&'static str),
-    #[error("Could not {what} (the guest printed: {detail}).")]
-    Setup { what: String, detail: String },
-    #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]
-    Preserve {
-        what: &'static str,
-        device: String,
-        path: std::path::PathBuf,
-        hint: String,
-        #[source]
-        source: std::io::Error,
-    },
+/// A suite of `lab run`; `all` runs them in this order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Suite {
+    /// dax-tester on every dax device.
+    Dax,
+    /// fio through the LD_PRELOAD library onto a dax device.
+    Fio,
+    /// fault-monitor and madvise-collector on mmap workloads.
+    Faults,
+    /// ioriot capture, generate and replay on a filesystem on CXL memory.
+    Ioriot,
 }
 
-/// What a suite gets: the guest agent and the lab summary (devices and their
-/// dax paths). `lab run` writes the suite's JSON to the results directory.
-pub struct SuiteContext<'a> {
-    pub agent: &'a Agent,
-    pub summary: &'a Summary,
-}
-
-/// Every suite, in the order `all` runs them.
-pub const SUITES: &[&str] = &["dax", "fio", "faults", "ioriot"];
-
-/// How long one guest command of a suite may take.
-pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
-
-impl SuiteContext<'_> {
-    /// Runs a guest command and returns its output, whatever its exit code.
-    pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SuiteError> {
-        self.agent
-            .exec(&argv[0], &argv[1..], COMMAND_TIMEOUT)
-            .await
-            .map_err(|source| SuiteError::Agent {
-                command: argv.join(" "),
-                source,
-            })
-    }
-
-    /// Runs a guest command that must succeed and returns what it printed;
-    /// a non-zero exit is an error carrying its stderr and stdout.
-    pub async fn exec_checked(&self, argv: &[String]) -> Result<String, SuiteError> {
-        let out = self.exec(argv).await?;
-        if !out.success() {
-            return Err(SuiteError::Command {
-                command: argv.join(" "),
-                code: out.exit_code,
-                stderr: output_tails(&out.stderr, &out.stdout),
-            });
+impl Suite {
+    /// The suite's name on the command line and in results
+    /// (`results/<name>.json`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Suite::Dax => "dax",
+            Suite::Fio => "fio",
+            Suite::Faults => "faults",
+            Suite::Ioriot => "ioriot",
         }
-        Ok(out.stdout)
     }
 
-    /// Runs a guest command that prints JSON; a non-zero exit with JSON on
-    /// stdout still returns the JSON (tools exit 1 when a check fails), and
-    /// `exit_code` tells the caller.
-    pub async fn exec_json(&self, argv: &[String]) -> Result<(Value, i64), SuiteError> {
-        let out = self.exec(argv).await?;
-        let command = argv.join(" ");
-        match serde_json::from_str::<Value>(out.stdout.trim()) {
-            Ok(v) => Ok((v, out.exit_code)),
-            Err(_) if !out.success() => Err(SuiteError::Command {
-                command,
-                code: out.exit_code,
-                stderr: output_tails(&out.stderr, &out.stdout),
-            }),
-            Err(source) => Err(SuiteError::Output {
-                command,
-                output: output_tails(&out.stderr, &out.stdout),
-                source,
-            }),
+    /// Runs the suite in the guest; its JSON result.
+    pub async fn run(self, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+        match self {
+            Suite::Dax => dax::run(ctx).await,
+            Suite::Fio => fio::run(ctx).await,
+            Suite::Faults => faults::run(ctx).await,
+            Suite::Ioriot => ioriot::run(ctx).await,
         }
     }
 }
 
-/// How many lines of a guest command's stderr and stdout an error shows.
-const TAIL_LINES: usize = 20;
-/// And how many characters of each, at most.
-const TAIL_CHARS: usize = 2000;
+/// What `lab run` takes: one suite, or `all` of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SuiteArg {
+    One(Suite),
+    All,
+}
 
-/// The end of one stream, labelled, or None when it printed nothing.
-fn labelled_tail(label: &str, text: &str) -> Option<String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return None;
+impl ValueEnum for SuiteArg {
+    fn value_variants<'a>() -> &'a [Self] {
+        static VARIANTS: LazyLock<Vec<SuiteArg>> = LazyLock::new(|| {
+            Suite::value_variants()
+                .iter()
+                .map(|s| SuiteArg::One(*s))
+                .chain([SuiteArg::All])
+                .collect()
+        });
+        &VARIANTS
     }
-    let lines: Vec<&str> = text.lines().collect();
-    let mut cut = lines.len() > TAIL_LINES;
-    let mut tail = lines[lines.len().saturating_sub(TAIL_LINES)..].join("\n");
-    let chars = tail.chars().count();
-    if chars > TAIL_CHARS {
-        cut = true;
-        tail = tail.chars().skip(chars - TAIL_CHARS).collect();
-    }
-    let head = if cut {
-        format!("{label} (its end):")
-    } else {
-        format!("{label}:")
-    };
-    Some(format!("{head}\n{tail}"))
-}
 
-/// A guest command's stderr and stdout for an error message: each
-/// labelled, each cut to its last lines.
-fn output_tails(stderr: &str, stdout: &str) -> String {
-    let parts: Vec<String> = [("stderr", stderr), ("stdout", stdout)]
-        .iter()
-        .filter_map(|(l, t)| labelled_tail(l, t))
-        .collect();
-    if parts.is_empty() {
-        "It printed nothing.".into()
-    } else {
-        parts.join("\n")
-    }
-}
-
-/// A guest shell line as an argv.
-pub fn sh(script: impl Into<String>) -> Vec<String> {
-    vec!["sh".into(), "-c".into(), script.into()]
-}
-
-/// A number a guest tool printed; its absence is an error, never 0.
-pub fn number(v: &Value, field: &str, command: &str) -> Result<f64, SuiteError> {
-    v[field].as_f64().ok_or_else(|| SuiteError::MissingField {
-        command: command.to_owned(),
-        field: field.to_owned(),
-        output: v.to_string(),
-    })
-}
-
-/// `x / base`, or `None` (JSON null) when `base` is not positive: no
-/// ratio can be formed, and 0 would read as a result.
-pub fn ratio(x: f64, base: f64) -> Option<f64> {
-    (base > 0.0).then(|| x / base)
-}
-
-/// The median (the mean of the middle two for an even count; 0 for none).
-pub fn median(v: &[f64]) -> f64 {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => 0.0,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-/// Expands `all`, checks names and keeps each suite once, in the order
-/// first named.
-pub fn expand(names: &[String]) -> Result<Vec<&'static str>, SuiteError> {
-    let mut out = Vec::new();
-    for n in names {
-        if n == "all" {
-            out.extend_from_slice(SUITES);
-            continue;
-        }
-        match SUITES.iter().find(|s| **s == n) {
-            Some(s) => out.push(*s),
-            None => {
-                return Err(SuiteError::Unknown {
-                    name: n.clone(),
-                    known: SUITES.join(", "),
-                })
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            SuiteArg::One(s) => s.to_possible_value(),
+            SuiteArg::All => {
+                Some(PossibleValue::new("all").help("every suite, in the order above"))
             }
         }
     }
-    // Each suite once, in the order first named (`dax all` runs dax once).
-    let mut seen = Vec::new();
-    out.retain(|s| {
-        let first = !seen.contains(s);
-        seen.push(*s);
-        first
-    });
-    Ok(out)
 }
 
-/// Runs one suite by name.
-pub async fn run(name: &str, ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
-    match name {
-        "dax" => dax::run(ctx).await,
-        "fio" => fio::run(ctx).await,
-        "faults" => faults::run(ctx).await,
-        "ioriot" => ioriot::run(ctx).await,
-        other => Err(SuiteError::Unknown {
-            name: other.to_owned(),
-            known: SUITES.join(", "),
-        }),
+/// The suites `args` name, `all` expanded, each once in the order first
+/// named (`dax all` runs dax once).
+pub fn expand(args: &[SuiteArg]) -> Vec<Suite> {
+    let mut out: Vec<Suite> = Vec::new();
+    for a in args {
+        let named = match a {
+            SuiteArg::One(s) => std::slice::from_ref(s),
+            SuiteArg::All => Suite::value_variants(),
+        };
+        for s in named {
+            if !out.contains(s) {
+                out.push(*s);
+            }
+        }
     }
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
-    #[test]
-    fn command_output_in_errors_is_labelled_and_bounded() {
-        assert_eq!(
-            output_tails("oops\n", "{\"partial\": 1"),
-            "stderr:\noops\nstdout:\n{\"partial\": 1"
-        );
-        assert_eq!(output_tails(" ", ""), "It printed nothing.");
-        let long: String = (0..100).map(|i| format!("line {i}\n")).collect();
-        let t = output_tails("", &long);
-        assert!(t.starts_with("stdout (its end):\nline 80\n"), "{t}");
-        assert!(t.ends_with("line 99"), "{t}");
-        let wide = "x".repeat(10_000);
-        assert_eq!(
-            output_tails(&wide, "").chars().count(),
-            "stderr (its end):\n".len() + TAIL_CHARS
-        );
-        let e = SuiteError::Command {
-            command: "dax-tester".into(),
-            code: 2,
-            stderr: output_tails("bad offset", ""),
-        };
-        assert_eq!(
-            e.to_string(),
-            "Guest command `dax-tester` failed with exit 2.\nstderr:\nbad offset"
-        );
+    #[derive(Parser)]
+    struct RunArgs {
+        #[arg(required = true)]
+        suites: Vec<SuiteArg>,
+    }
+
+    fn parse(words: &[&str]) -> Result<Vec<Suite>, String> {
+        RunArgs::try_parse_from(std::iter::once("run").chain(words.iter().copied()))
+            .map(|a| expand(&a.suites))
+            .map_err(|e| e.to_string())
     }
 
     #[test]
-    fn median_of_odd_even_and_empty() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert_eq!(median(&[]), 0.0);
+    fn names_are_the_command_line_values() {
+        for s in Suite::value_variants() {
+            let value = s.to_possible_value().unwrap();
+            assert_eq!(value.get_name(), s.name());
+        }
     }
 
     #[test]
     fn all_expands_and_unknown_names_are_refused() {
-        assert_eq!(expand(&["all".into()]).unwrap(), SUITES);
-        assert_eq!(expand(&["fio".into()]).unwrap(), ["fio"]);
-        assert_eq!(
-            expand(&["dax".into(), "all".into()]).unwrap(),
-            ["dax", "fio", "faults", "ioriot"]
-        );
-        assert_eq!(
-            expand(&["faults".into(), "dax".into(), "faults".into()]).unwrap(),
-            ["faults", "dax"]
-        );
-        let e = expand(&["nope".into()]).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "There is no suite 'nope'; known suites: dax, fio, faults, ioriot, or all."
+        use Suite::*;
+        assert_eq!(parse(&["all"]).unwrap(), [Dax, Fio, Faults, Ioriot]);
+        assert_eq!(parse(&["fio"]).unwrap(), [Fio]);
+        assert_eq!(parse(&["dax", "all"]).unwrap(), [Dax, Fio, Faults, Ioriot]);
+        assert_eq!(parse(&["faults", "dax", "faults"]).unwrap(), [Faults, Dax]);
+        let e = parse(&["nope"]).unwrap_err();
+        assert!(
+            e.contains("invalid value 'nope'")
+                && e.contains("[possible values: dax, fio, faults, ioriot, all]"),
+            "{e}"
         );
     }
 }

@@ -14,7 +14,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use super::{sh, SuiteContext, SuiteError};
-use crate::lab::DeviceSummary;
+use crate::summary::DeviceSummary;
 
 /// The dax device's data, copied out of the device's backing file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -9,14 +9,14 @@
 //! the suite is done the filesystem is unmounted and the namespace goes
 //! back to devdax, so the device's `/dev/daxX.Y` is there again for the
 //! other suites. The data of the device's `/dev/daxX.Y` is kept
-//! ([`keep`]): copied out of the backing file before the namespace changes,
+//! ([`device_data`]): copied out of the backing file before the namespace changes,
 //! written back at the dax device's new place once it is devdax again (the
 //! namespace's own info block stays the kernel's).
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use super::keep::{self, SavedData};
+use super::device_data::{self, SavedData};
 use super::{sh, SuiteContext, SuiteError};
 use cxl_topology::DeviceKind;
 
@@ -128,7 +128,7 @@ pub async fn mount(
         what: format!("find the namespace of {dax} in `ndctl list -N`"),
         detail: list.to_string(),
     })?;
-    let saved = keep::save(ctx, dev, &chardev, suite, 0, None).await?;
+    let saved = device_data::save(ctx, dev, &chardev, suite, 0, None).await?;
     // From here on the namespace may be fsdax: a failure gives it back.
     match make_fs(ctx, &namespace, mount).await {
         Ok((blockdev, out)) => {
@@ -187,7 +187,7 @@ async fn put_data_back(
         ),
         detail: ns.to_string(),
     })?;
-    keep::restore(ctx, saved, &chardev).await
+    device_data::restore(ctx, saved, &chardev).await
 }
 
 /// Makes `namespace` fsdax, formats its block device and mounts it; the

@@ -1,0 +1,143 @@
+//! The error of the verbs, and how any error reads as one text.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cxl_topology::TopologyError;
+
+use crate::image::ImageError;
+use crate::memsim::MemsimError;
+use crate::process::ProcessError;
+use crate::qga::QgaError;
+use crate::regions::RegionError;
+use crate::rundir::RunDirError;
+
+/// Errors of the verbs.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error(transparent)]
+    Topology(#[from] TopologyError),
+    #[error(transparent)]
+    RunDir(#[from] RunDirError),
+    #[error("Building the guest image failed.")]
+    Image(#[from] ImageError),
+    #[error(transparent)]
+    Memsim(#[from] MemsimError),
+    #[error("Starting QEMU failed.")]
+    Process(#[from] ProcessError),
+    #[error("Creating regions in the guest failed; the console log is {console}.")]
+    Regions {
+        console: PathBuf,
+        #[source]
+        source: Box<RegionError>,
+    },
+    #[error("cxl-memsim created the memory of device {device} at {reported}, not at {expected} where QEMU would map it; the lab and cxl-memsim name backing files differently (are both from the same build?).")]
+    BackingFileElsewhere {
+        device: String,
+        expected: PathBuf,
+        reported: PathBuf,
+    },
+    #[error("Lab '{0}' is already up; run `lab down --name {0}` first.")]
+    AlreadyUp(String),
+    #[error("Lab '{0}' is not up; start it with `lab up --name {0}`.")]
+    NotUp(String),
+    #[error("QEMU exited during boot; {log} ends with:\n{qemu_tail}\nand the console ({console}) with:\n{console_tail}")]
+    QemuDied {
+        log: PathBuf,
+        qemu_tail: String,
+        console: PathBuf,
+        console_tail: String,
+    },
+    #[error("The guest agent did not answer within {timeout:?}; the console ({console}) ends with:\n{console_tail}")]
+    BootTimeout {
+        timeout: Duration,
+        console: PathBuf,
+        console_tail: String,
+        #[source]
+        source: Box<QgaError>,
+    },
+    #[error("Cannot reach the guest agent of lab '{name}'.")]
+    Agent {
+        name: String,
+        #[source]
+        source: Box<QgaError>,
+    },
+    /// A guest command (`lab exec`) that could not run or finish.
+    #[error(transparent)]
+    Guest(Box<QgaError>),
+    #[error("Timing mode could not start.")]
+    Timing(#[from] crate::timing::TimingError),
+    #[error("The label storage area {path} of device {device} has {found} bytes but the topology says lsa_size = {expected}; move the file away (its namespace labels belong to another topology) or fix the device's lsa_size.")]
+    LsaSizeMismatch {
+        device: String,
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("The label storage area {} of persistent device {device} holds namespace labels, but its backing file {} is gone, so the guest would find labels for data that is not there and region set-up would fail; put the backing file back, or move the label area away too for a fresh device.", lsa.display(), memory.display())]
+    OrphanLabels {
+        device: String,
+        lsa: PathBuf,
+        memory: PathBuf,
+    },
+    #[error("Lab '{name}' is running, so `lab args` prints the command line it runs with, which {option} cannot change ({why}); leave {option} out to see it, or run `lab down --name {name}` first to see the command line {option} gives.")]
+    ArgsOfRunning {
+        name: String,
+        option: &'static str,
+        why: &'static str,
+    },
+    #[error("Cannot create {path}.")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// An error and its sources as one text: sentences follow each other, a
+/// message that does not end a sentence is followed by ": ".
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        let sep = if msg.trim_end().ends_with(['.', '!', '?', ':']) {
+            " "
+        } else {
+            ": "
+        };
+        msg = format!("{}{sep}{s}", msg.trim_end());
+        src = s.source();
+    }
+    msg
+}
+
+/// Maps an I/O error on `path` to [`LabError::Io`].
+pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {
+    move |source| LabError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chains_read_as_sentences() {
+        let e = LabError::Agent {
+            name: "t".into(),
+            source: Box::new(QgaError::NotStarted),
+        };
+        assert_eq!(
+            error_chain(&e),
+            "Cannot reach the guest agent of lab 't'. The guest agent never started in the guest: the guest's /init did not report it on the console."
+        );
+        let io = std::io::Error::other("disk full");
+        let e = LabError::Io {
+            path: "/x".into(),
+            source: io,
+        };
+        assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
+}

@@ -1,0 +1,165 @@
+//! What the verbs return and `lab` prints (as JSON, or as text through
+//! `text.rs`): the lab summary with its devices, and the reports of
+//! `status`, `down`, `run` and `bench boot`.
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use cxl_topology::{DeviceKind, Topology};
+
+use crate::qemu::{self, Accel};
+use crate::rundir::{LabState, LabStatus, RunDir, Timings};
+
+/// One device in the summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceSummary {
+    pub name: String,
+    pub kind: DeviceKind,
+    pub size: u64,
+    pub mode: String,
+    pub memdev: Option<String>,
+    pub dax: Option<String>,
+    pub numa_node: Option<i64>,
+    pub backing: PathBuf,
+    /// Offset of the device in the simulator's flat address space.
+    pub simulator_base: u64,
+    /// The device's vhost-user-blk view, when the topology asks for one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vhost_user_blk: Option<BlockViewSummary>,
+}
+
+/// A device's memory served as a virtio disk by the simulator.
+#[derive(Debug, Clone, Serialize)]
+pub struct BlockViewSummary {
+    /// The simulator's vhost-user socket QEMU is connected to.
+    pub socket: PathBuf,
+    /// The disk's serial in the guest (`/sys/block/vdX/serial`).
+    pub serial: String,
+    pub read_only: bool,
+}
+
+/// What `lab up` and `lab status` print.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub name: String,
+    pub status: LabStatus,
+    pub run_dir: PathBuf,
+    pub accel: Accel,
+    pub image_key: String,
+    pub devices: Vec<DeviceSummary>,
+    pub qmp_socket: PathBuf,
+    pub agent_socket: PathBuf,
+    pub console_log: PathBuf,
+    pub simulator_tcp: Option<String>,
+    pub simulator_control: PathBuf,
+    pub qemu_pid: Option<u32>,
+    pub simulator_pid: Option<u32>,
+    pub timings: Timings,
+    /// Timing mode: the TCG plugin, its socket, windows and regions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timing: Option<crate::timing::TimingState>,
+}
+
+/// The summary of a lab from its run directory, saved state and topology.
+pub fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary {
+    let offsets = topology.flat_offsets();
+    let views = topology.block_views();
+    let devices = topology
+        .devices
+        .iter()
+        .map(|d| {
+            let outcome = state
+                .regions
+                .as_ref()
+                .and_then(|o| o.devices.iter().find(|x| x.name == d.name));
+            let files = state.devices.iter().find(|f| f.name == d.name);
+            DeviceSummary {
+                name: d.name.clone(),
+                kind: d.kind,
+                size: d.size.bytes(),
+                mode: serde_json::to_value(d.effective_mode())
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                memdev: outcome.map(|o| o.memdev.clone()),
+                dax: outcome.and_then(|o| o.dax.clone()),
+                numa_node: outcome.and_then(|o| o.numa_node),
+                backing: files.map(|f| f.memory.clone()).unwrap_or_default(),
+                simulator_base: offsets
+                    .iter()
+                    .find(|(x, _)| x.name == d.name)
+                    .map(|(_, o)| *o)
+                    .unwrap_or(0),
+                vhost_user_blk: views.iter().find(|(v, _)| v.name == d.name).map(
+                    |(v, read_only)| BlockViewSummary {
+                        socket: qemu::vhost_user_blk_socket(&run.sockets, &v.name),
+                        serial: v.name.clone(),
+                        read_only: *read_only,
+                    },
+                ),
+            }
+        })
+        .collect();
+    Summary {
+        name: run.name.clone(),
+        status: state.status,
+        run_dir: run.dir.clone(),
+        accel: state.accel,
+        image_key: state.image_key.clone(),
+        devices,
+        qmp_socket: qemu::qmp_socket(&run.sockets),
+        agent_socket: qemu::agent_socket(&run.sockets),
+        console_log: qemu::console_log(&run.dir),
+        simulator_tcp: state.memsim_listen.clone(),
+        simulator_control: run.memsim_control(),
+        qemu_pid: state.qemu_pid,
+        simulator_pid: state.memsim_pid,
+        timings: state.timings.clone(),
+        timing: state.timing.clone(),
+    }
+}
+
+/// `lab status`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StatusReport {
+    #[serde(flatten)]
+    pub summary: Summary,
+    pub qemu_running: bool,
+    pub simulator_running: bool,
+    pub vm_status: Option<String>,
+    pub agent_answers: bool,
+}
+
+/// What `lab down` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DownReport {
+    pub name: String,
+    pub was_up: bool,
+    pub qemu: String,
+    pub simulator: String,
+    pub removed: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+/// The outcome of one suite of `lab run`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuiteResult {
+    pub suite: String,
+    pub passed: bool,
+    pub seconds: f64,
+    pub result_file: PathBuf,
+    /// The error when the suite could not run at all.
+    pub error: Option<String>,
+}
+
+/// `lab bench boot`: boot timings over several `up`/`down` cycles with a
+/// cached image.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootBench {
+    pub runs: Vec<Timings>,
+    pub median_agent_ready_ms: u64,
+    pub median_regions_ready_ms: u64,
+    pub min_regions_ready_ms: u64,
+    pub max_regions_ready_ms: u64,
+}

@@ -1,0 +1,155 @@
+//! `lab down`.
+
+use std::time::{Duration, Instant};
+
+use cxl_topology::{DeviceKind, Topology};
+
+use crate::error::LabError;
+use crate::events::{Event, Events, Step};
+use crate::process;
+use crate::qemu;
+use crate::qmp::Qmp;
+use crate::rundir::{LabStatus, RunDir};
+use crate::summary::DownReport;
+
+/// `lab down`: QMP quit, then SIGTERM/SIGKILL; removes sockets, pid files
+/// and volatile backing files; keeps persistent ones. Idempotent.
+pub async fn down(name: &str, events: &Events) -> Result<DownReport, LabError> {
+    let run = RunDir::new(name)?;
+    down_run(&run, events).await
+}
+
+/// `lab down` on a run directory (also `lab up` cleaning up after itself).
+pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError> {
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Shutdown,
+        detail: run.name.clone(),
+    });
+    let state = run.load()?;
+    let marker = run.marker();
+    let mut report = DownReport {
+        name: run.name.clone(),
+        was_up: false,
+        qemu: "not running".into(),
+        simulator: "not running".into(),
+        removed: vec![],
+        kept: vec![],
+    };
+    if let Some(pid) = state.as_ref().and_then(|s| s.qemu_pid) {
+        if process::is_alive(pid, &marker) {
+            report.was_up = true;
+            let qmp = qemu::qmp_socket(&run.sockets);
+            let quit = async {
+                if let Ok(q) = Qmp::connect(&qmp).await {
+                    let _ = q.quit().await;
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(5), quit).await;
+            report.qemu = if process::wait_gone(pid, &marker, Duration::from_secs(5)) {
+                "quit".into()
+            } else {
+                process::terminate(pid, &marker, Duration::from_secs(3)).into()
+            };
+        }
+    }
+    if let Some(pid) = state.as_ref().and_then(|s| s.memsim_pid) {
+        // SIGTERM makes cxl-memsim print its final report into memsim.log.
+        report.simulator = process::terminate(pid, &marker, Duration::from_secs(3)).into();
+    }
+    for f in [
+        "qmp.sock",
+        "qga.sock",
+        "memsim.sock",
+        "plugin.sock",
+        "qemu.pid",
+        "memsim.pid",
+    ] {
+        if std::fs::remove_file(run.socket(f)).is_ok() {
+            report.removed.push(f.into());
+        }
+    }
+    let topology = Topology::load(Some(&run.topology_file())).ok();
+    // The simulator removes its vhost-user sockets when it exits cleanly;
+    // one it was killed will not have.
+    for (d, _) in topology.iter().flat_map(|t| t.block_views()) {
+        let socket = qemu::vhost_user_blk_socket(&run.sockets, &d.name);
+        if std::fs::remove_file(&socket).is_ok() {
+            report.removed.push(socket.display().to_string());
+        }
+    }
+    if let Some(state) = &state {
+        for f in &state.devices {
+            // The kind cxl-memsim recorded beside the file decides, not the
+            // topology file: a failed `lab up` may have left a new topology
+            // that makes a persistent device volatile.
+            let recorded = std::fs::read_to_string(f.memory.with_extension("kind")).ok();
+            let persistent = match recorded.as_deref().map(str::trim) {
+                Some(kind) => kind == "persistent",
+                // No record (or no topology): keep the file.
+                None => topology
+                    .as_ref()
+                    .and_then(|t| t.device(&f.name))
+                    .is_none_or(|d| d.kind == DeviceKind::Persistent),
+            };
+            if persistent {
+                report.kept.push(f.memory.display().to_string());
+                if let Some(l) = &f.lsa {
+                    report.kept.push(l.display().to_string());
+                }
+            } else if std::fs::remove_file(&f.memory).is_ok() {
+                report.removed.push(f.memory.display().to_string());
+            }
+        }
+    }
+    if run.sockets != run.dir {
+        // Only when empty: it holds nothing else of the lab's.
+        let _ = std::fs::remove_dir(&run.sockets);
+    }
+    if let Some(mut s) = state {
+        s.status = LabStatus::Down;
+        s.qemu_pid = None;
+        s.memsim_pid = None;
+        run.save(&s)?;
+    }
+    events.emit(Event::Finished {
+        step: Step::Shutdown,
+        elapsed: t.elapsed(),
+        detail: report.qemu.clone(),
+    });
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::DeviceFiles;
+    use crate::rundir::LabState;
+
+    #[tokio::test]
+    async fn down_keeps_a_file_recorded_persistent_whatever_the_topology_file_says() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        run.create().unwrap();
+        let mut t = Topology::embedded_default();
+        let devices = DeviceFiles::in_dir(&t, &run.backing_dir());
+        for f in &devices {
+            std::fs::write(&f.memory, b"data").unwrap();
+        }
+        std::fs::write(run.backing_dir().join("vmem0.kind"), "volatile\n").unwrap();
+        std::fs::write(run.backing_dir().join("pmem0.kind"), "persistent\n").unwrap();
+        // A `lab up` that failed left a topology making pmem0 volatile.
+        for dev in &mut t.devices {
+            dev.kind = DeviceKind::Volatile;
+            dev.lsa_size = None;
+        }
+        std::fs::write(run.topology_file(), t.to_toml()).unwrap();
+        let state = LabState::of_test_lab(LabStatus::Down, String::new(), vec![], devices.clone());
+        run.save(&state).unwrap();
+        down_run(&run, &Events::none()).await.unwrap();
+        let pmem = devices.iter().find(|f| f.name == "pmem0").unwrap();
+        let vmem = devices.iter().find(|f| f.name == "vmem0").unwrap();
+        assert_eq!(std::fs::read(&pmem.memory).unwrap(), b"data", "kept");
+        assert!(!vmem.memory.exists(), "volatile memory removed");
+    }
+}

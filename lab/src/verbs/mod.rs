@@ -1,0 +1,30 @@
+//! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
+//! `args`, `run` (suites) and `bench` (`bench boot`); `launch` is what QEMU
+//! is started with, for `up` and `args` alike. What they return is in
+//! `summary.rs`, their error in `error.rs`.
+
+pub mod args;
+pub mod bench;
+pub mod down;
+pub mod exec;
+pub mod launch;
+pub mod run;
+pub mod status;
+pub mod up;
+
+pub use args::args;
+pub use bench::bench_boot;
+pub use down::down;
+pub use exec::{agent, exec};
+pub use launch::AccelChoice;
+pub use run::run_suites;
+pub use status::status;
+pub use up::{up, UpOptions};
+
+use crate::error::LabError;
+use crate::rundir::RunDir;
+
+/// The run directory of a lab (for `lab console` and results).
+pub fn run_dir(name: &str) -> Result<RunDir, LabError> {
+    Ok(RunDir::new(name)?)
+}

@@ -1,0 +1,391 @@
+//! `lab up`: image, simulator, QEMU, guest agent, regions. Each step reports
+//! progress through [`Events`]; every failure tears down what was started.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cxl_topology::Topology;
+
+use super::down::down_run;
+use super::launch::{plan, AccelChoice};
+use crate::error::{error_chain, io_err, LabError};
+use crate::events::{Event, Events, Step};
+use crate::image::ImageOptions;
+use crate::memsim;
+use crate::process;
+use crate::qemu::{self, DeviceFiles};
+use crate::qga::Agent;
+use crate::regions;
+use crate::rundir::{LabState, LabStatus, RunDir, Timings};
+use crate::summary::{summarize, Summary};
+
+/// What the guest /init prints on the console once qemu-ga runs.
+const AGENT_STARTED: &str = "cxl-lab: guest agent on";
+
+/// Options of `lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    pub topology: Option<PathBuf>,
+    pub accel: AccelChoice,
+    pub image: ImageOptions,
+    pub boot_timeout: Duration,
+    /// Timing mode: load the TCG plugin and arm it once regions are up
+    /// (also on when the topology says `[simulator] timing = true`).
+    pub timing: bool,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            name: "default".into(),
+            topology: None,
+            accel: AccelChoice::Auto,
+            image: ImageOptions::default(),
+            boot_timeout: Duration::from_secs(180),
+            timing: false,
+        }
+    }
+}
+
+/// Creates the label storage areas that persistent devices need (kept
+/// across restarts, like the device memory).
+fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabError> {
+    for (d, f) in topology.devices.iter().zip(files) {
+        if let (Some(size), Some(path)) = (d.lsa_size, &f.lsa) {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(path)
+                .map_err(io_err(path))?;
+            // A new file is empty; an existing one holds namespace labels,
+            // which resizing would cut or misplace.
+            let found = file.metadata().map_err(io_err(path))?.len();
+            if found == 0 {
+                file.set_len(size.bytes()).map_err(io_err(path))?;
+            } else if found != size.bytes() {
+                return Err(LabError::LsaSizeMismatch {
+                    device: d.name.clone(),
+                    path: path.clone(),
+                    found,
+                    expected: size.bytes(),
+                });
+            }
+            if found > 0
+                && !f.memory.exists()
+                && std::fs::read(path)
+                    .map_err(io_err(path))?
+                    .iter()
+                    .any(|&b| b != 0)
+            {
+                return Err(LabError::OrphanLabels {
+                    device: d.name.clone(),
+                    lsa: path.clone(),
+                    memory: f.memory.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that cxl-memsim created each device's memory where QEMU is told
+/// to map it.
+fn backing_files_agree(devices: &[DeviceFiles], ready: &memsim::Ready) -> Result<(), LabError> {
+    for r in &ready.devices {
+        if let Some(f) = devices.iter().find(|f| f.name == r.name) {
+            if f.memory != r.path {
+                return Err(LabError::BackingFileElsewhere {
+                    device: r.name.clone(),
+                    expected: f.memory.clone(),
+                    reported: r.path.clone(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `lab up`: image, simulator, QEMU, guest agent, regions.
+pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> {
+    let run = RunDir::new(&opts.name)?;
+    run.check_legacy()?;
+    if let Some(state) = run.load()? {
+        let alive = state
+            .qemu_pid
+            .is_some_and(|p| process::is_alive(p, &run.marker()));
+        if alive && state.status != LabStatus::Down {
+            return Err(LabError::AlreadyUp(run.name.clone()));
+        }
+        // A previous run died (QEMU killed, host rebooted): clean it up.
+        down_run(&run, events).await?;
+    }
+    let t0 = Instant::now();
+    let ms = |t: Instant| t.elapsed().as_millis() as u64;
+    let launch = plan(
+        &run,
+        opts.topology.as_deref(),
+        opts.accel,
+        &opts.image,
+        opts.timing,
+        events,
+    )?;
+    let image_ms = ms(t0);
+    run.create()?;
+    let topology = &launch.topology;
+
+    // The simulator reads the effective topology (defaults filled in).
+    let topo_file = run.topology_file();
+    std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
+    label_areas(topology, &launch.devices)?;
+    let scratch = qemu::scratch_disk(&run.dir);
+    let _ = std::fs::remove_file(&scratch);
+    if topology.guest.scratch_disk.bytes() > 0 {
+        let f = std::fs::File::create(&scratch).map_err(io_err(&scratch))?;
+        f.set_len(topology.guest.scratch_disk.bytes())
+            .map_err(io_err(&scratch))?;
+    }
+    for message in memsim::block_view_warnings(topology) {
+        events.emit(Event::Warning {
+            step: Step::SimulatorStart,
+            message,
+        });
+    }
+    let sim = events.step(Step::SimulatorStart, "", || {
+        let socket = run.plugin_socket();
+        memsim::start(
+            &run,
+            &topo_file,
+            topology,
+            launch.plugin.is_some().then_some(socket.as_path()),
+            Duration::from_secs(20),
+        )
+    })?;
+    let simulator_ms = ms(t0);
+    // QEMU maps the files where the launch plan (and so `lab args`) says.
+    let backing_agrees = backing_files_agree(&launch.devices, &sim.ready);
+
+    for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
+        let _ = std::fs::remove_file(run.socket(f));
+    }
+    for f in ["console.log", "qemu.log"] {
+        let _ = std::fs::remove_file(run.path(f));
+    }
+    let argv = launch.argv();
+    let mut state = LabState {
+        name: run.name.clone(),
+        status: LabStatus::Starting,
+        topology_origin: topology.origin.clone(),
+        image_key: launch.image.manifest.key.clone(),
+        kernel: launch.image.kernel.clone(),
+        initrd: launch.image.initrd.clone(),
+        accel: launch.accel,
+        argv: argv.clone(),
+        devices: launch.devices.clone(),
+        qemu_pid: None,
+        memsim_pid: Some(sim.pid),
+        memsim_listen: Some(sim.ready.listen.clone()),
+        regions: None,
+        timings: Timings {
+            image_ms,
+            simulator_ms,
+            ..Timings::default()
+        },
+        timing: launch.plugin.as_ref().map(|p| crate::timing::TimingState {
+            plugin: p.library.clone(),
+            plugin_socket: run.plugin_socket(),
+            ..Default::default()
+        }),
+    };
+    run.save(&state)?;
+
+    let result = match backing_agrees {
+        Ok(()) => boot(&run, topology, &mut state, &argv, opts, events, t0).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => Ok(summarize(&run, &state, topology)),
+        Err(e) => {
+            let _ = down_run(&run, events).await;
+            Err(e)
+        }
+    }
+}
+
+async fn boot(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    argv: &[String],
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+) -> Result<(), LabError> {
+    let mut qemu_child = events.step(Step::QemuStart, state.accel.as_str(), || {
+        process::spawn_detached(argv, &run.qemu_log())
+    })?;
+    let pid = qemu_child.id();
+    state.qemu_pid = Some(pid);
+    run.save(state)?;
+
+    let marker = run.marker();
+    let console = qemu::console_log(&run.dir);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::AgentWait,
+        detail: String::new(),
+    });
+    let agent = Agent::wait(
+        &qemu::agent_socket(&run.sockets),
+        Instant::now() + opts.boot_timeout,
+        || process::child_running(&mut qemu_child),
+        {
+            let mut watch = process::LogWatch::new(&console, AGENT_STARTED);
+            move || watch.seen()
+        },
+    )
+    .await;
+    let agent = match agent {
+        Ok(a) => a,
+        Err(source) => {
+            let err = if process::is_alive(pid, &marker) {
+                LabError::BootTimeout {
+                    timeout: opts.boot_timeout,
+                    console: console.clone(),
+                    console_tail: process::tail(&console, 15),
+                    source: Box::new(source),
+                }
+            } else {
+                LabError::QemuDied {
+                    log: run.qemu_log(),
+                    qemu_tail: process::tail(&run.qemu_log(), 10),
+                    console: console.clone(),
+                    console_tail: process::tail(&console, 15),
+                }
+            };
+            events.emit(Event::Failed {
+                step: Step::AgentWait,
+                error: err.to_string(),
+            });
+            return Err(err);
+        }
+    };
+    events.emit(Event::Finished {
+        step: Step::AgentWait,
+        elapsed: t.elapsed(),
+        detail: String::new(),
+    });
+    state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+
+    let plan = regions::plan(topology);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Regions,
+        detail: format!("{} devices", plan.devices.len()),
+    });
+    let outcome = regions::create(&agent, &plan).await.map_err(|source| {
+        let e = LabError::Regions {
+            console: console.clone(),
+            source: Box::new(source),
+        };
+        events.emit(Event::Failed {
+            step: Step::Regions,
+            error: error_chain(&e),
+        });
+        e
+    })?;
+    let daxes: Vec<String> = outcome
+        .devices
+        .iter()
+        .filter_map(|d| d.dax.clone())
+        .collect();
+    events.emit(Event::Finished {
+        step: Step::Regions,
+        elapsed: t.elapsed(),
+        detail: daxes.join(" "),
+    });
+    state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+    if let Some(ts) = state.timing.clone() {
+        let t = Instant::now();
+        events.emit(Event::Started {
+            step: Step::Timing,
+            detail: String::new(),
+        });
+        let armed = crate::timing::arm(
+            &run.memsim_control(),
+            &agent,
+            &outcome,
+            Duration::from_secs(30),
+        )
+        .await
+        .map_err(|e| {
+            events.emit(Event::Failed {
+                step: Step::Timing,
+                error: e.to_string(),
+            });
+            LabError::from(e)
+        })?;
+        events.emit(Event::Finished {
+            step: Step::Timing,
+            elapsed: t.elapsed(),
+            detail: armed.windows.join(" "),
+        });
+        state.timing = Some(crate::timing::TimingState {
+            plugin: ts.plugin,
+            plugin_socket: ts.plugin_socket,
+            ..armed
+        });
+    }
+    state.regions = Some(outcome);
+    state.status = LabStatus::Up;
+    run.save(state)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_label_area_of_another_size_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        let files = DeviceFiles::in_dir(&t, dir.path());
+        let lsa = files
+            .iter()
+            .find_map(|f| f.lsa.clone())
+            .expect("the default topology has a label area");
+        label_areas(&t, &files).unwrap();
+        let size = std::fs::metadata(&lsa).unwrap().len();
+        assert!(size > 0, "a new label area is sized");
+        label_areas(&t, &files).expect("the same size is fine");
+
+        std::fs::write(&lsa, [7u8; 4096]).unwrap();
+        let e = label_areas(&t, &files).expect_err("size mismatch");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("has 4096 bytes but the topology says lsa_size"),
+            "{msg}"
+        );
+        assert!(msg.contains("move the file away"), "{msg}");
+        assert_eq!(std::fs::read(&lsa).unwrap(), [7u8; 4096], "no label lost");
+
+        // Labels without their data file: refused, both kept as they are.
+        let size = t.devices.iter().find_map(|d| d.lsa_size).unwrap().bytes();
+        let mut labels = vec![0u8; size as usize];
+        labels[100] = 1;
+        std::fs::write(&lsa, &labels).unwrap();
+        let memory = &files.iter().find(|f| f.lsa.is_some()).unwrap().memory;
+        assert!(!memory.exists());
+        let msg = label_areas(&t, &files).unwrap_err().to_string();
+        assert!(
+            msg.contains("holds namespace labels, but its backing file"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&lsa).unwrap(), labels);
+        // With the data file there, the labels are its own.
+        std::fs::write(memory, b"data").unwrap();
+        label_areas(&t, &files).expect("labels with their data");
+    }
+}
