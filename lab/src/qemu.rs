@@ -273,12 +273,26 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         }
     }
     for h in &t.host_bridges {
+        // A host bridge with one root port has no HDM decoders in QEMU
+        // unless asked: the kernel then emulates a single pass-through
+        // decoder, and a second region below the bridge finds none free.
+        let passthrough = t
+            .root_ports
+            .iter()
+            .filter(|r| r.host_bridge == h.name)
+            .count()
+            == 1;
         push(&[
             "-device",
             &format!(
-                "pxb-cxl,bus_nr={},bus=pcie.0,id={}",
+                "pxb-cxl,bus_nr={},bus=pcie.0,id={}{}",
                 h.bus_nr.expect("validated"),
-                h.name
+                h.name,
+                if passthrough {
+                    ",hdm_for_passthrough=true"
+                } else {
+                    ""
+                }
             ),
         ]);
     }

@@ -5,6 +5,8 @@
 //! windows and the guest's CPUs and RAM. [`Topology::load`] parses and
 //! validates; every validation error names the file, the field and the reason.
 
+pub mod interleave;
+pub mod region;
 mod size;
 mod validate;
 
@@ -12,6 +14,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use interleave::{Interleave, Placement};
+pub use region::RegionLayout;
 pub use size::{ByteSize, ParseSizeError, GIB, KIB, MIB};
 
 /// The embedded default topology's text.
@@ -139,6 +143,21 @@ pub enum DeviceMode {
     SystemRam,
     /// No region is created (dynamic capacity devices).
     None,
+    /// A persistent region's namespace in fsdax mode: a `/dev/pmemN` block
+    /// device a DAX filesystem can be made on.
+    Fsdax,
+}
+
+impl DeviceMode {
+    /// The name used in topology files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceMode::Devdax => "devdax",
+            DeviceMode::SystemRam => "system-ram",
+            DeviceMode::None => "none",
+            DeviceMode::Fsdax => "fsdax",
+        }
+    }
 }
 
 /// A CXL type-3 memory device.
@@ -171,6 +190,9 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
+    /// How regions refer to the window; `window<N>` (its index) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub size: ByteSize,
     /// Host bridges interleaved by this window; ways = number of targets.
     pub targets: Vec<String>,
@@ -180,6 +202,36 @@ pub struct Window {
 
 fn default_granularity() -> ByteSize {
     ByteSize(8 * KIB)
+}
+
+impl Window {
+    /// The window's name, or `window<index>` when it has none.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("window{index}"))
+    }
+}
+
+/// A region the guest builds across several devices: the CXL decoders
+/// stripe its host physical range over `devices` in `granularity` units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub name: String,
+    /// The devices, in interleave-position order.
+    pub devices: Vec<String>,
+    /// Interleave granularity; the window's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<ByteSize>,
+    /// devdax or system-ram (volatile), devdax or fsdax (persistent);
+    /// devdax when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DeviceMode>,
+    /// The window's name; the first window that can decode the region and
+    /// has room when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// Parameters of the simulator's model that are not per device.
@@ -223,6 +275,8 @@ pub struct Topology {
     pub devices: Vec<Device>,
     #[serde(default, rename = "window")]
     pub windows: Vec<Window>,
+    #[serde(default, rename = "region", skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
     #[serde(default)]
     pub simulator: Simulator,
     /// Where this topology came from (a path or [`DEFAULT_ORIGIN`]).
@@ -304,6 +358,20 @@ impl Topology {
             root_port,
             switch,
         }
+    }
+
+    /// Every region the guest builds: declared `[[region]]`s first, then a
+    /// one-device region for each device no region names.
+    pub fn region_layouts(&self) -> Vec<RegionLayout> {
+        region::layouts(self).expect("validated topologies resolve their regions")
+    }
+
+    /// The region that holds `device`, with the device's position in it.
+    pub fn region_of(&self, device: &str) -> Option<(RegionLayout, usize)> {
+        let i = self.devices.iter().position(|d| d.name == device)?;
+        self.region_layouts()
+            .into_iter()
+            .find_map(|r| r.devices.iter().position(|&d| d == i).map(|p| (r, p)))
     }
 
     /// The devices served as vhost-user-blk disks, in the order listed,
