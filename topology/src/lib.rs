@@ -1,6 +1,7 @@
 //! The CXL lab topology: what `lab up` builds and what `cxl-memsim` models.
 //!
-//! A topology is a TOML file (see `default.toml`, the embedded default) with
+//! A topology is a TOML file (see `examples/default.toml`, the embedded
+//! default, and the other presets in `examples/`) with
 //! host bridges, root ports, optional switches, type-3 devices, fixed memory
 //! windows and the guest's CPUs and RAM. [`Topology::load`] parses and
 //! validates; every validation error names the file, the field and the reason.
@@ -19,7 +20,64 @@ pub use region::RegionLayout;
 pub use size::{ByteSize, ParseSizeError, GIB, KIB, MIB};
 
 /// The embedded default topology's text.
-pub const DEFAULT_TOPOLOGY_TOML: &str = include_str!("default.toml");
+pub const DEFAULT_TOPOLOGY_TOML: &str = include_str!("../examples/default.toml");
+
+/// A topology shipped with cxl-lab, usable by name (`lab up --topology
+/// switched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    /// One line for `lab topologies`.
+    pub summary: &'static str,
+    pub toml: &'static str,
+}
+
+/// Every preset, the files under `topology/examples/`.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "default",
+        summary: "one host bridge, two root ports, a volatile and a persistent device, one region each",
+        toml: DEFAULT_TOPOLOGY_TOML,
+    },
+    Preset {
+        name: "switched",
+        summary: "a switch with four downstream ports, four volatile devices in one 4-way region at 4K",
+        toml: include_str!("../examples/switched.toml"),
+    },
+    Preset {
+        name: "two-bridges",
+        summary: "two host bridges, one volatile device each, a 2-way region through a window over both",
+        toml: include_str!("../examples/two-bridges.toml"),
+    },
+    Preset {
+        name: "run-qemu",
+        summary: "run_qemu's --cxl layout: 2 host bridges, 4 root ports, 2 switches, 2 pmem + 2 vmem, x1 and x2 windows at 8K",
+        toml: include_str!("../examples/run-qemu.toml"),
+    },
+    Preset {
+        name: "tiering",
+        summary: "a 512 MiB volatile device onlined as system RAM: a CPU-less NUMA node",
+        toml: include_str!("../examples/tiering.toml"),
+    },
+    Preset {
+        name: "dcd",
+        summary: "a dynamic capacity device with two DC regions and no region at boot",
+        toml: include_str!("../examples/dcd.toml"),
+    },
+];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+fn preset_names() -> String {
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// The name used for the embedded default in messages.
 pub const DEFAULT_ORIGIN: &str = "<embedded default topology>";
 
@@ -29,9 +87,12 @@ pub const CXL_GRANULE: u64 = 256 * MIB;
 /// Errors while loading a topology.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("Cannot read topology file {path}.")]
+    #[error(
+        "Cannot read topology file {path}; it is not a preset name either (presets: {presets})."
+    )]
     Read {
         path: String,
+        presets: String,
         #[source]
         source: std::io::Error,
     },
@@ -299,17 +360,24 @@ impl Topology {
             .expect("the embedded default topology is valid")
     }
 
-    /// Loads `path`, or the embedded default when `path` is `None`.
+    /// Loads `path`, or the embedded default when `path` is `None`. A
+    /// `path` that names no file but a preset (`switched`) loads the preset.
     pub fn load(path: Option<&Path>) -> Result<Topology, TopologyError> {
         match path {
             None => Ok(Topology::embedded_default()),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| TopologyError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                Topology::parse(&text, &p.display().to_string())
-            }
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => Topology::parse(&text, &p.display().to_string()),
+                Err(source) => match p.to_str().and_then(preset) {
+                    Some(found) if source.kind() == std::io::ErrorKind::NotFound => {
+                        Topology::parse(found.toml, &format!("<preset {}>", found.name))
+                    }
+                    _ => Err(TopologyError::Read {
+                        path: p.display().to_string(),
+                        presets: preset_names(),
+                        source,
+                    }),
+                },
+            },
         }
     }
 
