@@ -20,6 +20,7 @@ pub mod qga;
 pub mod qmp;
 pub mod regions;
 pub mod rundir;
+pub mod striping;
 pub mod suites;
 pub mod text;
 pub mod timing;
