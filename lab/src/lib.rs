@@ -4,9 +4,10 @@
 //!
 //! Where things are: the QEMU command line is `qemu.rs`, QMP is `qmp.rs`,
 //! the guest agent is `qga.rs`, region set-up is `regions.rs` (host side)
-//! and the `cxl-regions` guest tool, the run directory is `rundir.rs`, and
-//! the verbs (`up`, `down`, `exec`, ...) are in `lab.rs`, timing mode (the
-//! TCG plugin) is `timing.rs`.
+//! and the `cxl-regions` guest tool, the run directory is `rundir.rs` (the
+//! names of its files and sockets are `runfiles.rs`), and the verbs (`up`,
+//! `down`, `exec`, ...) are in `lab.rs`, timing mode (the TCG plugin) is
+//! `timing.rs`.
 
 pub mod events;
 pub mod image;
@@ -20,6 +21,7 @@ pub mod qga;
 pub mod qmp;
 pub mod regions;
 pub mod rundir;
+pub mod runfiles;
 pub mod striping;
 pub mod suites;
 pub mod text;

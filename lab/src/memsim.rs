@@ -80,7 +80,7 @@ pub fn block_view_args(socket_dir: &Path, topology: &Topology) -> Vec<String> {
             } else {
                 "--vhost-user-blk"
             };
-            let socket = crate::qemu::vhost_user_blk_socket(socket_dir, &d.name);
+            let socket = crate::runfiles::vhost_user_blk_socket(socket_dir, &d.name);
             [flag.to_owned(), format!("{}={}", d.name, socket.display())]
         })
         .collect()
@@ -159,21 +159,9 @@ pub fn start(
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
-
-    /// The default topology with a writable view of pmem0 and a read-only
-    /// one of vmem0.
-    pub(crate) fn with_block_views() -> Topology {
-        Topology::parse(
-            &format!(
-                "{}\n[simulator]\nvhost_user_blk = [\"pmem0\", \"vmem0\"]\nvhost_user_blk_read_only = [\"vmem0\"]\n",
-                cxl_topology::DEFAULT_TOPOLOGY_TOML
-            ),
-            "blk.toml",
-        )
-        .unwrap()
-    }
+    use crate::qemu::tests::with_block_views;
 
     #[test]
     fn parses_the_ready_line() {

@@ -14,7 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::qemu::{Accel, DeviceFiles};
+use crate::qemu::Accel;
+use crate::runfiles::{self, DeviceFiles};
 
 /// Errors of the run directory.
 #[derive(Debug, thiserror::Error)]
@@ -148,13 +149,13 @@ impl RunDir {
     /// the fix rather than deep in QEMU or the simulator.
     pub fn check_socket_paths(&self, topology: &cxl_topology::Topology) -> Result<(), RunDirError> {
         let mut sockets = vec![
-            crate::qemu::qmp_socket(&self.sockets),
-            crate::qemu::agent_socket(&self.sockets),
+            runfiles::qmp_socket(&self.sockets),
+            runfiles::agent_socket(&self.sockets),
             self.memsim_control(),
             self.plugin_socket(),
         ];
         for (d, _) in topology.block_views() {
-            sockets.push(crate::qemu::vhost_user_blk_socket(&self.sockets, &d.name));
+            sockets.push(runfiles::vhost_user_blk_socket(&self.sockets, &d.name));
         }
         match sockets
             .into_iter()

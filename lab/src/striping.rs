@@ -63,7 +63,9 @@ pub struct StripeCheck {
 
 impl StripeCheck {
     pub fn passed(&self) -> bool {
-        self.members.iter().all(|m| m.wrong_granules == 0 && m.granules > 0)
+        self.members
+            .iter()
+            .all(|m| m.wrong_granules == 0 && m.granules > 0)
     }
 }
 

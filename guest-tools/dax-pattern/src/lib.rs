@@ -81,7 +81,8 @@ pub fn run(
         len,
         source,
     })?;
-    // SAFETY: the mapping covers [base, base + len) while `dev` lives; other
+    // SAFETY: `dev` maps [base, base + len) writable and outlives `buf`, and
+    // nothing else in this process touches the mapping meanwhile; other
     // writers (the guest kernel, the simulator) are exactly what we check.
     let buf = unsafe { std::slice::from_raw_parts_mut(dev.base(), dev.len()) };
     if write {

@@ -37,7 +37,8 @@ fn monotonic_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime into a local.
+    // SAFETY: `ts` is a live, writable timespec; CLOCK_MONOTONIC always
+    // exists, so the call only fills `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -47,7 +48,8 @@ fn raw_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime into a local.
+    // SAFETY: `ts` is a live, writable timespec; CLOCK_MONOTONIC_RAW exists
+    // on every kernel the guest runs, so the call only fills `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -92,7 +94,9 @@ impl Clock {
     pub fn start(&self) -> u64 {
         match self.source {
             Source::Rdtscp => {
-                // SAFETY: LFENCE/RDTSC are unprivileged.
+                // SAFETY: LFENCE is SSE2 (baseline x86_64) and RDTSC is
+                // unprivileged on Linux with a TSC on every x86_64 CPU; both
+                // only order execution or read the counter.
                 unsafe {
                     core::arch::x86_64::_mm_lfence();
                     let t = core::arch::x86_64::_rdtsc();
@@ -110,7 +114,9 @@ impl Clock {
         match self.source {
             Source::Rdtscp => {
                 let mut aux = 0u32;
-                // SAFETY: RDTSCP is present (CPUID checked).
+                // SAFETY: the source is Rdtscp only when `calibrate` saw
+                // CPUID report RDTSCP; `aux` is a live u32 it writes the
+                // processor id into. LFENCE is SSE2 (baseline x86_64).
                 unsafe {
                     let t = core::arch::x86_64::__rdtscp(&mut aux);
                     core::arch::x86_64::_mm_lfence();

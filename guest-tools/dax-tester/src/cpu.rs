@@ -111,7 +111,12 @@ impl Flush {
         let mut line = p as usize & !63;
         let end = p as usize + len;
         while line < end {
-            // SAFETY: the caller passes mapped memory; these only write back or evict.
+            // SAFETY: CLWB, CLFLUSHOPT and CLFLUSH only write a cache line
+            // back to memory (and maybe evict it): no memory contents or
+            // registers change, so nothing Rust assumes is disturbed. `self`
+            // comes from `select` or `evicting`, which pick an instruction
+            // CPUID reports (CLFLUSH is baseline x86_64). A line that is not
+            // mapped faults (SIGSEGV) rather than touching anything.
             unsafe {
                 match self {
                     Flush::Clwb => {
@@ -132,13 +137,15 @@ impl Flush {
 
 #[inline]
 pub fn sfence() {
-    // SAFETY: a fence has no operands.
+    // SAFETY: SFENCE (SSE, baseline x86_64) has no operands and only orders
+    // stores; it reads and writes no memory or registers.
     unsafe { asm!("sfence", options(nostack, preserves_flags)) };
 }
 
 #[inline]
 pub fn mfence() {
-    // SAFETY: a fence has no operands.
+    // SAFETY: MFENCE (SSE2, baseline x86_64) has no operands and only orders
+    // loads and stores; it reads and writes no memory or registers.
     unsafe { asm!("mfence", options(nostack, preserves_flags)) };
 }
 
@@ -148,7 +155,9 @@ pub fn mfence() {
 /// CPUID must report WAITPKG and `addr` must be mapped.
 #[inline]
 pub unsafe fn umonitor(addr: *const u8) {
-    // SAFETY: caller checked CPUID.WAITPKG; addr is mapped.
+    // SAFETY: the caller guarantees WAITPKG (so the instruction exists) and a
+    // mapped `addr`; UMONITOR only arms address monitoring on its line and
+    // writes no memory.
     unsafe { asm!("umonitor {0}", in(reg) addr, options(nostack, preserves_flags)) };
 }
 
@@ -159,8 +168,10 @@ pub unsafe fn umonitor(addr: *const u8) {
 /// CPUID must report WAITPKG.
 #[inline]
 pub unsafe fn umwait(deadline: u64) {
-    let ctrl: u32 = 1; // C0.1: faster wake-up
-                       // SAFETY: caller checked CPUID.WAITPKG.
+    // C0.1: faster wake-up.
+    let ctrl: u32 = 1;
+    // SAFETY: the caller guarantees WAITPKG, so UMWAIT exists; it only waits
+    // (bounded by the deadline in EDX:EAX) and writes no memory.
     unsafe {
         asm!(
             "umwait {ctrl:e}",
@@ -178,7 +189,9 @@ pub unsafe fn umwait(deadline: u64) {
 /// CPUID must report MONITORX and `addr` must be mapped.
 #[inline]
 pub unsafe fn monitorx(addr: *const u8) {
-    // SAFETY: caller checked CPUID.MONITORX; addr is mapped.
+    // SAFETY: the caller guarantees MONITORX (so the instruction exists) and
+    // a mapped `addr`; MONITORX only arms monitoring on its line and writes no
+    // memory.
     unsafe {
         asm!("monitorx", in("rax") addr, in("ecx") 0u32, in("edx") 0u32, options(nostack, preserves_flags))
     };
@@ -191,7 +204,9 @@ pub unsafe fn monitorx(addr: *const u8) {
 /// CPUID must report MONITORX.
 #[inline]
 pub unsafe fn mwaitx(timeout: u32) {
-    // SAFETY: caller checked CPUID.MONITORX; rbx is restored.
+    // SAFETY: the caller guarantees MONITORX, so MWAITX exists; it only waits
+    // (bounded by its timer) and writes no memory. RBX, which LLVM reserves,
+    // holds the timeout only between the two XCHGs and is restored after.
     unsafe {
         asm!(
             "xchg {t:r}, rbx",
@@ -208,6 +223,7 @@ pub unsafe fn mwaitx(timeout: u32) {
 /// Reads the TSC (not ordered; see `clock`).
 #[inline]
 pub fn rdtsc() -> u64 {
-    // SAFETY: RDTSC is unprivileged on Linux.
+    // SAFETY: every x86_64 CPU has a TSC, and Linux lets user code read it
+    // (CR4.TSD clear); RDTSC only writes EDX:EAX, which the intrinsic returns.
     unsafe { core::arch::x86_64::_rdtsc() }
 }

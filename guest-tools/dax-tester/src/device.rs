@@ -81,13 +81,19 @@ pub struct Mapping {
     len: usize,
 }
 
-// SAFETY: the mapping is plain shared memory; tests synchronise their own access.
+// SAFETY: a Mapping owns its address range, which is process-wide shared
+// memory usable from any thread; through `&Mapping` nothing dereferences
+// `addr`, and `drop` unmaps it once. Accesses to the memory go through raw
+// pointers whose users synchronise (atomics, or one thread per slice).
 unsafe impl Send for Mapping {}
+// SAFETY: as for Send: `&Mapping` gives no access to the memory itself.
 unsafe impl Sync for Mapping {}
 
 impl Drop for Mapping {
     fn drop(&mut self) {
-        // SAFETY: addr/len come from a successful mmap.
+        // SAFETY: `map` builds a Mapping only from a successful mmap of
+        // exactly `len` bytes at `addr`, and this is its only unmap; pointers
+        // into it are documented as valid only while it lives.
         unsafe { libc::munmap(self.addr.cast(), self.len) };
     }
 }
@@ -101,8 +107,11 @@ pub struct Device {
     pub info: DeviceInfo,
 }
 
-// SAFETY: see Mapping.
+// SAFETY: a Device is a File (Send and Sync), a Mapping (see above) and
+// `base`, a pointer into that mapping that the Device never dereferences
+// itself; the modes that do synchronise their own accesses.
 unsafe impl Send for Device {}
+// SAFETY: as for Send: `&Device` reads only `base`'s value, never its target.
 unsafe impl Sync for Device {}
 
 /// Size and alignment of the object behind `file`.
@@ -138,7 +147,9 @@ fn map(file: &File, offset: u64, len: u64, sync: bool) -> io::Result<Mapping> {
     } else {
         libc::MAP_SHARED
     };
-    // SAFETY: mapping a file we hold open; the result is checked.
+    // SAFETY: a null hint lets the kernel pick an unused range, so no
+    // existing mapping is replaced; `file` keeps the fd open for the call, and
+    // the result is checked against MAP_FAILED before use.
     let addr = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -216,7 +227,8 @@ impl Device {
                 (m, false, Some(why))
             }
         };
-        // SAFETY: offset - map_start < map_len.
+        // SAFETY: map_start <= offset < end <= map_end, so `offset - map_start`
+        // is inside the `map_len` bytes just mapped at `mapping.addr`.
         let base = unsafe { mapping.addr.add((offset - map_start) as usize) };
         Ok(Device {
             file,
@@ -244,7 +256,8 @@ impl Device {
         })
     }
 
-    /// First byte of the range under test.
+    /// First byte of the range under test; valid for `len()` bytes while
+    /// the Device lives.
     pub fn base(&self) -> *mut u8 {
         self.base
     }
@@ -260,7 +273,8 @@ impl Device {
     }
 
     /// A second, independent mapping of the same range (for persistence
-    /// checks), with the address of the range's first byte.
+    /// checks), with the address of the range's first byte, valid while the
+    /// returned Mapping lives.
     pub fn map_again(&self) -> io::Result<(Mapping, *const u8)> {
         let m = map(
             &self.file,
@@ -269,7 +283,8 @@ impl Device {
             false,
         )?;
         let delta = self.base as usize - self.mapping.addr as usize;
-        // SAFETY: same layout as the first mapping.
+        // SAFETY: `m` maps the same offset and length as `self.mapping`, and
+        // `delta` is `base`'s offset inside that one, so it is inside `m` too.
         let p = unsafe { m.addr.add(delta) };
         Ok((m, p))
     }

@@ -93,14 +93,16 @@ pub enum WorkloadError {
 
 /// The calling thread's kernel thread id.
 pub fn gettid() -> i32 {
-    // SAFETY: gettid has no preconditions.
+    // SAFETY: gettid(2) takes no arguments, touches no memory and cannot fail.
     unsafe { libc::gettid() }
 }
 
 /// (major, minor) faults of the calling thread.
 fn thread_faults() -> (i64, i64) {
-    // SAFETY: getrusage writes into the zeroed struct we own.
+    // SAFETY: rusage is plain integers and timevals, for which all-zero
+    // bytes are a valid value.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `ru` is a live, writable rusage; getrusage only fills it.
     let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
     if rc != 0 {
         return (-1, -1);
@@ -196,8 +198,10 @@ fn worker(
         let page = gen.next_page();
         // A byte in the middle of the page, varied so pages are not all alike.
         let off = page * PAGE + (i % 64) * 64;
-        // SAFETY: off < pages * PAGE, inside the live mapping; an atomic byte
-        // because threads may touch the same page at once.
+        // SAFETY: off < pages * PAGE, the mapping's length, and `map` outlives
+        // the thread scope this runs in; AtomicU8 has u8's layout and
+        // alignment, and every access to the mapping is through it, because
+        // threads may touch the same byte at once.
         let cell = unsafe { &*((base + off as usize) as *const AtomicU8) };
         match cfg.access {
             Access::Read => sum = sum.wrapping_add(cell.load(Ordering::Relaxed) as u64),

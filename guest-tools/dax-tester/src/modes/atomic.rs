@@ -37,10 +37,14 @@ const NEEDED: usize = 12 * 64;
 
 macro_rules! width {
     ($name:ident, $atomic:ty, $int:ty, $bits:expr) => {
-        fn $name(base: *mut u8, threads: usize, ops: usize) -> WidthResult {
+        /// # Safety
+        /// `base` must be 64-byte aligned with three lines from it mapped
+        /// while the call runs, and accessed by nothing else meanwhile.
+        unsafe fn $name(base: *mut u8, threads: usize, ops: usize) -> WidthResult {
             let line = |k: usize| -> &$atomic {
-                // SAFETY: line k lies in the mapping and is 64-byte aligned from a
-                // page-aligned mapping plus an aligned offset (checked by caller).
+                // SAFETY: k < 3, so line k is one of the caller's three
+                // mapped lines, 64-byte aligned and so aligned for the atomic,
+                // and only accessed through these atomics during the call.
                 unsafe { &*(base.add(k * 64) as *const $atomic) }
             };
             let (add, cas, ls) = (line(0), line(1), line(2));
@@ -116,16 +120,20 @@ pub fn run(env: &Env<'_>) -> AtomicReport {
             skipped: Some(format!("the range must hold at least {NEEDED} bytes")),
         };
     }
-    // SAFETY: pad + NEEDED <= len.
-    let base = unsafe { base.add(pad) };
+    // pad from align_offset(64) makes `lines` 64-byte aligned, and
+    // pad + NEEDED <= len leaves 12 lines of the range after it.
+    let lines = base.wrapping_add(pad);
     let (threads, ops) = (env.cfg.threads.max(2), env.cfg.atomic_ops);
-    // SAFETY (all): each width uses its own three lines inside the range.
-    let results = vec![
-        check8(base, threads, ops),
-        check16(unsafe { base.add(3 * 64) }, threads, ops),
-        check32(unsafe { base.add(6 * 64) }, threads, ops),
-        check64(unsafe { base.add(9 * 64) }, threads, ops),
-    ];
+    // SAFETY: each width gets its own three aligned lines of those 12, mapped
+    // while `env.dev` lives and touched by nothing else during the checks.
+    let results = unsafe {
+        vec![
+            check8(lines, threads, ops),
+            check16(lines.add(3 * 64), threads, ops),
+            check32(lines.add(6 * 64), threads, ops),
+            check64(lines.add(9 * 64), threads, ops),
+        ]
+    };
     AtomicReport {
         passed: results.iter().all(|r| r.passed),
         results,

@@ -80,7 +80,10 @@ pub fn run(env: &Env<'_>) -> ByteReport {
             });
             continue;
         }
-        let detail = check(base, offset, size, i as u64);
+        // SAFETY: offset + size + GUARD <= len (checked above) and
+        // offset >= GUARD, so check's bytes lie in the range, mapped while
+        // `env.dev` lives; this thread is the only one touching it.
+        let detail = unsafe { check(base, offset, size, i as u64) };
         results.push(SizeResult {
             size,
             offset,
@@ -99,12 +102,18 @@ pub fn run(env: &Env<'_>) -> ByteReport {
 
 /// Writes a pattern at `base + offset`, reads it back and checks the guards.
 /// Returns a description of the first problem, if any.
-fn check(base: *mut u8, offset: u64, size: u64, seed: u64) -> Option<String> {
+///
+/// # Safety
+/// `[base + offset - GUARD, base + offset + size + GUARD)` must be mapped
+/// and writable, with no other access to it during the call.
+unsafe fn check(base: *mut u8, offset: u64, size: u64, seed: u64) -> Option<String> {
     let mut rng = Rng::new(seed + 0xB17E);
     let pattern: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
     let guard_lo = offset - GUARD;
     let guard_hi = offset + size;
-    // SAFETY: [guard_lo, guard_hi + GUARD) lies inside the mapped range (checked by the caller).
+    // SAFETY: every byte touched is in [guard_lo, guard_hi + GUARD), which the
+    // caller guarantees mapped, writable and ours alone; `pattern` is a
+    // separate heap buffer of `size` bytes, so the copy does not overlap.
     unsafe {
         for g in (guard_lo..offset).chain(guard_hi..guard_hi + GUARD) {
             base.add(g as usize).write_volatile(0xA5);

@@ -36,7 +36,8 @@ pub fn run(env: &Env<'_>) -> LatencyReport {
     let base = env.dev.base();
     let pad = base.align_offset(64);
     let len = env.dev.len().saturating_sub(pad);
-    // SAFETY: pad < len of the range or len is 0 (then nothing is touched).
+    // SAFETY: pad.min(len) <= len, so the result is in the range or one past
+    // its end (then `len` below is 0 and nothing is touched).
     let base = unsafe { base.add(pad.min(env.dev.len())) };
     let (flush, _) = Flush::select(env.cpu);
     let evict = Flush::evicting(env.cpu);
@@ -55,7 +56,8 @@ pub fn run(env: &Env<'_>) -> LatencyReport {
         for op in ["read", "write"] {
             let mut samples = Vec::with_capacity(n);
             for _ in 0..n {
-                // SAFETY: the block lies inside the range.
+                // SAFETY: the block index is < blocks = len / size, so the
+                // block [p, p + size) lies inside the range after `base`.
                 let p = unsafe { base.add((rng.below(blocks) as usize) * size) } as *mut u64;
                 let words = size / 8;
                 let ns = if op == "read" {
@@ -63,7 +65,9 @@ pub fn run(env: &Env<'_>) -> LatencyReport {
                     mfence();
                     let s = clock.start();
                     for w in 0..words {
-                        // SAFETY: inside the block.
+                        // SAFETY: w < size / 8 keeps the word inside the
+                        // mapped block; `base` is 64-byte aligned and sizes
+                        // are multiples of 64, so `p` is aligned for u64.
                         sink ^= unsafe { p.add(w).read_volatile() };
                     }
                     let e = clock.stop();
@@ -72,7 +76,8 @@ pub fn run(env: &Env<'_>) -> LatencyReport {
                     let v = rng.next_u64();
                     let s = clock.start();
                     for w in 0..words {
-                        // SAFETY: inside the block.
+                        // SAFETY: as for the reads: an aligned word inside
+                        // the mapped block, touched only by this thread.
                         unsafe { p.add(w).write_volatile(v ^ w as u64) };
                     }
                     flush.range(p.cast(), size);

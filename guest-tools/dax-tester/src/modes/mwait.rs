@@ -70,7 +70,8 @@ fn thread_cpu_ns() -> u64 {
         tv_sec: 0,
         tv_nsec: 0,
     };
-    // SAFETY: clock_gettime into a local.
+    // SAFETY: `ts` is a live, writable timespec; CLOCK_THREAD_CPUTIME_ID
+    // always exists, so the call only fills `ts`.
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
@@ -80,21 +81,26 @@ fn wait_for(mech: Mechanism, seq: &AtomicU64, want: u64) {
     loop {
         match mech {
             Mechanism::UmonitorUmwait => {
-                // SAFETY: CPUID reported WAITPKG; the line is mapped.
+                // SAFETY: `choose` picks this mechanism only when CPUID
+                // reports WAITPKG; `seq` is a live reference, so its line is
+                // mapped.
                 unsafe { crate::cpu::umonitor((seq as *const AtomicU64).cast()) };
                 if seq.load(Ordering::Acquire) == want {
                     return;
                 }
-                // SAFETY: as above; the deadline bounds a missed wake-up.
+                // SAFETY: WAITPKG as above; the deadline bounds a missed
+                // wake-up.
                 unsafe { crate::cpu::umwait(crate::cpu::rdtsc() + 200_000) };
             }
             Mechanism::MonitorxMwaitx => {
-                // SAFETY: CPUID reported MONITORX; the line is mapped.
+                // SAFETY: `choose` picks this mechanism only when CPUID
+                // reports MONITORX; `seq` is a live reference, so its line is
+                // mapped.
                 unsafe { crate::cpu::monitorx((seq as *const AtomicU64).cast()) };
                 if seq.load(Ordering::Acquire) == want {
                     return;
                 }
-                // SAFETY: as above.
+                // SAFETY: MONITORX as above.
                 unsafe { crate::cpu::mwaitx(200_000) };
             }
             Mechanism::PollPause => {
@@ -131,7 +137,11 @@ pub fn run(env: &Env<'_>) -> MwaitReport {
     }
     // Line 0: sequence number and writer timestamp (the monitored line).
     // Line 1: the waiter's "armed" counter, so the writer never writes early.
-    // SAFETY: both lines are inside the range and 64-byte aligned.
+    // SAFETY: l0 = base + pad is 64-byte aligned (align_offset) and
+    // len >= pad + 128, so both lines are in the range, mapped while
+    // `env.dev` lives (past the thread scope below), and aligned for
+    // AtomicU64, which has u64's layout; they are only accessed through these
+    // atomics while the references live.
     let (seq, stamp, armed) = unsafe {
         let l0 = base.add(pad);
         (

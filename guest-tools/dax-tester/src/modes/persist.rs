@@ -34,7 +34,9 @@ pub fn run(env: &Env<'_>) -> PersistReport {
     let lines = bytes.div_ceil(64);
     let mut rng = Rng::new(0xF1005);
     let pattern: Vec<u8> = (0..bytes).map(|_| rng.next_u64() as u8).collect();
-    // SAFETY: [base, base + bytes) is inside the range.
+    // SAFETY: bytes <= dev.len(), so [base, base + bytes) is in the range,
+    // mapped while `env.dev` lives; `pattern` is a separate heap buffer of
+    // `bytes` bytes, so the copy does not overlap.
     unsafe { std::ptr::copy_nonoverlapping(pattern.as_ptr(), base, bytes) };
     let clock = env.clock;
     let s = clock.start();
@@ -44,7 +46,9 @@ pub fn run(env: &Env<'_>) -> PersistReport {
     let flush_total_ns = clock.sample_ns(s, e);
     let (mismatches, detail) = match env.dev.map_again() {
         Ok((_second, p)) => {
-            // SAFETY: the second mapping covers the same range.
+            // SAFETY: `p` is the range's first byte in the second mapping,
+            // which `_second` keeps mapped through this arm, and bytes <=
+            // dev.len(); nothing writes the range while `seen` is read.
             let seen = unsafe { std::slice::from_raw_parts(p, bytes) };
             let bad = seen.iter().zip(&pattern).filter(|(a, b)| a != b).count();
             let detail = (bad > 0)

@@ -60,7 +60,11 @@ pub fn run(env: &Env<'_>) -> ThroughputReport {
                             barrier.wait();
                             while !stop.load(Ordering::Relaxed) {
                                 let p = (start + pos) as *mut u8;
-                                // SAFETY: [p, p + bs) lies in this thread's slice.
+                                // SAFETY: pos + bs <= slice, so [p, p + bs)
+                                // lies in this thread's own slice of the
+                                // range (threads * slice <= len), mapped while
+                                // `env.dev` lives; `buf` is a separate heap
+                                // buffer of bs bytes, so they do not overlap.
                                 unsafe {
                                     if op == "read" {
                                         std::ptr::copy_nonoverlapping(p, buf.as_mut_ptr(), bs);
