@@ -27,6 +27,7 @@ pub mod regions;
 pub mod rundir;
 pub mod runfiles;
 pub mod stats;
+pub mod striping;
 pub mod suite_support;
 pub mod suites;
 pub mod summary;

@@ -99,7 +99,7 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
         scratch_disk_args(&t.guest, cfg.run_dir),
         block_view_args(&view_names, cfg.socket_dir),
         memory_backend_args(&t.devices, cfg.devices),
-        host_bridge_args(&t.host_bridges),
+        host_bridge_args(&t.host_bridges, &t.root_ports),
         port_args(&t.host_bridges, &t.root_ports, &t.switches),
         type3_args(&t.devices),
     ]
@@ -314,17 +314,29 @@ fn memory_backend_args(devices: &[Device], files: &[DeviceFiles]) -> Vec<String>
     a
 }
 
-/// A `pxb-cxl` per host bridge on the root bus.
-fn host_bridge_args(host_bridges: &[HostBridge]) -> Vec<String> {
+/// A `pxb-cxl` per host bridge on the root bus. A host bridge with one
+/// root port has no HDM decoders in QEMU unless asked
+/// (`hdm_for_passthrough`): the kernel then emulates one pass-through
+/// decoder, and a second region below the bridge finds none free.
+fn host_bridge_args(host_bridges: &[HostBridge], root_ports: &[RootPort]) -> Vec<String> {
     host_bridges
         .iter()
         .flat_map(|h| {
+            let ports = root_ports
+                .iter()
+                .filter(|r| r.host_bridge == h.name)
+                .count();
             [
                 "-device".into(),
                 format!(
-                    "pxb-cxl,bus_nr={},bus=pcie.0,id={}",
+                    "pxb-cxl,bus_nr={},bus=pcie.0,id={}{}",
                     h.bus_nr.expect("validated"),
-                    h.name
+                    h.name,
+                    if ports == 1 {
+                        ",hdm_for_passthrough=true"
+                    } else {
+                        ""
+                    }
                 ),
             ]
         })
@@ -737,13 +749,19 @@ interleave_granularity = "4K"
     fn host_bridges_are_on_the_root_bus_at_their_bus_numbers() {
         let t = switch_topology();
         assert_eq!(
-            host_bridge_args(&t.host_bridges),
+            host_bridge_args(&t.host_bridges, &t.root_ports),
             [
                 "-device",
-                "pxb-cxl,bus_nr=12,bus=pcie.0,id=hb0",
+                "pxb-cxl,bus_nr=12,bus=pcie.0,id=hb0,hdm_for_passthrough=true",
                 "-device",
-                "pxb-cxl,bus_nr=44,bus=pcie.0,id=hb1"
+                "pxb-cxl,bus_nr=44,bus=pcie.0,id=hb1,hdm_for_passthrough=true"
             ]
+        );
+        // Two root ports: the bridge has HDM decoders of its own.
+        let t = Topology::embedded_default();
+        assert_eq!(
+            host_bridge_args(&t.host_bridges, &t.root_ports),
+            ["-device", "pxb-cxl,bus_nr=12,bus=pcie.0,id=cxl.1"]
         );
     }
 

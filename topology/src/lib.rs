@@ -1,10 +1,13 @@
 //! The CXL lab topology: what `lab up` builds and what `cxl-memsim` models.
 //!
-//! A topology is a TOML file (see `default.toml`, the embedded default) with
+//! A topology is a TOML file (see `examples/default.toml`, the embedded
+//! default, and the other presets in `examples/`) with
 //! host bridges, root ports, optional switches, type-3 devices, fixed memory
 //! windows and the guest's CPUs and RAM. [`Topology::load`] parses and
 //! validates; every validation error names the file, the field and the reason.
 
+pub mod interleave;
+pub mod region;
 mod size;
 mod validate;
 
@@ -12,10 +15,69 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use interleave::{Interleave, Placement};
+pub use region::RegionLayout;
 pub use size::{ByteSize, ParseSizeError, GIB, KIB, MIB};
 
 /// The embedded default topology's text.
-pub const DEFAULT_TOPOLOGY_TOML: &str = include_str!("default.toml");
+pub const DEFAULT_TOPOLOGY_TOML: &str = include_str!("../examples/default.toml");
+
+/// A topology shipped with cxl-lab, usable by name (`lab up --topology
+/// switched`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Preset {
+    pub name: &'static str,
+    /// One line for `lab topologies`.
+    pub summary: &'static str,
+    pub toml: &'static str,
+}
+
+/// Every preset, the files under `topology/examples/`.
+pub const PRESETS: &[Preset] = &[
+    Preset {
+        name: "default",
+        summary: "one host bridge, two root ports, a volatile and a persistent device, one region each",
+        toml: DEFAULT_TOPOLOGY_TOML,
+    },
+    Preset {
+        name: "switched",
+        summary: "a switch with four downstream ports, four volatile devices in one 4-way region at 4K",
+        toml: include_str!("../examples/switched.toml"),
+    },
+    Preset {
+        name: "two-bridges",
+        summary: "two host bridges, one volatile device each, a 2-way region through a window over both",
+        toml: include_str!("../examples/two-bridges.toml"),
+    },
+    Preset {
+        name: "run-qemu",
+        summary: "run_qemu's --cxl layout: 2 host bridges, 4 root ports, 2 switches, 2 pmem + 2 vmem, x1 and x2 windows at 8K",
+        toml: include_str!("../examples/run-qemu.toml"),
+    },
+    Preset {
+        name: "tiering",
+        summary: "a 512 MiB volatile device onlined as system RAM: a CPU-less NUMA node",
+        toml: include_str!("../examples/tiering.toml"),
+    },
+    Preset {
+        name: "dcd",
+        summary: "a dynamic capacity device with two DC regions and no region at boot",
+        toml: include_str!("../examples/dcd.toml"),
+    },
+];
+
+/// The preset called `name`.
+pub fn preset(name: &str) -> Option<&'static Preset> {
+    PRESETS.iter().find(|p| p.name == name)
+}
+
+fn preset_names() -> String {
+    PRESETS
+        .iter()
+        .map(|p| p.name)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 /// The name used for the embedded default in messages.
 pub const DEFAULT_ORIGIN: &str = "<embedded default topology>";
 
@@ -25,9 +87,12 @@ pub const CXL_GRANULE: u64 = 256 * MIB;
 /// Errors while loading a topology.
 #[derive(Debug, thiserror::Error)]
 pub enum TopologyError {
-    #[error("Cannot read topology file {path}.")]
+    #[error(
+        "Cannot read topology file {path}; it is not a preset name either (presets: {presets})."
+    )]
     Read {
         path: String,
+        presets: String,
         #[source]
         source: std::io::Error,
     },
@@ -139,6 +204,21 @@ pub enum DeviceMode {
     SystemRam,
     /// No region is created (dynamic capacity devices).
     None,
+    /// A persistent region's namespace in fsdax mode: a `/dev/pmemN` block
+    /// device a DAX filesystem can be made on.
+    Fsdax,
+}
+
+impl DeviceMode {
+    /// The name used in topology files.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceMode::Devdax => "devdax",
+            DeviceMode::SystemRam => "system-ram",
+            DeviceMode::None => "none",
+            DeviceMode::Fsdax => "fsdax",
+        }
+    }
 }
 
 /// A CXL type-3 memory device.
@@ -171,6 +251,9 @@ pub struct Device {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Window {
+    /// How regions refer to the window; `window<N>` (its index) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub size: ByteSize,
     /// Host bridges interleaved by this window; ways = number of targets.
     pub targets: Vec<String>,
@@ -180,6 +263,36 @@ pub struct Window {
 
 fn default_granularity() -> ByteSize {
     ByteSize(8 * KIB)
+}
+
+impl Window {
+    /// The window's name, or `window<index>` when it has none.
+    pub fn display_name(&self, index: usize) -> String {
+        self.name
+            .clone()
+            .unwrap_or_else(|| format!("window{index}"))
+    }
+}
+
+/// A region the guest builds across several devices: the CXL decoders
+/// stripe its host physical range over `devices` in `granularity` units.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Region {
+    pub name: String,
+    /// The devices, in interleave-position order.
+    pub devices: Vec<String>,
+    /// Interleave granularity; the window's when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granularity: Option<ByteSize>,
+    /// devdax or system-ram (volatile), devdax or fsdax (persistent);
+    /// devdax when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<DeviceMode>,
+    /// The window's name; the first window that can decode the region and
+    /// has room when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
 }
 
 /// Parameters of the simulator's model that are not per device.
@@ -223,6 +336,8 @@ pub struct Topology {
     pub devices: Vec<Device>,
     #[serde(default, rename = "window")]
     pub windows: Vec<Window>,
+    #[serde(default, rename = "region", skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<Region>,
     #[serde(default)]
     pub simulator: Simulator,
     /// Where this topology came from (a path or [`DEFAULT_ORIGIN`]).
@@ -245,17 +360,24 @@ impl Topology {
             .expect("the embedded default topology is valid")
     }
 
-    /// Loads `path`, or the embedded default when `path` is `None`.
+    /// Loads `path`, or the embedded default when `path` is `None`. A
+    /// `path` that names no file but a preset (`switched`) loads the preset.
     pub fn load(path: Option<&Path>) -> Result<Topology, TopologyError> {
         match path {
             None => Ok(Topology::embedded_default()),
-            Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| TopologyError::Read {
-                    path: p.display().to_string(),
-                    source,
-                })?;
-                Topology::parse(&text, &p.display().to_string())
-            }
+            Some(p) => match std::fs::read_to_string(p) {
+                Ok(text) => Topology::parse(&text, &p.display().to_string()),
+                Err(source) => match p.to_str().and_then(preset) {
+                    Some(found) if source.kind() == std::io::ErrorKind::NotFound => {
+                        Topology::parse(found.toml, &format!("<preset {}>", found.name))
+                    }
+                    _ => Err(TopologyError::Read {
+                        path: p.display().to_string(),
+                        presets: preset_names(),
+                        source,
+                    }),
+                },
+            },
         }
     }
 
@@ -304,6 +426,20 @@ impl Topology {
             root_port,
             switch,
         }
+    }
+
+    /// Every region the guest builds: declared `[[region]]`s first, then a
+    /// one-device region for each device no region names.
+    pub fn region_layouts(&self) -> Vec<RegionLayout> {
+        region::layouts(self).expect("validated topologies resolve their regions")
+    }
+
+    /// The region that holds `device`, with the device's position in it.
+    pub fn region_of(&self, device: &str) -> Option<(RegionLayout, usize)> {
+        let i = self.devices.iter().position(|d| d.name == device)?;
+        self.region_layouts()
+            .into_iter()
+            .find_map(|r| r.devices.iter().position(|&d| d == i).map(|p| (r, p)))
     }
 
     /// The devices served as vhost-user-blk disks, in the order listed,

@@ -249,7 +249,7 @@ fn missing_file_is_named() {
     let e = Topology::load(Some(Path::new("/nonexistent/topo.toml"))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "Cannot read topology file /nonexistent/topo.toml."
+        "Cannot read topology file /nonexistent/topo.toml; it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd)."
     );
 }
 
@@ -300,4 +300,277 @@ fn vhost_user_blk_views_name_devices() {
         m,
         "bad.toml: simulator.vhost_user_blk_read_only[0]: device 'mem0' has no block view; list it in simulator.vhost_user_blk too"
     );
+}
+
+#[test]
+fn every_preset_parses_and_its_regions_have_the_declared_shape() {
+    let shape = |name: &str| -> Vec<(String, usize, u64, String)> {
+        let t = Topology::parse(preset(name).unwrap().toml, name).unwrap();
+        t.region_layouts()
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    r.ways(),
+                    r.granularity,
+                    t.windows[r.window].display_name(r.window),
+                )
+            })
+            .collect()
+    };
+    let s = |n: &str, w, g, win: &str| (n.to_owned(), w, g, win.to_owned());
+    assert_eq!(
+        shape("default"),
+        [
+            s("vmem0", 1, 8192, "window0"),
+            s("pmem0", 1, 8192, "window0")
+        ]
+    );
+    assert_eq!(shape("switched"), [s("stripe", 4, 4096, "x1")]);
+    assert_eq!(shape("two-bridges"), [s("pair", 2, 4096, "x2")]);
+    assert_eq!(
+        shape("run-qemu"),
+        [s("vmem", 2, 8192, "x1"), s("pmem", 2, 8192, "x2")]
+    );
+    assert_eq!(shape("tiering"), [s("vmem0", 1, 8192, "window0")]);
+    assert!(shape("dcd").is_empty());
+    assert_eq!(PRESETS.len(), 6);
+}
+
+#[test]
+fn a_preset_name_loads_where_no_file_has_that_name() {
+    let t = Topology::load(Some(Path::new("switched"))).unwrap();
+    assert_eq!(t.origin, "<preset switched>");
+    let e = Topology::load(Some(Path::new("no-such-preset"))).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd)"),
+        "{e}"
+    );
+}
+
+#[test]
+fn declared_regions_survive_the_effective_file_with_their_defaults_filled() {
+    let t = Topology::parse(preset("two-bridges").unwrap().toml, "p").unwrap();
+    let again = Topology::parse(&t.to_toml(), "again").unwrap();
+    assert_eq!(again.regions, t.regions);
+    assert_eq!(t.regions[0].window.as_deref(), Some("x2"));
+    assert_eq!(t.regions[0].granularity, Some(ByteSize(4096)));
+    assert_eq!(t.devices[1].mode, Some(DeviceMode::Devdax));
+}
+
+/// Two host bridges with two root ports each; hb0's first port has a
+/// switch with two downstream ports. Devices: v0 (hb0/sw), v1 (hb0/sw),
+/// v2 (hb1/rp2), v3 (hb1/rp3), p0 (hb0/rp1, persistent), v4 512M (hb1...).
+const REGION_BASE: &str = r#"
+[[host_bridge]]
+name = "hb0"
+[[host_bridge]]
+name = "hb1"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[root_port]]
+name = "rp1"
+host_bridge = "hb0"
+[[root_port]]
+name = "rp2"
+host_bridge = "hb1"
+[[root_port]]
+name = "rp3"
+host_bridge = "hb1"
+[[switch]]
+name = "sw0"
+root_port = "rp0"
+downstream_ports = ["d0", "d1", "d2"]
+[[device]]
+name = "v0"
+kind = "volatile"
+size = "256M"
+port = "d0"
+[[device]]
+name = "v1"
+kind = "volatile"
+size = "256M"
+port = "d1"
+[[device]]
+name = "v2"
+kind = "volatile"
+size = "256M"
+port = "rp2"
+[[device]]
+name = "v3"
+kind = "volatile"
+size = "256M"
+port = "rp3"
+[[device]]
+name = "p0"
+kind = "persistent"
+size = "256M"
+port = "rp1"
+[[device]]
+name = "big"
+kind = "volatile"
+size = "512M"
+port = "d2"
+[[window]]
+name = "w1"
+size = "4G"
+targets = ["hb0"]
+[[window]]
+name = "w2"
+size = "4G"
+targets = ["hb0", "hb1"]
+interleave_granularity = "4K"
+[[window]]
+name = "w1b"
+size = "4G"
+targets = ["hb1"]
+"#;
+
+#[test]
+fn valid_regions_route_at_every_level() {
+    // Switch-level (v0, v1 below sw0), root-port-level (v2, v3 on hb1),
+    // host-bridge-level with a switch below (v0/v2, v1/v3 across w2).
+    for (devices, window) in [
+        (r#"["v0", "v1"]"#, "w1"),
+        (r#"["v2", "v3"]"#, "w1b"),
+        (r#"["v0", "v2", "v1", "v3"]"#, "w2"),
+    ] {
+        let text = format!(
+            "{REGION_BASE}[[region]]\nname = \"r\"\ndevices = {devices}\nwindow = \"{window}\"\n"
+        );
+        let t = Topology::parse(&text, "ok.toml").unwrap_or_else(|e| panic!("{devices}: {e}"));
+        assert_eq!(t.regions[0].window.as_deref(), Some(window));
+    }
+}
+
+#[test]
+fn bad_regions_are_refused_naming_the_field() {
+    let cases: &[(&str, &str, &str)] = &[
+        // (region table, field, words of the reason)
+        (
+            "name = \"r\"\ndevices = []",
+            "region[0].devices",
+            "names no device",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"nope\"]",
+            "region[0].devices[0]",
+            "does not exist",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v1\", \"v2\"]",
+            "region[0].devices",
+            "3 devices is not an interleave",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"p0\"]",
+            "region[0].devices[1]",
+            "all volatile or all persistent",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"big\"]",
+            "region[0].devices[1]",
+            "give its devices one size",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v1\"]\ngranularity = \"3K\"",
+            "region[0].granularity",
+            "not a CXL interleave granularity",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v1\"]\nwindow = \"w9\"",
+            "region[0].window",
+            "window 'w9' does not exist",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v1\"]\nmode = \"fsdax\"",
+            "region[0].mode",
+            "not possible for a region of volatile devices",
+        ),
+        (
+            // Position 0 must be below w2's targets[0] = hb0.
+            "name = \"r\"\ndevices = [\"v2\", \"v0\"]\nwindow = \"w2\"",
+            "region[0].window",
+            "sends position 0 to host bridge 'hb0'",
+        ),
+        (
+            // An interleaved window needs the window's granularity.
+            "name = \"r\"\ndevices = [\"v0\", \"v2\"]\nwindow = \"w2\"\ngranularity = \"1K\"",
+            "region[0].window",
+            "use the window's granularity",
+        ),
+        (
+            // w1 decodes hb0 only; v2 is below hb1.
+            "name = \"r\"\ndevices = [\"v0\", \"v2\", \"v1\", \"v3\"]\nwindow = \"w1\"",
+            "region[0].window",
+            "device 'v2' at position 1 is below host bridge 'hb1'",
+        ),
+        (
+            // w2 alternates host bridges: position 1 must be below hb1.
+            "name = \"r\"\ndevices = [\"v0\", \"v1\", \"v2\", \"v3\"]\nwindow = \"w2\"",
+            "region[0].window",
+            "sends position 1 to host bridge 'hb1'",
+        ),
+        (
+            // Two devices behind one root port without a switch.
+            "name = \"r\"\ndevices = [\"v2\", \"v3\"]\nwindow = \"w1\"",
+            "region[0].window",
+            "sends position 0 to host bridge 'hb0'",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v2\", \"v0\", \"v3\"]\nwindow = \"w2\"",
+            "region[0].devices[2]",
+            "already in region 'r'",
+        ),
+        (
+            "name = \"v0\"\ndevices = [\"v1\"]",
+            "region[0].name",
+            "used twice",
+        ),
+        (
+            "name = \"r\"\ndevices = [\"v0\", \"v1\"]\nmode = \"none\"",
+            "region[0].mode",
+            "not possible",
+        ),
+    ];
+    for (table, field, words) in cases {
+        let text = format!("{REGION_BASE}[[region]]\n{table}\n");
+        let e = invalid(&text);
+        assert!(
+            e.starts_with(&format!("bad.toml: {field}: ")) && e.contains(words),
+            "for\n{table}\nexpected field {field} and '{words}', got: {e}"
+        );
+    }
+    assert!(cases.len() >= 10);
+}
+
+#[test]
+fn a_device_cannot_ask_for_another_mode_than_its_region() {
+    let text = format!(
+        "{}[[region]]\nname = \"r\"\ndevices = [\"v0\", \"v1\"]\nmode = \"system-ram\"\n",
+        REGION_BASE.replace(
+            "name = \"v0\"\nkind = \"volatile\"",
+            "name = \"v0\"\nmode = \"devdax\"\nkind = \"volatile\""
+        )
+    );
+    let e = invalid(&text);
+    assert!(
+        e.contains("device[0].mode") && e.contains("set the mode on the [[region]] only"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_level_whose_decoder_granularity_would_pass_16k_is_refused() {
+    // At 16K over w2 (2 ways), hb1's decoder would interleave rp2 and rp3
+    // at 16K x 2 = 32K.
+    let text =
+        format!(
+        "{}[[region]]\nname = \"r\"\ndevices = [\"v0\", \"v2\", \"v1\", \"v3\"]\nwindow = \"w2\"\n",
+        REGION_BASE.replace("interleave_granularity = \"4K\"", "interleave_granularity = \"16K\"")
+    );
+    let e = invalid(&text);
+    assert!(e.contains("more than the 16K a decoder can encode"), "{e}");
 }

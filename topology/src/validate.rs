@@ -23,10 +23,6 @@ impl Checker<'_> {
     }
 }
 
-fn mib(b: u64) -> String {
-    ByteSize(b).to_string()
-}
-
 pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
     let origin = t.origin.clone();
     let c = Checker { file: &origin };
@@ -65,6 +61,14 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
     }
     for (i, d) in t.devices.iter().enumerate() {
         all_names.push((format!("device[{i}].name"), &d.name));
+    }
+    for (i, w) in t.windows.iter().enumerate() {
+        if let Some(n) = &w.name {
+            all_names.push((format!("window[{i}].name"), n));
+        }
+    }
+    for (i, r) in t.regions.iter().enumerate() {
+        all_names.push((format!("region[{i}].name"), &r.name));
     }
     for (field, name) in &all_names {
         let ok = !name.is_empty()
@@ -181,6 +185,9 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
         ));
     }
     let mut serials = HashSet::new();
+    // Modes written in the file, before defaults fill them in: a device in
+    // a declared region must not ask for another mode than its region.
+    let explicit_modes: Vec<Option<DeviceMode>> = t.devices.iter().map(|d| d.mode).collect();
     for (i, d) in t.devices.iter_mut().enumerate() {
         let f = |k: &str| format!("device[{i}].{k}");
         if !root_ports.contains(d.port.as_str()) && !dsps.contains(d.port.as_str()) {
@@ -257,19 +264,19 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
         let mode = d.effective_mode();
         let allowed: &[DeviceMode] = match d.kind {
             DeviceKind::Volatile => &[DeviceMode::Devdax, DeviceMode::SystemRam],
-            DeviceKind::Persistent => &[DeviceMode::Devdax],
+            DeviceKind::Persistent => &[DeviceMode::Devdax, DeviceMode::Fsdax],
             DeviceKind::Dynamic => &[DeviceMode::None],
         };
         if !allowed.contains(&mode) {
             let names: Vec<String> = allowed
                 .iter()
-                .map(|m| format!("\"{}\"", mode_name(*m)))
+                .map(|m| format!("\"{}\"", m.name()))
                 .collect();
             return Err(c.err(
                 f("mode"),
                 format!(
                     "mode \"{}\" is not possible for a {:?} device; use {}",
-                    mode_name(mode),
+                    mode.name(),
                     d.kind,
                     names.join(" or ")
                 )
@@ -389,42 +396,38 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
         }
     }
 
-    // Every device that gets a region needs room in a one-way window over
-    // its host bridge: lab creates one x1 region per device.
-    let mut room: Vec<u64> = t.windows.iter().map(|w| w.size.bytes()).collect();
-    for (i, d) in t.devices.iter().enumerate() {
-        if d.effective_mode() == DeviceMode::None {
-            continue;
-        }
-        let hb = t.path_of(d).host_bridge.name.clone();
-        let slot = t
-            .windows
-            .iter()
-            .enumerate()
-            .position(|(k, w)| w.targets == [hb.clone()] && room[k] >= d.size.bytes());
-        match slot {
-            Some(k) => room[k] -= d.size.bytes(),
-            None => {
-                return Err(c.err(
-                    format!("device[{i}]"),
-                    format!(
-                        "no one-way fixed memory window over host bridge '{hb}' has {} left for device '{}'; add or enlarge a [[window]] with targets = [\"{hb}\"]",
-                        mib(d.size.bytes()),
-                        d.name
-                    ),
-                ))
+    // Regions: declared ones, then one per remaining device, each through
+    // a window that can decode it and has room.
+    let layouts = crate::region::layouts(t).map_err(|r| c.err(r.field, r.reason))?;
+    for (i, r) in t.regions.iter().enumerate() {
+        let layout = &layouts[i];
+        for (j, &d) in layout.devices.iter().enumerate() {
+            if let Some(m) = explicit_modes[d] {
+                if m != layout.mode {
+                    return Err(c.err(
+                        format!("device[{d}].mode"),
+                        format!(
+                            "device '{}' asks for mode \"{}\" but its region '{}' (position {j}) is \"{}\"; set the mode on the [[region]] only",
+                            t.devices[d].name,
+                            m.name(),
+                            r.name,
+                            layout.mode.name()
+                        ),
+                    ));
+                }
             }
         }
     }
-    Ok(())
-}
-
-fn mode_name(m: DeviceMode) -> &'static str {
-    match m {
-        DeviceMode::Devdax => "devdax",
-        DeviceMode::SystemRam => "system-ram",
-        DeviceMode::None => "none",
+    for (i, layout) in layouts.iter().enumerate().take(t.regions.len()) {
+        let r = &mut t.regions[i];
+        r.mode = Some(layout.mode);
+        r.granularity = Some(ByteSize(layout.granularity));
+        r.window = Some(t.windows[layout.window].display_name(layout.window));
+        for &d in &layout.devices {
+            t.devices[d].mode = Some(layout.mode);
+        }
     }
+    Ok(())
 }
 
 fn list(set: &HashSet<&str>) -> String {

@@ -73,28 +73,59 @@ pub fn endpoint_decoder(sys: &Sysfs, endpoint: &str) -> Option<DecoderUse> {
     })
 }
 
-/// A one-way root decoder (fixed memory window) over host bridge `uid`
-/// that can hold memory of `kind`.
-pub fn root_decoder_for(sys: &Sysfs, uid: u64, kind: Kind) -> Option<String> {
+/// The root decoders (one per fixed memory window), in the order the
+/// kernel enumerated the CEDT's windows: QEMU's `cxl-fmw.N` order.
+pub fn root_decoders(sys: &Sysfs) -> Vec<String> {
     let devices = sys.path("bus/cxl/devices");
+    sys.list(&devices)
+        .into_iter()
+        .filter(|n| n.starts_with("decoder"))
+        .filter(|d| {
+            sys.read(&devices.join(d).join("devtype"))
+                .unwrap_or_default()
+                == "cxl_decoder_root"
+        })
+        .collect()
+}
+
+/// The root decoder of window `window`, checked against what the host
+/// planned: its host bridge targets, in order, and that it takes memory of
+/// `kind`. The error says what differs.
+pub fn root_decoder_of_window(
+    sys: &Sysfs,
+    window: usize,
+    targets: &[u64],
+    kind: Kind,
+) -> Result<String, String> {
+    let roots = root_decoders(sys);
+    let Some(d) = roots.get(window) else {
+        return Err(format!(
+            "the kernel shows {} root decoder(s) ({}), not a window {window}",
+            roots.len(),
+            roots.join(", ")
+        ));
+    };
+    let dir = sys.cxl_dev(d);
+    let attr = |a: &str| sys.read(&dir.join(a)).unwrap_or_default();
+    let found: Vec<u64> = attr("target_list")
+        .split(',')
+        .filter_map(parse_num)
+        .collect();
+    if found != targets {
+        return Err(format!(
+            "root decoder {d} targets host bridges {found:?}, but window {window} was planned over {targets:?}"
+        ));
+    }
     let cap = match kind {
         Kind::Volatile | Kind::Dynamic => "cap_ram",
         Kind::Persistent => "cap_pmem",
     };
-    sys.list(&devices)
-        .into_iter()
-        .filter(|n| n.starts_with("decoder"))
-        .find(|d| {
-            let dir = devices.join(d);
-            let attr = |a: &str| sys.read(&dir.join(a)).unwrap_or_default();
-            attr("devtype") == "cxl_decoder_root"
-                && attr(cap) == "1"
-                && attr("interleave_ways") == "1"
-                && attr("target_list")
-                    .split(',')
-                    .filter_map(parse_num)
-                    .eq([uid])
-        })
+    if attr(cap) != "1" {
+        return Err(format!(
+            "root decoder {d} does not take {kind:?} memory ({cap} is not 1)"
+        ));
+    }
+    Ok(d.clone())
 }
 
 /// The device-dax instance (`dax0.0`) somewhere below a CXL region.
@@ -239,16 +270,22 @@ mod tests {
     }
 
     #[test]
-    fn root_decoder_matches_host_bridge_uid_and_capability() {
+    fn root_decoder_of_a_window_is_checked_against_the_plan() {
         let t = fake_sysfs();
         let sys = Sysfs::new(t.path());
         assert_eq!(
-            root_decoder_for(&sys, 12, Kind::Volatile).as_deref(),
-            Some("decoder0.0")
+            root_decoder_of_window(&sys, 0, &[12], Kind::Volatile).as_deref(),
+            Ok("decoder0.0")
         );
-        assert_eq!(root_decoder_for(&sys, 13, Kind::Volatile), None);
+        assert_eq!(
+            root_decoder_of_window(&sys, 0, &[13], Kind::Volatile).unwrap_err(),
+            "root decoder decoder0.0 targets host bridges [12], but window 0 was planned over [13]"
+        );
+        assert!(root_decoder_of_window(&sys, 1, &[12], Kind::Volatile)
+            .unwrap_err()
+            .contains("not a window 1"));
         fs::write(sys.cxl_dev("decoder0.0").join("cap_pmem"), "0\n").unwrap();
-        assert_eq!(root_decoder_for(&sys, 12, Kind::Persistent), None);
+        assert!(root_decoder_of_window(&sys, 0, &[12], Kind::Persistent).is_err());
     }
 
     #[test]

@@ -58,17 +58,6 @@ pub fn json_list(command: &str, text: &str) -> Result<Vec<Value>, ToolError> {
     }
 }
 
-/// The region name in `cxl create-region`'s output.
-pub fn created_region(text: &str) -> Result<String, ToolError> {
-    json_list("cxl create-region", text)?
-        .iter()
-        .find_map(|v| v.get("region").and_then(Value::as_str).map(str::to_owned))
-        .ok_or_else(|| ToolError::Output {
-            command: "cxl create-region".into(),
-            output: text.trim().into(),
-        })
-}
-
 /// The devdax chardev (`dax1.0`) of the first devdax namespace in
 /// `ndctl list -N -X` or `ndctl create-namespace` output.
 pub fn devdax_chardev(namespaces: &[Value]) -> Option<(String, u64)> {
@@ -83,14 +72,26 @@ pub fn devdax_chardev(namespaces: &[Value]) -> Option<(String, u64)> {
         })
 }
 
-/// A namespace of another mode than devdax (`namespace1.0`), e.g. the
+/// The block device (`pmem1`) of the first fsdax namespace.
+pub fn fsdax_blockdev(namespaces: &[Value]) -> Option<(String, u64)> {
+    namespaces
+        .iter()
+        .filter(|n| n.get("mode").and_then(Value::as_str) == Some("fsdax"))
+        .find_map(|n| {
+            let dev = n.get("blockdev")?.as_str()?.to_owned();
+            let size = n.get("size").and_then(size_of).unwrap_or(0);
+            Some((dev, size))
+        })
+}
+
+/// A namespace in another mode than `mode` (`namespace1.0`), e.g. the
 /// fsdax one a suite made and could not give back (the lab was stopped
 /// during it): its labels bring it back at boot, and a new namespace next
 /// to it would find no room.
-pub fn other_namespace(namespaces: &[Value]) -> Option<String> {
+pub fn other_namespace(namespaces: &[Value], mode: &str) -> Option<String> {
     namespaces
         .iter()
-        .filter(|n| n.get("mode").and_then(Value::as_str) != Some("devdax"))
+        .filter(|n| n.get("mode").and_then(Value::as_str) != Some(mode))
         .filter(|n| n.get("size").and_then(Value::as_u64).unwrap_or(0) > 0)
         .find_map(|n| n.get("dev").and_then(Value::as_str).map(str::to_owned))
 }
@@ -104,19 +105,6 @@ fn size_of(v: &Value) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn parses_create_region_output() {
-        let out = r#"{
-  "region":"region1",
-  "resource":"0x120000000",
-  "size":"256.00 MiB (268.44 MB)",
-  "interleave_ways":1,
-  "decode_state":"commit"
-}"#;
-        assert_eq!(created_region(out).unwrap(), "region1");
-        assert!(created_region("garbage").is_err());
-    }
 
     #[test]
     fn finds_devdax_chardev_in_namespace_list() {
@@ -138,18 +126,21 @@ mod tests {
             r#"[{"dev":"namespace1.0","mode":"fsdax","map":"dev","size":262144000,"blockdev":"pmem1"}]"#,
         )
         .unwrap();
-        assert_eq!(other_namespace(&fsdax).as_deref(), Some("namespace1.0"));
+        assert_eq!(
+            other_namespace(&fsdax, "devdax").as_deref(),
+            Some("namespace1.0")
+        );
         let devdax = json_list(
             "ndctl list",
             r#"[{"dev":"namespace1.0","mode":"devdax","size":262144000}]"#,
         )
         .unwrap();
-        assert_eq!(other_namespace(&devdax), None);
+        assert_eq!(other_namespace(&devdax, "devdax"), None);
         let empty = json_list(
             "ndctl list",
             r#"{"dev":"namespace1.1","mode":"raw","size":0}"#,
         )
         .unwrap();
-        assert_eq!(other_namespace(&empty), None);
+        assert_eq!(other_namespace(&empty, "devdax"), None);
     }
 }
