@@ -54,7 +54,8 @@ enum Verb {
     Up {
         #[command(flatten)]
         name: NameArg,
-        /// Topology TOML file; the embedded default when absent.
+        /// Topology TOML file or preset name (`lab topologies`); the
+        /// embedded default when absent.
         #[arg(long)]
         topology: Option<PathBuf>,
         #[arg(long, value_enum, default_value = "auto")]
@@ -140,6 +141,12 @@ enum Verb {
     Bench {
         #[command(subcommand)]
         what: BenchWhat,
+    },
+    /// List the topology presets (usable as `--topology NAME`), one line
+    /// each.
+    Topologies {
+        #[arg(long)]
+        json: bool,
     },
     /// Guest image commands.
     Image {
@@ -324,6 +331,17 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&argv)?;
             } else {
                 println!("{}", cxl_lab::qemu::shell_line(&argv));
+            }
+        }
+        Verb::Topologies { json } => {
+            if json {
+                let list: Vec<serde_json::Value> = cxl_topology::PRESETS
+                    .iter()
+                    .map(|p| serde_json::json!({"name": p.name, "summary": p.summary}))
+                    .collect();
+                print_json(&list)?;
+            } else {
+                print!("{}", cxl_lab::text::topologies(cxl_topology::PRESETS));
             }
         }
         Verb::Console { name, no_follow } => {

@@ -81,6 +81,15 @@ pub fn summary(s: &Summary) -> String {
 }
 
 /// `lab status`.
+/// `lab topologies`: each preset's name and one line.
+pub fn topologies(presets: &[cxl_topology::Preset]) -> String {
+    let width = presets.iter().map(|p| p.name.len()).max().unwrap_or(0);
+    presets
+        .iter()
+        .map(|p| format!("{:width$}  {}\n", p.name, p.summary))
+        .collect()
+}
+
 pub fn status(s: &StatusReport) -> String {
     let running = |yes: bool| if yes { "running" } else { "not running" };
     let mut out = summary(&s.summary);
