@@ -84,12 +84,17 @@ pub fn argv(cfg: &QemuConfig) -> Vec<String> {
     let views = t.block_views();
     // vhost-user back ends map the guest RAM, so it must be shareable.
     let shared_ram = !views.is_empty();
+    // A system-ram region is a NUMA node only when the guest has NUMA.
+    let numa = t
+        .region_layouts()
+        .iter()
+        .any(|r| r.mode == cxl_topology::DeviceMode::SystemRam);
     let view_names: Vec<&str> = views.iter().map(|(d, _)| d.name.as_str()).collect();
     [
         vec![QEMU_BINARY.to_owned()],
         name_args(cfg.run_dir),
-        machine_args(&t.windows, shared_ram),
-        cpu_and_ram_args(cfg.accel, &t.guest, shared_ram),
+        machine_args(&t.windows, shared_ram && !numa),
+        cpu_and_ram_args(cfg.accel, &t.guest, shared_ram, numa),
         no_defaults_args(),
         boot_args(cfg.kernel, cfg.initrd, cfg.extra_append),
         console_args(cfg.run_dir),
@@ -137,7 +142,12 @@ fn machine_args(windows: &[Window], shared_ram: bool) -> Vec<String> {
 
 /// Accelerator, CPU model, CPUs and RAM. `hypervisor=off`: region commit
 /// fails with the hypervisor bit set. Shared RAM is a memfd backend.
-fn cpu_and_ram_args(accel: Accel, guest: &Guest, shared_ram: bool) -> Vec<String> {
+///
+/// `numa`: the guest RAM is NUMA node 0 (`-numa node`), so QEMU writes an
+/// SRAT. Without one the kernel ignores NUMA altogether, and the node it
+/// makes for each CXL window (from the CEDT, after the SRAT) is dropped:
+/// system-ram regions would land in node 0 instead of a node of their own.
+fn cpu_and_ram_args(accel: Accel, guest: &Guest, shared_ram: bool, numa: bool) -> Vec<String> {
     let mut a = owned(&[
         "-accel",
         accel.as_str(),
@@ -154,6 +164,20 @@ fn cpu_and_ram_args(accel: Accel, guest: &Guest, shared_ram: bool) -> Vec<String
             format!(
                 "memory-backend-memfd,id={GUEST_RAM_ID},size={},share=on",
                 guest.memory
+            ),
+        ]);
+    } else if numa {
+        a.extend([
+            "-object".into(),
+            format!("memory-backend-ram,id={GUEST_RAM_ID},size={}", guest.memory),
+        ]);
+    }
+    if numa {
+        a.extend([
+            "-numa".into(),
+            format!(
+                "node,nodeid=0,cpus=0-{},memdev={GUEST_RAM_ID}",
+                guest.cpus.saturating_sub(1)
             ),
         ]);
     }
@@ -581,6 +605,36 @@ interleave_granularity = "4K"
     }
 
     #[test]
+    fn a_numa_guest_has_its_ram_as_node_0() {
+        let guest = Guest {
+            cpus: 2,
+            memory: ByteSize(GIB),
+            ..Guest::default()
+        };
+        let numa = cpu_and_ram_args(Accel::Tcg, &guest, false, true);
+        assert_eq!(
+            numa[8..],
+            [
+                "-object",
+                "memory-backend-ram,id=guest-ram,size=1G",
+                "-numa",
+                "node,nodeid=0,cpus=0-1,memdev=guest-ram"
+            ]
+        );
+        let shared = cpu_and_ram_args(Accel::Tcg, &guest, true, true);
+        assert_eq!(
+            shared[9],
+            "memory-backend-memfd,id=guest-ram,size=1G,share=on"
+        );
+        assert_eq!(shared[11], "node,nodeid=0,cpus=0-1,memdev=guest-ram");
+        let tiering = Topology::load(Some(std::path::Path::new("tiering"))).unwrap();
+        assert!(argv_for(&tiering).iter().any(|a| a == "-numa"));
+        assert!(!argv_for(&Topology::embedded_default())
+            .iter()
+            .any(|a| a == "-numa"));
+    }
+
+    #[test]
     fn shared_ram_is_a_memfd_backend_of_the_guest_s_size() {
         let guest = Guest {
             cpus: 4,
@@ -597,8 +651,8 @@ interleave_granularity = "4K"
             "-m",
             "2G",
         ];
-        assert_eq!(cpu_and_ram_args(Accel::Kvm, &guest, false), plain);
-        let shared = cpu_and_ram_args(Accel::Kvm, &guest, true);
+        assert_eq!(cpu_and_ram_args(Accel::Kvm, &guest, false, false), plain);
+        let shared = cpu_and_ram_args(Accel::Kvm, &guest, true, false);
         assert_eq!(shared[..plain.len()], plain);
         assert_eq!(
             shared[plain.len()..],
