@@ -213,20 +213,22 @@ pub fn run(plan: &Plan, sys: &Sysfs) -> Result<Outcome, SetupError> {
             .collect::<Result<Vec<_>, SetupError>>()?;
         regions.push(build_region(&ctx, r, &members)?);
     }
-    // System RAM last: with kmem loaded, every new ram region's dax
-    // device would be onlined, devdax ones included.
-    for out in regions.iter_mut() {
-        let planned = plan.regions.iter().find(|r| r.name == out.name);
-        if let Some(r) = planned.filter(|r| r.mode == Mode::SystemRam) {
-            online_system_ram(&ctx, r, out)?;
-        }
-    }
     if let Some(f) = &plan.finally_wait_for {
         ctx.wait(|| Path::new(f).exists().then_some(()))
             .ok_or_else(|| SetupError::NotReady {
                 file: f.clone(),
                 timeout_ms: plan.timeout_ms,
             })?;
+    }
+    // System RAM last: with kmem loaded, every new ram region's dax
+    // device would be onlined, devdax ones included. And after the guest's
+    // /init has loaded its late modules: onlining memory while modprobe
+    // runs stalled the module load past every timeout (seen under TCG).
+    for out in regions.iter_mut() {
+        let planned = plan.regions.iter().find(|r| r.name == out.name);
+        if let Some(r) = planned.filter(|r| r.mode == Mode::SystemRam) {
+            online_system_ram(&ctx, r, out)?;
+        }
     }
     // Report in plan order.
     regions.sort_by_key(|o| plan.regions.iter().position(|r| r.name == o.name));
