@@ -161,7 +161,10 @@ fn presets_boot_with_their_regions_and_interleaved_ones_stripe_as_the_spec_says(
             let node = outcome.regions[0]
                 .numa_node
                 .expect("the tiering device is a NUMA node");
-            assert_ne!(node, 0, "the CXL memory is a node of its own, not the CPUs' node 0");
+            assert_ne!(
+                node, 0,
+                "the CXL memory is a node of its own, not the CPUs' node 0"
+            );
             let online = lab.run(&["cat", "/sys/devices/system/node/online"]);
             assert!(
                 online.trim().ends_with(&node.to_string()),
