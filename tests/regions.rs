@@ -129,7 +129,7 @@ fn check_preset(preset: &str) -> Vec<StripeCheck> {
                 panic!(
                     "{preset}: striping check of {}: {}",
                     region.name,
-                    lab_e2e::chain(&e)
+                    lab_e2e::error_chain(&e)
                 )
             });
         assert!(check.passed(), "{preset}: {check:#?}");
