@@ -8,7 +8,10 @@
 
 use std::path::{Path, PathBuf};
 
+use cxl_lab::events::Events;
 use cxl_lab::striping::{self, StripeCheck};
+use cxl_lab::suites::Suite;
+use cxl_lab::verbs::{self, UpOptions};
 use cxl_regions::plan::Outcome;
 use cxl_topology::Topology;
 use lab_e2e::TestLab;
@@ -35,11 +38,21 @@ fn sysfs_number(s: &str) -> u64 {
     .unwrap_or_else(|_| panic!("not a sysfs number: {s:?}"))
 }
 
-/// Boots `preset`, compares the kernel's regions with the topology's and
-/// runs the striping check on every interleaved dax region.
-fn check_preset(preset: &str) -> Vec<StripeCheck> {
+/// Boots `preset` (in timing mode when `timing`), compares the kernel's
+/// regions with the topology's and runs the striping check on every
+/// interleaved dax region; in timing mode, also that the simulator charges
+/// each granule's access to the device that holds it.
+fn check_preset(preset: &str, timing: bool) -> Vec<StripeCheck> {
     let lab = TestLab::new(&format!("e2e-{preset}"));
-    let summary = lab.up_with_topology(Path::new(preset));
+    let opts = UpOptions {
+        topology: Some(PathBuf::from(preset)),
+        timing,
+        ..lab.options()
+    };
+    let summary = lab
+        .rt
+        .block_on(verbs::up(&opts, &Events::none()))
+        .unwrap_or_else(|e| panic!("lab up {preset} failed: {}", lab_e2e::error_chain(&e)));
     let topology = Topology::load(Some(Path::new(preset))).expect("the preset loads");
     let declared = topology.region_layouts();
     let outcome = outcome(&summary.run_dir);
@@ -134,20 +147,119 @@ fn check_preset(preset: &str) -> Vec<StripeCheck> {
             });
         assert!(check.passed(), "{preset}: {check:#?}");
         checks.push(check);
+        if timing {
+            charges_follow_the_decode(&lab, &summary.simulator_control, region, dax_offset);
+        }
+    }
+    if preset == "switched" {
+        suites_pass(&lab, &summary.simulator_control);
     }
     checks
+}
+
+/// The dax, fio and faults suites pass on the interleaved region (with the
+/// timing plugin disarmed: armed, it slows every guest access).
+fn suites_pass(lab: &TestLab, control: &Path) {
+    let v = lab
+        .rt
+        .block_on(cxl_memsim::control::request(control, "plugin disarm"))
+        .unwrap_or_else(|e| panic!("plugin disarm: {e}"));
+    assert!(v.get("error").is_none(), "plugin disarm: {v}");
+    let suites = [Suite::Dax, Suite::Fio, Suite::Faults];
+    let results = lab
+        .rt
+        .block_on(verbs::run_suites(&lab.name, &suites, &Events::none()))
+        .unwrap_or_else(|e| panic!("lab run on switched: {}", lab_e2e::error_chain(&e)));
+    for r in &results {
+        let detail = std::fs::read_to_string(&r.result_file).unwrap_or_default();
+        assert!(
+            r.passed,
+            "suite {} on switched: {:?}\n{}",
+            r.suite,
+            r.error,
+            &detail[..detail.len().min(4000)]
+        );
+    }
+    assert_eq!(results.len(), 3);
+}
+
+/// Writes one cache line at the start of each of the first 2 x ways
+/// granules of `region` and checks, in the simulator's stats, that each
+/// was charged to the member the interleave puts it on, on the page it
+/// has there.
+fn charges_follow_the_decode(
+    lab: &TestLab,
+    control: &Path,
+    region: &cxl_regions::plan::RegionOutcome,
+    dax_offset: u64,
+) {
+    let ask = |line: &str| -> serde_json::Value {
+        let v = lab
+            .rt
+            .block_on(cxl_memsim::control::request(control, line))
+            .unwrap_or_else(|e| panic!("{line}: {e}"));
+        assert!(v.get("error").is_none(), "{line}: {v}");
+        v
+    };
+    let writes_on = |stats: &serde_json::Value, device: &str, page: u64| -> u64 {
+        stats["hot_pages"]
+            .as_array()
+            .expect("hot_pages")
+            .iter()
+            .filter(|p| p["device"] == device && p["offset"].as_u64() == Some(page))
+            .map(|p| p["writes"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let decode = cxl_topology::Interleave {
+        ways: region.ways,
+        granularity: region.granularity,
+    };
+    let dax = region.dax.as_deref().expect("a dax region");
+    // Region offsets of the lines: granule starts past the dax offset.
+    let first = dax_offset.div_ceil(region.granularity);
+    let lines: Vec<u64> = (first..first + 2 * region.ways)
+        .map(|k| k * region.granularity)
+        .collect();
+    ask("plugin flush");
+    let before = ask("stats 1000000");
+    for &line in &lines {
+        lab.run(&[
+            "dax-pattern",
+            "write",
+            dax,
+            "--offset",
+            &(line - dax_offset).to_string(),
+            "--len",
+            "64",
+            "--seed",
+            "3",
+        ]);
+    }
+    ask("plugin flush");
+    let after = ask("stats 1000000");
+    for &line in &lines {
+        let place = decode.locate(line);
+        let device = &region.members[place.position].device;
+        let page = (region.members[place.position].dpa_base + place.device_offset) / 4096 * 4096;
+        assert!(
+            writes_on(&after, device, page) > writes_on(&before, device, page),
+            "region {} offset {line:#x}: no write charged to {device} page {page:#x}",
+            region.name
+        );
+    }
 }
 
 #[test]
 fn presets_boot_with_their_regions_and_interleaved_ones_stripe_as_the_spec_says() {
     let mut all = Vec::new();
+    // switched in timing mode: the simulator must follow its decode too.
     for preset in ["switched", "two-bridges", "run-qemu"] {
-        all.push((preset, check_preset(preset)));
+        all.push((preset, check_preset(preset, preset == "switched")));
     }
     insta::assert_json_snapshot!("striping_checks", all, {
         "[][1][].offset" => "[dax offset]",
     });
-    for preset in ["default", "tiering", "dcd"] {
+    for preset in ["default", "dcd"] {
         let lab = TestLab::new(&format!("e2e-{preset}"));
         let summary = lab.up_with_topology(Path::new(preset));
         let outcome = outcome(&summary.run_dir);
@@ -157,19 +269,97 @@ fn presets_boot_with_their_regions_and_interleaved_ones_stripe_as_the_spec_says(
             topology.region_layouts().len(),
             "{preset}"
         );
-        if preset == "tiering" {
-            let node = outcome.regions[0]
-                .numa_node
-                .expect("the tiering device is a NUMA node");
-            assert_ne!(
-                node, 0,
-                "the CXL memory is a node of its own, not the CPUs' node 0"
-            );
-            let online = lab.run(&["cat", "/sys/devices/system/node/online"]);
-            assert!(
-                online.trim().ends_with(&node.to_string()),
-                "node {node} is online: {online}"
-            );
-        }
     }
+    memory_tier_is_a_numa_node_numactl_can_bind_to();
+}
+
+/// Bytes of the tiering device's backing file that are not zero, by page.
+fn nonzero_pages(path: &Path) -> usize {
+    let data = std::fs::read(path).expect("reading the backing file");
+    data.chunks(4096)
+        .filter(|p| p.iter().any(|&b| b != 0))
+        .count()
+}
+
+/// `tiering` in timing mode: its device is a NUMA node of its own, and a
+/// program bound to it with `numactl --membind` has its memory there: the
+/// simulator is charged its writes and the backing file fills; bound to
+/// node 0, the same program leaves the device almost untouched.
+fn memory_tier_is_a_numa_node_numactl_can_bind_to() {
+    let lab = TestLab::new("e2e-tiering");
+    let opts = UpOptions {
+        topology: Some(PathBuf::from("tiering")),
+        timing: true,
+        ..lab.options()
+    };
+    let summary = lab
+        .rt
+        .block_on(verbs::up(&opts, &Events::none()))
+        .unwrap_or_else(|e| panic!("lab up tiering failed: {}", lab_e2e::error_chain(&e)));
+    let outcome = outcome(&summary.run_dir);
+    let node = outcome.regions[0]
+        .numa_node
+        .expect("the tiering device is a NUMA node");
+    assert_ne!(
+        node, 0,
+        "the CXL memory is a node of its own, not the CPUs' node 0"
+    );
+    let hardware = lab.run(&["numactl", "--hardware"]);
+    assert!(
+        hardware.contains(&format!("node {node} size:")),
+        "numactl sees node {node}: {hardware}"
+    );
+    let control = summary.simulator_control.clone();
+    let write_bytes = || -> u64 {
+        let ask = |line: &str| {
+            lab.rt
+                .block_on(cxl_memsim::control::request(&control, line))
+                .unwrap_or_else(|e| panic!("{line}: {e}"))
+        };
+        ask("plugin flush");
+        let stats = ask("stats 1");
+        stats["devices"]
+            .as_array()
+            .expect("devices")
+            .iter()
+            .find(|d| d["name"] == "vmem0")
+            .and_then(|d| d["counts"]["write_bytes"].as_u64())
+            .unwrap_or_else(|| panic!("vmem0's write bytes in {stats}"))
+    };
+    let backing = summary.devices[0].backing.clone();
+    // dd's 16 MiB buffer is written by every read from /dev/urandom.
+    let dd = |membind: &str| {
+        lab.run(&[
+            "numactl",
+            &format!("--membind={membind}"),
+            "dd",
+            "if=/dev/urandom",
+            "of=/dev/null",
+            "bs=16M",
+            "count=2",
+        ]);
+    };
+    let (w0, p0) = (write_bytes(), nonzero_pages(&backing));
+    dd("0");
+    let (w1, p1) = (write_bytes(), nonzero_pages(&backing));
+    dd(&node.to_string());
+    let (w2, p2) = (write_bytes(), nonzero_pages(&backing));
+    const BUFFER: u64 = 16 << 20;
+    assert!(
+        w2 - w1 >= BUFFER,
+        "bound to node {node}, dd's buffer is written on vmem0: {} bytes charged",
+        w2 - w1
+    );
+    assert!(
+        (w1 - w0) * 4 < w2 - w1,
+        "bound to node 0, far fewer writes reach vmem0: {} vs {}",
+        w1 - w0,
+        w2 - w1
+    );
+    assert!(
+        p2 - p1 >= (BUFFER / 4096) as usize / 2,
+        "the backing file holds the buffer's pages: {} new non-zero pages (node 0 run: {})",
+        p2 - p1,
+        p1 - p0
+    );
 }

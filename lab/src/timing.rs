@@ -104,6 +104,25 @@ pub fn windows_from_iomem(text: &str) -> Vec<Window> {
         .collect()
 }
 
+/// The `plugin map` words of the regions the guest built: `NAME=START` for
+/// a one-device region, `NAME,NAME…=START/GRANULARITY` for an interleaved
+/// one (members in position order), so the simulator charges each access
+/// to the device the CXL decoders send it to.
+pub fn map_words(outcome: &Outcome) -> Vec<String> {
+    outcome
+        .regions
+        .iter()
+        .map(|r| {
+            let names: Vec<&str> = r.members.iter().map(|m| m.device.as_str()).collect();
+            if names.len() > 1 {
+                format!("{}={:#x}/{}", names.join(","), r.start, r.granularity)
+            } else {
+                format!("{}={:#x}", names.join(","), r.start)
+            }
+        })
+        .collect()
+}
+
 /// Sends one line to the simulator's control socket; the JSON answer, or
 /// its error as [`TimingError::Refused`].
 pub async fn control(path: &Path, line: &str) -> Result<serde_json::Value, TimingError> {
@@ -139,8 +158,8 @@ pub async fn arm(
         .iter()
         .filter_map(|d| Some((d.name.clone(), d.region_start?)))
         .collect();
-    if !regions.is_empty() {
-        let words: Vec<String> = regions.iter().map(|(n, a)| format!("{n}={a:#x}")).collect();
+    let words = map_words(outcome);
+    if !words.is_empty() {
         control(control_socket, &format!("plugin map {}", words.join(" "))).await?;
     }
     let windows_text: Vec<String> = windows.iter().map(Window::to_string).collect();
@@ -169,6 +188,54 @@ pub async fn arm(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn map_words_stripe_interleaved_regions_in_position_order() {
+        use cxl_regions::plan::{MemberOutcome, Mode, RegionOutcome};
+        let region = |name: &str, start: u64, granularity: u64, devices: &[&str]| RegionOutcome {
+            name: name.into(),
+            region: "region0".into(),
+            mode: Mode::Devdax,
+            start,
+            size: 0,
+            ways: devices.len() as u64,
+            granularity,
+            members: devices
+                .iter()
+                .map(|d| MemberOutcome {
+                    device: (*d).into(),
+                    memdev: "mem0".into(),
+                    decoder: "decoder2.0".into(),
+                    dpa_base: 0,
+                })
+                .collect(),
+            dax: None,
+            dax_size: None,
+            pmem: None,
+            numa_node: None,
+            reused: false,
+        };
+        let outcome = Outcome {
+            devices: Vec::new(),
+            regions: vec![
+                region(
+                    "stripe",
+                    0x1_1000_0000,
+                    4096,
+                    &["vmem2", "vmem0", "vmem1", "vmem3"],
+                ),
+                region("pmem0", 0x1_5000_0000, 8192, &["pmem0"]),
+            ],
+            elapsed_ms: 0,
+        };
+        assert_eq!(
+            map_words(&outcome),
+            [
+                "vmem2,vmem0,vmem1,vmem3=0x110000000/4096",
+                "pmem0=0x150000000"
+            ]
+        );
+    }
 
     #[test]
     fn finds_the_cxl_windows_in_proc_iomem() {

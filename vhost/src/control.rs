@@ -3,7 +3,8 @@
 //! - `stats [TOP]`: the stats report.
 //! - `plugin`: the TCG plugin stream's counters.
 //! - `plugin map NAME=ADDRESS…`: where devices appear in guest physical
-//!   addresses (their regions' starts).
+//!   addresses: a one-device region's start, or for an interleaved region
+//!   `NAME,NAME…=ADDRESS/GRANULARITY` (its devices in position order).
 //! - `plugin arm BASE+SIZE…` / `plugin disarm` / `plugin flush`: relayed to
 //!   every connected plugin; the answer comes once each acknowledged
 //!   (`{"ok":true,"plugins":N}`), or `{"error":…}`.

@@ -4,11 +4,15 @@
 //! relays `arm`/`disarm`/`flush` from the control socket to the plugins,
 //! waiting for their acknowledgements.
 //!
-//! Plugin addresses are guest physical addresses. Each device is found by
-//! its region's start (`plugin map`, from the guest's region set-up);
-//! until mapped, a device sits at `--base` + its flat offset. An access no
-//! device holds is counted as unmapped and the stream goes on; a stream
-//! that cannot be decoded ends only its own connection.
+//! Plugin addresses are guest physical addresses. Each device is found
+//! through its region (`plugin map`, from the guest's region set-up): a
+//! one-device region maps the device at its start, an interleaved one
+//! stripes its range over its devices as the CXL decoders do
+//! (`cxl_topology::Interleave`), so an access is charged to the device that
+//! really holds it, at the offset it has there. Until mapped, a device sits
+//! at `--base` + its flat offset. An access no device holds is counted as
+//! unmapped and the stream goes on; a stream that cannot be decoded ends
+//! only its own connection.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -19,7 +23,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
 
-use crate::backing;
 use crate::simulator::Simulator;
 use crate::stats::PluginReport;
 
@@ -37,16 +40,46 @@ pub enum PluginError {
     },
     #[error("Device '{0}' is not in the topology.")]
     UnknownDevice(String),
-    #[error("'{0}' is not NAME=ADDRESS (e.g. vmem0=0x110000000).")]
+    #[error("'{0}' is not NAME=ADDRESS (e.g. vmem0=0x110000000) or NAME,NAME…=ADDRESS/GRANULARITY (e.g. vmem0,vmem1=0x110000000/4096).")]
     BadMapping(String),
+    #[error("'{word}' stripes devices of different sizes ({sizes}); an interleaved region takes the same capacity from each.")]
+    UnequalSizes { word: String, sizes: String },
 }
 
-/// Where one device's memory appears in guest physical addresses (the
-/// regions are in device order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where devices appear in guest physical addresses: a region striped over
+/// `devices` (indexes, in interleave position order) at `granularity`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Region {
     start: u64,
-    size: u64,
+    /// Bytes of each device the region covers.
+    device_size: u64,
+    granularity: u64,
+    devices: Vec<usize>,
+}
+
+impl Region {
+    fn size(&self) -> u64 {
+        self.device_size * self.devices.len() as u64
+    }
+
+    /// The device and device offset of `addr .. addr + len`, when the
+    /// region holds it. An access that crosses a granule edge is charged
+    /// to the device of its first byte.
+    fn locate(&self, addr: u64, len: u64) -> Option<(usize, u64)> {
+        let off = addr.checked_sub(self.start)?;
+        if off.checked_add(len)? > self.size() {
+            return None;
+        }
+        let place = cxl_topology::Interleave {
+            ways: self.devices.len() as u64,
+            granularity: self.granularity,
+        }
+        .locate(off);
+        let offset = place
+            .device_offset
+            .min(self.device_size.saturating_sub(len));
+        Some((self.devices[place.position], offset))
+    }
 }
 
 struct Conn {
@@ -79,9 +112,12 @@ impl PluginHub {
         let regions = sim
             .devices()
             .iter()
-            .map(|d| Region {
+            .enumerate()
+            .map(|(i, d)| Region {
                 start: sim.base() + d.base,
-                size: d.size,
+                device_size: d.size,
+                granularity: d.size.max(1),
+                devices: vec![i],
             })
             .collect();
         let names = sim.devices().iter().map(|d| d.name.clone()).collect();
@@ -104,26 +140,66 @@ impl PluginHub {
         self.state.lock().expect("plugin hub state")
     }
 
-    /// Places devices at guest physical addresses: `NAME=ADDRESS` words.
+    /// Places devices at guest physical addresses. Each word is a region:
+    /// `NAME=ADDRESS` (one device) or `NAME,NAME…=ADDRESS/GRANULARITY` (its
+    /// devices in interleave position order). A device's earlier mapping
+    /// is replaced; nothing changes when any word is wrong.
     pub fn map(&self, words: &[&str]) -> Result<(), PluginError> {
         let mut st = self.lock();
+        let bad = |w: &str| PluginError::BadMapping(w.to_owned());
         let mut updates = Vec::new();
         for w in words {
-            let (name, addr) = w
-                .split_once('=')
-                .ok_or_else(|| PluginError::BadMapping((*w).to_owned()))?;
+            let (names, place) = w.split_once('=').ok_or_else(|| bad(w))?;
+            let (addr, granularity) = match place.split_once('/') {
+                Some((a, g)) => {
+                    let g = Window::parse(&format!("{g}+1")).map_err(|_| bad(w))?.base;
+                    if !g.is_power_of_two() {
+                        return Err(bad(w));
+                    }
+                    (a, Some(g))
+                }
+                None => (place, None),
+            };
             let start = Window::parse(&format!("{addr}+1"))
-                .map_err(|_| PluginError::BadMapping((*w).to_owned()))?
+                .map_err(|_| bad(w))?
                 .base;
-            let i = st
-                .names
+            let devices = names
+                .split(',')
+                .map(|name| {
+                    st.names
+                        .iter()
+                        .position(|n| n == name)
+                        .ok_or_else(|| PluginError::UnknownDevice(name.to_owned()))
+                })
+                .collect::<Result<Vec<usize>, _>>()?;
+            let sizes: Vec<u64> = devices
                 .iter()
-                .position(|n| n == name)
-                .ok_or_else(|| PluginError::UnknownDevice(name.to_owned()))?;
-            updates.push((i, start));
+                .map(|&i| self.sim.devices()[i].size)
+                .collect();
+            if sizes.iter().any(|&z| z != sizes[0]) {
+                return Err(PluginError::UnequalSizes {
+                    word: (*w).to_owned(),
+                    sizes: sizes
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            if devices.len() > 1 && granularity.is_none() {
+                return Err(bad(w));
+            }
+            updates.push(Region {
+                start,
+                device_size: sizes[0],
+                granularity: granularity.unwrap_or(sizes[0].max(1)),
+                devices,
+            });
         }
-        for (i, start) in updates {
-            st.regions[i].start = start;
+        for region in updates {
+            st.regions
+                .retain(|r| !r.devices.iter().any(|d| region.devices.contains(d)));
+            st.regions.push(region);
         }
         Ok(())
     }
@@ -148,7 +224,7 @@ impl PluginHub {
             Kind::Accesses => {
                 let regions = &st.regions;
                 let (charged, unmapped) = self.sim.charge_plugin(&msg.records, |addr, size| {
-                    backing::locate_in(regions.iter().map(|g| (g.start, g.size)), addr, size)
+                    regions.iter().find_map(|g| g.locate(addr, size))
                 });
                 let writes = msg.records.iter().filter(|r| r.is_write()).count() as u64;
                 let r = &mut st.report;
@@ -233,10 +309,9 @@ impl PluginHub {
         r.armed = st.conns.values().filter(|c| c.armed).count();
         r.windows = st.windows.iter().map(Window::to_string).collect();
         r.regions = st
-            .names
+            .regions
             .iter()
-            .zip(&st.regions)
-            .map(|(name, g)| (name.clone(), g.start))
+            .flat_map(|g| g.devices.iter().map(|&d| (st.names[d].clone(), g.start)))
             .collect();
         r.plugin_dropped = st.dropped_closed + st.conns.values().map(|c| c.dropped).sum::<u64>();
         r
@@ -442,6 +517,64 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("NAME=ADDRESS"));
+    }
+
+    #[tokio::test]
+    async fn an_interleaved_region_charges_each_granule_to_the_device_that_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        // vmem0 and pmem0 (both 256M) striped 2-way at 4K from 0x110000000.
+        hub.map(&["vmem0,pmem0=0x110000000/4096"]).unwrap();
+        let mut s = connect(&hub).await;
+        let mut bytes = Vec::new();
+        let base = 0x1_1000_0000;
+        encode_batch(
+            0,
+            0,
+            &[
+                rec(base, 8, true),                  // granule 0: vmem0 @ 0
+                rec(base + 4096, 8, true),           // granule 1: pmem0 @ 0
+                rec(base + 2 * 4096 + 16, 8, false), // granule 2: vmem0 @ 4096+16
+                rec(base + 5 * 4096, 8, false),      // granule 5: pmem0 @ 2*4096
+                rec(base + 512 * MIB, 8, false),     // past the 512M region
+            ],
+            &mut bytes,
+        );
+        s.write_all(&bytes).await.unwrap();
+        let r = until(&hub, |r| r.batches == 1).await;
+        assert_eq!((r.accesses, r.unmapped), (4, 1));
+        assert_eq!(r.regions["vmem0"], base);
+        assert_eq!(r.regions["pmem0"], base);
+        let stats = hub.sim.report(10);
+        assert_eq!(
+            (
+                stats.devices[0].counts.writes,
+                stats.devices[0].counts.reads
+            ),
+            (1, 1)
+        );
+        assert_eq!(
+            (
+                stats.devices[1].counts.writes,
+                stats.devices[1].counts.reads
+            ),
+            (1, 1)
+        );
+        let page = |dev: &str, offset: u64| {
+            stats
+                .hot_pages
+                .iter()
+                .any(|p| p.device == dev && p.offset == offset)
+        };
+        assert!(page("vmem0", 0) && page("vmem0", 4096));
+        assert!(page("pmem0", 0) && page("pmem0", 2 * 4096));
+        // Mapping a device again moves it out of its earlier region.
+        hub.map(&["vmem0=0x200000000"]).unwrap();
+        assert_eq!(hub.report().regions["vmem0"], 0x2_0000_0000);
+        let e = hub.map(&["vmem0,pmem0=0x110000000"]).unwrap_err();
+        assert!(e.to_string().contains("GRANULARITY"), "{e}");
+        let e = hub.map(&["vmem0,pmem0=0x110000000/3000"]).unwrap_err();
+        assert!(e.to_string().contains("GRANULARITY"), "{e}");
     }
 
     #[tokio::test]
