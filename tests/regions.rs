@@ -323,7 +323,7 @@ fn memory_tier_is_a_numa_node_numactl_can_bind_to() {
             .expect("devices")
             .iter()
             .find(|d| d["name"] == "vmem0")
-            .and_then(|d| d["counts"]["write_bytes"].as_u64())
+            .and_then(|d| d["write_bytes"].as_u64())
             .unwrap_or_else(|| panic!("vmem0's write bytes in {stats}"))
     };
     let backing = summary.devices[0].backing.clone();
