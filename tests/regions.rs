@@ -271,6 +271,58 @@ fn presets_boot_with_their_regions_and_interleaved_ones_stripe_as_the_spec_says(
         );
     }
     memory_tier_is_a_numa_node_numactl_can_bind_to();
+    fsdax_region_is_a_pmem_block_device();
+}
+
+/// A persistent device in fsdax mode comes up as `/dev/pmemN`, a block
+/// device of the region's size less the namespace's metadata.
+fn fsdax_region_is_a_pmem_block_device() {
+    let dir = std::env::temp_dir().join(format!("cxl-lab-fsdax-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let topology = dir.join("fsdax.toml");
+    std::fs::write(
+        &topology,
+        r#"
+[[host_bridge]]
+name = "hb0"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[device]]
+name = "pmem0"
+kind = "persistent"
+size = "256M"
+port = "rp0"
+mode = "fsdax"
+[[window]]
+size = "4G"
+targets = ["hb0"]
+"#,
+    )
+    .expect("writing the fsdax topology");
+    let lab = TestLab::new("e2e-fsdax");
+    let summary = lab.up_with_topology(&topology);
+    let region = &summary.regions[0];
+    let pmem = region
+        .pmem
+        .clone()
+        .unwrap_or_else(|| panic!("an fsdax region has a pmem device: {region:#?}"));
+    assert_eq!(region.dax, None);
+    let sectors: u64 = lab
+        .run(&[
+            "cat",
+            &format!("/sys/block/{}/size", pmem.trim_start_matches("/dev/")),
+        ])
+        .trim()
+        .parse()
+        .expect("the block device's size in sectors");
+    let size = sectors * 512;
+    assert!(
+        size > 200 << 20 && size <= 256 << 20,
+        "{pmem} is {size} bytes"
+    );
+    drop(lab);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Bytes of the tiering device's backing file that are not zero, by page.

@@ -39,6 +39,27 @@ pub struct BlockViewSummary {
     pub read_only: bool,
 }
 
+/// One region the guest built, as the kernel decodes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionSummary {
+    /// The topology's name (a device's name for its own region).
+    pub name: String,
+    /// The kernel's (`region0`).
+    pub region: String,
+    pub ways: u64,
+    pub granularity: u64,
+    /// Host physical start and size.
+    pub start: u64,
+    pub size: u64,
+    /// Member devices in interleave position order.
+    pub devices: Vec<String>,
+    pub dax: Option<String>,
+    /// `/dev/pmemN` of an fsdax region.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pmem: Option<String>,
+    pub numa_node: Option<i64>,
+}
+
 /// What `lab up` and `lab status` print.
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
@@ -48,6 +69,7 @@ pub struct Summary {
     pub accel: Accel,
     pub image_key: String,
     pub devices: Vec<DeviceSummary>,
+    pub regions: Vec<RegionSummary>,
     pub qmp_socket: PathBuf,
     pub agent_socket: PathBuf,
     pub console_log: PathBuf,
@@ -101,6 +123,23 @@ pub fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary
             }
         })
         .collect();
+    let regions = state
+        .regions
+        .iter()
+        .flat_map(|o| &o.regions)
+        .map(|r| RegionSummary {
+            name: r.name.clone(),
+            region: r.region.clone(),
+            ways: r.ways,
+            granularity: r.granularity,
+            start: r.start,
+            size: r.size,
+            devices: r.members.iter().map(|m| m.device.clone()).collect(),
+            dax: r.dax.clone(),
+            pmem: r.pmem.clone(),
+            numa_node: r.numa_node,
+        })
+        .collect();
     Summary {
         name: run.name.clone(),
         status: state.status,
@@ -108,6 +147,7 @@ pub fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary
         accel: state.accel,
         image_key: state.image_key.clone(),
         devices,
+        regions,
         qmp_socket: qemu::qmp_socket(&run.sockets),
         agent_socket: qemu::agent_socket(&run.sockets),
         console_log: qemu::console_log(&run.dir),

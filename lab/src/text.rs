@@ -23,6 +23,12 @@ pub fn summary(s: &Summary) -> String {
             .dax
             .clone()
             .or_else(|| d.numa_node.map(|n| format!("NUMA node {n}")))
+            .or_else(|| {
+                s.regions
+                    .iter()
+                    .find(|r| r.devices.contains(&d.name))
+                    .and_then(|r| r.pmem.clone())
+            })
             .unwrap_or_else(|| "no region".into());
         let _ = writeln!(
             out,
@@ -45,6 +51,27 @@ pub fn summary(s: &Summary) -> String {
                 v.socket.display()
             );
         }
+    }
+    // One-device regions are the device lines above; the others get one.
+    for r in s.regions.iter().filter(|r| r.ways > 1 || r.pmem.is_some()) {
+        let place = r
+            .dax
+            .clone()
+            .or_else(|| r.pmem.clone())
+            .or_else(|| r.numa_node.map(|n| format!("NUMA node {n}")))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "  region {} ({}): {}-way at {} B over {} -> {} ({} MiB at {:#x})",
+            r.name,
+            r.region,
+            r.ways,
+            r.granularity,
+            r.devices.join(", "),
+            place,
+            r.size >> 20,
+            r.start
+        );
     }
     let _ = writeln!(
         out,
