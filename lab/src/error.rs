@@ -80,6 +80,14 @@ pub enum LabError {
         lsa: PathBuf,
         memory: PathBuf,
     },
+    #[error("The label storage area {} of persistent device {device} holds namespace labels written when the device was {was}, but the topology now makes it {now}; its namespace cannot come back in another region shape (ndctl fails with ENXIO). Go back to the earlier topology, use another lab --name for this one, or move {} and {} away to start the device empty.", lsa.display(), lsa.display(), memory.display())]
+    RegionShapeChanged {
+        device: String,
+        was: String,
+        now: String,
+        lsa: PathBuf,
+        memory: PathBuf,
+    },
     #[error("Lab '{name}' is running, so `lab args` prints the command line it runs with, which {option} cannot change ({why}); leave {option} out to see it, or run `lab down --name {name}` first to see the command line {option} gives.")]
     ArgsOfRunning {
         name: String,

@@ -1,7 +1,7 @@
 //! `lab up`: image, simulator, QEMU, guest agent, regions. Each step reports
 //! progress through [`Events`]; every failure tears down what was started.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cxl_topology::Topology;
@@ -72,22 +72,70 @@ fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabErro
                     expected: size.bytes(),
                 });
             }
-            if found > 0
-                && !f.memory.exists()
+            let labelled = found > 0
                 && std::fs::read(path)
                     .map_err(io_err(path))?
                     .iter()
-                    .any(|&b| b != 0)
-            {
+                    .any(|&b| b != 0);
+            if labelled && !f.memory.exists() {
                 return Err(LabError::OrphanLabels {
                     device: d.name.clone(),
                     lsa: path.clone(),
                     memory: f.memory.clone(),
                 });
             }
+            // Namespace labels belong to the region shape they were written
+            // in (the interleave set): a device moved into another shape
+            // would fail deep in region set-up.
+            let record = region_record(&f.memory);
+            let now = region_shape(topology, &d.name);
+            if labelled {
+                if let Ok(was) = std::fs::read_to_string(&record) {
+                    if was.trim() != now {
+                        return Err(LabError::RegionShapeChanged {
+                            device: d.name.clone(),
+                            was: was.trim().to_owned(),
+                            now,
+                            lsa: path.clone(),
+                            memory: f.memory.clone(),
+                        });
+                    }
+                }
+            }
+            std::fs::write(&record, format!("{now}\n")).map_err(io_err(&record))?;
         }
     }
     Ok(())
+}
+
+/// Beside a persistent device's backing file: the region shape its labels
+/// were written in.
+fn region_record(memory: &Path) -> PathBuf {
+    memory.with_extension("region")
+}
+
+/// A device's place in its region: what its namespace labels depend on
+/// (ways, granularity, its position and every member's serial number).
+fn region_shape(topology: &Topology, device: &str) -> String {
+    match topology.region_of(device) {
+        None => "in no region".to_owned(),
+        Some((r, position)) => {
+            let members: Vec<String> = r
+                .devices
+                .iter()
+                .map(|&i| {
+                    let m = &topology.devices[i];
+                    format!("{} (serial {:#x})", m.name, m.serial_number())
+                })
+                .collect();
+            format!(
+                "position {position} of a {}-way region at {} B over {}",
+                r.ways(),
+                r.granularity,
+                members.join(", ")
+            )
+        }
+    }
 }
 
 /// Checks that cxl-memsim created each device's memory where QEMU is told
@@ -387,5 +435,68 @@ mod tests {
         // With the data file there, the labels are its own.
         std::fs::write(memory, b"data").unwrap();
         label_areas(&t, &files).expect("labels with their data");
+    }
+
+    #[test]
+    fn labels_written_in_another_region_shape_are_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = r#"
+[[host_bridge]]
+name = "hb0"
+[[host_bridge]]
+name = "hb1"
+[[root_port]]
+name = "rp0"
+host_bridge = "hb0"
+[[root_port]]
+name = "rp1"
+host_bridge = "hb1"
+[[device]]
+name = "pmem0"
+kind = "persistent"
+size = "256M"
+port = "rp0"
+[[device]]
+name = "pmem1"
+kind = "persistent"
+size = "256M"
+port = "rp1"
+[[window]]
+size = "4G"
+targets = ["hb0"]
+[[window]]
+size = "4G"
+targets = ["hb1"]
+[[window]]
+size = "4G"
+targets = ["hb0", "hb1"]
+"#;
+        let one_way = Topology::parse(
+            &format!("{base}[[region]]\nname = \"pair\"\ndevices = [\"pmem0\", \"pmem1\"]\n"),
+            "pair.toml",
+        )
+        .unwrap();
+        // The same devices, each in a region of its own.
+        let alone = Topology::parse(base, "alone.toml").unwrap();
+        let files = DeviceFiles::in_dir(&one_way, dir.path());
+        label_areas(&one_way, &files).expect("a new device");
+        let pmem0 = files.iter().find(|f| f.name == "pmem0").unwrap();
+        let lsa = pmem0.lsa.clone().unwrap();
+        let mut labels = std::fs::read(&lsa).unwrap();
+        labels[64] = 1;
+        std::fs::write(&lsa, &labels).unwrap();
+        std::fs::write(&pmem0.memory, b"data").unwrap();
+        label_areas(&one_way, &files).expect("the same shape again");
+        let files_alone = DeviceFiles::in_dir(&alone, dir.path());
+        let msg = label_areas(&alone, &files_alone).unwrap_err().to_string();
+        assert!(
+            msg.contains("written when the device was position 0 of a 2-way region at 8192 B over pmem0 (serial")
+                && msg.contains("but the topology now makes it position 0 of a 1-way region"),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(&lsa).unwrap(), labels, "no label lost");
+        // Without labels a device may change shape freely.
+        std::fs::write(&lsa, vec![0u8; labels.len()]).unwrap();
+        label_areas(&alone, &files_alone).expect("an empty label area");
     }
 }
