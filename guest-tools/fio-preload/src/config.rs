@@ -10,7 +10,9 @@ use crate::num::{parse_size, NumError};
 pub const DEVICE_MAX: usize = 4096;
 /// Longest `FIO_INTERCEPT_PATTERN` kept.
 pub const PATTERN_MAX: usize = 1024;
-/// Pattern used when `FIO_INTERCEPT_PATTERN` is unset or empty.
+/// Pattern always claimed (this library's earlier default, kept so that
+/// scripts written for it still work); `FIO_INTERCEPT_PATTERN` adds to it and
+/// to fio's data files (`crate::fio_files`).
 pub const DEFAULT_PATTERN: &[u8] = b"*.cxl";
 
 /// What is wrong with the environment.
@@ -69,6 +71,7 @@ impl Config {
         &self.device[..self.device_len]
     }
 
+    /// `FIO_INTERCEPT_PATTERN`, empty when unset.
     pub fn pattern(&self) -> &[u8] {
         &self.pattern[..self.pattern_len]
     }
@@ -86,10 +89,7 @@ impl Config {
                 return Err(ConfigError::BadDebug);
             }
         };
-        let pattern = match env(b"FIO_INTERCEPT_PATTERN\0") {
-            None | Some(b"") => DEFAULT_PATTERN,
-            Some(p) => p,
-        };
+        let pattern = env(b"FIO_INTERCEPT_PATTERN\0").unwrap_or_default();
         if pattern.len() > PATTERN_MAX {
             return Err(ConfigError::PatternTooLong);
         }

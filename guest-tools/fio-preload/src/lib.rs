@@ -1,5 +1,6 @@
 //! `libfio_intercept.so`: an `LD_PRELOAD` library that serves fio's file I/O
-//! on files whose names match `FIO_INTERCEPT_PATTERN` from a window of a
+//! on fio's data files (learnt from its command line and job files) and on
+//! files whose names match `*.cxl` or `FIO_INTERCEPT_PATTERN` from a window of a
 //! mapped DAX device (or any mappable file), one slot of `FIO_FILE_SIZE`
 //! bytes per file. See README.md for the environment and its semantics.
 //!
@@ -12,6 +13,7 @@ mod config;
 mod counters;
 mod dirty;
 mod errno;
+mod fio_files;
 mod glob;
 mod interpose;
 mod io;

@@ -1,5 +1,5 @@
 //! Turning the path given to an interposed call into the key of its slot and
-//! deciding whether it matches `FIO_INTERCEPT_PATTERN`.
+//! deciding whether it is claimed (`crate::state::claims`).
 
 use core::ffi::{c_char, CStr};
 
@@ -87,12 +87,33 @@ impl AbsPath {
         if !raw.push(p) {
             return None;
         }
-        // Normalize: drop empty and "." components.
+        Self::normalize(raw.as_bytes())
+    }
+
+    /// The absolute form of `path` relative to the absolute directory `dir`
+    /// (`path` itself when it is absolute), normalised as by `resolve`.
+    pub fn join(dir: &[u8], path: &[u8]) -> Option<AbsPath> {
+        let mut raw = AbsPath {
+            buf: [0; PATH_BUF],
+            len: 0,
+        };
+        if path.first() != Some(&b'/') && !(raw.push(dir) && raw.push(b"/")) {
+            return None;
+        }
+        if !raw.push(path) {
+            return None;
+        }
+        Self::normalize(raw.as_bytes())
+    }
+
+    /// `raw` without empty and `.` components (`..` is kept: both sides of
+    /// every comparison are normalised the same way, without the file system).
+    fn normalize(raw: &[u8]) -> Option<AbsPath> {
         let mut out = AbsPath {
             buf: [0; PATH_BUF],
             len: 0,
         };
-        for comp in raw.as_bytes().split(|&c| c == b'/') {
+        for comp in raw.split(|&c| c == b'/') {
             if comp.is_empty() || comp == b"." {
                 continue;
             }
@@ -138,7 +159,7 @@ impl AbsPath {
     }
 }
 
-/// The absolute path of `path` when it is claimed by the pattern, interception
+/// The absolute path of `path` when it is claimed (`crate::state::claims`), interception
 /// is active, and it is not a directory.
 ///
 /// # Safety
@@ -149,7 +170,7 @@ pub unsafe fn claimed(dirfd: i32, path: *const c_char) -> Option<AbsPath> {
     }
     // SAFETY: caller's contract.
     let mut abs = unsafe { AbsPath::resolve(dirfd, path)? };
-    if !abs.matches(crate::state::pattern()) || abs.is_directory() {
+    if !crate::state::claims(&abs) || abs.is_directory() {
         return None;
     }
     Some(abs)

@@ -5,11 +5,13 @@ use core::cell::UnsafeCell;
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-use crate::config::Config;
+use crate::config::{Config, DEFAULT_PATTERN};
 use crate::counters::{Call, Counters};
 use crate::dirty::Dirty;
 use crate::errno;
+use crate::fio_files::FioFiles;
 use crate::log::{say, Bytes, Line};
+use crate::path::AbsPath;
 use crate::table::{SlotTable, MAX_SLOTS};
 use crate::window::Window;
 
@@ -25,6 +27,7 @@ static INIT_PID: AtomicU32 = AtomicU32::new(0);
 /// Everything set once by `init` before STATUS is published.
 struct Globals {
     config: Config,
+    fio_files: FioFiles,
     window: Option<Window>,
     dirty: Option<Dirty>,
     table: Option<&'static SlotTable>,
@@ -38,6 +41,7 @@ unsafe impl Sync for Cell {}
 
 static G: Cell = Cell(UnsafeCell::new(Globals {
     config: Config::empty(),
+    fio_files: FioFiles::empty(),
     window: None,
     dirty: None,
     table: None,
@@ -70,7 +74,7 @@ pub fn init() {
             READY => {
                 let w = g.window.as_ref().expect("window set when ready");
                 say!(
-                    "pid {}: enabled: device {} ({}, {:#x} bytes), window offset {:#x} size {:#x}, {} slot(s) of {:#x} bytes, mapping {}, flush {}, pattern '{}'",
+                    "pid {}: enabled: device {} ({}, {:#x} bytes), window offset {:#x} size {:#x}, {} slot(s) of {:#x} bytes, mapping {}, flush {}",
                     std::process::id(),
                     Bytes(g.config.device()),
                     if w.is_dax { "device-dax" } else { "file" },
@@ -81,22 +85,47 @@ pub fn init() {
                     w.file_size,
                     if w.map_sync { "MAP_SHARED_VALIDATE|MAP_SYNC" } else { "MAP_SHARED (MAP_SYNC not supported here)" },
                     w.flush.name(),
-                    Bytes(g.config.pattern()),
                 );
             }
             DISABLED => say!("disabled (FIO_INTERCEPT_ENABLE is not 1); every call passes through"),
             _ => say!("setup failed: {}", Bytes(g.failure.as_bytes())),
         }
+        if status != DISABLED {
+            let mut claims = Line::empty();
+            let _ = describe_claims(g, &mut claims);
+            say!("claims {}", Bytes(claims.as_bytes()));
+        }
     }
 }
 
-fn setup(g: &mut Globals) -> Result<bool, ()> {
-    if let Err(e) = g.config.load() {
-        let _ = write!(g.failure, "{e}");
-        return if g.config.enabled { Err(()) } else { Ok(false) };
+/// What `claims` claims, e.g. `'*.cxl', FIO_INTERCEPT_PATTERN unset, fio's
+/// data files test.N.M in /home/u`.
+fn describe_claims(g: &Globals, out: &mut Line) -> core::fmt::Result {
+    write!(out, "'{}', ", Bytes(DEFAULT_PATTERN))?;
+    match g.config.pattern() {
+        b"" => write!(out, "FIO_INTERCEPT_PATTERN unset")?,
+        p => write!(out, "FIO_INTERCEPT_PATTERN '{}'", Bytes(p))?,
     }
+    write!(out, ", fio's data files ")?;
+    g.fio_files.describe(out)
+}
+
+fn setup(g: &mut Globals) -> Result<bool, ()> {
+    let loaded = g.config.load();
     if !g.config.enabled {
+        if let Err(e) = loaded {
+            let _ = write!(g.failure, "{e}");
+        }
         return Ok(false);
+    }
+    // Learnt even when the rest of the setup fails, so that fio's data files
+    // are refused loudly instead of being written to the disk.
+    if let Err(e) = g.fio_files.learn(g.config.device()) {
+        say!("{e}");
+    }
+    if let Err(e) = loaded {
+        let _ = write!(g.failure, "{e}");
+        return Err(());
     }
     let window = Window::map(&g.config, MAX_SLOTS as u64).map_err(|e| {
         let _ = write!(
@@ -144,8 +173,15 @@ pub fn mem_offset() -> u64 {
     globals().config.mem_offset
 }
 
-pub fn pattern() -> &'static [u8] {
-    globals().config.pattern()
+/// Whether interception claims the absolute, normalised path `abs`: it
+/// matches `*.cxl` or `FIO_INTERCEPT_PATTERN`, or it is one of fio's data
+/// files (`crate::fio_files`).
+pub fn claims(abs: &AbsPath) -> bool {
+    let g = globals();
+    let pattern = g.config.pattern();
+    abs.matches(DEFAULT_PATTERN)
+        || (!pattern.is_empty() && abs.matches(pattern))
+        || g.fio_files.claims(abs.as_bytes())
 }
 
 /// The window, slot table and dirty bitmaps, or the setup failure text.
