@@ -22,15 +22,15 @@ pub enum ConfigError {
         "FIO_MEM_DEVICE is not set; set it to the DAX device or file to map (e.g. /dev/dax0.0)."
     )]
     NoDevice,
-    #[error("FIO_MEM_DEVICE is longer than {DEVICE_MAX} bytes.")]
+    #[error("FIO_MEM_DEVICE is longer than {DEVICE_MAX} bytes; use a shorter path (e.g. a symbolic link).")]
     DeviceTooLong,
-    #[error("FIO_INTERCEPT_PATTERN is longer than {PATTERN_MAX} bytes.")]
+    #[error("FIO_INTERCEPT_PATTERN is longer than {PATTERN_MAX} bytes; use a shorter pattern.")]
     PatternTooLong,
     #[error("{var} cannot be read: {reason}")]
     BadNumber { var: &'static str, reason: NumError },
-    #[error("FIO_FILE_SIZE must be greater than zero.")]
+    #[error("FIO_FILE_SIZE must be greater than zero; set a size such as 1G, or unset it to give one file the whole window.")]
     ZeroFileSize,
-    #[error("FIO_DEBUG must be 0, 1 or 2.")]
+    #[error("FIO_DEBUG must be 0, 1 or 2; set one of those or unset it.")]
     BadDebug,
 }
 

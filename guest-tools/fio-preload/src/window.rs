@@ -13,25 +13,27 @@ const PAGE: u64 = 4096;
 /// Why the window could not be set up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum WindowError {
-    #[error("Cannot open FIO_MEM_DEVICE: {0}.")]
+    #[error("Cannot open FIO_MEM_DEVICE: {0}. Set FIO_MEM_DEVICE to a device-dax device (/dev/daxX.Y, see `daxctl list`) or a regular file this process can open for reading and writing.")]
     Open(crate::log::ErrnoText),
-    #[error("FIO_MEM_DEVICE is neither a regular file nor a device-dax character device.")]
+    #[error("FIO_MEM_DEVICE is neither a regular file nor a device-dax character device. Set it to a device-dax device (/dev/daxX.Y; a /dev/pmemN block device's namespace must be made devdax) or a regular file.")]
     NotMappable,
-    #[error("Cannot read the size of the device-dax from /sys/dev/char/{major}:{minor}/size.")]
+    #[error("Cannot read the size of the device-dax from /sys/dev/char/{major}:{minor}/size. Check that sysfs is mounted and that FIO_MEM_DEVICE is a device-dax device.")]
     DaxSize { major: u32, minor: u32 },
-    #[error("The window (FIO_MEM_OFFSET {offset:#x} + FIO_MEM_SIZE {size:#x}) runs past the end of FIO_MEM_DEVICE ({device_size:#x} bytes).")]
+    #[error("FIO_MEM_OFFSET {offset:#x} is past the end of FIO_MEM_DEVICE ({device_size:#x} bytes). Set FIO_MEM_OFFSET below the device size.")]
+    OffsetPastEnd { offset: u64, device_size: u64 },
+    #[error("The window (FIO_MEM_OFFSET {offset:#x} + FIO_MEM_SIZE {size:#x}) runs past the end of FIO_MEM_DEVICE ({device_size:#x} bytes). Lower FIO_MEM_OFFSET or FIO_MEM_SIZE (unset FIO_MEM_SIZE to use the rest of the device).")]
     PastEnd {
         offset: u64,
         size: u64,
         device_size: u64,
     },
     #[error(
-        "The window is empty: FIO_MEM_SIZE is 0 or FIO_MEM_OFFSET is at the end of the device."
+        "The window is empty: FIO_MEM_SIZE is 0 or FIO_MEM_OFFSET is at the end of the device. Set FIO_MEM_SIZE above 0 and FIO_MEM_OFFSET below the device size."
     )]
     Empty,
-    #[error("FIO_FILE_SIZE ({file_size:#x}) is larger than the window ({window:#x}).")]
+    #[error("FIO_FILE_SIZE ({file_size:#x}) is larger than the window ({window:#x}). Lower FIO_FILE_SIZE or raise FIO_MEM_SIZE.")]
     FileTooLarge { file_size: u64, window: u64 },
-    #[error("Cannot map {len:#x} bytes of FIO_MEM_DEVICE at offset {offset:#x}: {err}.")]
+    #[error("Cannot map {len:#x} bytes of FIO_MEM_DEVICE at offset {offset:#x}: {err}. Check that this process may map FIO_MEM_DEVICE read-write and that FIO_MEM_OFFSET and FIO_MEM_SIZE lie in memory the device lets it map.")]
     Map {
         offset: u64,
         len: u64,
@@ -131,9 +133,8 @@ impl Window {
         };
         let offset = cfg.mem_offset;
         if offset > device_size {
-            return Err(WindowError::PastEnd {
+            return Err(WindowError::OffsetPastEnd {
                 offset,
-                size: cfg.mem_size.unwrap_or(0),
                 device_size,
             });
         }
