@@ -366,3 +366,33 @@ fn other_programs_learn_no_fio_files() {
     );
     assert_eq!(std::fs::read(dir.path().join("test.0.0")).unwrap(), b"data");
 }
+
+#[test]
+fn job_file_sections_directory_and_filename_are_learnt() {
+    require_fio();
+    let dev = backing(16 * MIB);
+    let dir = scratch();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(
+        dir.path().join("jobs.fio"),
+        "; two jobs\n[global]\ndirectory=sub\nrw=write\nbs=4k\nsize=64k\n\n[w]\n\n[named]\nfilename=data.bin\n",
+    )
+    .unwrap();
+    let out = fio_in(
+        dir.path(),
+        dev.path(),
+        "1",
+        &[("FIO_FILE_SIZE", "2M")],
+        &["jobs.fio"],
+    );
+    served(&out, "job file", 32);
+    let (_, stderr) = text(&out);
+    let sub = dir.path().join("sub");
+    for file in ["w.0.0", "data.bin"] {
+        assert!(
+            stderr.contains(&format!("open {} -> fd", sub.join(file).display())),
+            "{file} gets a slot:\n{stderr}"
+        );
+    }
+    assert_eq!(files_in(&sub), Vec::<String>::new(), "nothing on disk");
+}
