@@ -421,8 +421,9 @@ impl Scratch {
         Ok(Scratch { base: p.cast() })
     }
 
-    /// Reads up to `READ_MAX` bytes of the file at NUL-terminated `c_path`
-    /// (replacing what an earlier read left), or the errno.
+    /// Reads up to `READ_MAX` bytes of the regular file at NUL-terminated
+    /// `c_path` (replacing what an earlier read left), or the errno (`EINVAL`
+    /// for anything but a regular file; /proc files are regular).
     fn read(&self, c_path: &[u8]) -> Result<&[u8], i32> {
         debug_assert_eq!(c_path.last(), Some(&0));
         // SAFETY: openat of a NUL-terminated path.
@@ -431,11 +432,22 @@ impl Scratch {
                 libc::SYS_openat,
                 libc::AT_FDCWD,
                 c_path.as_ptr(),
-                libc::O_RDONLY | libc::O_CLOEXEC,
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
             )
         };
         if fd < 0 {
             return Err(crate::errno::get());
+        }
+        // Only regular files: an argument that is not a job file may name a
+        // FIFO or a terminal (`--output /dev/tty`), and reading it would block.
+        // SAFETY: all-zero bytes are a valid `struct stat`.
+        let mut st: libc::stat = unsafe { core::mem::zeroed() };
+        // SAFETY: fstat writes one `struct stat` into the local.
+        let stat_failed = unsafe { libc::syscall(libc::SYS_fstat, fd, &mut st) } != 0;
+        if stat_failed || st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            // SAFETY: closes the descriptor opened above.
+            unsafe { libc::syscall(libc::SYS_close, fd) };
+            return Err(libc::EINVAL);
         }
         let mut len = 0;
         let result = loop {
