@@ -39,6 +39,20 @@ pub enum LabError {
     },
     #[error("Lab '{0}' is already up; run `lab down --name {0}` first.")]
     AlreadyUp(String),
+    #[error("{}", busy_text(name, verb, *pid))]
+    Busy {
+        name: String,
+        /// What holds the run directory's lock: "up" or "down".
+        verb: String,
+        pid: Option<u32>,
+    },
+    #[error("{what} (pid {pid}) of lab '{name}' still runs {waited:?} after SIGKILL, so its sockets and files are kept; it is stuck in the kernel (see /proc/{pid}/stack). Run `lab down --name {name}` again once it is gone.")]
+    StillRunning {
+        name: String,
+        what: &'static str,
+        pid: u32,
+        waited: Duration,
+    },
     #[error("Lab '{0}' is not up; start it with `lab up --name {0}`.")]
     NotUp(String),
     #[error("QEMU exited during boot; {log} ends with:\n{qemu_tail}\nand the console ({console}) with:\n{console_tail}")]
@@ -102,6 +116,19 @@ pub enum LabError {
     },
 }
 
+fn busy_text(name: &str, verb: &str, pid: Option<u32>) -> String {
+    let by = match pid {
+        Some(p) => format!("`lab {verb}` (pid {p})"),
+        None => format!("`lab {verb}`"),
+    };
+    let stop = pid.map_or(String::new(), |p| format!(", or stop it with `kill {p}`"));
+    match verb {
+        "up" => format!("Lab '{name}' is being started by {by}; wait for it to finish{stop}, then run `lab down --name {name}` if you want it down."),
+        "down" => format!("Lab '{name}' is being shut down by {by}; wait for it to finish, then try again."),
+        _ => format!("Lab '{name}' is in use by {by}; wait for it to finish, then try again."),
+    }
+}
+
 /// An error and its sources as one text: sentences follow each other, a
 /// message that does not end a sentence is followed by ": ".
 pub fn error_chain(e: &dyn std::error::Error) -> String {
@@ -147,5 +174,27 @@ mod tests {
             source: io,
         };
         assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
+
+    #[test]
+    fn a_busy_lab_names_the_holder_and_the_fix() {
+        let e = LabError::Busy {
+            name: "x".into(),
+            verb: "up".into(),
+            pid: Some(42),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Lab 'x' is being started by `lab up` (pid 42); wait for it to finish, or stop it with `kill 42`, then run `lab down --name x` if you want it down."
+        );
+        let e = LabError::Busy {
+            name: "x".into(),
+            verb: "down".into(),
+            pid: Some(42),
+        };
+        assert_eq!(
+            e.to_string(),
+            "Lab 'x' is being shut down by `lab down` (pid 42); wait for it to finish, then try again."
+        );
     }
 }

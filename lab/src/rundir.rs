@@ -10,7 +10,13 @@
 //! is `<socket root>/<name>/` when [`crate::paths::socket_root`] names one
 //! (a short tmpfs path), else the run directory itself.
 
+use std::fs::File;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +52,33 @@ pub enum RunDirError {
         #[source]
         source: serde_json::Error,
     },
+}
+
+/// A run directory's lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    /// Another `lab up` or `lab down` holds it.
+    #[error("held by {verb} (pid {})", pid.map_or("unknown".to_owned(), |p| p.to_string()))]
+    Held {
+        /// What the holder wrote: its pid and verb ("up", "down").
+        pid: Option<u32>,
+        verb: String,
+    },
+    #[error("Cannot lock {path}.")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The run directory's lock, held by one `lab up` or `lab down` at a time
+/// and released when dropped (or when its process dies, however it dies).
+/// Its file is opened close-on-exec, so QEMU and cxl-memsim, which outlive
+/// `lab up`, do not inherit it.
+#[derive(Debug)]
+pub struct RunLock {
+    _lock: Flock<File>,
 }
 
 /// Where a lab instance lives.
@@ -262,6 +295,57 @@ impl RunDir {
         Ok(())
     }
 
+    /// The lock file (beside state.json).
+    pub fn lock_file(&self) -> PathBuf {
+        self.path("lock")
+    }
+
+    /// Takes the run directory's lock for `verb` ("up", "down"), creating
+    /// the directory; fails at once when another process holds it, with
+    /// that process's pid and verb.
+    pub fn lock(&self, verb: &str) -> Result<RunLock, LockError> {
+        let path = self.lock_file();
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io)?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(mut lock) => {
+                lock.set_len(0).map_err(io)?;
+                lock.rewind().map_err(io)?;
+                writeln!(lock, "{} {verb}", std::process::id()).map_err(io)?;
+                Ok(RunLock { _lock: lock })
+            }
+            Err((mut file, Errno::EWOULDBLOCK)) => {
+                // The holder writes its pid right after taking the lock:
+                // give it a moment.
+                let mut text = String::new();
+                for _ in 0..20 {
+                    text.clear();
+                    let _ = file.rewind();
+                    let _ = file.read_to_string(&mut text);
+                    if text.ends_with('\n') {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let mut words = text.split_whitespace();
+                let pid = words.next().and_then(|p| p.parse().ok());
+                let verb = words.next().unwrap_or("another lab").to_owned();
+                Err(LockError::Held { pid, verb })
+            }
+            Err((_, errno)) => Err(io(errno.into())),
+        }
+    }
+
     pub fn load(&self) -> Result<Option<LabState>, RunDirError> {
         let path = self.state_file();
         match std::fs::read(&path) {
@@ -310,6 +394,57 @@ mod tests {
             "{e}"
         );
         assert!(e.contains("use a shorter lab name"), "{e}");
+    }
+
+    #[test]
+    fn a_second_lock_fails_with_the_holders_pid() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        let held = run.lock("up").expect("a free lock");
+        match run.lock("up") {
+            Err(LockError::Held { pid, verb }) => {
+                assert_eq!(pid, Some(std::process::id()));
+                assert_eq!(verb, "up");
+            }
+            other => panic!("a held lock was taken again: {other:?}"),
+        }
+        assert!(matches!(run.lock("down"), Err(LockError::Held { .. })));
+        drop(held);
+        let again = run.lock("down").expect("free once dropped");
+        assert_eq!(
+            std::fs::read_to_string(run.lock_file()).unwrap(),
+            format!("{} down\n", std::process::id())
+        );
+        drop(again);
+        // Held by another process: its pid is named.
+        let script = format!(
+            "exec 9>>'{}'; flock -n 9 && echo \"$$ up\" > '{}' && echo locked && exec sleep 30",
+            run.lock_file().display(),
+            run.lock_file().display()
+        );
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line, "locked\n");
+        let e = run.lock("up").unwrap_err();
+        let _ = child.kill();
+        let _ = child.wait();
+        match e {
+            LockError::Held { pid, verb } => {
+                assert_eq!(pid, Some(child.id()));
+                assert_eq!(verb, "up");
+            }
+            other => panic!("{other:?}"),
+        }
+        run.lock("up").expect("free once its holder died");
     }
 
     #[test]

@@ -178,6 +178,12 @@ pub struct DownReport {
     pub was_up: bool,
     pub qemu: String,
     pub simulator: String,
+    /// From QMP quit until every thread of QEMU was gone.
+    pub qemu_ms: u64,
+    /// From SIGTERM until every thread of cxl-memsim was gone.
+    pub simulator_ms: u64,
+    /// The whole `lab down`, files removed.
+    pub elapsed_ms: u64,
     pub removed: Vec<String>,
     pub kept: Vec<String>,
 }

@@ -138,9 +138,15 @@ pub fn status(s: &StatusReport) -> String {
 /// `lab down`.
 pub fn down(r: &DownReport) -> String {
     if r.was_up {
+        let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
         format!(
-            "lab '{}' is down (QEMU: {}, cxl-memsim: {})\n",
-            r.name, r.qemu, r.simulator
+            "lab '{}' is down in {} (QEMU: {} in {}, cxl-memsim: {} in {})\n",
+            r.name,
+            secs(r.elapsed_ms),
+            r.qemu,
+            secs(r.qemu_ms),
+            r.simulator,
+            secs(r.simulator_ms)
         )
     } else {
         format!("lab '{}' was not running; cleaned up\n", r.name)

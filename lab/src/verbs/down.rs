@@ -6,20 +6,47 @@ use cxl_topology::{DeviceKind, Topology};
 
 use crate::error::LabError;
 use crate::events::{Event, Events, Step};
-use crate::process;
+use crate::process::{self, Ended, Process};
 use crate::qemu;
 use crate::qmp::Qmp;
-use crate::rundir::{LabStatus, RunDir};
+use crate::rundir::{LabStatus, LockError, RunDir, RunLock};
 use crate::summary::DownReport;
 
-/// `lab down`: QMP quit, then SIGTERM/SIGKILL; removes sockets, pid files
-/// and volatile backing files; keeps persistent ones. Idempotent.
+/// `lab down`: QMP quit, then SIGTERM/SIGKILL; returns once every thread
+/// of QEMU and cxl-memsim is gone, then removes sockets, pid files and
+/// volatile backing files; keeps persistent ones. Idempotent. Holds the run
+/// directory's lock, so it never races a `lab up` of the same lab.
 pub async fn down(name: &str, events: &Events) -> Result<DownReport, LabError> {
     let run = RunDir::new(name)?;
+    // A lab that never ran has no directory: nothing to lock or clean.
+    let _lock = if run.dir.exists() {
+        Some(lock(&run, "down")?)
+    } else {
+        None
+    };
     down_run(&run, events).await
 }
 
-/// `lab down` on a run directory (also `lab up` cleaning up after itself).
+/// Takes the run directory's lock for `verb`, held by `lab up` for all its
+/// run and by `lab down`.
+pub(crate) fn lock(run: &RunDir, verb: &str) -> Result<RunLock, LabError> {
+    run.lock(verb).map_err(|e| match e {
+        LockError::Held { pid, verb } => LabError::Busy {
+            name: run.name.clone(),
+            verb,
+            pid,
+        },
+        LockError::Io { path, source } => LabError::Io { path, source },
+    })
+}
+
+/// How long QEMU gets to exit after QMP quit, and each process after
+/// SIGTERM.
+const QUIT_WAIT: Duration = Duration::from_secs(5);
+const TERM_GRACE: Duration = Duration::from_secs(3);
+
+/// `lab down` on a run directory (also `lab up` cleaning up after itself);
+/// the caller holds the lock.
 pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport, LabError> {
     let t = Instant::now();
     events.emit(Event::Started {
@@ -33,29 +60,51 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
         was_up: false,
         qemu: "not running".into(),
         simulator: "not running".into(),
+        qemu_ms: 0,
+        simulator_ms: 0,
+        elapsed_ms: 0,
         removed: vec![],
         kept: vec![],
     };
-    if let Some(pid) = state.as_ref().and_then(|s| s.qemu_pid) {
-        if process::is_alive(pid, &marker) {
-            report.was_up = true;
-            let qmp = qemu::qmp_socket(&run.sockets);
-            let quit = async {
-                if let Ok(q) = Qmp::connect(&qmp).await {
-                    let _ = q.quit().await;
-                }
-            };
-            let _ = tokio::time::timeout(Duration::from_secs(5), quit).await;
-            report.qemu = if process::wait_gone(pid, &marker, Duration::from_secs(5)) {
-                "quit".into()
-            } else {
-                process::terminate(pid, &marker, Duration::from_secs(3)).into()
-            };
+    let still_running = |what, pid| LabError::StillRunning {
+        name: run.name.clone(),
+        what,
+        pid,
+        waited: process::KILL_WAIT,
+    };
+    let qemu_pid = state.as_ref().and_then(|s| s.qemu_pid);
+    if let Some((pid, qemu)) = qemu_pid.and_then(|p| Some((p, Process::find(p, &marker)?))) {
+        report.was_up = true;
+        let tq = Instant::now();
+        let qmp = qemu::qmp_socket(&run.sockets);
+        let quit = async {
+            if let Ok(q) = Qmp::connect(&qmp).await {
+                let _ = q.quit().await;
+            }
+        };
+        let _ = tokio::time::timeout(QUIT_WAIT, quit).await;
+        // Gone means every thread: QEMU's leader thread exits (a zombie)
+        // while another still frees the guest memory and holds its files.
+        let ended = if qemu.wait_gone(QUIT_WAIT) {
+            Ended::Quit
+        } else {
+            qemu.terminate(TERM_GRACE)
+        };
+        report.qemu = ended.as_str().into();
+        report.qemu_ms = tq.elapsed().as_millis() as u64;
+        if !ended.gone() {
+            return Err(still_running("QEMU", pid));
         }
     }
     if let Some(pid) = state.as_ref().and_then(|s| s.memsim_pid) {
+        let ts = Instant::now();
         // SIGTERM makes cxl-memsim print its final report into memsim.log.
-        report.simulator = process::terminate(pid, &marker, Duration::from_secs(3)).into();
+        let ended = process::terminate(pid, &marker, TERM_GRACE);
+        report.simulator = ended.as_str().into();
+        report.simulator_ms = ts.elapsed().as_millis() as u64;
+        if !ended.gone() {
+            return Err(still_running("cxl-memsim", pid));
+        }
     }
     for f in [
         "qmp.sock",
@@ -112,6 +161,7 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
         s.memsim_pid = None;
         run.save(&s)?;
     }
+    report.elapsed_ms = t.elapsed().as_millis() as u64;
     events.emit(Event::Finished {
         step: Step::Shutdown,
         elapsed: t.elapsed(),

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use cxl_topology::Topology;
 
-use super::down::down_run;
+use super::down::{down_run, lock};
 use super::launch::{plan, AccelChoice};
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
@@ -159,6 +159,9 @@ fn backing_files_agree(devices: &[DeviceFiles], ready: &memsim::Ready) -> Result
 pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> {
     let run = RunDir::new(&opts.name)?;
     run.check_legacy()?;
+    // Held until `lab up` returns: a second `lab up` (or a `lab down`) of
+    // this lab fails at once instead of starting a second QEMU here.
+    let _lock = lock(&run, "up")?;
     if let Some(state) = run.load()? {
         let alive = state
             .qemu_pid
