@@ -1,5 +1,5 @@
 //! Turning the path given to an interposed call into the key of its slot and
-//! deciding whether it is claimed (`crate::state::claims`).
+//! resolving it; whether it is claimed is `crate::state::claimed`.
 
 use core::ffi::{c_char, CStr};
 
@@ -157,21 +157,4 @@ impl AbsPath {
                 && st.st_mode & libc::S_IFMT == libc::S_IFDIR
         }
     }
-}
-
-/// The absolute path of `path` when it is claimed (`crate::state::claims`), interception
-/// is active, and it is not a directory.
-///
-/// # Safety
-/// `path` must be null or a valid C string.
-pub unsafe fn claimed(dirfd: i32, path: *const c_char) -> Option<AbsPath> {
-    if !crate::state::active() {
-        return None;
-    }
-    // SAFETY: caller's contract.
-    let mut abs = unsafe { AbsPath::resolve(dirfd, path)? };
-    if !crate::state::claims(&abs) || abs.is_directory() {
-        return None;
-    }
-    Some(abs)
 }

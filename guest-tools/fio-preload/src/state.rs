@@ -2,6 +2,7 @@
 //! the mapped window, the slot table, the dirty bitmaps, and call counters.
 
 use core::cell::UnsafeCell;
+use core::ffi::c_char;
 use core::fmt::Write as _;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
@@ -249,4 +250,21 @@ pub fn report_counters() {
         let _ = write!(line, " none");
     }
     say!("{}", Bytes(line.as_bytes()));
+}
+
+/// The absolute path of `path` when it is claimed ([`claims`]), interception
+/// is active, and it is not a directory.
+///
+/// # Safety
+/// `path` must be null or a valid C string.
+pub unsafe fn claimed(dirfd: i32, path: *const c_char) -> Option<AbsPath> {
+    if !active() {
+        return None;
+    }
+    // SAFETY: caller's contract.
+    let mut abs = unsafe { AbsPath::resolve(dirfd, path)? };
+    if !claims(&abs) || abs.is_directory() {
+        return None;
+    }
+    Some(abs)
 }

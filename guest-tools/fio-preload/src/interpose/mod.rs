@@ -64,7 +64,7 @@ macro_rules! path_calls {
             if true $(&& $guard)? {
                 // SAFETY: `path` is null or a C string (contract above),
                 // which is all `claimed` requires.
-                if let Some($abs) = unsafe { crate::path::claimed($dirfd, $path) } {
+                if let Some($abs) = unsafe { crate::state::claimed($dirfd, $path) } {
                     return $serve;
                 }
             }

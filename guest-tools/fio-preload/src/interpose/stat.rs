@@ -9,9 +9,10 @@ use core::ffi::{c_char, c_int, c_uint};
 use super::setup_failed;
 use crate::counters::Call;
 use crate::io::{ctx, Ctx};
-use crate::path::{claimed, AbsPath};
+use crate::path::AbsPath;
 use crate::real;
 use crate::stat::{describe, describe_slot, fill_stat, fill_statx};
+use crate::state::claimed;
 use crate::state::{count, count_path, ready};
 
 /// fstat of an intercepted descriptor.
