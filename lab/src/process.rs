@@ -74,6 +74,24 @@ pub fn is_alive(pid: u32, marker: &str) -> bool {
     Process::find(pid, marker).is_some()
 }
 
+/// True when `pid` is on its way out: its leader thread has exited (a
+/// zombie leader while other threads tear down) or a SIGKILL is pending.
+/// Such a process is still alive, but no longer a running lab.
+pub fn is_exiting(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let leader_gone = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    // SIGKILL is signal 9: bit 8 of the pending masks.
+    let kill_pending = status.lines().any(|l| {
+        let (key, value) = l.split_once(':').unwrap_or_default();
+        matches!(key, "SigPnd" | "ShdPnd")
+            && u64::from_str_radix(value.trim(), 16).is_ok_and(|m| m & (1 << 8) != 0)
+    });
+    leader_gone || kill_pending
+}
+
 /// Waits up to `timeout` for every thread of `pid` to end.
 pub fn wait_gone(pid: u32, marker: &str, timeout: Duration) -> bool {
     Process::find(pid, marker).is_none_or(|t| t.wait_gone(timeout))
@@ -410,6 +428,28 @@ impl LogWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_killed_process_is_exiting_until_it_is_gone() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let pid = child.id();
+        assert!(!is_exiting(pid), "a running process is not exiting");
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill");
+        // Not reaped yet: a zombie, on its way out.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while !is_exiting(pid) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(is_exiting(pid), "a killed, unreaped process is exiting");
+        child.wait().expect("reaping");
+    }
 
     fn wait_for(mut f: impl FnMut() -> bool) -> bool {
         (0..200).any(|_| {
