@@ -6,9 +6,11 @@ use std::time::Duration;
 use cxl_topology::TopologyError;
 
 use crate::image::ImageError;
+use crate::inject::InjectError;
 use crate::memsim::MemsimError;
 use crate::process::ProcessError;
 use crate::qga::QgaError;
+use crate::qmp::QmpError;
 use crate::regions::RegionError;
 use crate::rundir::RunDirError;
 
@@ -107,6 +109,22 @@ pub enum LabError {
         name: String,
         option: &'static str,
         why: &'static str,
+    },
+    /// An injection refused before QEMU saw it.
+    #[error(transparent)]
+    InjectRefused(#[from] InjectError),
+    #[error("QEMU refused {command} on device {device}")]
+    QemuRefused {
+        command: &'static str,
+        device: String,
+        #[source]
+        source: qapi::ExecuteError,
+    },
+    #[error("Lab '{name}' did not answer on QMP.")]
+    Qmp {
+        name: String,
+        #[source]
+        source: QmpError,
     },
     #[error("Cannot create {path}.")]
     Io {
