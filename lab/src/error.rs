@@ -113,12 +113,14 @@ pub enum LabError {
     /// An injection refused before QEMU saw it.
     #[error(transparent)]
     InjectRefused(#[from] InjectError),
+    /// QEMU's own refusal of a command `lab inject` sent; its source is
+    /// QEMU's error text.
     #[error("QEMU refused {command} on device {device}")]
     QemuRefused {
         command: &'static str,
         device: String,
         #[source]
-        source: qapi::ExecuteError,
+        source: qapi::Error,
     },
     #[error("Lab '{name}' did not answer on QMP.")]
     Qmp {
@@ -192,6 +194,23 @@ mod tests {
             source: io,
         };
         assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
+
+    #[test]
+    fn qemu_refusals_name_the_command_and_device_once() {
+        let e = LabError::QemuRefused {
+            command: "cxl-inject-poison",
+            device: "vmem0".into(),
+            source: qapi::Error {
+                class: qapi::ErrorClass::GenericError,
+                desc: "Overlap with existing poisoned region not supported".into(),
+                id: None,
+            },
+        };
+        assert_eq!(
+            error_chain(&e),
+            "QEMU refused cxl-inject-poison on device vmem0: Overlap with existing poisoned region not supported"
+        );
     }
 
     #[test]

@@ -37,7 +37,10 @@ pub async fn inject(name: &str, injection: &Injection) -> Result<InjectReport, L
     let name_of = command.name();
     let fields = command.arguments();
     let answer = send(&qmp, command).await.map_err(|e| match e {
-        QmpError::Command { command, source } => LabError::QemuRefused {
+        QmpError::Command {
+            command,
+            source: qapi::ExecuteError::Qapi(source),
+        } => LabError::QemuRefused {
             command,
             device: device.clone(),
             source,
