@@ -6,9 +6,11 @@ use std::time::Duration;
 use cxl_topology::TopologyError;
 
 use crate::image::ImageError;
+use crate::inject::InjectError;
 use crate::memsim::MemsimError;
 use crate::process::ProcessError;
 use crate::qga::QgaError;
+use crate::qmp::QmpError;
 use crate::regions::RegionError;
 use crate::rundir::RunDirError;
 
@@ -108,6 +110,24 @@ pub enum LabError {
         option: &'static str,
         why: &'static str,
     },
+    /// An injection refused before QEMU saw it.
+    #[error(transparent)]
+    InjectRefused(#[from] InjectError),
+    /// QEMU's own refusal of a command `lab inject` sent; its source is
+    /// QEMU's error text.
+    #[error("QEMU refused {command} on device {device}")]
+    QemuRefused {
+        command: &'static str,
+        device: String,
+        #[source]
+        source: qapi::Error,
+    },
+    #[error("Lab '{name}' did not answer on QMP.")]
+    Qmp {
+        name: String,
+        #[source]
+        source: QmpError,
+    },
     #[error("Cannot create {path}.")]
     Io {
         path: PathBuf,
@@ -174,6 +194,23 @@ mod tests {
             source: io,
         };
         assert_eq!(error_chain(&e), "Cannot create /x. disk full");
+    }
+
+    #[test]
+    fn qemu_refusals_name_the_command_and_device_once() {
+        let e = LabError::QemuRefused {
+            command: "cxl-inject-poison",
+            device: "vmem0".into(),
+            source: qapi::Error {
+                class: qapi::ErrorClass::GenericError,
+                desc: "Overlap with existing poisoned region not supported".into(),
+                id: None,
+            },
+        };
+        assert_eq!(
+            error_chain(&e),
+            "QEMU refused cxl-inject-poison on device vmem0: Overlap with existing poisoned region not supported"
+        );
     }
 
     #[test]

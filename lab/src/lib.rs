@@ -3,19 +3,22 @@
 //! runs commands in the guest and tears everything down.
 //!
 //! Where things are: the verbs (`up`, `down`, `status`, `exec`, `args`,
-//! `run`, `bench`) are a file each in `verbs/`, with `verbs/launch.rs`
+//! `run`, `bench`, `inject`) are a file each in `verbs/`, with `verbs/launch.rs`
 //! gathering what QEMU starts with for `up` and `args` alike; what they
 //! return is `summary.rs`, their error `error.rs`. The QEMU command line is
 //! `qemu.rs`, QMP is `qmp.rs`, the guest agent is `qga.rs`, region set-up is
 //! `regions.rs` (host side) and the `cxl-regions` guest tool, the run
 //! directory is `rundir.rs` (the names of its files and sockets are
 //! `runfiles.rs`), timing mode (the TCG plugin) is `timing.rs`.
+//! `lab inject`'s forms, their checks against the topology and their QMP
+//! commands are `inject.rs` (the verb itself is `verbs/inject.rs`).
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
 //! what several of them share in `suite_support/`.
 
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod inject;
 pub mod kvm;
 pub mod memsim;
 pub mod paths;

@@ -97,6 +97,19 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Inject a CXL error or event into a running lab's device through QMP
+    /// (checked against the lab's topology first; numbers are decimal or
+    /// 0x hex).
+    Inject {
+        #[command(flatten)]
+        name: NameArg,
+        /// Print a JSON record: the QMP command, the device, the fields
+        /// sent and QEMU's answer.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        what: cxl_lab::inject::Injection,
+    },
     /// Run test suites in the guest (`all` runs every one); results go to
     /// the run directory's results/ and a table to stdout.
     Run {
@@ -298,6 +311,16 @@ async fn main() -> anyhow::Result<()> {
                 out.exit_code
             };
             std::process::exit(code.clamp(0, 255) as i32);
+        }
+        Verb::Inject { name, json, what } => {
+            let r = verbs::inject(&name.name, &what)
+                .await
+                .with_context(|| format!("lab inject {} failed", what.form()))?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", text::inject(&r));
+            }
         }
         Verb::Run { name, suites, json } => {
             let results = verbs::run_suites(&name.name, &suites::expand(&suites), &ui())

@@ -80,6 +80,25 @@ impl Qmp {
             .unwrap_or_default())
     }
 
+    /// Any typed QMP command; QEMU's refusal is [`QmpError::Command`] with
+    /// the command's name.
+    pub async fn execute<C>(&self, command: C) -> Result<C::Ok, QmpError>
+    where
+        C: qmp::QmpCommand,
+    {
+        let name = <C as qapi::Command>::NAME;
+        tokio::time::timeout(TIMEOUT, self.service.execute(command))
+            .await
+            .map_err(|_| QmpError::Timeout {
+                command: name,
+                timeout: TIMEOUT,
+            })?
+            .map_err(|source| QmpError::Command {
+                command: name,
+                source,
+            })
+    }
+
     /// `quit`: QEMU exits; the connection closing is the expected answer.
     pub async fn quit(&self) -> Result<(), QmpError> {
         match tokio::time::timeout(TIMEOUT, self.service.execute(qmp::quit {})).await {

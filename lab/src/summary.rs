@@ -209,3 +209,21 @@ pub struct BootBench {
     pub min_regions_ready_ms: u64,
     pub max_regions_ready_ms: u64,
 }
+
+/// `lab inject`: what was injected and what QEMU answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct InjectReport {
+    /// The lab.
+    pub name: String,
+    /// The `lab inject` form (`poison`, `general-media`, …).
+    pub form: String,
+    /// The QMP command sent.
+    pub command: String,
+    /// The topology device, and its QOM path.
+    pub device: String,
+    pub path: String,
+    /// The command's arguments as QMP received them.
+    pub fields: serde_json::Value,
+    /// QEMU's answer (`{}` for these commands).
+    pub answer: serde_json::Value,
+}

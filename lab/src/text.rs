@@ -5,7 +5,7 @@
 use std::fmt::Write;
 
 use crate::image::Image;
-use crate::summary::{BootBench, DownReport, StatusReport, SuiteResult, Summary};
+use crate::summary::{BootBench, DownReport, InjectReport, StatusReport, SuiteResult, Summary};
 
 /// `lab up`, and the first lines of `lab status`.
 pub fn summary(s: &Summary) -> String {
@@ -207,6 +207,28 @@ pub fn image(img: &Image) -> String {
         img.manifest.modules.len(),
         img.manifest.guest_tools.join(", "),
         img.dir.display()
+    )
+}
+
+/// `lab inject`: the command, the device and the fields sent.
+pub fn inject(r: &InjectReport) -> String {
+    let fields = r
+        .fields
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| k.as_str() != "path")
+                .map(|(k, v)| match v.as_u64() {
+                    Some(n) if n >= 0x100 => format!("{k}={n:#x}"),
+                    _ => format!("{k}={v}"),
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    format!(
+        "lab '{}': {} on {} ({}): {}; QEMU answered {}\n",
+        r.name, r.command, r.device, r.path, fields, r.answer
     )
 }
 

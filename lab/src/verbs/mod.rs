@@ -1,5 +1,5 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
-//! `args`, `run` (suites) and `bench` (`bench boot`); `launch` is what QEMU
+//! `args`, `run` (suites), `bench` (`bench boot`) and `inject`; `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
@@ -7,6 +7,7 @@ pub mod args;
 pub mod bench;
 pub mod down;
 pub mod exec;
+pub mod inject;
 pub mod launch;
 pub mod run;
 pub mod status;
@@ -16,6 +17,7 @@ pub use args::args;
 pub use bench::bench_boot;
 pub use down::down;
 pub use exec::{agent, exec};
+pub use inject::inject;
 pub use launch::AccelChoice;
 pub use run::run_suites;
 pub use status::status;
