@@ -52,6 +52,11 @@ pub enum SuiteError {
     NoDax(&'static str),
     #[error("The lab has no persistent device in devdax mode; suite '{0}' needs one for a filesystem on CXL memory (add a `kind = \"persistent\"` device to the topology).")]
     NoPmem(&'static str),
+    #[error("The lab has no {kind} device with a memdev; suite '{suite}' needs a volatile and a persistent CXL device (the default topology has vmem0 and pmem0).")]
+    NoMemdev {
+        suite: &'static str,
+        kind: &'static str,
+    },
     #[error("Could not {what} (the guest printed: {detail}).")]
     Setup { what: String, detail: String },
     #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]

@@ -8,6 +8,7 @@ pub mod dax;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
+pub mod ras;
 
 use std::sync::LazyLock;
 
@@ -28,6 +29,9 @@ pub enum Suite {
     Faults,
     /// ioriot capture, generate and replay on a filesystem on CXL memory.
     Ioriot,
+    /// CXL poison, event records and AER errors injected through QMP,
+    /// compared with what the guest kernel reports.
+    Ras,
 }
 
 impl Suite {
@@ -39,6 +43,7 @@ impl Suite {
             Suite::Fio => "fio",
             Suite::Faults => "faults",
             Suite::Ioriot => "ioriot",
+            Suite::Ras => "ras",
         }
     }
 
@@ -49,6 +54,7 @@ impl Suite {
             Suite::Fio => fio::run(ctx).await,
             Suite::Faults => faults::run(ctx).await,
             Suite::Ioriot => ioriot::run(ctx).await,
+            Suite::Ras => ras::run(ctx).await,
         }
     }
 }
@@ -128,14 +134,17 @@ mod tests {
     #[test]
     fn all_expands_and_unknown_names_are_refused() {
         use Suite::*;
-        assert_eq!(parse(&["all"]).unwrap(), [Dax, Fio, Faults, Ioriot]);
+        assert_eq!(parse(&["all"]).unwrap(), [Dax, Fio, Faults, Ioriot, Ras]);
         assert_eq!(parse(&["fio"]).unwrap(), [Fio]);
-        assert_eq!(parse(&["dax", "all"]).unwrap(), [Dax, Fio, Faults, Ioriot]);
+        assert_eq!(
+            parse(&["dax", "all"]).unwrap(),
+            [Dax, Fio, Faults, Ioriot, Ras]
+        );
         assert_eq!(parse(&["faults", "dax", "faults"]).unwrap(), [Faults, Dax]);
         let e = parse(&["nope"]).unwrap_err();
         assert!(
             e.contains("invalid value 'nope'")
-                && e.contains("[possible values: dax, fio, faults, ioriot, all]"),
+                && e.contains("[possible values: dax, fio, faults, ioriot, ras, all]"),
             "{e}"
         );
     }
