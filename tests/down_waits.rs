@@ -88,17 +88,7 @@ impl Proc {
         if stat_fields(self.pid).is_none_or(|f| f[19].parse::<u64>().ok() != Some(self.start)) {
             return vec![];
         }
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", self.pid)) else {
-            return vec![];
-        };
-        tasks
-            .flatten()
-            .filter_map(|t| {
-                let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
-                let state = stat.rsplit_once(") ")?.1.split_whitespace().next()?;
-                (!state.starts_with(['Z', 'X'])).then(|| format!("{} {state}", t.path().display()))
-            })
-            .collect()
+        lab_e2e::live_threads(self.pid)
     }
 }
 

@@ -280,27 +280,12 @@ fn fsdax_region_is_a_pmem_block_device() {
     let dir = std::env::temp_dir().join(format!("cxl-lab-fsdax-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("a temporary directory");
     let topology = dir.join("fsdax.toml");
-    std::fs::write(
-        &topology,
-        r#"
-[[host_bridge]]
-name = "hb0"
-[[root_port]]
-name = "rp0"
-host_bridge = "hb0"
-[[device]]
-name = "pmem0"
-kind = "persistent"
-size = "256M"
-port = "rp0"
-mode = "fsdax"
-[[window]]
-size = "4G"
-targets = ["hb0"]
-"#,
-    )
-    .expect("writing the fsdax topology");
-    let lab = TestLab::new("e2e-fsdax");
+    // The default topology with its persistent device in fsdax mode.
+    let fsdax = cxl_topology::DEFAULT_TOPOLOGY_TOML
+        .replace("lsa_size = \"1M\"", "lsa_size = \"1M\"\nmode = \"fsdax\"");
+    assert_ne!(fsdax, cxl_topology::DEFAULT_TOPOLOGY_TOML);
+    std::fs::write(&topology, fsdax).expect("writing the fsdax topology");
+    let lab = TestLab::new("e2e-fsdax-default");
     let summary = lab.up_with_topology(&topology);
     let region = &summary.regions[0];
     let pmem = region

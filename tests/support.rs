@@ -119,11 +119,24 @@ impl Drop for TestLab {
     }
 }
 
-/// Whether a pid still runs (and is not a zombie).
+/// The threads of `pid` that have not exited (`/proc/PID/task/TID` and
+/// their state): a zombie leader thread while another thread still frees
+/// the process's memory does not make it gone.
+pub fn live_threads(pid: u32) -> Vec<String> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let state = stat.rsplit_once(") ")?.1.split_whitespace().next()?;
+            (!state.starts_with(['Z', 'X'])).then(|| format!("{} {state}", t.path().display()))
+        })
+        .collect()
+}
+
+/// Whether any thread of `pid` still runs.
 pub fn pid_alive(pid: u32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty()
-        && !stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| rest.starts_with('Z'))
+    !live_threads(pid).is_empty()
 }

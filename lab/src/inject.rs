@@ -558,14 +558,6 @@ pub fn qom_path(device: &str) -> String {
     format!("/machine/peripheral/{device}")
 }
 
-fn kind_name(k: DeviceKind) -> &'static str {
-    match k {
-        DeviceKind::Volatile => "volatile",
-        DeviceKind::Persistent => "persistent",
-        DeviceKind::Dynamic => "dynamic",
-    }
-}
-
 fn find<'a>(topology: &'a Topology, name: &str) -> Result<&'a Device, InjectError> {
     topology
         .device(name)
@@ -658,7 +650,7 @@ fn dynamic<'a>(
     Err(InjectError::NotDynamic {
         form,
         device: name.to_owned(),
-        kind: kind_name(dev.kind),
+        kind: dev.kind.name(),
         fix,
     })
 }

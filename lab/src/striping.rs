@@ -26,6 +26,12 @@ pub enum StripeError {
         members: usize,
         ways: u64,
     },
+    #[error("Cannot open the backing file {path}.")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Cannot read {len} bytes at {offset:#x} of the backing file {path}.")]
     Read {
         path: PathBuf,
@@ -110,7 +116,16 @@ pub fn verify(
             first_wrong: None,
         })
         .collect();
-    let files: Vec<PathBuf> = region.members.iter().map(|m| backing(&m.device)).collect();
+    let files = region
+        .members
+        .iter()
+        .map(|m| {
+            let path = backing(&m.device);
+            std::fs::File::open(&path)
+                .map(|f| (path.clone(), f))
+                .map_err(|source| StripeError::Open { path, source })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let mut want = vec![0u8; g as usize];
     let mut have = vec![0u8; g as usize];
     let mut at = offset - offset % g;
@@ -118,7 +133,8 @@ pub fn verify(
         let place = decode.locate(at);
         let member = &region.members[place.position];
         let file_offset = member.dpa_base + place.device_offset;
-        read_at(&files[place.position], file_offset, &mut have)?;
+        let (path, file) = &files[place.position];
+        read_at(path, file, file_offset, &mut have)?;
         expected(at, &mut want);
         let m = &mut members[place.position];
         m.granules += 1;
@@ -138,16 +154,20 @@ pub fn verify(
     })
 }
 
-fn read_at(path: &Path, offset: u64, buf: &mut [u8]) -> Result<(), StripeError> {
+fn read_at(
+    path: &Path,
+    file: &std::fs::File,
+    offset: u64,
+    buf: &mut [u8],
+) -> Result<(), StripeError> {
     let len = buf.len();
-    let err = |source| StripeError::Read {
-        path: path.to_owned(),
-        offset,
-        len,
-        source,
-    };
-    let f = std::fs::File::open(path).map_err(err)?;
-    f.read_exact_at(buf, offset).map_err(err)
+    file.read_exact_at(buf, offset)
+        .map_err(|source| StripeError::Read {
+            path: path.to_owned(),
+            offset,
+            len,
+            source,
+        })
 }
 
 #[cfg(test)]

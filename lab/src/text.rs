@@ -34,7 +34,7 @@ pub fn summary(s: &Summary) -> String {
             out,
             "  {:<10} {:<10} {:>5} MiB  {:<9} {:<6} -> {:<12} backing {}",
             d.name,
-            format!("{:?}", d.kind).to_lowercase(),
+            d.kind.name(),
             d.size >> 20,
             d.mode,
             d.memdev.clone().unwrap_or_default(),

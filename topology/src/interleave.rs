@@ -29,12 +29,6 @@ pub struct Placement {
 }
 
 impl Interleave {
-    /// A one-device region: offsets map through unchanged.
-    pub const ONE_WAY: Interleave = Interleave {
-        ways: 1,
-        granularity: 256,
-    };
-
     /// The device and device offset of byte `offset` of the region.
     pub fn locate(&self, offset: u64) -> Placement {
         let granule = offset / self.granularity;
@@ -51,22 +45,6 @@ impl Interleave {
         let row = device_offset / self.granularity;
         let within = device_offset % self.granularity;
         (row * self.ways + position as u64) * self.granularity + within
-    }
-
-    /// Splits `len` bytes of the region from `offset` into runs that each
-    /// stay on one device: `(region offset, placement, run length)`.
-    pub fn runs(&self, offset: u64, len: u64) -> Vec<(u64, Placement, u64)> {
-        let mut out = Vec::new();
-        let mut at = offset;
-        let end = offset + len;
-        while at < end {
-            let p = self.locate(at);
-            let granule_end = (at / self.granularity + 1) * self.granularity;
-            let n = granule_end.min(end) - at;
-            out.push((at, p, n));
-            at += n;
-        }
-        out
     }
 }
 
@@ -90,6 +68,12 @@ mod tests {
         assert_eq!(at(3 * 4096 + 7), (3, 7));
         assert_eq!(at(4 * 4096), (0, 4096));
         assert_eq!(at(9 * 4096 + 1), (1, 2 * 4096 + 1));
+        // One way: every offset stays where it is.
+        let one = Interleave {
+            ways: 1,
+            granularity: 256,
+        };
+        assert_eq!(one.locate(123_456_789).device_offset, 123_456_789);
     }
 
     #[test]
@@ -104,28 +88,5 @@ mod tests {
                 assert_eq!(i.region_offset(p.position, p.device_offset), off);
             }
         }
-    }
-
-    #[test]
-    fn one_way_is_the_identity() {
-        let p = Interleave::ONE_WAY.locate(123_456_789);
-        assert_eq!((p.position, p.device_offset), (0, 123_456_789));
-    }
-
-    #[test]
-    fn runs_split_at_granule_edges() {
-        let i = Interleave {
-            ways: 2,
-            granularity: 256,
-        };
-        let runs: Vec<(u64, usize, u64, u64)> = i
-            .runs(200, 400)
-            .into_iter()
-            .map(|(o, p, n)| (o, p.position, p.device_offset, n))
-            .collect();
-        assert_eq!(
-            runs,
-            [(200, 0, 200, 56), (256, 1, 0, 256), (512, 0, 256, 88)]
-        );
     }
 }

@@ -194,6 +194,26 @@ pub enum DeviceKind {
     Dynamic,
 }
 
+impl DeviceKind {
+    /// The name used in topology files and in the backing file's record.
+    pub fn name(self) -> &'static str {
+        match self {
+            DeviceKind::Volatile => "volatile",
+            DeviceKind::Persistent => "persistent",
+            DeviceKind::Dynamic => "dynamic",
+        }
+    }
+
+    /// What the guest may make of a region of this kind, the default first.
+    pub fn modes(self) -> &'static [DeviceMode] {
+        match self {
+            DeviceKind::Volatile => &[DeviceMode::Devdax, DeviceMode::SystemRam],
+            DeviceKind::Persistent => &[DeviceMode::Devdax, DeviceMode::Fsdax],
+            DeviceKind::Dynamic => &[DeviceMode::None],
+        }
+    }
+}
+
 /// What the guest makes of a device's region.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

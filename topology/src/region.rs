@@ -38,25 +38,11 @@ pub struct RegionLayout {
     pub granularity: u64,
     /// Bytes each device contributes (its whole capacity).
     pub device_size: u64,
-    /// True for a declared `[[region]]`, false for a device's own region.
-    pub declared: bool,
 }
 
 impl RegionLayout {
     pub fn ways(&self) -> usize {
         self.devices.len()
-    }
-
-    /// Host physical bytes the region takes in its window.
-    pub fn size(&self) -> u64 {
-        self.device_size * self.devices.len() as u64
-    }
-
-    pub fn interleave(&self) -> crate::interleave::Interleave {
-        crate::interleave::Interleave {
-            ways: self.devices.len() as u64,
-            granularity: self.granularity,
-        }
     }
 }
 
@@ -323,10 +309,12 @@ pub(crate) fn layouts(t: &Topology) -> Result<Vec<RegionLayout>, Refusal> {
                 return Err(refuse(
                     format!("region[{ri}].devices[{j}]"),
                     format!(
-                        "device '{}' is {:?} but '{}' is {:?}; a region's devices are all volatile or all persistent",
-                        d.name, d.kind, t.devices[devices[0]].name, kind
-                    )
-                    .to_lowercase(),
+                        "device '{}' is {} but '{}' is {}; a region's devices are all volatile or all persistent",
+                        d.name,
+                        d.kind.name(),
+                        t.devices[devices[0]].name,
+                        kind.name()
+                    ),
                 ));
             }
             if d.size != t.devices[devices[0]].size {
@@ -340,17 +328,14 @@ pub(crate) fn layouts(t: &Topology) -> Result<Vec<RegionLayout>, Refusal> {
             }
         }
         let mode = r.mode.unwrap_or(DeviceMode::Devdax);
-        let allowed: &[DeviceMode] = match kind {
-            DeviceKind::Volatile => &[DeviceMode::Devdax, DeviceMode::SystemRam],
-            _ => &[DeviceMode::Devdax, DeviceMode::Fsdax],
-        };
+        let allowed = kind.modes();
         if !allowed.contains(&mode) {
             return Err(refuse(
                 f("mode"),
                 format!(
                     "mode \"{}\" is not possible for a region of {} devices; use \"{}\" or \"{}\"",
                     mode.name(),
-                    format!("{kind:?}").to_lowercase(),
+                    kind.name(),
                     allowed[0].name(),
                     allowed[1].name()
                 ),
@@ -430,7 +415,6 @@ pub(crate) fn layouts(t: &Topology) -> Result<Vec<RegionLayout>, Refusal> {
             window,
             granularity,
             device_size,
-            declared: true,
         });
     }
 
@@ -462,7 +446,6 @@ pub(crate) fn layouts(t: &Topology) -> Result<Vec<RegionLayout>, Refusal> {
             window: k,
             granularity: t.windows[k].interleave_granularity.bytes(),
             device_size: d.size.bytes(),
-            declared: false,
         });
     }
     debug_assert!(out.iter().all(|r| r.device_size % CXL_GRANULE == 0));

@@ -262,11 +262,7 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
             _ => {}
         }
         let mode = d.effective_mode();
-        let allowed: &[DeviceMode] = match d.kind {
-            DeviceKind::Volatile => &[DeviceMode::Devdax, DeviceMode::SystemRam],
-            DeviceKind::Persistent => &[DeviceMode::Devdax, DeviceMode::Fsdax],
-            DeviceKind::Dynamic => &[DeviceMode::None],
-        };
+        let allowed = d.kind.modes();
         if !allowed.contains(&mode) {
             let names: Vec<String> = allowed
                 .iter()
@@ -275,12 +271,11 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
             return Err(c.err(
                 f("mode"),
                 format!(
-                    "mode \"{}\" is not possible for a {:?} device; use {}",
+                    "mode \"{}\" is not possible for a {} device; use {}",
                     mode.name(),
-                    d.kind,
+                    d.kind.name(),
                     names.join(" or ")
-                )
-                .to_lowercase(),
+                ),
             ));
         }
         d.mode = Some(mode);

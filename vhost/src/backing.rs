@@ -86,14 +86,6 @@ pub fn kind_path(dir: &Path, device: &str) -> PathBuf {
     dir.join(format!("{device}.kind"))
 }
 
-fn kind_name(kind: DeviceKind) -> &'static str {
-    match kind {
-        DeviceKind::Volatile => "volatile",
-        DeviceKind::Persistent => "persistent",
-        DeviceKind::Dynamic => "dynamic",
-    }
-}
-
 /// Refuses to let a non-persistent device reuse (and so truncate) a file
 /// that holds persistent data: one recorded as persistent, or a non-empty
 /// one with no record (made before records were kept). Then records the
@@ -117,12 +109,12 @@ fn check_and_record_kind(
             return Err(BackingError::HoldsPersistentData {
                 device: device.to_owned(),
                 path: path.to_owned(),
-                kind: kind_name(kind),
+                kind: kind.name(),
             });
         }
     }
-    if recorded != Some(kind_name(kind)) {
-        std::fs::write(&record, format!("{}\n", kind_name(kind))).map_err(|source| {
+    if recorded != Some(kind.name()) {
+        std::fs::write(&record, format!("{}\n", kind.name())).map_err(|source| {
             BackingError::Open {
                 path: record.clone(),
                 source,

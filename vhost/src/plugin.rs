@@ -57,6 +57,10 @@ struct Region {
     devices: Vec<usize>,
 }
 
+/// The granularity of a one-device region: with one way every
+/// granularity decodes the same, so the smallest CXL one.
+const ONE_WAY_GRANULARITY: u64 = 256;
+
 impl Region {
     fn size(&self) -> u64 {
         self.device_size * self.devices.len() as u64
@@ -116,7 +120,7 @@ impl PluginHub {
             .map(|(i, d)| Region {
                 start: sim.base() + d.base,
                 device_size: d.size,
-                granularity: d.size.max(1),
+                granularity: ONE_WAY_GRANULARITY,
                 devices: vec![i],
             })
             .collect();
@@ -192,7 +196,7 @@ impl PluginHub {
             updates.push(Region {
                 start,
                 device_size: sizes[0],
-                granularity: granularity.unwrap_or(sizes[0].max(1)),
+                granularity: granularity.unwrap_or(ONE_WAY_GRANULARITY),
                 devices,
             });
         }

@@ -590,6 +590,14 @@ fn pmem_namespace(
 mod tests {
     use super::*;
 
+    /// `path <- value`, one per write.
+    fn as_lines(writes: &[SysfsWrite]) -> Vec<String> {
+        writes
+            .iter()
+            .map(|w| format!("{} <- {}", w.path, w.value))
+            .collect()
+    }
+
     #[test]
     fn ram_region_sequence_follows_the_sysfs_abi_order() {
         let w = region_writes(
@@ -600,10 +608,7 @@ mod tests {
             256 << 20,
             256,
         );
-        let lines: Vec<String> = w
-            .iter()
-            .map(|w| format!("{} <- {}", w.path, w.value))
-            .collect();
+        let lines = as_lines(&w);
         assert_eq!(
             lines,
             [
@@ -629,10 +634,7 @@ mod tests {
             256 << 20,
             4096,
         );
-        let lines: Vec<String> = w
-            .iter()
-            .map(|w| format!("{} <- {}", w.path, w.value))
-            .collect();
+        let lines = as_lines(&w);
         assert_eq!(
             lines,
             [

@@ -438,8 +438,10 @@ impl Scratch {
         if fd < 0 {
             return Err(crate::errno::get());
         }
-        // Only regular files: an argument that is not a job file may name a
-        // FIFO or a terminal (`--output /dev/tty`), and reading it would block.
+        // Only regular files are read: an argument that is not a job file
+        // may name a FIFO or a terminal (`--output /dev/tty`), and reading
+        // it would block.
+        //
         // SAFETY: all-zero bytes are a valid `struct stat`.
         let mut st: libc::stat = unsafe { core::mem::zeroed() };
         // SAFETY: fstat writes one `struct stat` into the local.
@@ -451,9 +453,10 @@ impl Scratch {
         }
         let mut len = 0;
         let result = loop {
-            // SAFETY: reads into the mapping, at most up to its end.
-            let n =
-                unsafe { libc::syscall(libc::SYS_read, fd, self.base.add(len), READ_MAX - len) };
+            let rest = READ_MAX - len;
+            // SAFETY: `len < READ_MAX`, so `base + len .. base + READ_MAX` is
+            // inside the mapping this reads into, which `self` owns.
+            let n = unsafe { libc::syscall(libc::SYS_read, fd, self.base.add(len), rest) };
             if n < 0 {
                 break Err(crate::errno::get());
             }

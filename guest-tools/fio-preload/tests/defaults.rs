@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{backing, lib_path, require_fio, scratch};
+use common::{backing, count, lib_path, require_fio, scratch};
 
 const MIB: u64 = 1 << 20;
 
@@ -37,29 +37,6 @@ fn text(out: &Output) -> (String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// The library's exit report as (call, count) pairs.
-fn counters(stderr: &str) -> Vec<(String, u64)> {
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("intercepted calls in pid"))
-        .unwrap_or_else(|| panic!("no FIO_DEBUG counters:\n{stderr}"));
-    line.split_once(" children:")
-        .map(|(_, c)| c)
-        .unwrap_or("")
-        .split_whitespace()
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_owned(), v.parse().expect("count")))
-        .collect()
-}
-
-fn count(stderr: &str, calls: &[&str]) -> u64 {
-    counters(stderr)
-        .iter()
-        .filter(|(k, _)| calls.contains(&k.as_str()))
-        .map(|(_, n)| n)
-        .sum()
 }
 
 /// Asserts fio ran without error and wrote `ios` blocks through the library.

@@ -133,18 +133,6 @@ fn failed(name: String, injected: Value, reason: String) -> Value {
             "outcome": "failed", "reason": reason })
 }
 
-/// A `LabError` and its causes, one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
-
 fn media_event(device: &str, dpa: u64, log: EventLog) -> MediaEvent {
     MediaEvent {
         device: device.to_owned(),
@@ -167,7 +155,7 @@ impl Ras<'_, '_> {
     async fn inject(&self, injection: &Injection) -> Result<Value, String> {
         let r = crate::verbs::inject::inject(&self.ctx.summary.name, injection)
             .await
-            .map_err(|e| format!("injection failed: {}", chain(&e)))?;
+            .map_err(|e| format!("injection failed: {}", crate::error::error_chain(&e)))?;
         Ok(json!({ "form": r.form, "command": r.command, "device": r.device, "fields": r.fields }))
     }
 
@@ -197,6 +185,26 @@ impl Ras<'_, '_> {
         }
     }
 
+    /// The first `event` line `pick` accepts within [`WAIT`], or the
+    /// failed step saying that no line `what` came.
+    async fn line_or_failed(
+        &self,
+        name: &str,
+        injected: &Value,
+        event: &str,
+        what: String,
+        pick: impl Fn(&str) -> bool,
+    ) -> Result<Result<String, Value>, SuiteError> {
+        Ok(match self.wait(event, WAIT, pick).await? {
+            Some(line) => Ok(line),
+            None => Err(failed(
+                name.to_owned(),
+                injected.clone(),
+                format!("no {event} line {what} within {} s", WAIT.as_secs()),
+            )),
+        })
+    }
+
     async fn dmesg(&self) -> Result<Vec<String>, SuiteError> {
         Ok(self
             .ctx
@@ -207,15 +215,24 @@ impl Ras<'_, '_> {
             .collect())
     }
 
-    /// The one-device region of `d`, when `dpa` falls inside it: its
-    /// kernel name and the HPA the kernel should report.
+    /// The region holding `d`'s byte `dpa`: its kernel name and the HPA
+    /// the kernel should report, through the region's interleave (each
+    /// device here is in one region, from DPA 0).
     fn region_hpa(&self, d: &DeviceSummary, dpa: u64) -> Option<(String, u64)> {
-        self.ctx
-            .summary
-            .regions
-            .iter()
-            .find(|r| r.devices == [d.name.clone()] && dpa < r.size)
-            .map(|r| (r.region.clone(), r.start + dpa))
+        self.ctx.summary.regions.iter().find_map(|r| {
+            let position = r.devices.iter().position(|n| *n == d.name)?;
+            let ways = r.devices.len() as u64;
+            (dpa < r.size / ways).then(|| {
+                let decode = cxl_topology::Interleave {
+                    ways,
+                    granularity: r.granularity,
+                };
+                (
+                    r.region.clone(),
+                    r.start + decode.region_offset(position, dpa),
+                )
+            })
+        })
     }
 
     async fn poison(&self, d: &DeviceSummary, dpa: u64, length: u64) -> Result<Value, SuiteError> {
@@ -235,13 +252,15 @@ impl Ras<'_, '_> {
                 "echo 1 > /sys/bus/cxl/devices/{md}/trigger_poison_list"
             )))
             .await?;
-        let Some(line) = self
-            .wait("cxl_poison", WAIT, |l| {
+        let what = format!("for {md} with dpa={dpa:#x} after trigger_poison_list");
+        let line = match self
+            .line_or_failed(&name, &injected, "cxl_poison", what, |l| {
                 field(l, "memdev") == Some(md) && hex(l, "dpa") == Some(dpa)
             })
             .await?
-        else {
-            return Ok(failed(name, injected, format!("no cxl_poison line for {md} with dpa={dpa:#x} within {} s of trigger_poison_list", WAIT.as_secs())));
+        {
+            Ok(line) => line,
+            Err(failed) => return Ok(failed),
         };
         let mut checks = vec![
             check("dpa", dpa, hex(&line, "dpa")),
@@ -305,20 +324,15 @@ impl Ras<'_, '_> {
             Err(reason) => return Ok(failed(name, Value::Null, reason)),
         };
         let md = memdev(d);
-        let Some(line) = self
-            .wait(event, WAIT, |l| {
+        let what = format!("for {md} with dpa={dpa:#x}");
+        let line = match self
+            .line_or_failed(&name, &injected, event, what, |l| {
                 field(l, "memdev") == Some(md) && hex(l, "dpa") == Some(dpa)
             })
             .await?
-        else {
-            return Ok(failed(
-                name,
-                injected,
-                format!(
-                    "no {event} line for {md} with dpa={dpa:#x} within {} s",
-                    WAIT.as_secs()
-                ),
-            ));
+        {
+            Ok(line) => line,
+            Err(failed) => return Ok(failed),
         };
         let mut checks = vec![
             check("dpa", dpa, hex(&line, "dpa")),
@@ -362,20 +376,15 @@ impl Ras<'_, '_> {
         };
         let md = memdev(d);
         let want = u64::try_from(temperature).ok();
-        let Some(line) = self
-            .wait("cxl_memory_module", WAIT, |l| {
+        let what = format!("for {md} with device_temp={temperature}");
+        let line = match self
+            .line_or_failed(&name, &injected, "cxl_memory_module", what, |l| {
                 field(l, "memdev") == Some(md) && dec(l, "device_temp") == want
             })
             .await?
-        else {
-            return Ok(failed(
-                name,
-                injected,
-                format!(
-                    "no cxl_memory_module line for {md} with device_temp={temperature} within {} s",
-                    WAIT.as_secs()
-                ),
-            ));
+        {
+            Ok(line) => line,
+            Err(failed) => return Ok(failed),
         };
         let checks = vec![
             check("device_temp", temperature, dec(&line, "device_temp")),

@@ -163,19 +163,13 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     // this lab fails at once instead of starting a second QEMU here.
     let _lock = lock(&run, "up")?;
     if let Some(state) = run.load()? {
-        let marker = run.marker();
-        let alive = state
+        // A QEMU killed a moment ago is still alive while it frees its
+        // guest memory, but it is a crashed lab: down_run waits for it.
+        let running = state
             .qemu_pid
-            .is_some_and(|p| process::is_alive(p, &marker));
-        if alive && state.status != LabStatus::Down {
-            // A QEMU killed a moment ago still frees its guest memory: it
-            // is a crashed lab to clean up, not a running one.
-            let dying = state.qemu_pid.is_some_and(|p| {
-                process::is_exiting(p) && process::wait_gone(p, &marker, process::KILL_WAIT)
-            });
-            if !dying {
-                return Err(LabError::AlreadyUp(run.name.clone()));
-            }
+            .is_some_and(|p| process::is_alive(p, &run.marker()) && !process::is_exiting(p));
+        if running && state.status != LabStatus::Down {
+            return Err(LabError::AlreadyUp(run.name.clone()));
         }
         // A previous run died (QEMU killed, host rebooted): clean it up.
         down_run(&run, events).await?;

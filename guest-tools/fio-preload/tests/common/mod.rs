@@ -86,3 +86,27 @@ pub fn scratch() -> tempfile::TempDir {
         .tempdir()
         .expect("scratch dir")
 }
+
+/// The library's exit report as (call, count) pairs.
+pub fn counters(stderr: &str) -> Vec<(String, u64)> {
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("intercepted calls in pid"))
+        .unwrap_or_else(|| panic!("no FIO_DEBUG counters:\n{stderr}"));
+    line.split_once(" children:")
+        .map(|(_, c)| c)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.parse().expect("count")))
+        .collect()
+}
+
+/// The calls of `calls` the library counted, summed.
+pub fn count(stderr: &str, calls: &[&str]) -> u64 {
+    counters(stderr)
+        .iter()
+        .filter(|(k, _)| calls.contains(&k.as_str()))
+        .map(|(_, n)| n)
+        .sum()
+}
