@@ -287,7 +287,11 @@ fn fsdax_region_is_a_pmem_block_device() {
     std::fs::write(&topology, fsdax).expect("writing the fsdax topology");
     let lab = TestLab::new("e2e-fsdax-default");
     let summary = lab.up_with_topology(&topology);
-    let region = &summary.regions[0];
+    let region = summary
+        .regions
+        .iter()
+        .find(|r| r.devices == ["pmem0"])
+        .unwrap_or_else(|| panic!("no region of pmem0: {:#?}", summary.regions));
     let pmem = region
         .pmem
         .clone()
