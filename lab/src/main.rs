@@ -195,6 +195,26 @@ enum ImageVerb {
         #[arg(long)]
         json: bool,
     },
+    /// Re-resolve images/packages.lock, the exact Debian packages the image
+    /// is built from: pins packages the recipe added and versions gone from
+    /// the archive, keeps the rest (`--newest` moves everything), and prints
+    /// what changed. Rebuild lab afterwards (`cargo build -p cxl-lab`): the
+    /// lock is embedded in it.
+    Update {
+        /// Print what would change; write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Move every package to the newest version apt offers (kernel
+        /// included), not only the unpinned and gone ones.
+        #[arg(long)]
+        newest: bool,
+        /// The lock file to read and write [default: images/packages.lock
+        /// of the source tree lab was built from].
+        #[arg(long)]
+        lock: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
@@ -409,6 +429,31 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&img.manifest)?;
             } else {
                 print!("{}", text::image(&img));
+            }
+        }
+        Verb::Image {
+            verb:
+                ImageVerb::Update {
+                    dry_run,
+                    newest,
+                    lock,
+                    json,
+                },
+        } => {
+            let opts = cxl_lab::image::UpdateOptions {
+                lock_path: lock.unwrap_or_else(cxl_lab::image::lock::source_lock_path),
+                policy: if newest {
+                    cxl_lab::image::lock::UpdatePolicy::Newest
+                } else {
+                    cxl_lab::image::lock::UpdatePolicy::KeepPins
+                },
+                dry_run,
+            };
+            let r = cxl_lab::image::update(&opts).context("updating the package lock")?;
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", text::image_update(&r));
             }
         }
     }

@@ -210,6 +210,41 @@ pub fn image(img: &Image) -> String {
     )
 }
 
+/// `lab image update`: what moved, then what to do next.
+pub fn image_update(r: &crate::image::UpdateReport) -> String {
+    let mut out = String::new();
+    if let Some((old, new)) = &r.diff.kernel {
+        out.push_str(&format!("kernel  {old} -> {new}\n"));
+    }
+    for (p, old, new) in &r.diff.changed {
+        out.push_str(&format!("changed {p} {old} -> {new}\n"));
+    }
+    for (p, v) in &r.diff.added {
+        out.push_str(&format!("added   {p} {v}\n"));
+    }
+    for (p, v) in &r.diff.removed {
+        out.push_str(&format!("removed {p} {v}\n"));
+    }
+    if r.diff.is_empty() {
+        out.push_str("no change\n");
+    }
+    out.push_str(&format!(
+        "{} packages, kernel {} {}; ",
+        r.packages, r.kernel, r.kernel_version
+    ));
+    if r.written {
+        out.push_str(&format!(
+            "wrote {}.\nRebuild lab to embed it (`cargo build -p cxl-lab`), then commit images/packages.lock.\n",
+            r.lock_path.display()
+        ));
+    } else if r.diff.is_empty() {
+        out.push_str(&format!("{} is current.\n", r.lock_path.display()));
+    } else {
+        out.push_str(&format!("dry run: {} not written.\n", r.lock_path.display()));
+    }
+    out
+}
+
 /// `lab inject`: the command, the device and the fields sent.
 pub fn inject(r: &InjectReport) -> String {
     let fields = r

@@ -1,7 +1,8 @@
-//! Debian packages: resolving names and dependencies with apt-cache,
-//! downloading with `apt-get download`, extracting with `dpkg-deb -x`.
+//! Debian packages: resolving names, versions and dependencies with
+//! apt-cache, downloading exact versions with `apt-get download
+//! name=version`, extracting with `dpkg-deb -x`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -41,6 +42,10 @@ fn run(program: &str, args: &[&str], cwd: Option<&Path>) -> Result<String, DebEr
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The release whose versions apt prefers when resolving (the guest kernel
+/// and QEMU come from there; other packages from bookworm).
+const TARGET_RELEASE: &str = "bookworm-backports";
+
 /// Every package name apt knows that starts with `prefix`.
 pub fn package_names(prefix: &str) -> Result<Vec<String>, DebError> {
     Ok(run("apt-cache", &["pkgnames", prefix], None)?
@@ -53,6 +58,8 @@ pub fn package_names(prefix: &str) -> Result<Vec<String>, DebError> {
 /// recursively (programs' libraries; not perl, python or debconf).
 pub fn with_library_dependencies(packages: &[String]) -> Result<BTreeSet<String>, DebError> {
     let mut args = vec![
+        "-t",
+        TARGET_RELEASE,
         "depends",
         "--recurse",
         "--no-recommends",
@@ -82,58 +89,124 @@ pub fn with_library_dependencies(packages: &[String]) -> Result<BTreeSet<String>
     Ok(set)
 }
 
-/// The cached `.deb` of `package` in `dir`, if any.
-pub fn cached_deb(dir: &Path, package: &str) -> Option<PathBuf> {
-    let prefix = format!("{package}_");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(dir)
+/// The version apt would download now for each package (its candidate,
+/// preferring bookworm-backports); packages apt does not know are absent.
+pub fn candidates(packages: &BTreeSet<String>) -> Result<BTreeMap<String, String>, DebError> {
+    if packages.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut args = vec!["-t", TARGET_RELEASE, "policy"];
+    args.extend(packages.iter().map(String::as_str));
+    Ok(parse_policy(&run("apt-cache", &args, None)?))
+}
+
+/// `apt-cache policy` output -> package -> candidate version.
+pub fn parse_policy(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<&str> = None;
+    for line in text.lines() {
+        if !line.starts_with(' ') {
+            current = line
+                .strip_suffix(':')
+                .map(|n| n.split(':').next().unwrap_or(n));
+        } else if let (Some(name), Some(v)) =
+            (current, line.trim().strip_prefix("Candidate: "))
+        {
+            if v != "(none)" {
+                out.insert(name.to_owned(), v.to_owned());
+            }
+        }
+    }
+    out
+}
+
+/// Every version of each package the apt archive offers now (not what is
+/// merely installed), newest first; packages apt does not know are absent.
+pub fn available(packages: &BTreeSet<String>) -> Result<BTreeMap<String, Vec<String>>, DebError> {
+    if packages.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut args = vec!["madison"];
+    args.extend(packages.iter().map(String::as_str));
+    Ok(parse_madison(&run("apt-cache", &args, None)?))
+}
+
+/// `apt-cache madison` output (`name | version | source`) -> package ->
+/// binary versions in the order listed; source package lines are skipped.
+pub fn parse_madison(text: &str) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for line in text.lines() {
+        let mut cols = line.split('|').map(str::trim);
+        let (Some(name), Some(version), Some(source)) = (cols.next(), cols.next(), cols.next())
+        else {
+            continue;
+        };
+        if !source.ends_with("Packages") {
+            continue;
+        }
+        let versions = out.entry(name.to_owned()).or_default();
+        if !versions.iter().any(|v| v == version) {
+            versions.push(version.to_owned());
+        }
+    }
+    out
+}
+
+/// The cached `.deb` of exactly `package` at `version` in `dir`, if any
+/// (apt writes an epoch's `:` as `%3a` in the file name).
+pub fn cached_deb(dir: &Path, package: &str, version: &str) -> Option<PathBuf> {
+    std::fs::read_dir(dir)
         .ok()?
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
+        .filter(|p| p.extension().is_some_and(|e| e == "deb"))
+        .find(|p| {
+            let (n, v) = name_and_version(p);
+            n == package && v == version
         })
-        .collect();
-    found.sort();
-    found.pop()
 }
 
-/// Downloads the packages not yet in `dir` (preferring bookworm-backports
-/// versions), calling `progress(done, total)` as they arrive.
+/// Downloads the pinned packages (name -> exact version) not yet in `dir`,
+/// calling `progress(done, total)` as they arrive; the `.deb` of each pin.
 pub fn download(
     dir: &Path,
-    packages: &BTreeSet<String>,
+    pins: &BTreeMap<String, String>,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Vec<PathBuf>, DebError> {
     std::fs::create_dir_all(dir).map_err(|source| DebError::Spawn {
         program: "mkdir".into(),
         source,
     })?;
-    let missing: Vec<&str> = packages
+    let missing: Vec<String> = not_cached(dir, pins)
         .iter()
-        .filter(|p| cached_deb(dir, p).is_none())
-        .map(String::as_str)
+        .map(|(p, v)| format!("{p}={v}"))
         .collect();
-    let total = packages.len() as u64;
+    let total = pins.len() as u64;
     progress(total - missing.len() as u64, total);
     for (i, chunk) in missing.chunks(16).enumerate() {
-        let mut args = vec!["download", "-q", "-t", "bookworm-backports"];
-        args.extend(chunk.iter().copied());
+        let mut args = vec!["download", "-q"];
+        args.extend(chunk.iter().map(String::as_str));
         run("apt-get", &args, Some(dir))?;
         progress(
             total - missing.len() as u64 + ((i + 1) * 16).min(missing.len()) as u64,
             total,
         );
     }
-    packages
-        .iter()
-        .map(|p| {
-            cached_deb(dir, p).ok_or_else(|| DebError::Missing {
-                package: p.clone(),
+    pins.iter()
+        .map(|(p, v)| {
+            cached_deb(dir, p, v).ok_or_else(|| DebError::Missing {
+                package: format!("{p}={v}"),
                 dir: dir.to_owned(),
             })
         })
+        .collect()
+}
+
+/// The pins with no `.deb` in `dir` yet.
+pub fn not_cached(dir: &Path, pins: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+    pins.iter()
+        .filter(|(p, v)| cached_deb(dir, p, v).is_none())
+        .map(|(p, v)| (p.clone(), v.clone()))
         .collect()
 }
 
@@ -170,13 +243,44 @@ mod tests {
     }
 
     #[test]
-    fn finds_cached_debs_by_exact_name() {
+    fn finds_cached_debs_by_exact_name_and_version() {
         let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("libcxl1_76.1-1_amd64.deb"), b"").unwrap();
-        std::fs::write(d.path().join("libcxl1-dev_76.1-1_amd64.deb"), b"").unwrap();
-        assert!(cached_deb(d.path(), "libcxl1")
+        for f in [
+            "libcxl1_76.1-1_amd64.deb",
+            "libcxl1-dev_76.1-1_amd64.deb",
+            "libcap2_1%3a2.66-4+deb12u2_amd64.deb",
+            "libcap2_1%3a2.66-4+deb12u3+b1_amd64.deb",
+        ] {
+            std::fs::write(d.path().join(f), b"").unwrap();
+        }
+        assert!(cached_deb(d.path(), "libcxl1", "76.1-1")
             .unwrap()
             .ends_with("libcxl1_76.1-1_amd64.deb"));
-        assert!(cached_deb(d.path(), "ndctl").is_none());
+        assert!(cached_deb(d.path(), "libcxl1", "76.2-1").is_none());
+        assert!(cached_deb(d.path(), "ndctl", "76.1-1").is_none());
+        assert!(cached_deb(d.path(), "libcap2", "1:2.66-4+deb12u2")
+            .unwrap()
+            .ends_with("libcap2_1%3a2.66-4+deb12u2_amd64.deb"));
+        let pins: BTreeMap<String, String> = [
+            ("libcap2".to_owned(), "1:2.66-4+deb12u3+b1".to_owned()),
+            ("ndctl".to_owned(), "76.1-1".to_owned()),
+        ]
+        .into();
+        assert_eq!(
+            not_cached(d.path(), &pins).into_keys().collect::<Vec<_>>(),
+            ["ndctl"]
+        );
+    }
+
+    #[test]
+    fn parses_policy_candidates_and_madison_versions() {
+        let policy = "e2fsprogs:\n  Installed: 1.47.0-2\n  Candidate: 1.47.2-3~bpo12+1\n  Version table:\n     1.47.2-3~bpo12+1 990\n        990 http://m bookworm-backports/main amd64 Packages\n *** 1.47.0-2 100\n        100 /var/lib/dpkg/status\ngone:\n  Installed: (none)\n  Candidate: (none)\n  Version table:\n";
+        let c = parse_policy(policy);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c["e2fsprogs"], "1.47.2-3~bpo12+1");
+        let madison = " e2fsprogs | 1.47.2-3~bpo12+1 | http://m bookworm-backports/main amd64 Packages\n e2fsprogs | 1.47.0-2+b2 | http://m bookworm/main amd64 Packages\n e2fsprogs | 1.47.0-2 | http://m bookworm/main Sources\n     libc6 | 2.36-9+deb12u14 | http://m bookworm/main amd64 Packages\n";
+        let a = parse_madison(madison);
+        assert_eq!(a["e2fsprogs"], ["1.47.2-3~bpo12+1", "1.47.0-2+b2"]);
+        assert_eq!(a["libc6"], ["2.36-9+deb12u14"]);
     }
 }

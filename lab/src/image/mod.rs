@@ -1,11 +1,13 @@
 //! The guest image: Debian's 6.12 kernel and an lz4-compressed newc
 //! initramfs with busybox, the CXL/DAX modules, qemu-ga, ndctl, fio and the
-//! workspace's guest tools. Built from `images/recipe.toml`, cached under
-//! the cache directory keyed by a hash of the recipe and every input.
+//! workspace's guest tools. Built from `images/recipe.toml` with exactly
+//! the package versions of `images/packages.lock`, cached under the cache
+//! directory keyed by a hash of the recipe, the lock and every input.
 
 pub mod cpio;
 pub mod debs;
 pub mod elf;
+pub mod lock;
 pub mod modules;
 pub mod recipe;
 
@@ -20,6 +22,7 @@ use sha2::{Digest, Sha256};
 use crate::events::{Event, Events, Step};
 use debs::DebError;
 use elf::ElfError;
+use lock::{LockDiff, LockError, PackageLock, UpdatePolicy};
 use modules::ModuleError;
 use recipe::Recipe;
 
@@ -35,6 +38,16 @@ pub enum ImageError {
     Elf(#[from] ElfError),
     #[error(transparent)]
     Module(#[from] ModuleError),
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    #[error("apt knows no version of {}; check the names in images/recipe.toml (or run `apt-get update`).", .0.join(", "))]
+    UnknownPackages(Vec<String>),
+    #[error("Cannot read the package lock {path}; give the lock of the source tree with `--lock PATH`.")]
+    ReadLock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Guest tool {name} is not built in {dir}; run `cargo build --workspace` first (or set CXL_LAB_TOOLS_DIR).")]
     MissingTool { name: String, dir: PathBuf },
     #[error("The kernel package has no /boot/vmlinuz-*.")]
@@ -162,12 +175,15 @@ fn newest_kernel_package(recipe: &Recipe) -> Result<String, ImageError> {
         })
 }
 
-/// The image key: the recipe, /init and guest tools. The kernel package is
-/// resolved only when building, so a cached image stays in use (and runs
-/// are reproducible) until an input changes or `--force` rebuilds.
+/// The image key: the recipe, the package lock, /init and guest tools.
 fn cache_key(tools: &[Tool]) -> Result<String, ImageError> {
     let mut h = Sha256::new();
-    for part in [BUILDER_VERSION, recipe::RECIPE_TOML, recipe::INIT_SCRIPT] {
+    for part in [
+        BUILDER_VERSION,
+        recipe::RECIPE_TOML,
+        lock::LOCK_TOML,
+        recipe::INIT_SCRIPT,
+    ] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -208,17 +224,16 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
         }
     }
 
-    let kernel_package = newest_kernel_package(&recipe)?;
-    let mut wanted: Vec<String> = recipe.packages.clone();
-    wanted.extend(recipe.extra_packages.iter().cloned());
-    let mut packages = debs::with_library_dependencies(&wanted)?;
-    packages.insert(kernel_package.clone());
+    let lock = PackageLock::embedded()?;
     let deb_dir = opts.cache_dir.join("debs");
+    check_lock(&recipe, &lock, &deb_dir)?;
+    let kernel_package = lock.kernel.clone();
+    let packages = &lock.packages;
     let deb_files = events.step(
         Step::ImageDownload,
-        format!("{} packages", packages.len()),
+        format!("{} pinned packages", packages.len()),
         || {
-            debs::download(&deb_dir, &packages, |done, total| {
+            debs::download(&deb_dir, packages, |done, total| {
                 events.emit(Event::Progress {
                     step: Step::ImageDownload,
                     done,
@@ -268,6 +283,129 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
     img.cached = false;
     img.manifest = manifest;
     Ok(img)
+}
+
+/// Before downloading: the lock pins every package the recipe names, and
+/// apt still offers every pinned version the download cache lacks. Either
+/// failure names the packages, what apt offers now and the fix, rather
+/// than building from other versions.
+fn check_lock(recipe: &Recipe, lock: &PackageLock, deb_dir: &Path) -> Result<(), ImageError> {
+    let uncovered = lock.uncovered(recipe, &recipe.package_names(&lock.kernel));
+    if !uncovered.is_empty() {
+        let names: BTreeSet<String> = uncovered.iter().cloned().collect();
+        let offers = debs::candidates(&names).unwrap_or_default();
+        return Err(LockError::NotCovered(
+            uncovered
+                .into_iter()
+                .map(|package| lock::Uncovered {
+                    apt_offers: offers.get(&package).cloned(),
+                    package,
+                })
+                .collect(),
+        )
+        .into());
+    }
+    let wanted = debs::not_cached(deb_dir, &lock.packages);
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let names: BTreeSet<String> = wanted.keys().cloned().collect();
+    let mut gone = lock::gone(&wanted, &debs::available(&names)?);
+    if gone.is_empty() {
+        return Ok(());
+    }
+    for g in gone.iter_mut().filter(|g| g.package == lock.kernel) {
+        g.instead = newest_kernel_package(recipe).ok();
+    }
+    Err(LockError::Gone(gone).into())
+}
+
+/// Options of `lab image update`.
+#[derive(Debug, Clone)]
+pub struct UpdateOptions {
+    /// The lock file to read and write (the source tree's
+    /// `images/packages.lock`).
+    pub lock_path: PathBuf,
+    pub policy: UpdatePolicy,
+    /// Print what would change; write nothing.
+    pub dry_run: bool,
+}
+
+/// What `lab image update` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct UpdateReport {
+    pub lock_path: PathBuf,
+    pub kernel: String,
+    pub kernel_version: String,
+    pub packages: usize,
+    pub diff: LockDiff,
+    /// False for `--dry-run` or when nothing changed.
+    pub written: bool,
+}
+
+/// `lab image update`: resolves the packages the recipe needs (kernel and
+/// library closure) and pins them in the lock file, keeping every pin apt
+/// still offers unless the policy is `Newest`.
+pub fn update(opts: &UpdateOptions) -> Result<UpdateReport, ImageError> {
+    let recipe = Recipe::embedded();
+    let old = match std::fs::read_to_string(&opts.lock_path) {
+        Ok(text) => Some(PackageLock::parse(
+            &text,
+            &opts.lock_path.display().to_string(),
+        )?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(source) => {
+            return Err(ImageError::ReadLock {
+                path: opts.lock_path.clone(),
+                source,
+            })
+        }
+    };
+    let old_pins: BTreeSet<String> = old
+        .iter()
+        .flat_map(|o| o.packages.keys().cloned())
+        .collect();
+    let available = match opts.policy {
+        UpdatePolicy::KeepPins => debs::available(&old_pins)?,
+        UpdatePolicy::Newest => BTreeMap::new(),
+    };
+    let kernel = match &old {
+        Some(o)
+            if opts.policy == UpdatePolicy::KeepPins
+                && recipe.kernel_version_of(&o.kernel).is_some()
+                && available
+                    .get(&o.kernel)
+                    .is_some_and(|v| v.iter().any(|x| x == o.kernel_version())) =>
+        {
+            o.kernel.clone()
+        }
+        _ => newest_kernel_package(&recipe)?,
+    };
+    let mut wanted = debs::with_library_dependencies(&recipe.package_names(&kernel))?;
+    wanted.insert(kernel.clone());
+    let candidates = debs::candidates(&wanted)?;
+    let new = lock::merge(
+        old.as_ref(),
+        &kernel,
+        &wanted,
+        &candidates,
+        &available,
+        opts.policy,
+    )
+    .map_err(ImageError::UnknownPackages)?;
+    let diff = lock::diff(old.as_ref(), &new);
+    let written = !opts.dry_run && (old.is_none() || !diff.is_empty());
+    if written {
+        std::fs::write(&opts.lock_path, new.to_file_text()).map_err(io_err(&opts.lock_path))?;
+    }
+    Ok(UpdateReport {
+        lock_path: opts.lock_path.clone(),
+        kernel_version: new.kernel_version().to_owned(),
+        kernel: new.kernel,
+        packages: new.packages.len(),
+        diff,
+        written,
+    })
 }
 
 fn load(dir: &Path) -> Option<Image> {

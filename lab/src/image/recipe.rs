@@ -27,6 +27,20 @@ impl Recipe {
         toml::from_str(RECIPE_TOML).expect("images/recipe.toml is valid")
     }
 
+    /// The Debian packages the image is made of besides the kernel
+    /// (`packages` and `extra_packages`), with `{kernel}` in a name replaced
+    /// by the kernel's ABI name (`linux-headers-{kernel}` ->
+    /// `linux-headers-6.12.118+deb12-amd64` for that kernel package), so a
+    /// package that must match the kernel follows it.
+    pub fn package_names(&self, kernel_package: &str) -> Vec<String> {
+        let abi = kernel_abi(kernel_package);
+        self.packages
+            .iter()
+            .chain(&self.extra_packages)
+            .map(|p| p.replace("{kernel}", abi))
+            .collect()
+    }
+
     /// The version number in a kernel package name, when it matches.
     pub fn kernel_version_of(&self, package: &str) -> Option<u32> {
         let mid = package
@@ -34,6 +48,16 @@ impl Recipe {
             .strip_suffix(&self.kernel_package_suffix)?;
         mid.parse().ok()
     }
+}
+
+/// A kernel package's ABI name, as in `/lib/modules/<abi>` and
+/// `linux-headers-<abi>`: `linux-image-6.12.118+deb12-amd64-unsigned` ->
+/// `6.12.118+deb12-amd64`.
+pub fn kernel_abi(kernel_package: &str) -> &str {
+    let p = kernel_package
+        .strip_prefix("linux-image-")
+        .unwrap_or(kernel_package);
+    p.strip_suffix("-unsigned").unwrap_or(p)
 }
 
 #[cfg(test)]
@@ -48,6 +72,15 @@ mod tests {
             r.kernel_version_of("linux-image-6.12.95+deb12-amd64-unsigned"),
             Some(95)
         );
+        assert_eq!(
+            kernel_abi("linux-image-6.12.118+deb12-amd64-unsigned"),
+            "6.12.118+deb12-amd64"
+        );
+        let mut with_headers = r.clone();
+        with_headers.packages.push("linux-headers-{kernel}".into());
+        let names = with_headers.package_names("linux-image-6.12.118+deb12-amd64-unsigned");
+        assert!(names.contains(&"linux-headers-6.12.118+deb12-amd64".to_owned()));
+        assert!(names.contains(&"libcap2".to_owned()), "extra packages too");
         assert_eq!(
             r.kernel_version_of("linux-image-6.12.95+deb12-cloud-amd64-unsigned"),
             None
