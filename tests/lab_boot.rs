@@ -32,6 +32,7 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
     insta::assert_json_snapshot!("default_up_summary", summary, {
         ".run_dir" => "[run_dir]",
         ".image_key" => "[key]",
+        ".kernel_config" => "[path]",
         ".devices[].backing" => "[path]",
         ".qmp_socket" => "[path]",
         ".agent_socket" => "[path]",

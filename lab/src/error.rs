@@ -7,6 +7,7 @@ use cxl_topology::TopologyError;
 
 use crate::image::ImageError;
 use crate::inject::InjectError;
+use crate::kconfig::KconfigError;
 use crate::memsim::MemsimError;
 use crate::process::ProcessError;
 use crate::qga::QgaError;
@@ -25,6 +26,8 @@ pub enum LabError {
     Image(#[from] ImageError),
     #[error(transparent)]
     Memsim(#[from] MemsimError),
+    #[error(transparent)]
+    Kconfig(#[from] KconfigError),
     #[error("Starting QEMU failed.")]
     Process(#[from] ProcessError),
     #[error("Creating regions in the guest failed; the console log is {console}.")]

@@ -13,12 +13,15 @@
 //! `lab inject`'s forms, their checks against the topology and their QMP
 //! commands are `inject.rs` (the verb itself is `verbs/inject.rs`).
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
-//! what several of them share in `suite_support/`.
+//! what several of them share in `suite_support/`. The guest kernel's
+//! config, checked before boot, and the options the suites need are
+//! `kconfig.rs`.
 
 pub mod error;
 pub mod events;
 pub mod image;
 pub mod inject;
+pub mod kconfig;
 pub mod kvm;
 pub mod memsim;
 pub mod paths;

@@ -133,6 +133,13 @@ pub struct LabState {
     pub topology_origin: String,
     pub image_key: String,
     pub kernel: PathBuf,
+    /// `uname -r` of the guest kernel.
+    #[serde(default)]
+    pub kernel_release: Option<String>,
+    /// The config the kernel was checked against before boot; the suites
+    /// read it to skip what the kernel cannot do.
+    #[serde(default)]
+    pub kernel_config: Option<PathBuf>,
     pub initrd: PathBuf,
     pub accel: Accel,
     pub argv: Vec<String>,
@@ -162,6 +169,8 @@ impl LabState {
             topology_origin,
             image_key: "k".into(),
             kernel: "/k".into(),
+            kernel_release: None,
+            kernel_config: None,
             initrd: "/i".into(),
             accel: Accel::Tcg,
             argv,

@@ -68,6 +68,10 @@ pub struct Summary {
     pub run_dir: PathBuf,
     pub accel: Accel,
     pub image_key: String,
+    /// `uname -r` of the guest kernel.
+    pub kernel_release: Option<String>,
+    /// The kernel config checked before boot (suites skip by it).
+    pub kernel_config: Option<PathBuf>,
     pub devices: Vec<DeviceSummary>,
     pub regions: Vec<RegionSummary>,
     pub qmp_socket: PathBuf,
@@ -146,6 +150,8 @@ pub fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary
         run_dir: run.dir.clone(),
         accel: state.accel,
         image_key: state.image_key.clone(),
+        kernel_release: state.kernel_release.clone(),
+        kernel_config: state.kernel_config.clone(),
         devices,
         regions,
         qmp_socket: qemu::qmp_socket(&run.sockets),
@@ -197,6 +203,10 @@ pub struct SuiteResult {
     pub result_file: PathBuf,
     /// The error when the suite could not run at all.
     pub error: Option<String>,
+    /// Why the suite did not run on this lab (the kernel lacks an option
+    /// it needs): not a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
 }
 
 /// `lab bench boot`: boot timings over several `up`/`down` cycles with a

@@ -18,6 +18,9 @@ pub fn summary(s: &Summary) -> String {
         s.accel.as_str(),
         s.run_dir.display()
     );
+    if let Some(k) = &s.kernel_release {
+        let _ = writeln!(out, "  kernel {k}, image {}", s.image_key);
+    }
     for d in &s.devices {
         let place = d
             .dax
@@ -157,10 +160,15 @@ pub fn down(r: &DownReport) -> String {
 pub fn suite_table(results: &[SuiteResult]) -> String {
     let mut out = format!("{:<8} {:<7} {:>8}  result\n", "suite", "status", "seconds");
     for r in results {
-        let status = if r.passed { "PASS" } else { "FAIL" };
+        let status = match (&r.skipped, r.passed) {
+            (Some(_), _) => "SKIP",
+            (None, true) => "PASS",
+            (None, false) => "FAIL",
+        };
         let what = r
-            .error
+            .skipped
             .clone()
+            .or_else(|| r.error.clone())
             .unwrap_or_else(|| r.result_file.display().to_string());
         let _ = writeln!(
             out,
@@ -198,10 +206,12 @@ pub fn bench_boot(b: &BootBench) -> String {
 /// `lab image build`.
 pub fn image(img: &Image) -> String {
     format!(
-        "image {} ({}): kernel {} , initramfs {:.1} MiB, {} files, {} modules, tools: {}\n  {}\n",
+        "image {} ({}): kernel {} ({} {}), initramfs {:.1} MiB, {} files, {} modules, tools: {}\n  {}\n",
         img.manifest.key,
         if img.cached { "cached" } else { "built" },
         img.manifest.kernel_release,
+        img.manifest.kernel_package,
+        img.manifest.kernel_version,
         img.manifest.initrd_bytes as f64 / (1 << 20) as f64,
         img.manifest.files,
         img.manifest.modules.len(),
@@ -240,7 +250,10 @@ pub fn image_update(r: &crate::image::UpdateReport) -> String {
     } else if r.diff.is_empty() {
         out.push_str(&format!("{} is current.\n", r.lock_path.display()));
     } else {
-        out.push_str(&format!("dry run: {} not written.\n", r.lock_path.display()));
+        out.push_str(&format!(
+            "dry run: {} not written.\n",
+            r.lock_path.display()
+        ));
     }
     out
 }
@@ -279,13 +292,21 @@ mod tests {
             seconds: 12.34,
             result_file: format!("/r/results/{suite}.json").into(),
             error: error.map(str::to_owned),
+            skipped: None,
         };
-        let t = suite_table(&[r("dax", true, None), r("fio", false, Some("no library"))]);
+        let mut faults = r("faults", false, None);
+        faults.skipped = Some("the guest kernel lacks CONFIG_KPROBES".into());
+        let t = suite_table(&[
+            r("dax", true, None),
+            r("fio", false, Some("no library")),
+            faults,
+        ]);
         assert_eq!(
             t,
             "suite    status   seconds  result\n\
              dax      PASS        12.3  /r/results/dax.json\n\
-             fio      FAIL        12.3  no library\n"
+             fio      FAIL        12.3  no library\n\
+             faults   SKIP        12.3  the guest kernel lacks CONFIG_KPROBES\n"
         );
     }
 }

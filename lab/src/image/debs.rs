@@ -109,9 +109,7 @@ pub fn parse_policy(text: &str) -> BTreeMap<String, String> {
             current = line
                 .strip_suffix(':')
                 .map(|n| n.split(':').next().unwrap_or(n));
-        } else if let (Some(name), Some(v)) =
-            (current, line.trim().strip_prefix("Candidate: "))
-        {
+        } else if let (Some(name), Some(v)) = (current, line.trim().strip_prefix("Candidate: ")) {
             if v != "(none)" {
                 out.insert(name.to_owned(), v.to_owned());
             }

@@ -306,10 +306,15 @@ mod tests {
 
     #[test]
     fn a_lock_round_trips_through_its_file_text_with_epochs() {
-        let l = lock(&[(K, "6.12.118-1~deb12u1"), ("libcap2", "1:2.66-4+deb12u3+b1")]);
+        let l = lock(&[
+            (K, "6.12.118-1~deb12u1"),
+            ("libcap2", "1:2.66-4+deb12u3+b1"),
+        ]);
         let text = l.to_file_text();
         assert!(text.starts_with("# The exact Debian packages"));
-        assert!(text.contains("\"linux-image-6.12.118+deb12-amd64-unsigned\" = \"6.12.118-1~deb12u1\""));
+        assert!(
+            text.contains("\"linux-image-6.12.118+deb12-amd64-unsigned\" = \"6.12.118-1~deb12u1\"")
+        );
         assert_eq!(PackageLock::parse(&text, "t").unwrap(), l);
     }
 
@@ -318,8 +323,11 @@ mod tests {
         let e = PackageLock::parse("kernel = 3", "images/packages.lock").unwrap_err();
         assert!(e.to_string().contains("images/packages.lock"));
         assert!(e.to_string().contains("lab image update"));
-        let e = PackageLock::parse(&format!("kernel = \"{K}\"\n[packages]\nfio = \"3.33-3\"\n"), "t")
-            .unwrap_err();
+        let e = PackageLock::parse(
+            &format!("kernel = \"{K}\"\n[packages]\nfio = \"3.33-3\"\n"),
+            "t",
+        )
+        .unwrap_err();
         assert!(matches!(e, LockError::KernelUnpinned { .. }), "{e}");
     }
 
@@ -347,8 +355,14 @@ mod tests {
             },
         ])
         .to_string();
-        assert!(msg.contains("  strace: not pinned; apt offers 6.1-0.1\n"), "{msg}");
-        assert!(msg.contains("  no-such: not pinned; apt does not know it either"), "{msg}");
+        assert!(
+            msg.contains("  strace: not pinned; apt offers 6.1-0.1\n"),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("  no-such: not pinned; apt does not know it either"),
+            "{msg}"
+        );
         assert!(msg.contains("Run `lab image update`"), "{msg}");
         assert!(msg.contains("commit images/packages.lock"), "{msg}");
     }
@@ -405,8 +419,15 @@ mod tests {
             ("fio", &["3.34-1", "3.33-3"]),
             ("libc6", &["2.36-9+deb12u14"]),
         ]);
-        let kept = merge(Some(&old), K, &wanted, &candidates, &available, UpdatePolicy::KeepPins)
-            .unwrap();
+        let kept = merge(
+            Some(&old),
+            K,
+            &wanted,
+            &candidates,
+            &available,
+            UpdatePolicy::KeepPins,
+        )
+        .unwrap();
         assert_eq!(
             kept.packages,
             map(&[
@@ -419,14 +440,25 @@ mod tests {
         let d = diff(Some(&old), &kept);
         assert_eq!(
             d.changed,
-            [("libc6".into(), "2.36-9+deb12u7".into(), "2.36-9+deb12u14".into())]
+            [(
+                "libc6".into(),
+                "2.36-9+deb12u7".into(),
+                "2.36-9+deb12u14".into()
+            )]
         );
         assert_eq!(d.added, [("strace".into(), "6.1-0.1".into())]);
         assert_eq!(d.removed, [("libold".into(), "1.0".into())]);
         assert_eq!(d.kernel, None);
 
-        let newest =
-            merge(Some(&old), K, &wanted, &candidates, &available, UpdatePolicy::Newest).unwrap();
+        let newest = merge(
+            Some(&old),
+            K,
+            &wanted,
+            &candidates,
+            &available,
+            UpdatePolicy::Newest,
+        )
+        .unwrap();
         assert_eq!(newest.packages, candidates);
         assert_eq!(diff(Some(&old), &newest).changed.len(), 3);
         assert!(diff(Some(&newest), &newest).is_empty());
@@ -436,11 +468,26 @@ mod tests {
     fn a_first_lock_adds_everything_and_unknown_packages_are_named() {
         let wanted: BTreeSet<String> = [K, "fio", "nope"].iter().map(|s| s.to_string()).collect();
         let candidates = map(&[(K, "6.12.118-1~deb12u1"), ("fio", "3.33-3")]);
-        let e = merge(None, K, &wanted, &candidates, &BTreeMap::new(), UpdatePolicy::KeepPins)
-            .unwrap_err();
+        let e = merge(
+            None,
+            K,
+            &wanted,
+            &candidates,
+            &BTreeMap::new(),
+            UpdatePolicy::KeepPins,
+        )
+        .unwrap_err();
         assert_eq!(e, ["nope"]);
         let w2: BTreeSet<String> = [K, "fio"].iter().map(|s| s.to_string()).collect();
-        let l = merge(None, K, &w2, &candidates, &BTreeMap::new(), UpdatePolicy::KeepPins).unwrap();
+        let l = merge(
+            None,
+            K,
+            &w2,
+            &candidates,
+            &BTreeMap::new(),
+            UpdatePolicy::KeepPins,
+        )
+        .unwrap();
         let d = diff(None, &l);
         assert_eq!(d.added.len(), 2);
         assert!(d.changed.is_empty() && d.removed.is_empty() && d.kernel.is_none());

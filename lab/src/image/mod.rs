@@ -27,7 +27,7 @@ use modules::ModuleError;
 use recipe::Recipe;
 
 /// Bump when the way images are assembled changes.
-const BUILDER_VERSION: &str = "3";
+const BUILDER_VERSION: &str = "4";
 
 /// Errors building the image.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,9 @@ pub enum ImageError {
     Lock(#[from] LockError),
     #[error("apt knows no version of {}; check the names in images/recipe.toml (or run `apt-get update`).", .0.join(", "))]
     UnknownPackages(Vec<String>),
-    #[error("Cannot read the package lock {path}; give the lock of the source tree with `--lock PATH`.")]
+    #[error(
+        "Cannot read the package lock {path}; give the lock of the source tree with `--lock PATH`."
+    )]
     ReadLock {
         path: PathBuf,
         #[source]
@@ -52,6 +54,8 @@ pub enum ImageError {
     MissingTool { name: String, dir: PathBuf },
     #[error("The kernel package has no /boot/vmlinuz-*.")]
     NoKernelImage,
+    #[error("The kernel package has no /boot/config-*; the lab checks the kernel's options before boot.")]
+    NoKernelConfig,
     #[error("Cannot write {path}.")]
     Io {
         path: PathBuf,
@@ -93,6 +97,8 @@ impl Default for ImageOptions {
 pub struct Manifest {
     pub key: String,
     pub kernel_package: String,
+    /// The kernel package's Debian version (as pinned).
+    pub kernel_version: String,
     pub kernel_release: String,
     pub packages: BTreeMap<String, String>,
     pub modules: Vec<String>,
@@ -109,6 +115,8 @@ pub struct Manifest {
 pub struct Image {
     pub dir: PathBuf,
     pub kernel: PathBuf,
+    /// The kernel's config (the package's /boot/config-*).
+    pub config: PathBuf,
     pub initrd: PathBuf,
     /// Shared read-only with the guest over virtio-9p.
     pub extras: PathBuf,
@@ -412,11 +420,13 @@ fn load(dir: &Path) -> Option<Image> {
     let manifest: Manifest =
         serde_json::from_slice(&std::fs::read(dir.join("manifest.json")).ok()?).ok()?;
     let kernel = dir.join("vmlinuz");
+    let config = dir.join("config");
     let initrd = dir.join("initrd.lz4");
     let extras = dir.join("extras");
-    (kernel.is_file() && initrd.is_file() && extras.is_dir()).then(|| Image {
+    (kernel.is_file() && config.is_file() && initrd.is_file() && extras.is_dir()).then(|| Image {
         dir: dir.to_owned(),
         kernel,
+        config,
         initrd,
         extras,
         manifest,
@@ -547,18 +557,24 @@ fn pack(
     );
 
     let boot_dir = staging.join("boot");
-    let vmlinuz = std::fs::read_dir(&boot_dir)
-        .map_err(io_err(&boot_dir))?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with("vmlinuz-"))
-        })
-        .ok_or(ImageError::NoKernelImage)?;
+    let in_boot = |prefix: &str| -> Result<Option<PathBuf>, ImageError> {
+        Ok(std::fs::read_dir(&boot_dir)
+            .map_err(io_err(&boot_dir))?
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with(prefix))
+            }))
+    };
+    let vmlinuz = in_boot("vmlinuz-")?.ok_or(ImageError::NoKernelImage)?;
     let kernel_out = out_dir.join("vmlinuz");
     std::fs::copy(&vmlinuz, &kernel_out).map_err(io_err(&kernel_out))?;
+    // Kept beside the kernel: `lab up` checks its options before boot.
+    let config = in_boot("config-")?.ok_or(ImageError::NoKernelConfig)?;
+    let config_out = out_dir.join("config");
+    std::fs::copy(&config, &config_out).map_err(io_err(&config_out))?;
 
     let packages: BTreeMap<String, String> = debs_used
         .iter()
@@ -566,6 +582,7 @@ fn pack(
         .collect();
     let mut manifest = Manifest {
         key: key.to_owned(),
+        kernel_version: packages.get(kernel_package).cloned().unwrap_or_default(),
         kernel_package: kernel_package.to_owned(),
         kernel_release: tree.kernel_release.clone(),
         packages,

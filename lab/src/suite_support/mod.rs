@@ -81,6 +81,27 @@ pub struct SuiteContext<'a> {
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(900);
 
 impl SuiteContext<'_> {
+    /// The result of `suite` when the guest kernel lacks an option it
+    /// needs (`kconfig::OPTIONS`): `{"suite", "passed": false, "skipped":
+    /// reason, "missing_options"}`, which `lab run` reports as skipped, not
+    /// failed. None when the suite can run (or the lab recorded no config).
+    pub fn skipped_for_kernel(&self, suite: &'static str) -> Option<Value> {
+        let config =
+            crate::kconfig::KernelConfig::read(self.summary.kernel_config.as_ref()?).ok()?;
+        let reason = config.skip_reason(suite)?;
+        let missing: Vec<String> = config
+            .missing_for(suite)
+            .iter()
+            .map(|o| format!("CONFIG_{}", o.name))
+            .collect();
+        Some(serde_json::json!({
+            "suite": suite,
+            "passed": false,
+            "skipped": reason,
+            "missing_options": missing,
+        }))
+    }
+
     /// Runs a guest command and returns its output, whatever its exit code.
     pub async fn exec(&self, argv: &[String]) -> Result<ExecOutput, SuiteError> {
         self.agent

@@ -220,6 +220,10 @@ fn all_true(checks: &Value) -> bool {
 }
 
 pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
+    // eBPF, BTF and kprobes: without them the tools cannot start.
+    if let Some(skipped) = ctx.skipped_for_kernel("faults") {
+        return Ok(skipped);
+    }
     let out = ctx
         .exec(&sh(prepare_script(crate::qemu::SCRATCH_SERIAL)))
         .await?;

@@ -124,6 +124,19 @@ mod tests {
     }
 
     #[test]
+    fn the_kernel_option_table_names_real_suites() {
+        for o in crate::kconfig::OPTIONS {
+            for s in o.suites {
+                assert!(
+                    Suite::value_variants().iter().any(|v| v.name() == *s),
+                    "CONFIG_{} names suite {s}, which lab run does not have",
+                    o.name
+                );
+            }
+        }
+    }
+
+    #[test]
     fn names_are_the_command_line_values() {
         for s in Suite::value_variants() {
             let value = s.to_possible_value().unwrap();

@@ -13,14 +13,29 @@ use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::Suite;
 use crate::summary::{summarize, SuiteResult};
 
-/// Writes a suite's outcome to `file` and returns (passed, error). A suite
+/// A suite's outcome as `lab run` reports it.
+#[derive(Debug, PartialEq)]
+struct Outcome {
+    passed: bool,
+    error: Option<String>,
+    /// The suite's `"skipped"` reason (the kernel lacks an option).
+    skipped: Option<String>,
+}
+
+/// Writes a suite's outcome to `file` and returns it. A suite
 /// that could not run still replaces the file of an earlier run, with
 /// `{"suite", "passed": false, "error"}`, so no stale PASS is left behind.
 fn record_result(
     file: &Path,
     suite: &str,
     result: Result<serde_json::Value, SuiteError>,
-) -> Result<(bool, Option<String>), LabError> {
+) -> Result<Outcome, LabError> {
+    let skipped = result
+        .as_ref()
+        .ok()
+        .and_then(|v| v.get("skipped"))
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_owned);
     let (passed, error, v) = match result {
         Ok(v) => {
             let passed = v
@@ -40,7 +55,11 @@ fn record_result(
         serde_json::to_vec_pretty(&v).expect("JSON serialises"),
     )
     .map_err(io_err(file))?;
-    Ok((passed, error))
+    Ok(Outcome {
+        passed,
+        error,
+        skipped,
+    })
 }
 
 /// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
@@ -72,8 +91,17 @@ pub async fn run_suites(
         });
         let file = run.results_dir().join(format!("{name}.json"));
         let result = suite.run(&ctx).await;
-        let (passed, error) = record_result(&file, name, result)?;
-        let detail = format!("suite {name} {}", if passed { "passed" } else { "FAILED" });
+        let Outcome {
+            passed,
+            error,
+            skipped,
+        } = record_result(&file, name, result)?;
+        let verdict = match (&skipped, passed) {
+            (Some(_), _) => "skipped",
+            (None, true) => "passed",
+            (None, false) => "FAILED",
+        };
+        let detail = format!("suite {name} {verdict}");
         events.emit(Event::Finished {
             step: Step::Command,
             elapsed: t.elapsed(),
@@ -85,6 +113,7 @@ pub async fn run_suites(
             seconds: t.elapsed().as_secs_f64(),
             result_file: file,
             error,
+            skipped,
         });
     }
     Ok(out)
@@ -99,9 +128,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dax.json");
         let ok = record_result(&file, "dax", Ok(serde_json::json!({"passed": true}))).unwrap();
-        assert_eq!(ok, (true, None));
+        assert_eq!(
+            ok,
+            Outcome {
+                passed: true,
+                error: None,
+                skipped: None
+            }
+        );
         let err = SuiteError::NoDax("dax");
-        let (passed, error) = record_result(&file, "dax", Err(err)).unwrap();
+        let Outcome { passed, error, .. } = record_result(&file, "dax", Err(err)).unwrap();
         assert!(!passed);
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -113,5 +149,15 @@ mod tests {
             .as_str()
             .unwrap()
             .starts_with("The lab has no device in devdax mode"));
+    }
+
+    #[test]
+    fn a_suite_the_kernel_cannot_run_is_skipped_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("faults.json");
+        let v = serde_json::json!({"suite": "faults", "passed": false, "skipped": "the guest kernel lacks CONFIG_KPROBES (y or m): …"});
+        let o = record_result(&file, "faults", Ok(v)).unwrap();
+        assert!(!o.passed && o.error.is_none());
+        assert!(o.skipped.unwrap().contains("CONFIG_KPROBES"));
     }
 }

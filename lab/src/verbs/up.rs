@@ -185,6 +185,9 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         events,
     )?;
     let image_ms = ms(t0);
+    // Before anything starts: a kernel without what the lab needs would
+    // fail deep in boot or region set-up.
+    crate::kconfig::KernelConfig::read(&launch.image.config)?.check_boot()?;
     run.create()?;
     let topology = &launch.topology;
 
@@ -232,6 +235,8 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         topology_origin: topology.origin.clone(),
         image_key: launch.image.manifest.key.clone(),
         kernel: launch.image.kernel.clone(),
+        kernel_release: Some(launch.image.manifest.kernel_release.clone()),
+        kernel_config: Some(launch.image.config.clone()),
         initrd: launch.image.initrd.clone(),
         accel: launch.accel,
         argv: argv.clone(),
