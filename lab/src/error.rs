@@ -110,18 +110,9 @@ pub enum LabError {
         option: &'static str,
         why: &'static str,
     },
-    /// An injection refused before QEMU saw it.
+    /// An injection refused before QEMU saw it, or by QEMU.
     #[error(transparent)]
-    InjectRefused(#[from] InjectError),
-    /// QEMU's own refusal of a command `lab inject` sent; its source is
-    /// QEMU's error text.
-    #[error("QEMU refused {command} on device {device}")]
-    QemuRefused {
-        command: &'static str,
-        device: String,
-        #[source]
-        source: qapi::Error,
-    },
+    Inject(#[from] InjectError),
     #[error("Lab '{name}' did not answer on QMP.")]
     Qmp {
         name: String,
@@ -198,7 +189,7 @@ mod tests {
 
     #[test]
     fn qemu_refusals_name_the_command_and_device_once() {
-        let e = LabError::QemuRefused {
+        let e = LabError::Inject(InjectError::QemuRefused {
             command: "cxl-inject-poison",
             device: "vmem0".into(),
             source: qapi::Error {
@@ -206,7 +197,7 @@ mod tests {
                 desc: "Overlap with existing poisoned region not supported".into(),
                 id: None,
             },
-        };
+        });
         assert_eq!(
             error_chain(&e),
             "QEMU refused cxl-inject-poison on device vmem0: Overlap with existing poisoned region not supported"

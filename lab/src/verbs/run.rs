@@ -61,6 +61,7 @@ pub async fn run_suites(
     let ctx = SuiteContext {
         agent: &agent,
         summary: &summary,
+        topology: &topology,
     };
     let mut out = Vec::new();
     for &suite in suites {
