@@ -197,6 +197,16 @@ pub struct SuiteResult {
     pub result_file: PathBuf,
     /// The error when the suite could not run at all.
     pub error: Option<String>,
+    /// Why `all` left the suite out on this lab (then `passed` is false
+    /// and the suite did not fail).
+    pub skipped: Option<String>,
+}
+
+impl SuiteResult {
+    /// Ran and did not pass (a skipped suite did not fail).
+    pub fn failed(&self) -> bool {
+        !self.passed && self.skipped.is_none()
+    }
 }
 
 /// `lab bench boot`: boot timings over several `up`/`down` cycles with a

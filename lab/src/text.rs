@@ -157,10 +157,15 @@ pub fn down(r: &DownReport) -> String {
 pub fn suite_table(results: &[SuiteResult]) -> String {
     let mut out = format!("{:<8} {:<7} {:>8}  result\n", "suite", "status", "seconds");
     for r in results {
-        let status = if r.passed { "PASS" } else { "FAIL" };
+        let status = match (r.passed, &r.skipped) {
+            (true, _) => "PASS",
+            (false, Some(_)) => "SKIP",
+            (false, None) => "FAIL",
+        };
         let what = r
             .error
             .clone()
+            .or_else(|| r.skipped.clone())
             .unwrap_or_else(|| r.result_file.display().to_string());
         let _ = writeln!(
             out,
@@ -244,13 +249,25 @@ mod tests {
             seconds: 12.34,
             result_file: format!("/r/results/{suite}.json").into(),
             error: error.map(str::to_owned),
+            skipped: None,
         };
-        let t = suite_table(&[r("dax", true, None), r("fio", false, Some("no library"))]);
+        let skipped = SuiteResult {
+            seconds: 0.0,
+            skipped: Some("no dynamic capacity device".into()),
+            ..r("dcd", false, None)
+        };
+        assert!(!skipped.failed() && r("fio", false, None).failed());
+        let t = suite_table(&[
+            r("dax", true, None),
+            r("fio", false, Some("no library")),
+            skipped,
+        ]);
         assert_eq!(
             t,
             "suite    status   seconds  result\n\
              dax      PASS        12.3  /r/results/dax.json\n\
-             fio      FAIL        12.3  no library\n"
+             fio      FAIL        12.3  no library\n\
+             dcd      SKIP         0.0  no dynamic capacity device\n"
         );
     }
 }

@@ -61,6 +61,8 @@ pub enum SuiteError {
     },
     #[error("The lab has no dynamic capacity device with a memdev; suite '{0}' needs one: `lab up --topology dcd` (or a device with kind = \"dynamic\").")]
     NoDynamic(&'static str),
+    #[error("The suite cannot talk to QEMU over QMP.")]
+    Qmp(#[source] crate::qmp::QmpError),
     #[error("Could not {what} (the guest printed: {detail}).")]
     Setup { what: String, detail: String },
     #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]
