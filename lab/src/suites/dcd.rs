@@ -573,7 +573,13 @@ impl Dcd<'_, '_> {
             .collect();
         let list = self
             .ctx
-            .exec_checked(&["cxl".into(), "list".into(), "-m".into(), md.clone()])
+            .exec_checked(&[
+                "cxl".into(),
+                "list".into(),
+                "-I".into(),
+                "-m".into(),
+                md.clone(),
+            ])
             .await?;
         let cxl_list: Value =
             serde_json::from_str(list.trim()).unwrap_or_else(|_| list.trim().into());
