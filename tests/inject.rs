@@ -135,7 +135,7 @@ fn injected_poison_and_general_media_reach_the_guest_kernel() {
     let text = error_chain(&e);
     eprintln!("{text}");
     assert!(
-        matches!(e, LabError::Inject(InjectError::QemuRefused { .. })),
+        matches!(&e, LabError::Inject(i) if matches!(**i, InjectError::QemuRefused { .. })),
         "{text}"
     );
     assert_eq!(

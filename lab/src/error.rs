@@ -110,9 +110,10 @@ pub enum LabError {
         option: &'static str,
         why: &'static str,
     },
-    /// An injection refused before QEMU saw it, or by QEMU.
+    /// An injection refused before QEMU saw it, or by QEMU (boxed: it
+    /// carries QEMU's error).
     #[error(transparent)]
-    Inject(#[from] InjectError),
+    Inject(Box<InjectError>),
     #[error("Lab '{name}' did not answer on QMP.")]
     Qmp {
         name: String,
@@ -125,6 +126,12 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<InjectError> for LabError {
+    fn from(e: InjectError) -> Self {
+        LabError::Inject(Box::new(e))
+    }
 }
 
 fn busy_text(name: &str, verb: &str, pid: Option<u32>) -> String {
@@ -189,7 +196,7 @@ mod tests {
 
     #[test]
     fn qemu_refusals_name_the_command_and_device_once() {
-        let e = LabError::Inject(InjectError::QemuRefused {
+        let e = LabError::from(InjectError::QemuRefused {
             command: "cxl-inject-poison",
             device: "vmem0".into(),
             source: qapi::Error {
