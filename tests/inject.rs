@@ -8,7 +8,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use cxl_lab::error::LabError;
-use cxl_lab::inject::{EventHeader, EventLog, GeneralMediaArgs, Injection, MediaEvent, PoisonArgs};
+use cxl_lab::inject::{
+    EventHeader, EventLog, GeneralMediaArgs, InjectError, Injection, MediaEvent, PoisonArgs,
+};
 use lab_e2e::{error_chain, tools_dir, TestLab};
 
 const NAME: &str = "e2e-inject";
@@ -132,7 +134,10 @@ fn injected_poison_and_general_media_reach_the_guest_kernel() {
         .expect_err("QEMU refuses poison overlapping poison");
     let text = error_chain(&e);
     eprintln!("{text}");
-    assert!(matches!(e, LabError::QemuRefused { .. }), "{text}");
+    assert!(
+        matches!(&e, LabError::Inject(i) if matches!(**i, InjectError::QemuRefused { .. })),
+        "{text}"
+    );
     assert_eq!(
         text,
         "QEMU refused cxl-inject-poison on device vmem0: Overlap with existing poisoned region not supported"
@@ -143,7 +148,10 @@ fn injected_poison_and_general_media_reach_the_guest_kernel() {
         .rt
         .block_on(cxl_lab::verbs::inject(NAME, &poison(0x2001, 64)))
         .expect_err("unaligned DPA");
-    assert!(matches!(e, LabError::InjectRefused(_)), "{e}");
+    assert!(
+        matches!(&e, LabError::Inject(i) if i.refused_before_qemu()),
+        "{e}"
+    );
 
     // The binary's --json record.
     let out = Command::new(tools_dir().join("lab"))

@@ -113,18 +113,10 @@ pub enum LabError {
         option: &'static str,
         why: &'static str,
     },
-    /// An injection refused before QEMU saw it.
+    /// An injection refused before QEMU saw it, or by QEMU (boxed: it
+    /// carries QEMU's error).
     #[error(transparent)]
-    InjectRefused(#[from] InjectError),
-    /// QEMU's own refusal of a command `lab inject` sent; its source is
-    /// QEMU's error text.
-    #[error("QEMU refused {command} on device {device}")]
-    QemuRefused {
-        command: &'static str,
-        device: String,
-        #[source]
-        source: qapi::Error,
-    },
+    Inject(Box<InjectError>),
     #[error("Lab '{name}' did not answer on QMP.")]
     Qmp {
         name: String,
@@ -137,6 +129,12 @@ pub enum LabError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<InjectError> for LabError {
+    fn from(e: InjectError) -> Self {
+        LabError::Inject(Box::new(e))
+    }
 }
 
 fn busy_text(name: &str, verb: &str, pid: Option<u32>) -> String {
@@ -201,7 +199,7 @@ mod tests {
 
     #[test]
     fn qemu_refusals_name_the_command_and_device_once() {
-        let e = LabError::QemuRefused {
+        let e = LabError::from(InjectError::QemuRefused {
             command: "cxl-inject-poison",
             device: "vmem0".into(),
             source: qapi::Error {
@@ -209,7 +207,7 @@ mod tests {
                 desc: "Overlap with existing poisoned region not supported".into(),
                 id: None,
             },
-        };
+        });
         assert_eq!(
             error_chain(&e),
             "QEMU refused cxl-inject-poison on device vmem0: Overlap with existing poisoned region not supported"

@@ -3,12 +3,18 @@
 //! before QEMU sees anything, and the typed QMP command each one becomes.
 //!
 //! [`plan`] is a pure function of the topology and the arguments, so every
-//! refusal is tested without QEMU; `verbs/inject.rs` sends what it returns.
+//! refusal is tested without QEMU; [`inject`] plans and sends, for the
+//! `lab inject` verb and the suites alike; [`send`] sends a command as it
+//! is (the `dcd` suite uses it to see what QEMU itself refuses).
+
+use std::path::Path;
 
 use clap::{Args, Subcommand, ValueEnum};
 use cxl_topology::{Device, DeviceKind, Topology};
 use qapi::qmp;
 use serde::Serialize;
+
+use crate::qmp::{Qmp, QmpError};
 
 /// CXL addresses poison and event records in 64-byte lines.
 pub const LINE: u64 = 64;
@@ -492,8 +498,9 @@ impl Command {
     }
 }
 
-/// An injection refused before QEMU sees it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why an injection was not made: refused before QEMU saw it (nothing
+/// sent), refused by QEMU, or QMP failed.
+#[derive(Debug, thiserror::Error)]
 pub enum InjectError {
     #[error("The lab has no device '{device}' (--device); name one of its devices: {known}.")]
     UnknownDevice { device: String, known: String },
@@ -543,6 +550,95 @@ pub enum InjectError {
     ComponentIdTooLong { value: String, len: usize },
     #[error("--life-used {0} is not a percentage; give 0 to 100.")]
     LifeUsed(u8),
+    /// QEMU's own refusal; its source is QEMU's error text.
+    #[error("QEMU refused {command} on device {device}")]
+    QemuRefused {
+        command: &'static str,
+        device: String,
+        #[source]
+        source: qapi::Error,
+    },
+    #[error("{command} on device {device} did not reach QEMU.")]
+    Qmp {
+        command: &'static str,
+        device: String,
+        #[source]
+        source: QmpError,
+    },
+}
+
+impl InjectError {
+    /// Whether the lab refused the injection itself, before QEMU saw it.
+    pub fn refused_before_qemu(&self) -> bool {
+        !matches!(
+            self,
+            InjectError::QemuRefused { .. } | InjectError::Qmp { .. }
+        )
+    }
+}
+
+/// An injection QEMU took: the command and what it answered.
+#[derive(Debug, Clone, Serialize)]
+pub struct Injected {
+    /// The QMP command sent.
+    pub command: &'static str,
+    /// The topology device, and its QOM path.
+    pub device: String,
+    pub path: String,
+    /// The command's arguments as QMP received them.
+    pub fields: serde_json::Value,
+    /// QEMU's answer (`{}` for these commands).
+    pub answer: serde_json::Value,
+}
+
+/// Sends a command as it is, with no check against the topology.
+pub async fn send(qmp: &Qmp, command: Command) -> Result<serde_json::Value, QmpError> {
+    let answer = match command {
+        Command::Poison(c) => qmp.execute(c).await?,
+        Command::GeneralMedia(c) => qmp.execute(c).await?,
+        Command::Dram(c) => qmp.execute(c).await?,
+        Command::MemoryModule(c) => qmp.execute(c).await?,
+        Command::Uncorrectable(c) => qmp.execute(c).await?,
+        Command::Correctable(c) => qmp.execute(c).await?,
+        Command::DcAdd(c) => qmp.execute(c).await?,
+        Command::DcRelease(c) => qmp.execute(c).await?,
+    };
+    Ok(serde_json::to_value(answer).unwrap_or(serde_json::Value::Null))
+}
+
+/// Checks `injection` against the lab's `topology` ([`plan`]; a refusal
+/// sends nothing), then sends it to the QEMU whose QMP socket is
+/// `qmp_socket`.
+pub async fn inject(
+    qmp_socket: &Path,
+    topology: &Topology,
+    injection: &Injection,
+) -> Result<Injected, InjectError> {
+    let command = plan(topology, injection)?;
+    let device = injection.device().to_owned();
+    let name = command.name();
+    let fields = command.arguments();
+    let qmp_failed = |source| InjectError::Qmp {
+        command: name,
+        device: device.clone(),
+        source,
+    };
+    let qmp = Qmp::connect(qmp_socket).await.map_err(qmp_failed)?;
+    let answer = send(&qmp, command).await.map_err(|e| match e {
+        QmpError::Refused { command, source } => InjectError::QemuRefused {
+            command,
+            device: device.clone(),
+            source,
+        },
+        other => qmp_failed(other),
+    })?;
+    Ok(Injected {
+        command: name,
+        path: qom_path(&device),
+        device,
+        fields,
+        answer,
+    })
 }
 
 fn num(v: u64, hex: bool) -> String {

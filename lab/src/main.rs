@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
 use cxl_lab::image::ImageOptions;
-use cxl_lab::suites::{self, SuiteArg};
+use cxl_lab::suites::SuiteArg;
 use cxl_lab::text;
 use cxl_lab::ui::TerminalUi;
 use cxl_lab::verbs::{self, AccelChoice, UpOptions};
@@ -426,7 +426,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Verb::Run { name, suites, json } => {
-            let results = verbs::run_suites(&name.name, &suites::expand(&suites), &ui())
+            let results = verbs::run_selection(&name.name, &suites, &ui())
                 .await
                 .context("lab run failed")?;
             if json {
@@ -434,7 +434,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 print!("{}", text::suite_table(&results));
             }
-            if results.iter().any(|r| !r.passed && r.skipped.is_none()) {
+            if results.iter().any(|r| r.failed()) {
                 std::process::exit(1);
             }
         }

@@ -203,10 +203,17 @@ pub struct SuiteResult {
     pub result_file: PathBuf,
     /// The error when the suite could not run at all.
     pub error: Option<String>,
-    /// Why the suite did not run on this lab (the kernel lacks an option
-    /// it needs): not a failure.
+    /// Why the suite did not run on this lab (`all` left it out, or the
+    /// kernel lacks an option it needs): not a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+}
+
+impl SuiteResult {
+    /// Ran and did not pass (a skipped suite did not fail).
+    pub fn failed(&self) -> bool {
+        !self.passed && self.skipped.is_none()
+    }
 }
 
 /// `lab bench boot`: boot timings over several `up`/`down` cycles with a

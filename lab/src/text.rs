@@ -296,6 +296,7 @@ mod tests {
         };
         let mut faults = r("faults", false, None);
         faults.skipped = Some("the guest kernel lacks CONFIG_KPROBES".into());
+        assert!(!faults.failed() && r("fio", false, None).failed());
         let t = suite_table(&[
             r("dax", true, None),
             r("fio", false, Some("no library")),

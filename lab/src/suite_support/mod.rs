@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use cxl_topology::Topology;
+
 use crate::qga::{Agent, ExecOutput, QgaError};
 use crate::summary::Summary;
 
@@ -57,6 +59,10 @@ pub enum SuiteError {
         suite: &'static str,
         kind: &'static str,
     },
+    #[error("The lab has no dynamic capacity device with a memdev; suite '{0}' needs one: `lab up --topology dcd` (or a device with kind = \"dynamic\").")]
+    NoDynamic(&'static str),
+    #[error("The suite cannot talk to QEMU over QMP.")]
+    Qmp(#[source] crate::qmp::QmpError),
     #[error("Could not {what} (the guest printed: {detail}).")]
     Setup { what: String, detail: String },
     #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]
@@ -70,11 +76,13 @@ pub enum SuiteError {
     },
 }
 
-/// What a suite gets: the guest agent and the lab summary (devices and their
-/// dax paths). `lab run` writes the suite's JSON to the results directory.
+/// What a suite gets: the guest agent, the lab summary (devices and their
+/// dax paths, the QMP socket) and the lab's topology. `lab run` writes the
+/// suite's JSON to the results directory.
 pub struct SuiteContext<'a> {
     pub agent: &'a Agent,
     pub summary: &'a Summary,
+    pub topology: &'a Topology,
 }
 
 /// How long one guest command of a suite may take.

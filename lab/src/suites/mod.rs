@@ -5,6 +5,7 @@
 //! `suite_support/`.
 
 pub mod dax;
+pub mod dcd;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
@@ -14,6 +15,7 @@ use std::sync::LazyLock;
 
 use clap::builder::PossibleValue;
 use clap::ValueEnum;
+use cxl_topology::{DeviceKind, Topology};
 use serde_json::Value;
 
 use crate::suite_support::{SuiteContext, SuiteError};
@@ -32,6 +34,10 @@ pub enum Suite {
     /// CXL poison, event records and AER errors injected through QMP,
     /// compared with what the guest kernel reports.
     Ras,
+    /// Dynamic capacity extents added and released through QMP; the
+    /// guest's side where its kernel has it (`all` skips it on a topology
+    /// without a dynamic device).
+    Dcd,
 }
 
 impl Suite {
@@ -44,6 +50,7 @@ impl Suite {
             Suite::Faults => "faults",
             Suite::Ioriot => "ioriot",
             Suite::Ras => "ras",
+            Suite::Dcd => "dcd",
         }
     }
 
@@ -55,6 +62,19 @@ impl Suite {
             Suite::Faults => faults::run(ctx).await,
             Suite::Ioriot => ioriot::run(ctx).await,
             Suite::Ras => ras::run(ctx).await,
+            Suite::Dcd => dcd::run(ctx).await,
+        }
+    }
+
+    /// Why `all` leaves the suite out on `topology`, or None when it
+    /// applies. Named on its own, a suite runs anyway (and fails with the
+    /// same reason).
+    pub fn not_for(self, topology: &Topology) -> Option<String> {
+        match self {
+            Suite::Dcd if !topology.devices.iter().any(|d| d.kind == DeviceKind::Dynamic) => {
+                Some("the topology has no dynamic capacity device (kind = \"dynamic\"; `lab up --topology dcd` has one)".into())
+            }
+            _ => None,
         }
     }
 }
@@ -106,6 +126,19 @@ pub fn expand(args: &[SuiteArg]) -> Vec<Suite> {
     out
 }
 
+/// [`expand`] for a lab's `topology`: each suite with the reason `all`
+/// leaves it out there ([`Suite::not_for`]), None for a suite to run. A
+/// suite named on its own always runs.
+pub fn expand_for(args: &[SuiteArg], topology: &Topology) -> Vec<(Suite, Option<String>)> {
+    expand(args)
+        .into_iter()
+        .map(|s| {
+            let named = args.contains(&SuiteArg::One(s));
+            (s, if named { None } else { s.not_for(topology) })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,18 +180,50 @@ mod tests {
     #[test]
     fn all_expands_and_unknown_names_are_refused() {
         use Suite::*;
-        assert_eq!(parse(&["all"]).unwrap(), [Dax, Fio, Faults, Ioriot, Ras]);
+        assert_eq!(
+            parse(&["all"]).unwrap(),
+            [Dax, Fio, Faults, Ioriot, Ras, Dcd]
+        );
         assert_eq!(parse(&["fio"]).unwrap(), [Fio]);
         assert_eq!(
             parse(&["dax", "all"]).unwrap(),
-            [Dax, Fio, Faults, Ioriot, Ras]
+            [Dax, Fio, Faults, Ioriot, Ras, Dcd]
         );
         assert_eq!(parse(&["faults", "dax", "faults"]).unwrap(), [Faults, Dax]);
         let e = parse(&["nope"]).unwrap_err();
         assert!(
             e.contains("invalid value 'nope'")
-                && e.contains("[possible values: dax, fio, faults, ioriot, ras, all]"),
+                && e.contains("[possible values: dax, fio, faults, ioriot, ras, dcd, all]"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn all_skips_dcd_without_a_dynamic_device_but_a_named_dcd_runs() {
+        use Suite::*;
+        let default = Topology::embedded_default();
+        let p = cxl_topology::preset("dcd").unwrap();
+        let dcd = Topology::parse(p.toml, "dcd").unwrap();
+        let all = [SuiteArg::All];
+        let skipped: Vec<(Suite, bool)> = expand_for(&all, &default)
+            .into_iter()
+            .map(|(s, why)| (s, why.is_some()))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (Dax, false),
+                (Fio, false),
+                (Faults, false),
+                (Ioriot, false),
+                (Ras, false),
+                (Dcd, true)
+            ]
+        );
+        let why = expand_for(&all, &default)[5].1.clone().unwrap();
+        assert!(why.contains("no dynamic capacity device"), "{why}");
+        assert!(expand_for(&all, &dcd).iter().all(|(_, why)| why.is_none()));
+        let named = [SuiteArg::One(Dcd), SuiteArg::All];
+        assert_eq!(expand_for(&named, &default)[0], (Dcd, None));
     }
 }

@@ -157,10 +157,12 @@ struct Ras<'c, 'a> {
 impl Ras<'_, '_> {
     /// Injects through `lab inject`'s code; what was sent, or why not.
     async fn inject(&self, injection: &Injection) -> Result<Value, String> {
-        let r = crate::verbs::inject::inject(&self.ctx.summary.name, injection)
+        let r = crate::inject::inject(&self.ctx.summary.qmp_socket, self.ctx.topology, injection)
             .await
             .map_err(|e| format!("injection failed: {}", crate::error::error_chain(&e)))?;
-        Ok(json!({ "form": r.form, "command": r.command, "device": r.device, "fields": r.fields }))
+        Ok(
+            json!({ "form": injection.form(), "command": r.command, "device": r.device, "fields": r.fields }),
+        )
     }
 
     async fn trace(&self) -> Result<String, SuiteError> {

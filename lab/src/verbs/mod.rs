@@ -19,7 +19,7 @@ pub use down::down;
 pub use exec::{agent, exec};
 pub use inject::inject;
 pub use launch::AccelChoice;
-pub use run::run_suites;
+pub use run::{run_selection, run_suites};
 pub use status::status;
 pub use up::{up, UpOptions};
 

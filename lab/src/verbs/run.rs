@@ -10,7 +10,7 @@ use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
 use crate::rundir::RunDir;
 use crate::suite_support::{SuiteContext, SuiteError};
-use crate::suites::Suite;
+use crate::suites::{expand_for, Suite, SuiteArg};
 use crate::summary::{summarize, SuiteResult};
 
 /// A suite's outcome as `lab run` reports it.
@@ -62,11 +62,33 @@ fn record_result(
     })
 }
 
-/// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
-/// `results/<suite>.json` in the run directory (see `record_result`).
+/// `lab run <suite>…`: runs every suite named in the guest; each one's
+/// JSON goes to `results/<suite>.json` in the run directory (see
+/// `record_result`).
 pub async fn run_suites(
     name: &str,
     suites: &[Suite],
+    events: &Events,
+) -> Result<Vec<SuiteResult>, LabError> {
+    let plan: Vec<(Suite, Option<String>)> = suites.iter().map(|s| (*s, None)).collect();
+    run_planned(name, |_| plan, events).await
+}
+
+/// `lab run` as typed: `all` leaves out the suites that do not apply to
+/// the lab's topology (`Suite::not_for`), each reported as skipped with
+/// the reason (its results file says so too); a suite named on its own
+/// runs.
+pub async fn run_selection(
+    name: &str,
+    args: &[SuiteArg],
+    events: &Events,
+) -> Result<Vec<SuiteResult>, LabError> {
+    run_planned(name, |t| expand_for(args, t), events).await
+}
+
+async fn run_planned(
+    name: &str,
+    plan: impl FnOnce(&Topology) -> Vec<(Suite, Option<String>)>,
     events: &Events,
 ) -> Result<Vec<SuiteResult>, LabError> {
     let run = RunDir::new(name)?;
@@ -74,22 +96,46 @@ pub async fn run_suites(
         .load()?
         .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
     let topology = Topology::load(Some(&run.topology_file()))?;
+    let plan = plan(&topology);
     let summary = summarize(&run, &state, &topology);
     let agent = agent(name).await?;
     std::fs::create_dir_all(run.results_dir()).map_err(io_err(&run.results_dir()))?;
     let ctx = SuiteContext {
         agent: &agent,
         summary: &summary,
+        topology: &topology,
     };
     let mut out = Vec::new();
-    for &suite in suites {
+    for (suite, skip) in plan {
         let name = suite.name();
+        let file = run.results_dir().join(format!("{name}.json"));
+        if let Some(reason) = skip {
+            let v = serde_json::json!({ "suite": name, "passed": false, "skipped": reason });
+            std::fs::write(
+                &file,
+                serde_json::to_vec_pretty(&v).expect("JSON serialises"),
+            )
+            .map_err(io_err(&file))?;
+            events.emit(Event::Finished {
+                step: Step::Command,
+                elapsed: std::time::Duration::ZERO,
+                detail: format!("suite {name} skipped: {reason}"),
+            });
+            out.push(SuiteResult {
+                suite: name.into(),
+                passed: false,
+                seconds: 0.0,
+                result_file: file,
+                error: None,
+                skipped: Some(reason),
+            });
+            continue;
+        }
         let t = Instant::now();
         events.emit(Event::Started {
             step: Step::Command,
             detail: format!("suite {name}"),
         });
-        let file = run.results_dir().join(format!("{name}.json"));
         let result = suite.run(&ctx).await;
         let Outcome {
             passed,
