@@ -82,6 +82,32 @@ pub fn with_library_dependencies(packages: &[String]) -> Result<BTreeSet<String>
     Ok(set)
 }
 
+/// The packages `package` depends on directly (first of each
+/// alternative), as `apt-cache depends` lists them.
+pub fn depends_of(package: &str) -> Result<Vec<String>, DebError> {
+    let out = run(
+        "apt-cache",
+        &["depends", "--no-recommends", "--no-suggests", package],
+        None,
+    )?;
+    Ok(parse_depends(&out))
+}
+
+fn parse_depends(out: &str) -> Vec<String> {
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim_start().trim_start_matches('|');
+            l.strip_prefix("Depends:")
+        })
+        .map(|n| {
+            n.trim()
+                .trim_start_matches('<')
+                .trim_end_matches('>')
+                .to_owned()
+        })
+        .collect()
+}
+
 /// The cached `.deb` of `package` in `dir`, if any.
 pub fn cached_deb(dir: &Path, package: &str) -> Option<PathBuf> {
     let prefix = format!("{package}_");
@@ -167,6 +193,21 @@ mod tests {
         ));
         assert_eq!(n, "busybox-static");
         assert_eq!(v, "1:1.35.0-4+deb12u1+b1");
+    }
+
+    #[test]
+    fn parses_apt_cache_depends() {
+        let out = "linux-headers-6.12.118+deb12-amd64\n  Depends: linux-base\n  Depends: linux-headers-6.12.118+deb12-common\n |Depends: linux-image-6.12.118+deb12-amd64\n  Depends: <linux-kbuild-6.12.118+deb12>\n  Depends: gcc-12\n";
+        assert_eq!(
+            parse_depends(out),
+            [
+                "linux-base",
+                "linux-headers-6.12.118+deb12-common",
+                "linux-image-6.12.118+deb12-amd64",
+                "linux-kbuild-6.12.118+deb12",
+                "gcc-12"
+            ]
+        );
     }
 
     #[test]

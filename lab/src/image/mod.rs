@@ -6,6 +6,7 @@
 pub mod cpio;
 pub mod debs;
 pub mod elf;
+pub mod kmod;
 pub mod modules;
 pub mod recipe;
 
@@ -20,6 +21,7 @@ use sha2::{Digest, Sha256};
 use crate::events::{Event, Events, Step};
 use debs::DebError;
 use elf::ElfError;
+use kmod::KmodError;
 use modules::ModuleError;
 use recipe::Recipe;
 
@@ -35,6 +37,8 @@ pub enum ImageError {
     Elf(#[from] ElfError),
     #[error(transparent)]
     Module(#[from] ModuleError),
+    #[error(transparent)]
+    Kmod(#[from] KmodError),
     #[error("Guest tool {name} is not built in {dir}; run `cargo build --workspace` first (or set CXL_LAB_TOOLS_DIR).")]
     MissingTool { name: String, dir: PathBuf },
     #[error("The kernel package has no /boot/vmlinuz-*.")]
@@ -84,11 +88,27 @@ pub struct Manifest {
     pub packages: BTreeMap<String, String>,
     pub modules: Vec<String>,
     pub boot_modules: Vec<String>,
+    /// Out-of-tree modules built against this kernel's headers.
+    #[serde(default)]
+    pub built_modules: Vec<BuiltModuleInfo>,
     pub guest_tools: Vec<String>,
+    /// Documented program names made symlinks to guest tools.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Libraries served from `extras/` over virtio-9p.
     pub extras: Vec<String>,
     pub files: usize,
     pub initrd_bytes: u64,
+}
+
+/// An out-of-tree module of the image and the compilers that made it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuiltModuleInfo {
+    pub name: String,
+    /// Under `/lib/modules/<release>/`.
+    pub path: String,
+    pub compiler: String,
+    pub kernel_compiler: String,
 }
 
 /// A built image.
@@ -171,6 +191,13 @@ fn cache_key(tools: &[Tool]) -> Result<String, ImageError> {
         h.update(part.as_bytes());
         h.update([0]);
     }
+    for src in kmod::SOURCES {
+        for (name, text) in src.files {
+            h.update(name.as_bytes());
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+    }
     for t in tools {
         h.update(t.name.as_bytes());
         h.update(std::fs::read(&t.host).map_err(io_err(&t.host))?);
@@ -244,6 +271,10 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
         Ok(())
     })?;
 
+    let built = events.step(Step::ImageModules, recipe.built_modules.join(", "), || {
+        build_modules(&recipe, &opts.cache_dir, &deb_dir, &staging)
+    })?;
+
     let tmp = images.join(format!("{key}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -256,6 +287,7 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
             &key,
             &kernel_package,
             &deb_files,
+            built,
         )
     })?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -286,6 +318,37 @@ fn load(dir: &Path) -> Option<Image> {
     })
 }
 
+/// Builds the recipe's out-of-tree modules against the headers of the
+/// kernel release extracted in `staging`.
+fn build_modules(
+    recipe: &Recipe,
+    cache_dir: &Path,
+    deb_dir: &Path,
+    staging: &Path,
+) -> Result<Vec<kmod::BuiltModule>, ImageError> {
+    if recipe.built_modules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources = recipe
+        .built_modules
+        .iter()
+        .map(|n| kmod::source(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let release = modules::ModuleTree::open(staging)?.kernel_release;
+    let packages: BTreeSet<String> = kmod::headers_packages(&release)?.into_iter().collect();
+    let header_debs =
+        debs::download(deb_dir, &packages, |_, _| {}).map_err(|source| KmodError::Headers {
+            release: release.clone(),
+            source,
+        })?;
+    let headers = kmod::extract_headers(cache_dir, &release, &header_debs)?;
+    let work = staging.join("kmod-build");
+    sources
+        .into_iter()
+        .map(|s| kmod::build(s, &headers, &release, &work).map_err(ImageError::from))
+        .collect()
+}
+
 /// Contents of one initramfs entry.
 enum Source {
     Host(PathBuf, u32),
@@ -305,6 +368,7 @@ fn pack(
     key: &str,
     kernel_package: &str,
     debs_used: &[PathBuf],
+    built: Vec<kmod::BuiltModule>,
 ) -> Result<Manifest, ImageError> {
     let mut files: BTreeMap<String, Source> = BTreeMap::new();
     let missing = |p: &str| ElfError::MissingProgram { path: p.to_owned() };
@@ -333,6 +397,17 @@ fn pack(
             .is_ok_and(|s| s.success());
         let src = if ok { small } else { t.host.clone() };
         files.insert(t.guest.clone(), Source::Host(src, 0o755));
+    }
+    let mut aliases = Vec::new();
+    for (alias, tool) in &recipe.tool_aliases {
+        if let Some(t) = tools.iter().find(|t| &t.name == tool) {
+            let dir = Path::new(&t.guest).parent().unwrap_or(Path::new("/"));
+            files.insert(
+                dir.join(alias).to_string_lossy().into_owned(),
+                Source::Symlink(t.name.clone()),
+            );
+            aliases.push(format!("{alias} -> {}", t.name));
+        }
     }
     let boot_libs = elf::library_closure(staging, &elves)?;
     for lib in &boot_libs {
@@ -366,7 +441,17 @@ fn pack(
     let mut all_mods = recipe.boot_modules.clone();
     all_mods.extend(recipe.late_modules.iter().cloned());
     all_mods.extend(recipe.extra_modules.iter().cloned());
-    let mods = tree.closure(&all_mods)?;
+    let mut mods = tree.closure(&all_mods)?;
+    let built_modules: Vec<BuiltModuleInfo> = built
+        .iter()
+        .map(|b| BuiltModuleInfo {
+            name: b.module.name.clone(),
+            path: b.module.rel_path.clone(),
+            compiler: b.compiler.clone(),
+            kernel_compiler: b.kernel_compiler.clone(),
+        })
+        .collect();
+    mods.extend(built.into_iter().map(|b| b.module));
     let mod_base = format!("/lib/modules/{}", tree.kernel_release);
     files.insert(
         format!("{mod_base}/modules.dep"),
@@ -433,7 +518,9 @@ fn pack(
         packages,
         modules: module_names,
         boot_modules: boot,
+        built_modules,
         guest_tools: tools.iter().map(|t| t.name.clone()).collect(),
+        aliases,
         extras,
         files: files.len(),
         initrd_bytes: 0,

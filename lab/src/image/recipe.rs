@@ -18,8 +18,11 @@ pub struct Recipe {
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,
+    pub built_modules: Vec<String>,
     pub guest_tools: Vec<String>,
     pub optional_guest_tools: Vec<String>,
+    /// Documented program name -> guest tool it runs.
+    pub tool_aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl Recipe {
@@ -44,6 +47,13 @@ mod tests {
     fn embedded_recipe_parses_and_matches_kernel_names() {
         let r = Recipe::embedded();
         assert!(r.boot_modules.iter().any(|m| m == "cxl_acpi"));
+        for (alias, tool) in &r.tool_aliases {
+            assert!(
+                r.guest_tools.contains(tool) || r.optional_guest_tools.contains(tool),
+                "alias {alias} names {tool}, which is no guest tool"
+            );
+        }
+        assert_eq!(r.tool_aliases["test_mwait_dax"], "dax-tester");
         assert_eq!(
             r.kernel_version_of("linux-image-6.12.95+deb12-amd64-unsigned"),
             Some(95)
