@@ -112,7 +112,10 @@ static void start(struct proc_entry *e, u64 page, unsigned long address)
 	e->sequential = 0;
 	e->exited = false;
 	e->born_ns = ktime_get_ns();
-	get_task_comm(e->comm, current);
+	/* Without task_lock, as bpf_get_current_comm does: no lock nests in
+	 * procs_lock, and a racing rename only makes the copy a mix of names. */
+	memcpy(e->comm, current->comm, TASK_COMM_LEN - 1);
+	e->comm[TASK_COMM_LEN - 1] = '\0';
 }
 
 static int on_fault(struct kprobe *kp, struct pt_regs *regs)
