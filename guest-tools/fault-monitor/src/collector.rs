@@ -329,7 +329,10 @@ impl Counter {
     fn poll(&mut self) -> Result<Poll, CollectorError> {
         match self {
             Counter::Ebpf(c) => c.poll(),
-            Counter::Proc(c) => Ok(c.poll()?),
+            Counter::Proc(c) => {
+                let procfile::Counts { live, exited } = c.poll()?;
+                Ok(Poll { live, exited })
+            }
         }
     }
 

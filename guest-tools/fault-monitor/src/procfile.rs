@@ -95,6 +95,15 @@ pub fn parse_detail(text: &str) -> Result<Table, ProcFileError> {
     Ok(t)
 }
 
+/// One look at the module's table.
+#[derive(Debug, Default)]
+pub struct Counts {
+    /// The running processes, by pid.
+    pub live: Vec<Sample>,
+    /// Processes that exited since the last poll, with their final counts.
+    pub exited: Vec<Sample>,
+}
+
 /// The module's counts, polled like the eBPF collector's map.
 pub struct ProcCollector {
     /// Exited entries already handed out, by (pid, born_ns).
@@ -149,14 +158,14 @@ impl ProcCollector {
     }
 
     /// The running processes and those that exited since the last poll.
-    pub fn poll(&mut self) -> Result<crate::collector::Poll, ProcFileError> {
+    pub fn poll(&mut self) -> Result<Counts, ProcFileError> {
         let table = read_table()?;
         self.dropped = table.dropped;
         Ok(self.split(table))
     }
 
-    fn split(&mut self, table: Table) -> crate::collector::Poll {
-        let mut poll = crate::collector::Poll::default();
+    fn split(&mut self, table: Table) -> Counts {
+        let mut poll = Counts::default();
         let mut still_there = HashSet::new();
         for e in table.entries {
             let key = (e.sample.pid, e.sample.born_ns);

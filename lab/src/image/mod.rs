@@ -284,9 +284,11 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
             &staging,
             &tools,
             &tmp,
-            &key,
-            &kernel_package,
-            &deb_files,
+            &Provenance {
+                key: &key,
+                kernel_package: &kernel_package,
+                debs_used: &deb_files,
+            },
             built,
         )
     })?;
@@ -360,16 +362,26 @@ enum Source {
 pub const EXTRAS_MOUNT: &str = "/extras";
 pub const EXTRAS_TAG: &str = "cxl-lab-extras";
 
+/// What an image is made from, for its manifest.
+struct Provenance<'a> {
+    key: &'a str,
+    kernel_package: &'a str,
+    debs_used: &'a [PathBuf],
+}
+
 fn pack(
     recipe: &Recipe,
     staging: &Path,
     tools: &[Tool],
     out_dir: &Path,
-    key: &str,
-    kernel_package: &str,
-    debs_used: &[PathBuf],
+    from: &Provenance,
     built: Vec<kmod::BuiltModule>,
 ) -> Result<Manifest, ImageError> {
+    let Provenance {
+        key,
+        kernel_package,
+        debs_used,
+    } = *from;
     let mut files: BTreeMap<String, Source> = BTreeMap::new();
     let missing = |p: &str| ElfError::MissingProgram { path: p.to_owned() };
 
