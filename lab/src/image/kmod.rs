@@ -323,6 +323,70 @@ mod tests {
         assert_eq!(cc_version_text("CONFIG_X=y\n"), None);
     }
 
+    /// A stand-in headers tree: a .config naming `compiler` and a Makefile
+    /// whose `modules` target fails the way a compile error does.
+    fn failing_headers(compiler: &str) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(".config"),
+            format!("CONFIG_CC_VERSION_TEXT=\"{compiler}\"\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            d.path().join("Makefile"),
+            "modules:\n\t@echo 'seq_page_faults.c:42:1: error: expected declaration' >&2; exit 2\n",
+        )
+        .unwrap();
+        d
+    }
+
+    #[test]
+    fn a_failed_build_names_the_module_the_release_and_the_compiler_output() {
+        let host = Command::new("cc").arg("--version").output().unwrap();
+        let host = String::from_utf8_lossy(&host.stdout)
+            .lines()
+            .next()
+            .unwrap()
+            .to_owned();
+        let headers = failing_headers(&host);
+        let work = tempfile::tempdir().unwrap();
+        let src = source("seq_page_faults").unwrap();
+        let e = build(src, headers.path(), "6.12.118+deb12-amd64", work.path())
+            .err()
+            .expect("the build fails");
+        let text = e.to_string();
+        assert!(
+            text.starts_with("Building kernel module seq_page_faults (guest-tools/seq-page-faults-kmod) against the headers of 6.12.118+deb12-amd64 failed:\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("seq_page_faults.c:42:1: error: expected declaration"),
+            "{text}"
+        );
+        assert!(
+            work.path().join("seq_page_faults/Kbuild").is_file(),
+            "the sources were written for make"
+        );
+    }
+
+    #[test]
+    fn a_missing_compiler_is_named_with_the_fix() {
+        let headers = failing_headers("no-such-gcc-99 (Debian 99.1.0-1) 99.1.0");
+        let work = tempfile::tempdir().unwrap();
+        let e = build(
+            source("seq_page_faults").unwrap(),
+            headers.path(),
+            "r",
+            work.path(),
+        )
+        .err()
+        .expect("no compiler");
+        assert_eq!(
+            e.to_string(),
+            "The guest kernel was built with `no-such-gcc-99 (Debian 99.1.0-1) 99.1.0`, but no-such-gcc-99 is not on this host's PATH; install it (ci/install-deps installs gcc-12 and make) and build the image again."
+        );
+    }
+
     #[test]
     fn every_source_has_a_kbuild_naming_its_object() {
         for s in SOURCES {
