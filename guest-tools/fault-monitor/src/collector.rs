@@ -330,7 +330,14 @@ impl Counter {
         match self {
             Counter::Ebpf(c) => c.poll(),
             Counter::Proc(c) => {
-                let procfile::Counts { live, exited } = c.poll()?;
+                let procfile::Counts { mut live, exited } = c.poll()?;
+                // As for the eBPF map: the running process's own name, not
+                // that of its first fault (before an exec).
+                for s in &mut live {
+                    if let Some(name) = process_name(s.pid) {
+                        s.comm = name;
+                    }
+                }
                 Ok(Poll { live, exited })
             }
         }
