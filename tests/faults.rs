@@ -1,8 +1,10 @@
 //! `lab run faults` in a booted lab: the eBPF fault monitor, the
 //! sequential-fault collector and its dry-run advice daemon on cold-cache
-//! mmap workloads over ext4. The checks read the raw per-thread and
-//! per-process figures (not the suite's own verdicts) and that the
-//! collector forgets the processes that exit; the snapshot keeps
+//! mmap workloads over ext4, and the seq_page_faults kernel module
+//! (`madvise-collector --proc`, `/proc/seq_page_faults`) counting the same
+//! workloads as the eBPF collector, at the same time. The checks read the
+//! raw per-thread and per-process figures (not the suite's own verdicts)
+//! and that the collector forgets the processes that exit; the snapshot keeps
 //! what is stable from run to run, with timings, pids, tids and paths redacted.
 
 use cxl_lab::events::Events;
@@ -172,6 +174,44 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
         col["map_entries_peak"], col["map_entries_end"], col["exits"], col["swept"]
     );
 
+    // The kernel module and the eBPF program, attached at once, count the
+    // same workloads: a single-threaded process exactly alike (both probes
+    // see its faults in the same order), a multi-threaded one within the
+    // suite's stated tolerance (concurrent faults may reach the two probes
+    // in different orders); /proc/seq_page_faults shows the module's count.
+    let cmp = &v["collectors_compared"];
+    assert_eq!(
+        (&cmp["ebpf_source"], &cmp["proc_source"]),
+        (&json!("ebpf"), &json!("proc"))
+    );
+    let runs = cmp["runs"].as_array().expect("compared runs");
+    assert_eq!(runs.len(), 3, "{cmp:#}");
+    for c in runs {
+        println!(
+            "{} x{} pid {}: eBPF {} sequential of {} faults, module {} of {} (/proc/seq_page_faults: {}), allowed difference {}",
+            c["pattern"], c["threads"], c["pid"], c["ebpf"]["sequential"], c["ebpf"]["faults"],
+            c["proc"]["sequential"], c["proc"]["faults"], c["proc_file_count"], c["allowed_difference"]
+        );
+        let (es, ps) = (num(&c["ebpf"]["sequential"]), num(&c["proc"]["sequential"]));
+        let (ef, pf) = (num(&c["ebpf"]["faults"]), num(&c["proc"]["faults"]));
+        assert_eq!(num(&c["proc_file_count"]), ps, "{c:#}");
+        assert_eq!(
+            (&c["ebpf"]["exited"], &c["proc"]["exited"]),
+            (&json!(true), &json!(true)),
+            "{c:#}"
+        );
+        if num(&c["threads"]) == 1 {
+            assert_eq!((es, ef), (ps, pf), "one thread counts exactly alike: {c:#}");
+            assert!(es > 1000, "a sequential scan: {c:#}");
+        } else {
+            let allowed = (ef.max(pf) as f64 * 0.02).ceil() as u64;
+            assert!(
+                es.abs_diff(ps) <= allowed && ef.abs_diff(pf) <= allowed,
+                "more than 2 % apart: {c:#}"
+            );
+        }
+    }
+
     let o = &v["overhead"];
     println!(
         "overhead: {} bare {} ms (median {:.1}), under fault-monitor {} ms (median {:.1}), ratio {:.3} (target <= {})",
@@ -199,6 +239,17 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
             "seq": { "pid": seq["pid"], "first_advice": first },
             "random": { "pid": rnd["pid"], "advise_decisions": rnd["advise_decisions"] },
             "exits_lost": col["exits_lost"],
+        },
+        "collectors_compared": {
+            "multi_thread_tolerance": cmp["multi_thread_tolerance"],
+            "proc_dropped": cmp["proc_dropped"],
+            "runs": runs.iter().map(|c| json!({
+                "pattern": c["pattern"],
+                "threads": c["threads"],
+                "agree": c["agree"],
+                "exited": [c["ebpf"]["exited"], c["proc"]["exited"]],
+                "proc_file_shows_the_module_count": c["proc_file_count"] == c["proc"]["sequential"],
+            })).collect::<Vec<_>>(),
         },
         "overhead": { "workload": o["workload"], "rounds": o["rounds"], "target": o["target"], "ratio": o["ratio"] },
         "checks": v["checks"],

@@ -21,9 +21,21 @@ use serde::Serialize;
 
 use crate::advice::{self, Action, Decision, Policy, Sample, Tracker};
 use crate::preflight::PROBE_POINT;
+use crate::procfile::{self, ProcCollector};
 use crate::table;
 
 pub const DEFAULT_FILE: &str = "/run/madvise-collector/sequential";
+
+/// Where the counts come from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `madvise_collector.bpf.c`.
+    #[default]
+    Ebpf,
+    /// The `seq_page_faults` kernel module's `/proc` files (`procfile`).
+    Proc,
+}
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -34,6 +46,7 @@ pub struct Config {
     /// Some = daemon mode.
     pub daemon: Option<Policy>,
     pub dry_run: bool,
+    pub source: Source,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +80,8 @@ pub enum CollectorError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Proc(#[from] crate::procfile::ProcFileError),
     #[error("Cannot write the decision log.")]
     Log {
         #[source]
@@ -297,6 +312,54 @@ impl Collector {
     }
 }
 
+/// The counter behind a run: the eBPF program or the kernel module.
+enum Counter {
+    Ebpf(Box<Collector>),
+    Proc(ProcCollector),
+}
+
+impl Counter {
+    fn attach(source: Source) -> Result<Counter, CollectorError> {
+        Ok(match source {
+            Source::Ebpf => Counter::Ebpf(Box::new(Collector::attach()?)),
+            Source::Proc => Counter::Proc(ProcCollector::attach()?),
+        })
+    }
+
+    fn poll(&mut self) -> Result<Poll, CollectorError> {
+        match self {
+            Counter::Ebpf(c) => c.poll(),
+            Counter::Proc(c) => {
+                let procfile::Counts { mut live, exited } = c.poll()?;
+                // As for the eBPF map: the running process's own name, not
+                // that of its first fault (before an exec).
+                for s in &mut live {
+                    if let Some(name) = process_name(s.pid) {
+                        s.comm = name;
+                    }
+                }
+                Ok(Poll { live, exited })
+            }
+        }
+    }
+
+    fn attached_to(&self) -> String {
+        match self {
+            Counter::Ebpf(_) => format!("{PROBE_POINT} and sched/sched_process_exit"),
+            Counter::Proc(c) => format!(
+                "kernel module {} ({}; {})",
+                procfile::MODULE,
+                procfile::COUNTS_FILE,
+                if c.loaded_here {
+                    "loaded now, removed at the end"
+                } else {
+                    "already loaded: its counts include what came before"
+                }
+            ),
+        }
+    }
+}
+
 /// The process's name while it runs: the kernel program keeps the comm of
 /// the first fault, which can be the shell's before an exec.
 fn process_name(pid: u32) -> Option<String> {
@@ -361,6 +424,8 @@ impl ProcessReport {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub probe_point: &'static str,
+    /// Which counter ran: the eBPF program or the kernel module.
+    pub source: Source,
     pub file: String,
     pub interval_ms: u64,
     pub intervals: u64,
@@ -382,6 +447,9 @@ pub struct Report {
     /// interval, and at the end.
     pub map_entries_peak: usize,
     pub map_entries_end: usize,
+    /// The kernel module only: faults of new processes it had no free
+    /// entry for (its table is full of running processes).
+    pub dropped: u64,
 }
 
 /// Resolves an advise decision against the process's mappings and, unless
@@ -421,9 +489,10 @@ pub fn run(
     log: &mut dyn Write,
     stop: &dyn Fn() -> bool,
 ) -> Result<Report, CollectorError> {
-    let mut col = Collector::attach()?;
+    let mut col = Counter::attach(cfg.source)?;
     eprintln!(
-        "madvise-collector: attached to {PROBE_POINT} and sched/sched_process_exit, counts in {}",
+        "madvise-collector: attached to {}, counts in {}",
+        col.attached_to(),
         cfg.file.display()
     );
     let mut tracker = cfg.daemon.map(|p| Tracker::new(p, cfg.dry_run));
@@ -470,8 +539,13 @@ pub fn run(
         .map(|s| ProcessReport::new(s, false))
         .chain(exited.into_iter().map(|s| ProcessReport::new(s, true)))
         .collect();
+    let (exits, exits_lost, swept, dropped) = match &col {
+        Counter::Ebpf(c) => (c.exits_seen, c.exits_lost()?, c.swept, 0),
+        Counter::Proc(c) => (c.exits_seen, 0, 0, c.dropped),
+    };
     Ok(Report {
         probe_point: PROBE_POINT,
+        source: cfg.source,
         file: cfg.file.display().to_string(),
         interval_ms: cfg.interval.as_millis() as u64,
         intervals,
@@ -481,11 +555,12 @@ pub fn run(
         policy: cfg.daemon,
         processes,
         decisions,
-        exits: col.exits_seen,
-        exits_lost: col.exits_lost()?,
-        swept: col.swept,
+        exits,
+        exits_lost,
+        swept,
         map_entries_peak: peak,
         map_entries_end,
+        dropped,
     })
 }
 

@@ -36,13 +36,19 @@ pub fn kallsyms_has(text: &str, symbol: &str) -> bool {
     })
 }
 
-/// Root, BTF with the fault constants, the probe point and kprobe support; returns the
-/// constants the programs are loaded with.
-pub fn check(tool: &'static str) -> Result<FaultBits, PreflightError> {
+/// Root only (loading a kernel module needs no BTF or eBPF).
+pub fn require_root(tool: &'static str) -> Result<(), PreflightError> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err(PreflightError::NotRoot { tool });
     }
+    Ok(())
+}
+
+/// Root, BTF with the fault constants, the probe point and kprobe support; returns the
+/// constants the programs are loaded with.
+pub fn check(tool: &'static str) -> Result<FaultBits, PreflightError> {
+    require_root(tool)?;
     let bits = FaultBits::from_enums(&Enums::from_kernel()?)?;
     let syms =
         std::fs::read_to_string(KALLSYMS).map_err(|source| PreflightError::Kallsyms { source })?;

@@ -7,6 +7,7 @@
 pub mod cpio;
 pub mod debs;
 pub mod elf;
+pub mod kmod;
 pub mod lock;
 pub mod modules;
 pub mod recipe;
@@ -22,6 +23,7 @@ use sha2::{Digest, Sha256};
 use crate::events::{Event, Events, Step};
 use debs::DebError;
 use elf::ElfError;
+use kmod::KmodError;
 use lock::{LockDiff, LockError, PackageLock, UpdatePolicy};
 use modules::ModuleError;
 use recipe::Recipe;
@@ -50,6 +52,8 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Kmod(#[from] KmodError),
     #[error("Guest tool {name} is not built in {dir}; run `cargo build --workspace` first (or set CXL_LAB_TOOLS_DIR).")]
     MissingTool { name: String, dir: PathBuf },
     #[error("The kernel package has no /boot/vmlinuz-*.")]
@@ -103,11 +107,27 @@ pub struct Manifest {
     pub packages: BTreeMap<String, String>,
     pub modules: Vec<String>,
     pub boot_modules: Vec<String>,
+    /// Out-of-tree modules built against this kernel's headers.
+    #[serde(default)]
+    pub built_modules: Vec<BuiltModuleInfo>,
     pub guest_tools: Vec<String>,
+    /// Documented program names made symlinks to guest tools.
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Libraries served from `extras/` over virtio-9p.
     pub extras: Vec<String>,
     pub files: usize,
     pub initrd_bytes: u64,
+}
+
+/// An out-of-tree module of the image and the compilers that made it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BuiltModuleInfo {
+    pub name: String,
+    /// Under `/lib/modules/<release>/`.
+    pub path: String,
+    pub compiler: String,
+    pub kernel_compiler: String,
 }
 
 /// A built image.
@@ -195,6 +215,13 @@ fn cache_key(tools: &[Tool]) -> Result<String, ImageError> {
         h.update(part.as_bytes());
         h.update([0]);
     }
+    for src in kmod::SOURCES {
+        for (name, text) in src.files {
+            h.update(name.as_bytes());
+            h.update(text.as_bytes());
+            h.update([0]);
+        }
+    }
     for t in tools {
         h.update(t.name.as_bytes());
         h.update(std::fs::read(&t.host).map_err(io_err(&t.host))?);
@@ -254,6 +281,11 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
     let staging = opts.cache_dir.join("staging").join(&key);
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    // The headers are for building modules on the host, not for the guest.
+    let header_names = recipe.header_package_names(&kernel_package);
+    let (header_debs, deb_files): (Vec<PathBuf>, Vec<PathBuf>) = deb_files
+        .into_iter()
+        .partition(|d| header_names.contains(&debs::name_and_version(d).0));
     events.step(Step::ImageExtract, "", || -> Result<(), ImageError> {
         let total = deb_files.len() as u64;
         for (i, deb) in deb_files.iter().enumerate() {
@@ -267,6 +299,10 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
         Ok(())
     })?;
 
+    let built = events.step(Step::ImageModules, recipe.built_modules.join(", "), || {
+        build_modules(&recipe, &opts.cache_dir, &header_debs, &staging)
+    })?;
+
     let tmp = images.join(format!("{key}.tmp"));
     let _ = std::fs::remove_dir_all(&tmp);
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
@@ -276,9 +312,12 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
             &staging,
             &tools,
             &tmp,
-            &key,
-            &kernel_package,
-            &deb_files,
+            &Provenance {
+                key: &key,
+                kernel_package: &kernel_package,
+                debs_used: &deb_files,
+            },
+            built,
         )
     })?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -298,7 +337,9 @@ pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> 
 /// failure names the packages, what apt offers now and the fix, rather
 /// than building from other versions.
 fn check_lock(recipe: &Recipe, lock: &PackageLock, deb_dir: &Path) -> Result<(), ImageError> {
-    let uncovered = lock.uncovered(recipe, &recipe.package_names(&lock.kernel));
+    let mut roots = recipe.package_names(&lock.kernel);
+    roots.extend(recipe.header_package_names(&lock.kernel));
+    let uncovered = lock.uncovered(recipe, &roots);
     if !uncovered.is_empty() {
         let names: BTreeSet<String> = uncovered.iter().cloned().collect();
         let offers = debs::candidates(&names).unwrap_or_default();
@@ -390,6 +431,7 @@ pub fn update(opts: &UpdateOptions) -> Result<UpdateReport, ImageError> {
         _ => newest_kernel_package(&recipe)?,
     };
     let mut wanted = debs::with_library_dependencies(&recipe.package_names(&kernel))?;
+    wanted.extend(recipe.header_package_names(&kernel));
     wanted.insert(kernel.clone());
     let candidates = debs::candidates(&wanted)?;
     let new = lock::merge(
@@ -434,6 +476,31 @@ fn load(dir: &Path) -> Option<Image> {
     })
 }
 
+/// Builds the recipe's out-of-tree modules against the headers of the
+/// kernel release extracted in `staging`.
+fn build_modules(
+    recipe: &Recipe,
+    cache_dir: &Path,
+    header_debs: &[PathBuf],
+    staging: &Path,
+) -> Result<Vec<kmod::BuiltModule>, ImageError> {
+    if recipe.built_modules.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sources = recipe
+        .built_modules
+        .iter()
+        .map(|n| kmod::source(n))
+        .collect::<Result<Vec<_>, _>>()?;
+    let release = modules::ModuleTree::open(staging)?.kernel_release;
+    let headers = kmod::extract_headers(cache_dir, &release, header_debs)?;
+    let work = staging.join("kmod-build");
+    sources
+        .into_iter()
+        .map(|s| kmod::build(s, &headers, &release, &work).map_err(ImageError::from))
+        .collect()
+}
+
 /// Contents of one initramfs entry.
 enum Source {
     Host(PathBuf, u32),
@@ -445,15 +512,26 @@ enum Source {
 pub const EXTRAS_MOUNT: &str = "/extras";
 pub const EXTRAS_TAG: &str = "cxl-lab-extras";
 
+/// What an image is made from, for its manifest.
+struct Provenance<'a> {
+    key: &'a str,
+    kernel_package: &'a str,
+    debs_used: &'a [PathBuf],
+}
+
 fn pack(
     recipe: &Recipe,
     staging: &Path,
     tools: &[Tool],
     out_dir: &Path,
-    key: &str,
-    kernel_package: &str,
-    debs_used: &[PathBuf],
+    from: &Provenance,
+    built: Vec<kmod::BuiltModule>,
 ) -> Result<Manifest, ImageError> {
+    let Provenance {
+        key,
+        kernel_package,
+        debs_used,
+    } = *from;
     let mut files: BTreeMap<String, Source> = BTreeMap::new();
     let missing = |p: &str| ElfError::MissingProgram { path: p.to_owned() };
 
@@ -481,6 +559,17 @@ fn pack(
             .is_ok_and(|s| s.success());
         let src = if ok { small } else { t.host.clone() };
         files.insert(t.guest.clone(), Source::Host(src, 0o755));
+    }
+    let mut aliases = Vec::new();
+    for (alias, tool) in &recipe.tool_aliases {
+        if let Some(t) = tools.iter().find(|t| &t.name == tool) {
+            let dir = Path::new(&t.guest).parent().unwrap_or(Path::new("/"));
+            files.insert(
+                dir.join(alias).to_string_lossy().into_owned(),
+                Source::Symlink(t.name.clone()),
+            );
+            aliases.push(format!("{alias} -> {}", t.name));
+        }
     }
     let boot_libs = elf::library_closure(staging, &elves)?;
     for lib in &boot_libs {
@@ -514,7 +603,17 @@ fn pack(
     let mut all_mods = recipe.boot_modules.clone();
     all_mods.extend(recipe.late_modules.iter().cloned());
     all_mods.extend(recipe.extra_modules.iter().cloned());
-    let mods = tree.closure(&all_mods)?;
+    let mut mods = tree.closure(&all_mods)?;
+    let built_modules: Vec<BuiltModuleInfo> = built
+        .iter()
+        .map(|b| BuiltModuleInfo {
+            name: b.module.name.clone(),
+            path: b.module.rel_path.clone(),
+            compiler: b.compiler.clone(),
+            kernel_compiler: b.kernel_compiler.clone(),
+        })
+        .collect();
+    mods.extend(built.into_iter().map(|b| b.module));
     let mod_base = format!("/lib/modules/{}", tree.kernel_release);
     files.insert(
         format!("{mod_base}/modules.dep"),
@@ -588,7 +687,9 @@ fn pack(
         packages,
         modules: module_names,
         boot_modules: boot,
+        built_modules,
         guest_tools: tools.iter().map(|t| t.name.clone()).collect(),
+        aliases,
         extras,
         files: files.len(),
         initrd_bytes: 0,

@@ -18,8 +18,13 @@ pub struct Recipe {
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,
+    pub built_modules: Vec<String>,
+    /// The kernel's header packages, for `built_modules`.
+    pub kernel_headers: Vec<String>,
     pub guest_tools: Vec<String>,
     pub optional_guest_tools: Vec<String>,
+    /// Documented program name -> guest tool it runs.
+    pub tool_aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl Recipe {
@@ -38,6 +43,21 @@ impl Recipe {
             .iter()
             .chain(&self.extra_packages)
             .map(|p| p.replace("{kernel}", abi))
+            .collect()
+    }
+
+    /// The kernel's header packages (`kernel_headers`) for that kernel
+    /// package: pinned like the others, not unpacked into the image, and
+    /// without their dependencies (the host's compiler builds the modules).
+    pub fn header_package_names(&self, kernel_package: &str) -> Vec<String> {
+        let abi = kernel_abi(kernel_package);
+        let version = abi.rsplit_once('-').map_or(abi, |(v, _arch)| v);
+        self.kernel_headers
+            .iter()
+            .map(|p| {
+                p.replace("{kernel}", abi)
+                    .replace("{kernel_version}", version)
+            })
             .collect()
     }
 
@@ -68,6 +88,13 @@ mod tests {
     fn embedded_recipe_parses_and_matches_kernel_names() {
         let r = Recipe::embedded();
         assert!(r.boot_modules.iter().any(|m| m == "cxl_acpi"));
+        for (alias, tool) in &r.tool_aliases {
+            assert!(
+                r.guest_tools.contains(tool) || r.optional_guest_tools.contains(tool),
+                "alias {alias} names {tool}, which is no guest tool"
+            );
+        }
+        assert_eq!(r.tool_aliases["test_mwait_dax"], "dax-tester");
         assert_eq!(
             r.kernel_version_of("linux-image-6.12.95+deb12-amd64-unsigned"),
             Some(95)
@@ -75,6 +102,14 @@ mod tests {
         assert_eq!(
             kernel_abi("linux-image-6.12.118+deb12-amd64-unsigned"),
             "6.12.118+deb12-amd64"
+        );
+        assert_eq!(
+            r.header_package_names("linux-image-6.12.118+deb12-amd64-unsigned"),
+            [
+                "linux-headers-6.12.118+deb12-amd64",
+                "linux-headers-6.12.118+deb12-common",
+                "linux-kbuild-6.12.118+deb12"
+            ]
         );
         let mut with_headers = r.clone();
         with_headers.packages.push("linux-headers-{kernel}".into());

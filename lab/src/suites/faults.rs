@@ -3,9 +3,12 @@
 //! are never major), data-generator writes a file, the page cache is dropped
 //! before every workload, and mmap-workload runs seq and random patterns
 //! from several threads: once bare, then under fault-monitor, then under
-//! madvise-collector as a dry-run daemon. The result holds the workloads'
-//! own per-thread counts next to what the tools saw, the checks, and the
-//! overhead of the monitor (median random run, monitored / bare).
+//! madvise-collector as a dry-run daemon; last, the eBPF collector and
+//! `madvise-collector --proc` (the seq_page_faults kernel module and its
+//! `/proc/seq_page_faults`) count the same workloads side by side. The
+//! result holds the workloads' own per-thread counts next to what the tools
+//! saw, the two collectors' counts compared, the checks, and the overhead of
+//! the monitor (median random run, monitored / bare).
 
 use serde_json::{json, Value};
 
@@ -36,6 +39,24 @@ pub const OVERHEAD_ROUNDS: usize = 3;
 pub const OVERHEAD_TARGET: f64 = 1.2;
 /// "Far above": the sequential run's sequential faults over the random run's.
 pub const SEQUENTIAL_FACTOR: f64 = 10.0;
+/// Both collectors run at once, so both probes see every call of
+/// handle_mm_fault, one after the other in the faulting thread. A
+/// single-threaded process's calls reach both in the same order: the counts
+/// must be equal. Threads of one process fault concurrently on the guest's
+/// CPUs, and two faults can reach the two probes in different orders (the
+/// module takes a lock, the eBPF program updates its entry without one), so
+/// each such pair may turn a sequential fault into a non-sequential one in
+/// one collector and not the other: allowed, up to this fraction of the
+/// process's faults.
+pub const MULTI_THREAD_TOLERANCE: f64 = 0.02;
+/// The workloads both collectors count: (pattern, threads, count per thread).
+pub const COMPARED: [(&str, u32, u64); 3] = [
+    ("seq", 1, 2048),
+    ("seq", THREADS, SEQ_COUNT),
+    ("random", THREADS, RANDOM_COUNT),
+];
+const EBPF_COUNTS: &str = "/run/madvise-collector/sequential-ebpf";
+const PROC_COUNTS: &str = "/run/madvise-collector/sequential-proc";
 
 /// Formats an ext4 on the disk whose serial is the lab's scratch serial and
 /// mounts it; prints the device.
@@ -56,7 +77,112 @@ echo "$dev""#
 }
 
 pub fn workload_argv(pattern: &str, count: u64, delay_ms: u64) -> String {
-    format!("mmap-workload -f {FILE} -p {pattern} -c {count} -t {THREADS} -d {delay_ms} --seed 7 --json")
+    threads_argv(pattern, THREADS, count, delay_ms)
+}
+
+pub fn threads_argv(pattern: &str, threads: u32, count: u64, delay_ms: u64) -> String {
+    format!("mmap-workload -f {FILE} -p {pattern} -c {count} -t {threads} -d {delay_ms} --seed 7 --json")
+}
+
+/// Both collectors at once: each in the background, the workloads on a
+/// cold page cache once both are attached, then `/proc/seq_page_faults`
+/// read while the module is loaded, then both stopped; prints
+/// `{"ebpf": …, "proc": …, "proc_file": "…", "runs": […]}`.
+pub fn both_collectors_script(workloads: &[String]) -> String {
+    let mut s = format!(
+        r#"set -e
+cd {WORK}
+madvise-collector -i {COLLECTOR_INTERVAL_MS} --json -o {EBPF_COUNTS} > ebpf.json 2> ebpf.err < /dev/null &
+e=$!
+madvise-collector --proc -i {COLLECTOR_INTERVAL_MS} --json -o {PROC_COUNTS} > proc.json 2> proc.err < /dev/null &
+p=$!
+trap 'kill $e $p 2>/dev/null || true' EXIT
+i=0
+until grep -q attached ebpf.err && grep -q attached proc.err; do
+  i=$((i+1))
+  if [ $i -gt 600 ] || ! kill -0 $e 2>/dev/null || ! kill -0 $p 2>/dev/null; then
+    echo "the collectors did not both attach:" >&2; cat ebpf.err proc.err >&2; exit 1
+  fi
+  sleep 0.1
+done
+"#
+    );
+    for (i, w) in workloads.iter().enumerate() {
+        s.push_str(&format!(
+            "sync; echo 3 > /proc/sys/vm/drop_caches\n{w} > both{i}.json\n"
+        ));
+    }
+    s.push_str(
+        "cat /proc/seq_page_faults > proc_file.txt\nkill -INT $e $p\nwait $e\nwait $p\ntrap - EXIT\n",
+    );
+    s.push_str("printf '{\"ebpf\":'; cat ebpf.json; printf ',\"proc\":'; cat proc.json\n");
+    // The PID COUNT lines as one JSON string (digits, spaces, newlines).
+    s.push_str("printf ',\"proc_file\":\"'; sed 's/$/\\\\n/' proc_file.txt | tr -d '\\n'; printf '\",\"runs\":['\n");
+    for i in 0..workloads.len() {
+        if i > 0 {
+            s.push_str("printf ','\n");
+        }
+        s.push_str(&format!("cat both{i}.json\n"));
+    }
+    s.push_str("printf ']}'\n");
+    s
+}
+
+/// `PID COUNT` lines -> count by pid.
+pub fn pid_counts(text: &str) -> std::collections::BTreeMap<u64, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            Some((f.next()?.parse().ok()?, f.next()?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One workload as both collectors counted it, and whether they agree:
+/// exactly for one thread, within `MULTI_THREAD_TOLERANCE` of its faults
+/// for several.
+pub fn agreement(workload: &Value, ebpf: &Value, proc_: &Value, proc_file: &str) -> Value {
+    let pid = u(&workload["pid"]);
+    let threads = workload["threads"].as_array().map_or(0, Vec::len);
+    let find = |report: &Value| {
+        report["processes"]
+            .as_array()
+            .and_then(|p| p.iter().find(|p| u(&p["pid"]) == pid))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    let (e, p) = (find(ebpf), find(proc_));
+    let file = pid_counts(proc_file).get(&pid).copied();
+    let counts = (
+        e["sequential"].as_u64(),
+        p["sequential"].as_u64(),
+        e["faults"].as_u64(),
+        p["faults"].as_u64(),
+    );
+    let (allowed, agree) = match counts {
+        (Some(es), Some(ps), Some(ef), Some(pf)) => {
+            let allowed = if threads <= 1 {
+                0
+            } else {
+                (ef.max(pf) as f64 * MULTI_THREAD_TOLERANCE).ceil() as u64
+            };
+            let ok = es.abs_diff(ps) <= allowed && ef.abs_diff(pf) <= allowed && file == Some(ps);
+            (Some(allowed), ok)
+        }
+        _ => (None, false),
+    };
+    json!({
+        "pid": pid,
+        "pattern": workload["pattern"],
+        "threads": threads,
+        "ebpf": { "faults": e["faults"], "sequential": e["sequential"], "exited": e["exited"] },
+        "proc": { "faults": p["faults"], "sequential": p["sequential"], "exited": p["exited"] },
+        "proc_file_count": file,
+        "sequential_difference": counts.0.zip(counts.1).map(|(a, b)| a.abs_diff(b)),
+        "faults_difference": counts.2.zip(counts.3).map(|(a, b)| a.abs_diff(b)),
+        "allowed_difference": allowed,
+        "agree": agree,
+    })
 }
 
 /// Runs `tool` in the background, waits for it to say it is attached, runs
@@ -181,7 +307,13 @@ pub fn majors_match_getrusage(view: &Value) -> bool {
 }
 
 /// The suite's checks over the views.
-pub fn checks(random: &Value, seq: &Value, seq_c: &Value, random_c: &Value) -> Value {
+pub fn checks(
+    random: &Value,
+    seq: &Value,
+    seq_c: &Value,
+    random_c: &Value,
+    compared: &[Value],
+) -> Value {
     let workers = random["workers"].as_array().cloned().unwrap_or_default();
     let own_rows = !workers.is_empty() && workers.iter().all(|w| u(&w["rows"]) == 1);
     let majors = !workers.is_empty() && workers.iter().all(|w| u(&w["monitor_major"]) > 0);
@@ -205,6 +337,8 @@ pub fn checks(random: &Value, seq: &Value, seq_c: &Value, random_c: &Value) -> V
         "daemon_leaves_the_random_process_alone": u(&random_c["advise_decisions"]) == 0,
         "collector_reports_exited_workloads_by_their_final_counts":
             seq_c["exited"] == true && random_c["exited"] == true,
+        "proc_module_agrees_with_ebpf_collector":
+            !compared.is_empty() && compared.iter().all(|c| c["agree"] == true),
     })
 }
 
@@ -287,9 +421,21 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         .await?
         .stdout;
 
+    let both_runs: Vec<String> = COMPARED
+        .iter()
+        .map(|(p, t, c)| threads_argv(p, *t, *c, 0))
+        .collect();
+    let (both, _) = ctx
+        .exec_json(&sh(both_collectors_script(&both_runs)))
+        .await?;
+    let proc_file = both["proc_file"].as_str().unwrap_or_default();
+    let compared: Vec<Value> = (0..COMPARED.len())
+        .map(|i| agreement(&both["runs"][i], &both["ebpf"], &both["proc"], proc_file))
+        .collect();
+
     let (bare_median, monitored_median) = (median(&bare_ms), median(&monitored_ms));
     let ratio = ratio(monitored_median, bare_median);
-    let checks = checks(&random_m, &seq_m, &seq_c, &random_c);
+    let checks = checks(&random_m, &seq_m, &seq_c, &random_c, &compared);
     Ok(json!({
         "suite": "faults",
         "passed": all_true(&checks),
@@ -329,6 +475,15 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "map_entries_peak": col["map_entries_peak"],
             "map_entries_end": col["map_entries_end"],
         },
+        "collectors_compared": {
+            "ebpf_source": both["ebpf"]["source"],
+            "proc_source": both["proc"]["source"],
+            "multi_thread_tolerance": MULTI_THREAD_TOLERANCE,
+            "runs": compared,
+            "proc_exits": both["proc"]["exits"],
+            "proc_dropped": both["proc"]["dropped"],
+            "ebpf_exits_lost": both["ebpf"]["exits_lost"],
+        },
         "checks": checks,
     }))
 }
@@ -361,6 +516,94 @@ mod tests {
         assert_eq!(
             workload_argv("seq", 5, 1),
             "mmap-workload -f /mnt/faults/data -p seq -c 5 -t 4 -d 1 --seed 7 --json"
+        );
+    }
+
+    #[test]
+    fn both_collectors_run_at_once_and_the_proc_file_is_read_before_they_stop() {
+        let s = both_collectors_script(&["w0".into(), "w1".into()]);
+        assert!(
+            s.contains("madvise-collector -i 100 --json -o /run/madvise-collector/sequential-ebpf")
+        );
+        assert!(s.contains(
+            "madvise-collector --proc -i 100 --json -o /run/madvise-collector/sequential-proc"
+        ));
+        let (attach, w1, cat, stop) = (
+            s.find("until grep -q attached ebpf.err && grep -q attached proc.err")
+                .unwrap(),
+            s.find("w1 > both1.json").unwrap(),
+            s.find("cat /proc/seq_page_faults").unwrap(),
+            s.find("kill -INT $e $p").unwrap(),
+        );
+        assert!(attach < w1 && w1 < cat && cat < stop);
+        assert_eq!(s.matches("drop_caches").count(), 2);
+        assert!(
+            s.contains("sed 's/$/\\\\n/' proc_file.txt | tr -d '\\n'"),
+            "{s}"
+        );
+        assert_eq!(
+            pid_counts("10 5\n11 0\nbad\n"),
+            [(10, 5), (11, 0)].into_iter().collect()
+        );
+    }
+
+    #[test]
+    fn one_thread_must_agree_exactly_several_within_the_tolerance() {
+        let report = |pid: u64, faults: u64, seq: u64| json!({"processes": [{"pid": pid, "faults": faults, "sequential": seq, "exited": true}]});
+        let one = json!({"pid": 5, "pattern": "seq", "threads": [{"tid": 5}]});
+        let a = agreement(
+            &one,
+            &report(5, 2049, 2047),
+            &report(5, 2049, 2047),
+            "5 2047\n",
+        );
+        assert_eq!(
+            (&a["agree"], &a["allowed_difference"]),
+            (&json!(true), &json!(0))
+        );
+        let a = agreement(
+            &one,
+            &report(5, 2049, 2047),
+            &report(5, 2049, 2046),
+            "5 2046\n",
+        );
+        assert_eq!(
+            a["agree"], false,
+            "one thread: off by one is a disagreement"
+        );
+        assert_eq!(a["sequential_difference"], 1);
+        let four = json!({"pid": 6, "pattern": "seq", "threads": [{}, {}, {}, {}]});
+        let a = agreement(
+            &four,
+            &report(6, 2000, 1900),
+            &report(6, 2000, 1870),
+            "6 1870\n",
+        );
+        assert_eq!(
+            (&a["agree"], &a["allowed_difference"]),
+            (&json!(true), &json!(40))
+        );
+        let a = agreement(
+            &four,
+            &report(6, 2000, 1900),
+            &report(6, 2000, 1850),
+            "6 1850\n",
+        );
+        assert_eq!(a["agree"], false, "50 > 2 % of 2000");
+        let a = agreement(
+            &four,
+            &report(6, 2000, 1900),
+            &report(6, 2000, 1900),
+            "6 1899\n",
+        );
+        assert_eq!(
+            a["agree"], false,
+            "/proc/seq_page_faults must show the module's count"
+        );
+        let a = agreement(&four, &report(6, 2000, 1900), &json!({"processes": []}), "");
+        assert_eq!(
+            (&a["agree"], &a["allowed_difference"]),
+            (&json!(false), &Value::Null)
         );
     }
 
@@ -397,7 +640,7 @@ mod tests {
             ),
             (Some(90), Some(1))
         );
-        let c = checks(&v, &v, &seq_c, &rnd_c);
+        let c = checks(&v, &v, &seq_c, &rnd_c, &[]);
         assert_eq!(
             c["random_major_faults_on_every_worker"], false,
             "tid 12 had no major fault"
@@ -454,7 +697,7 @@ mod tests {
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
         let seq_c = json!({"sequential": 90, "advise_decisions": 1, "exited": true});
         let gone = json!({"sequential": null, "advise_decisions": 0, "exited": true});
-        let c = checks(&json!({}), &json!({}), &seq_c, &gone);
+        let c = checks(&json!({}), &json!({}), &seq_c, &gone, &[]);
         assert_eq!(c["sequential_over_random"], Value::Null);
         assert_eq!(c["sequential_far_above_random"], false);
     }

@@ -52,6 +52,12 @@ struct Args {
     /// Where decisions go as JSON lines (default: stderr).
     #[arg(long)]
     log: Option<PathBuf>,
+    /// Count with the seq_page_faults kernel module (kprobe on
+    /// handle_mm_fault, `PID COUNT` lines in /proc/seq_page_faults; loaded
+    /// with modprobe when not loaded, and removed at the end then) instead
+    /// of the eBPF program.
+    #[arg(long)]
+    proc: bool,
 }
 
 fn ratio(s: &str) -> Result<f64, String> {
@@ -78,14 +84,25 @@ impl Args {
                 advice: self.advice,
             }),
             dry_run: self.dry_run,
+            source: if self.proc {
+                collector::Source::Proc
+            } else {
+                collector::Source::Ebpf
+            },
         }
     }
 }
 
 fn main() -> anyhow::Result<()> {
     let a = Args::parse();
-    preflight::check("madvise-collector").context("madvise-collector cannot start")?;
-    preflight::raise_memlock();
+    if a.proc {
+        // The module needs no BTF or eBPF: only root, to load it.
+        preflight::require_root("madvise-collector")
+            .context("madvise-collector --proc cannot start")?;
+    } else {
+        preflight::check("madvise-collector").context("madvise-collector cannot start")?;
+        preflight::raise_memlock();
+    }
     stop_signal::install();
     let mut log: Box<dyn Write> = match &a.log {
         Some(p) => Box::new(
@@ -130,6 +147,11 @@ mod tests {
             .unwrap()
             .config();
         assert!(plain.daemon.is_none());
+        assert_eq!(plain.source, collector::Source::Ebpf, "eBPF by default");
+        let proc = Args::try_parse_from(["madvise-collector", "--proc", "-i", "100"])
+            .unwrap()
+            .config();
+        assert_eq!(proc.source, collector::Source::Proc);
         assert!(
             Args::try_parse_from(["madvise-collector", "--dry-run"]).is_err(),
             "--dry-run needs --daemon"
