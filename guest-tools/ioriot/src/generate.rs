@@ -4,7 +4,8 @@
 //! and tmpfs unless kept) are dropped with every operation on their
 //! descriptors; the skeleton of entries that existed before the capture
 //! is inferred from what succeeded and failed; every path is rewritten
-//! under `NAME/`. A forked child inherits its parent's descriptors: the
+//! into its mount point's test tree, `/home/u/f` on a `/home` mount
+//! becoming `/home/.ioriot/NAME/u/f` (as I/O Riot does). A forked child inherits its parent's descriptors: the
 //! first time it uses one, a `fork` operation gives its virtual process a
 //! copy of the parent's virtual descriptor (replayed as a dup of it), so its
 //! reads, writes and closes act on the right file and its close leaves the
@@ -53,6 +54,9 @@ pub struct GenerateConfig {
     pub keep_tmpfs: bool,
     /// The user to replay as, recorded in the replay (`-u`).
     pub user: Option<String>,
+    /// The working directory base (`-w`), recorded in the replay for
+    /// init and replay.
+    pub wd_base: Option<String>,
 }
 
 /// Errors of generate.
@@ -60,8 +64,10 @@ pub struct GenerateConfig {
 pub enum GenerateError {
     #[error("The test name '{0}' must be one path component of letters, digits, '-', '_' or '.'.")]
     Name(String),
-    #[error("The user name '{0}' is empty or contains white space.")]
+    #[error("The user name '{0}' is empty or contains white space or '|'.")]
     User(String),
+    #[error("The working directory base '{0}' is not an absolute path without '|' or line breaks; give -w an absolute path.")]
+    WdBase(String),
     #[error("The capture holds no operation that can be replayed ({0} events, all dropped).")]
     Empty(usize),
 }
@@ -182,10 +188,27 @@ impl State<'_> {
         }
     }
 
+    /// `<mount point>/.ioriot/NAME/<rest>`: the test tree of the path's
+    /// mount (the longest mount point it lies under; `/` without one).
     fn rewrite(&self, path: &[u8]) -> Vec<u8> {
-        let mut out = self.cfg.name.as_bytes().to_vec();
-        if path != b"/" {
-            out.extend_from_slice(path);
+        let point: &[u8] = self
+            .mounts
+            .iter()
+            .map(|m| m.point.as_slice())
+            .filter(|p| paths::is_under(path, p))
+            .max_by_key(|p| p.len())
+            .unwrap_or(b"/");
+        let (mut out, rest) = if point == b"/" {
+            (Vec::new(), path)
+        } else {
+            (point.to_vec(), &path[point.len()..])
+        };
+        out.extend_from_slice(b"/");
+        out.extend_from_slice(crate::confine::TREE_DIR.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.cfg.name.as_bytes());
+        if rest != b"/" {
+            out.extend_from_slice(rest);
         }
         out
     }
@@ -416,8 +439,13 @@ pub fn generate(
         return Err(GenerateError::Name(cfg.name.clone()));
     }
     if let Some(u) = &cfg.user {
-        if u.is_empty() || u.contains(char::is_whitespace) {
+        if u.is_empty() || u.contains(char::is_whitespace) || u.contains('|') {
             return Err(GenerateError::User(u.clone()));
+        }
+    }
+    if let Some(w) = &cfg.wd_base {
+        if !w.starts_with('/') || w.contains(['|', '\n', '\r']) {
+            return Err(GenerateError::WdBase(w.clone()));
         }
     }
     // sched_process_fork reports new threads too: a "child" that never
@@ -645,8 +673,14 @@ pub fn generate(
                     }
                 }
                 Op::Symlink | Op::Symlinkat => {
-                    // The target is content, kept verbatim.
-                    op.path2 = e.path2.clone();
+                    // The target is content, kept verbatim unless absolute:
+                    // then it points into the test tree too.
+                    op.path2 = match &e.path2 {
+                        Some(t) if t.first() == Some(&b'/') && !st.is_pseudo(t) => {
+                            Some(st.rewrite(&paths::normalize(t)))
+                        }
+                        t => t.clone(),
+                    };
                     st.model(e, &p);
                 }
                 _ => st.model(e, &p),
@@ -704,6 +738,11 @@ pub fn generate(
     }
     let mut init = Vec::new();
     for (p, (kind, size)) in &st.init {
+        // Parents above a kept mount point (on a dropped filesystem) are
+        // the system's, not the workload's.
+        if st.is_pseudo(p) {
+            continue;
+        }
         let rp = st.rewrite(p);
         match kind {
             Kind::Dir => {
@@ -728,6 +767,7 @@ pub fn generate(
     let replay = Replay {
         name: cfg.name.clone(),
         user: cfg.user.clone(),
+        wd_base: cfg.wd_base.clone(),
         vpids: pids.len() as u32,
         vtids: tids.len() as u32,
         source_ops: out.len() as u64,
@@ -757,6 +797,7 @@ mod tests {
         let cfg = GenerateConfig {
             name: "t".into(),
             keep_tmpfs: false,
+            wd_base: None,
             user: None,
         };
         let (rep, report) = generate(&inheriting_capture(), &cfg).unwrap();
@@ -791,7 +832,7 @@ mod tests {
         assert!(rep
             .ops
             .iter()
-            .all(|o| o.path.as_deref() == Some(&b"t/w/f"[..])));
+            .all(|o| o.path.as_deref() == Some(&b"/.ioriot/t/w/f"[..])));
         assert_eq!(report.inherited_fds, 2);
         assert_eq!(report.dropped_unknown_fd, 0);
         assert_eq!(report.kept, 9);
@@ -805,6 +846,7 @@ mod tests {
         let cfg = GenerateConfig {
             name: "t".into(),
             keep_tmpfs: false,
+            wd_base: None,
             user: None,
         };
         let mut cap = inheriting_capture();

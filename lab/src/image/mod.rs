@@ -362,6 +362,17 @@ fn pack(
         extras.push(lib.clone());
     }
 
+    for t in &recipe.extra_trees {
+        let host = staging.join(t.trim_start_matches('/'));
+        let dest = extras_dir.join(t.trim_start_matches('/'));
+        copy_tree(&host, &dest)?;
+        files.insert(t.clone(), Source::Symlink(format!("{EXTRAS_MOUNT}{t}")));
+        extras.push(t.clone());
+    }
+    for (path, target) in &recipe.aliases {
+        files.insert(path.clone(), Source::Symlink(target.clone()));
+    }
+
     let tree = modules::ModuleTree::open(staging)?;
     let mut all_mods = recipe.boot_modules.clone();
     all_mods.extend(recipe.late_modules.iter().cloned());
@@ -399,13 +410,39 @@ fn pack(
         "/init".into(),
         Source::Bytes(recipe::INIT_SCRIPT.as_bytes().to_vec(), 0o755),
     );
+    // `ioriot` is the unprivileged user of the documented I/O Riot
+    // procedure (its home lives on the suite's /home disk); `nobody` is
+    // ioriot's own default replay user.
     files.insert(
         "/etc/passwd".into(),
-        Source::Bytes(b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644),
+        Source::Bytes(
+            b"root:x:0:0:root:/root:/bin/sh\nioriot:x:1000:1000:ioriot:/home/ioriot:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            0o644,
+        ),
     );
     files.insert(
         "/etc/group".into(),
-        Source::Bytes(b"root:x:0:\n".to_vec(), 0o644),
+        Source::Bytes(
+            b"root:x:0:\nioriot:x:1000:\nnogroup:x:65534:\n".to_vec(),
+            0o644,
+        ),
+    );
+    // sudo for the documented procedures, which the guest runs as root:
+    // root needs no password (pam_rootok), and Debian's PAM stack
+    // (common-auth …, made by pam-auth-update at install) is not in the image.
+    files.insert(
+        "/etc/sudoers".into(),
+        Source::Bytes(
+            b"Defaults !fqdn, !syslog, !lecture\nroot ALL=(ALL:ALL) ALL\n".to_vec(),
+            0o440,
+        ),
+    );
+    files.insert(
+        "/etc/pam.d/sudo".into(),
+        Source::Bytes(
+            b"auth sufficient pam_rootok.so\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n".to_vec(),
+            0o644,
+        ),
     );
 
     let boot_dir = staging.join("boot");
@@ -457,6 +494,26 @@ fn pack(
     )
     .map_err(io_err(&mpath))?;
     Ok(manifest)
+}
+
+/// Copies a directory tree of the extracted packages (symlinks kept as
+/// symlinks).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
+    std::fs::create_dir_all(to).map_err(io_err(to))?;
+    for entry in std::fs::read_dir(from).map_err(io_err(from))? {
+        let entry = entry.map_err(io_err(from))?;
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io_err(&src))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io_err(&src))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(io_err(&dest))?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(io_err(&dest))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {

@@ -15,11 +15,15 @@ pub struct Recipe {
     pub extra_packages: Vec<String>,
     pub programs: Vec<String>,
     pub extra_programs: Vec<String>,
+    /// Directory trees served over virtio-9p, each a symlink in the initramfs.
+    pub extra_trees: Vec<String>,
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,
     pub guest_tools: Vec<String>,
     pub optional_guest_tools: Vec<String>,
+    /// Guest symlinks: path → target.
+    pub aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl Recipe {
@@ -44,6 +48,8 @@ mod tests {
     fn embedded_recipe_parses_and_matches_kernel_names() {
         let r = Recipe::embedded();
         assert!(r.boot_modules.iter().any(|m| m == "cxl_acpi"));
+        assert_eq!(r.aliases["/opt/ioriot/bin/ioriot"], "/usr/bin/ioriot");
+        assert!(r.extra_trees.iter().any(|t| t == "/usr/lib/python3.11"));
         assert_eq!(
             r.kernel_version_of("linux-image-6.12.95+deb12-amd64-unsigned"),
             Some(95)
