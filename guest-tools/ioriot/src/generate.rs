@@ -184,7 +184,8 @@ impl State<'_> {
                 PSEUDO.contains(&m.fstype.as_str())
                     || (!self.cfg.keep_tmpfs && TMPFS.contains(&m.fstype.as_str()))
             }
-            None => false,
+            // On no mount the capture lists: no test tree to put it in.
+            None => true,
         }
     }
 
@@ -739,8 +740,9 @@ pub fn generate(
     let mut init = Vec::new();
     for (p, (kind, size)) in &st.init {
         // Parents above a kept mount point (on a dropped filesystem) are
-        // the system's, not the workload's.
-        if st.is_pseudo(p) {
+        // the system's, not the workload's; a mount point is its tree,
+        // which init makes.
+        if st.is_pseudo(p) || st.mounts.iter().any(|m| m.point == *p) {
             continue;
         }
         let rp = st.rewrite(p);
