@@ -365,8 +365,23 @@ impl Jail {
 }
 
 /// Opens `<P>/.ioriot/<name>`: P as the system resolves it, the last two
-/// components never through a symlink.
+/// components never through a symlink. The whole path is opened too (so a
+/// trace of the replay names the tree) and must be the same directory.
 fn open_tree(tree: &[u8]) -> Result<OwnedFd, std::io::Error> {
+    let whole = open_path(&[tree, b"/"].concat(), libc::O_PATH | libc::O_DIRECTORY)?;
+    let walked = walk_tree(tree)?;
+    let id = |fd: &OwnedFd| -> Result<(u64, u64), std::io::Error> {
+        let m = std::fs::File::from(fd.try_clone()?).metadata()?;
+        Ok((std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+    };
+    if id(&whole)? != id(&walked)? {
+        return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
+    }
+    Ok(walked)
+}
+
+/// `<P>/.ioriot/<name>` with no symlink in its last two components.
+fn walk_tree(tree: &[u8]) -> Result<OwnedFd, std::io::Error> {
     let path = std::path::Path::new(std::ffi::OsStr::from_bytes(tree));
     let mount = path
         .parent()

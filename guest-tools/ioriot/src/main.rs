@@ -310,6 +310,15 @@ fn run(args: Args) -> anyhow::Result<()> {
                 std::env::set_current_dir(&wd)
                     .with_context(|| format!("cannot enter {}", wd.display()))?;
             }
+            // Opened before the replay takes on its user, who may not be
+            // allowed to create it.
+            let stats_out = match &stats {
+                Some(path) => Some(
+                    File::create(path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
+                ),
+                None => None,
+            };
             let exe = std::env::current_exe().context("cannot find the ioriot executable")?;
             let s = replay::run(&rep, &cfg, |k, p, order_file| {
                 let mut c = std::process::Command::new(&exe);
@@ -327,8 +336,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             })
             .context("replay failed")?;
             let report = s.report(rep.source_ops, rep.source_span_ns);
-            if let Some(path) = stats {
-                std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
+            if let (Some(mut f), Some(path)) = (stats_out, stats) {
+                f.write_all(&serde_json::to_vec_pretty(&report)?)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             print(json, &report, || report.text())?;
