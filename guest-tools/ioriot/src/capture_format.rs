@@ -283,7 +283,11 @@ pub fn parse_line(line: &str) -> Result<Option<Event>, LineError> {
     let num_of = |k: char| get(k).map(|v| number(k, v)).transpose();
     let rk = ret_key(op);
     let ret = num_of(rk)?.ok_or(LineError::Missing(rk))?;
-    let fd = if rk == 'd' { -1 } else { num_of('d')?.unwrap_or(-1) };
+    let fd = if rk == 'd' {
+        -1
+    } else {
+        num_of('d')?.unwrap_or(-1)
+    };
     let path = |k: char| -> Result<Option<Vec<u8>>, LineError> {
         get(k)
             .map(|v| {
@@ -500,7 +504,10 @@ mod tests {
         let e = parse_line("t=1509989598023;:,D=12;:,i=17159:17358;:,o=open;:,d=167;:,p=/tmp/test;:,f=0;:,m=438;:,\n")
             .unwrap()
             .unwrap();
-        assert_eq!((e.op, e.pid, e.tid, e.ret, e.a, e.b), (Op::Open, 17159, 17358, 167, 0, 438));
+        assert_eq!(
+            (e.op, e.pid, e.tid, e.ret, e.a, e.b),
+            (Op::Open, 17159, 17358, 167, 0, 438)
+        );
         assert_eq!(e.path.as_deref(), Some(&b"/tmp/test"[..]));
         let e = parse_line("t=5;:,D=1;:,i=1:2;:,o=readahead;:,d=3;:,b=0;:,O=4096;:,c=8192\n")
             .unwrap()
@@ -509,8 +516,14 @@ mod tests {
         let e = parse_line("t=5;:,D=1;:,i=1:2;:,o=fstatat;:,d=-100;:,p=\"/x\";:,f=0;:,s=0;:,")
             .unwrap()
             .unwrap();
-        assert_eq!((e.op, e.path.as_deref()), (Op::Newfstatat, Some(&b"/x"[..])));
-        assert_eq!(parse_line("t=5;:,D=1;:,i=1:2;:,o=mmap2;:,a=0;:,").unwrap(), None);
+        assert_eq!(
+            (e.op, e.path.as_deref()),
+            (Op::Newfstatat, Some(&b"/x"[..]))
+        );
+        assert_eq!(
+            parse_line("t=5;:,D=1;:,i=1:2;:,o=mmap2;:,a=0;:,").unwrap(),
+            None
+        );
         assert_eq!(parse_line("#|capture_version=3|").unwrap(), None);
     }
 
@@ -521,11 +534,14 @@ mod tests {
             e.to_string(),
             "Line 1: capture version 2 is not supported (this ioriot reads 3)."
         );
-        let e = read(&b"#|capture_version=3|\nt=1;:,i=3:4;:,o=close;:,d=3;:,s=x;:,\n"[..])
-            .unwrap_err();
+        let e =
+            read(&b"#|capture_version=3|\nt=1;:,i=3:4;:,o=close;:,d=3;:,s=x;:,\n"[..]).unwrap_err();
         assert_eq!(e.to_string(), "Line 2: 's=x' is not a number.");
         for (line, want) in [
-            ("t=1;:,i=3;:,o=close;:,s=0;:,", LineError::PidTid("3".into())),
+            (
+                "t=1;:,i=3;:,o=close;:,s=0;:,",
+                LineError::PidTid("3".into()),
+            ),
             ("t=1;:,i=3:4;:,o=close;:,", LineError::Missing('s')),
             ("t=1;:,t=2;:,", LineError::Duplicate('t')),
             ("t=1;:,x=2;:,", LineError::Key('x')),
@@ -538,7 +554,8 @@ mod tests {
 
     #[test]
     fn version_1_files_are_still_read() {
-        let cap = read(&b"#ioriot-capture 1\n#mount ext4 /w\n1 2 3 4 read 5 6 /w/a - 7 0 0\n"[..]).unwrap();
+        let cap = read(&b"#ioriot-capture 1\n#mount ext4 /w\n1 2 3 4 read 5 6 /w/a - 7 0 0\n"[..])
+            .unwrap();
         assert_eq!(cap.events[0].op, Op::Read);
         assert_eq!(cap.mounts[0].point, b"/w");
     }

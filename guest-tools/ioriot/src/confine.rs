@@ -143,7 +143,8 @@ fn show(p: &[u8]) -> String {
 }
 
 fn open_path(path: &[u8], flags: i32) -> Result<OwnedFd, std::io::Error> {
-    let c = CString::new(path).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let c =
+        CString::new(path).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: c is NUL-terminated.
     let fd = unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) };
     if fd < 0 {
@@ -245,17 +246,21 @@ impl Jail {
         if let Some(fd) = trees.get(tree) {
             return Ok(fd.clone());
         }
-        let fd = Arc::new(open_tree(tree).map_err(|e| Failure::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?);
+        let fd = Arc::new(
+            open_tree(tree).map_err(|e| Failure::Errno(e.raw_os_error().unwrap_or(libc::EIO)))?,
+        );
         trees.insert(tree.to_vec(), fd.clone());
         Ok(fd)
     }
 
     /// Checks that a test tree exists and can be opened.
     pub fn check_tree(&self, tree: &[u8]) -> Result<(), ConfineError> {
-        open_tree(tree).map(drop).map_err(|source| ConfineError::Open {
-            path: PathBuf::from(std::ffi::OsStr::from_bytes(tree)),
-            source,
-        })
+        open_tree(tree)
+            .map(drop)
+            .map_err(|source| ConfineError::Open {
+                path: PathBuf::from(std::ffi::OsStr::from_bytes(tree)),
+                source,
+            })
     }
 
     /// Makes a test tree `<P>/.ioriot/<name>` (P must exist; `.ioriot` and
@@ -267,12 +272,15 @@ impl Jail {
             .and_then(|p| p.parent())
             .unwrap_or(std::path::Path::new("/"))
             .to_path_buf();
-        let mut dir = open_path(mount.as_os_str().as_bytes(), libc::O_PATH | libc::O_DIRECTORY)
-            .map_err(|source| ConfineError::MountPoint {
-                tree: tree_path.clone(),
-                mount: mount.clone(),
-                source,
-            })?;
+        let mut dir = open_path(
+            mount.as_os_str().as_bytes(),
+            libc::O_PATH | libc::O_DIRECTORY,
+        )
+        .map_err(|source| ConfineError::MountPoint {
+            tree: tree_path.clone(),
+            mount: mount.clone(),
+            source,
+        })?;
         for c in [TREE_DIR, self.name.as_str()] {
             let cc = CString::new(c).expect("no NUL");
             // SAFETY: dir is an open directory, cc NUL-terminated.
@@ -283,11 +291,15 @@ impl Jail {
                     source: std::io::Error::last_os_error(),
                 });
             }
-            dir = openat2_flags(dir.as_raw_fd(), &cc, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
-                .map_err(|e| ConfineError::Open {
-                    path: tree_path.clone(),
-                    source: std::io::Error::from_raw_os_error(e),
-                })?;
+            dir = openat2_flags(
+                dir.as_raw_fd(),
+                &cc,
+                libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+            )
+            .map_err(|e| ConfineError::Open {
+                path: tree_path.clone(),
+                source: std::io::Error::from_raw_os_error(e),
+            })?;
         }
         Ok(())
     }
@@ -372,7 +384,10 @@ fn open_tree(tree: &[u8]) -> Result<OwnedFd, std::io::Error> {
     let walked = walk_tree(tree)?;
     let id = |fd: &OwnedFd| -> Result<(u64, u64), std::io::Error> {
         let m = std::fs::File::from(fd.try_clone()?).metadata()?;
-        Ok((std::os::unix::fs::MetadataExt::dev(&m), std::os::unix::fs::MetadataExt::ino(&m)))
+        Ok((
+            std::os::unix::fs::MetadataExt::dev(&m),
+            std::os::unix::fs::MetadataExt::ino(&m),
+        ))
     };
     if id(&whole)? != id(&walked)? {
         return Err(std::io::Error::from_raw_os_error(libc::ELOOP));
@@ -387,11 +402,25 @@ fn walk_tree(tree: &[u8]) -> Result<OwnedFd, std::io::Error> {
         .parent()
         .and_then(|p| p.parent())
         .unwrap_or(std::path::Path::new("/"));
-    let mut dir = open_path(mount.as_os_str().as_bytes(), libc::O_PATH | libc::O_DIRECTORY)?;
-    for c in path.components().rev().take(2).collect::<Vec<_>>().into_iter().rev() {
+    let mut dir = open_path(
+        mount.as_os_str().as_bytes(),
+        libc::O_PATH | libc::O_DIRECTORY,
+    )?;
+    for c in path
+        .components()
+        .rev()
+        .take(2)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+    {
         let cc = CString::new(c.as_os_str().as_bytes()).expect("no NUL");
-        dir = openat2_flags(dir.as_raw_fd(), &cc, libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
-            .map_err(std::io::Error::from_raw_os_error)?;
+        dir = openat2_flags(
+            dir.as_raw_fd(),
+            &cc,
+            libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+        )
+        .map_err(std::io::Error::from_raw_os_error)?;
     }
     Ok(dir)
 }

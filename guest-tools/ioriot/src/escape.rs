@@ -120,9 +120,18 @@ mod tests {
 
     #[test]
     fn paths_round_trip_through_tokens() {
-        for p in [&b"/a b/%c"[..], b"/x|y;:,z", b"", b"/x\ny\xff", b"/plain/path"] {
+        for p in [
+            &b"/a b/%c"[..],
+            b"/x|y;:,z",
+            b"",
+            b"/x\ny\xff",
+            b"/plain/path",
+        ] {
             let e = encode_token(p);
-            assert!(!e.contains('|') && !e.contains(";:,") && !e.contains('\n'), "{e}");
+            assert!(
+                !e.contains('|') && !e.contains(";:,") && !e.contains('\n'),
+                "{e}"
+            );
             assert_eq!(decode_token(&e).unwrap(), p, "{e}");
         }
         assert_eq!(encode_token(b"/home/a b"), "/home/a b");

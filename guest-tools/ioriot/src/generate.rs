@@ -84,6 +84,10 @@ pub struct GenerateReport {
     pub inherited_fds: usize,
     /// Path operations whose path (or new path) the capture could not read.
     pub dropped_unreadable_path: usize,
+    /// Operations on a mount point itself that act on the entry (readlink,
+    /// lstat, unlink, rename, …): the mount point is the system's, its test
+    /// tree the replay's root.
+    pub dropped_mount_point: usize,
     /// chdir and fchdir: replayed paths are absolute already.
     pub not_replayed: usize,
     pub lost_in_capture: Option<u64>,
@@ -537,6 +541,28 @@ pub fn generate(
             };
             let outside = |p: &Option<Vec<u8>>| p.as_ref().is_some_and(|p| st.is_pseudo(p));
             let both = matches!(e.op, Op::Rename | Op::Renameat | Op::Renameat2);
+            let on_entry = matches!(
+                e.op,
+                Op::Readlink
+                    | Op::Readlinkat
+                    | Op::Lstat
+                    | Op::Unlink
+                    | Op::Unlinkat
+                    | Op::Rmdir
+                    | Op::Rename
+                    | Op::Renameat
+                    | Op::Renameat2
+                    | Op::Mkdir
+                    | Op::Mkdirat
+                    | Op::Symlink
+                    | Op::Symlinkat
+                    | Op::Lchown
+            );
+            let is_mount = |p: &[u8]| p == b"/" || st.mounts.iter().any(|m| m.point == p);
+            if on_entry && (is_mount(p) || path2.as_deref().is_some_and(|q| both && is_mount(q))) {
+                st.report.dropped_mount_point += 1;
+                continue;
+            }
             if st.is_pseudo(p) || (both && outside(&path2)) {
                 st.report.dropped_pseudo_fs += 1;
                 if e.op.opens() && e.ret >= 0 {

@@ -337,7 +337,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             .context("replay failed")?;
             let report = s.report(rep.source_ops, rep.source_span_ns);
             if let (Some(mut f), Some(path)) = (stats_out, stats) {
-                f.write_all(&serde_json::to_vec_pretty(&report)?)
+                let mut text = serde_json::to_vec_pretty(&report)?;
+                text.push(b'\n');
+                f.write_all(&text)
                     .with_context(|| format!("cannot write {}", path.display()))?;
             }
             print(json, &report, || report.text())?;
@@ -353,8 +355,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         }
         Mode::Purge { replay, wd_base: w } => {
             let rep = read_replay(&replay)?;
-            let removed =
-                purge::purge(&rep, Some(&wd_base(w, &rep))).context("purge failed")?;
+            let removed = purge::purge(&rep, Some(&wd_base(w, &rep))).context("purge failed")?;
             print(json, &serde_json::json!({ "removed": removed }), || {
                 if removed.is_empty() {
                     "nothing to remove\n".to_owned()

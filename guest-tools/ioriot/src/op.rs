@@ -350,7 +350,11 @@ mod tests {
             assert_eq!(Op::from_opcode(op.opcode()), Some(*op));
             assert_eq!(Op::from_ioriot_name(op.ioriot_name()), Some(*op));
             let n = op.ioriot_name();
-            assert!(n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'), "{n}");
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{n}"
+            );
         }
     }
 }

@@ -413,7 +413,8 @@ impl Ctx<'_> {
                 let target = o.path2.as_deref().unwrap_or(b"");
                 // An absolute target points into the test directory, as
                 // every replayed path does.
-                let target = if target.first() == Some(&b'/') && self.jail.tree_of(target).is_err() {
+                let target = if target.first() == Some(&b'/') && self.jail.tree_of(target).is_err()
+                {
                     [&self.jail.tree_of(p)?[..], target].concat()
                 } else {
                     target.to_vec()

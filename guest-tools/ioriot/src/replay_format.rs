@@ -100,7 +100,9 @@ pub enum LineError {
 /// Errors of reading a replay file.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayFormatError {
-    #[error("Line 1: the file does not start with I/O Riot's meta header '#|replay_version=2|…|'.")]
+    #[error(
+        "Line 1: the file does not start with I/O Riot's meta header '#|replay_version=2|…|'."
+    )]
     Header,
     #[error("Line 1: replay format version {0} is not supported (this ioriot reads {VERSION}).")]
     Version(String),
@@ -116,7 +118,9 @@ pub enum ReplayFormatError {
     NoName,
     #[error("Line 1: the name '{name}' is not a single path component (letters, digits, '-', '_', '.'; not '.' or '..'), so the replay could leave its test tree; regenerate it with -n NAME.")]
     Name { name: String },
-    #[error("Line 1: the {key} '{value}' contains '|' or a line break; regenerate with another one.")]
+    #[error(
+        "Line 1: the {key} '{value}' contains '|' or a line break; regenerate with another one."
+    )]
     MetaValue { key: &'static str, value: String },
     #[error("Reading or writing the replay file failed.")]
     Io(#[from] std::io::Error),
@@ -199,8 +203,16 @@ pub fn format_line(o: &ReplayOp, vsize: u64, n: usize) -> String {
     for f in lay {
         let _ = match f {
             Field::Vfd => write!(s, "{}|", o.vfd),
-            Field::Path => write!(s, "{}|", escape::encode_token(o.path.as_deref().unwrap_or(b""))),
-            Field::Path2 => write!(s, "{}|", escape::encode_token(o.path2.as_deref().unwrap_or(b""))),
+            Field::Path => write!(
+                s,
+                "{}|",
+                escape::encode_token(o.path.as_deref().unwrap_or(b""))
+            ),
+            Field::Path2 => write!(
+                s,
+                "{}|",
+                escape::encode_token(o.path2.as_deref().unwrap_or(b""))
+            ),
             Field::Ret => write!(s, "{}|", o.ret),
             Field::A => write!(s, "{}|", o.a),
             Field::B => write!(s, "{}|", o.b),
@@ -544,11 +556,9 @@ mod tests {
             .parse()
             .unwrap();
         assert!(text[..at].ends_with("#INIT\n"), "{first}");
-        assert!(text
-            .lines()
-            .nth(1)
-            .unwrap()
-            .ends_with("|4|/home/.ioriot/t/d/f x%7Cy|420|65|r=3|a=65|b=420|c=0|P=/home/.ioriot/t/g|open@1|"));
+        assert!(text.lines().nth(1).unwrap().ends_with(
+            "|4|/home/.ioriot/t/d/f x%7Cy|420|65|r=3|a=65|b=420|c=0|P=/home/.ioriot/t/g|open@1|"
+        ));
     }
 
     #[test]
@@ -556,13 +566,20 @@ mod tests {
         let o = parse_line("12|3|1|0|0|31|11|/home/.ioriot/t/u/f|420|65|openat@7|\n")
             .unwrap()
             .unwrap();
-        assert_eq!((o.op, o.vpid, o.vtid, o.vfd, o.a, o.b), (Op::Openat, 1, 1, 11, 65, 420));
+        assert_eq!(
+            (o.op, o.vpid, o.vtid, o.vfd, o.a, o.b),
+            (Op::Openat, 1, 1, 11, 65, 420)
+        );
         let o = parse_line("13|3|1|0|0|10|11|100|read@8|").unwrap().unwrap();
         assert_eq!((o.op, o.ret, o.a), (Op::Read, 100, 100));
         // I/O Riot writes rmdir with mkdir's opcode; the name decides.
-        let o = parse_line("14|4|1|0|0|33|/home/.ioriot/t/u/d|0|rmdir@9|").unwrap().unwrap();
+        let o = parse_line("14|4|1|0|0|33|/home/.ioriot/t/u/d|0|rmdir@9|")
+            .unwrap()
+            .unwrap();
         assert_eq!(o.op, Op::Rmdir);
-        let o = parse_line("15|3|1|0|0|50|11|0|close on exit_group@10|").unwrap().unwrap();
+        let o = parse_line("15|3|1|0|0|50|11|0|close on exit_group@10|")
+            .unwrap()
+            .unwrap();
         assert_eq!(o.op, Op::Close);
         let rep = read(
             &b"#|replay_version=2|init_offset=0|user=u|name=t|num_mapped_pids=1|#####\n#INIT\n0|1|0|10|/home/.ioriot/t/f|\n0|1|100|10|/home/.ioriot/t/f|\n1|0|0|0|/home/.ioriot/t/d|\n"[..],
@@ -586,7 +603,10 @@ mod tests {
             "Line 3: an #INIT entry is 'IS_DIR|IS_FILE|OFFSET|BYTES|PATH|'."
         );
         let e = read(&b"#|replay_version=2|name=t|\n1|2|3|\n"[..]).unwrap_err();
-        assert_eq!(e.to_string(), "Line 2: the line does not end in '|NAME@N|'.");
+        assert_eq!(
+            e.to_string(),
+            "Line 2: the line does not end in '|NAME@N|'."
+        );
         assert_eq!(
             parse_line("1|2|3|4|0|31|x|open@1|").unwrap_err(),
             LineError::Fields { want: 10, found: 7 }

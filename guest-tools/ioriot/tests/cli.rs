@@ -70,8 +70,7 @@ fn setup(user: Option<&str>) -> (tempfile::TempDir, String, String, String) {
 fn generate_init_replay_in_worker_processes_and_purge() {
     let (_t, rep, tree, wd) = setup(None);
     // init finds the working directory base generate recorded.
-    let init: serde_json::Value =
-        serde_json::from_str(&ioriot(&["-i", &rep, "--json"])).unwrap();
+    let init: serde_json::Value = serde_json::from_str(&ioriot(&["-i", &rep, "--json"])).unwrap();
     assert_eq!(init["wd"], format!("{wd}/t"));
     assert_eq!(init["trees"][0], tree);
     assert_eq!(
@@ -142,7 +141,10 @@ fn replay_drops_the_caches_unless_d() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("give -D to replay without dropping them"), "{err}");
+    assert!(
+        err.contains("give -D to replay without dropping them"),
+        "{err}"
+    );
 }
 
 #[test]

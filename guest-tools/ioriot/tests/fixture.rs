@@ -94,7 +94,11 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
     let (rep, report) = fixture(t.path());
     // Paths as the test tree has them, below `<t>/.ioriot/`.
     let trees = format!("{}/.ioriot/", t.path().display());
-    let rel = |p: &[u8]| String::from_utf8_lossy(p).strip_prefix(&trees).map(str::to_owned);
+    let rel = |p: &[u8]| {
+        String::from_utf8_lossy(p)
+            .strip_prefix(&trees)
+            .map(str::to_owned)
+    };
     for op in &helper_ops() {
         assert!(report.capture_ops.contains_key(*op), "{op} not captured");
         assert_eq!(

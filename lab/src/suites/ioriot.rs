@@ -36,12 +36,46 @@ pub const ADAPTATIONS: &[(&str, &str)] = &[
 /// The operations the documented helper exercises ("Expected coverage"),
 /// by the names the capture check prints (llseek does not exist on x86_64).
 pub const EXPECTED_CAPTURE_OPS: &[&str] = &[
-    "chmod", "chown", "close", "creat", "fchmod", "fchmodat", "fchown", "fchownat", "fcntl",
-    "fstat", "fstatat", "fstatfs", "getdents", "lchown", "lseek", "mkdir", "mkdirat", "openat",
-    "read", "readahead", "readlink", "readlinkat", "readv", "rename", "renameat", "renameat2",
-    "rmdir", "statfs", "sync", "sync_file_range", "syncfs", "unlink", "unlinkat", "write",
+    "chmod",
+    "chown",
+    "close",
+    "creat",
+    "fchmod",
+    "fchmodat",
+    "fchown",
+    "fchownat",
+    "fcntl",
+    "fstat",
+    "fstatat",
+    "fstatfs",
+    "getdents",
+    "lchown",
+    "lseek",
+    "mkdir",
+    "mkdirat",
+    "openat",
+    "read",
+    "readahead",
+    "readlink",
+    "readlinkat",
+    "readv",
+    "rename",
+    "renameat",
+    "renameat2",
+    "rmdir",
+    "statfs",
+    "sync",
+    "sync_file_range",
+    "syncfs",
+    "unlink",
+    "unlinkat",
+    "write",
     "writev",
 ];
+
+/// Changes of ownership: the replay user may not make those the captured
+/// root made.
+pub const OWNERSHIP_OPS: &[&str] = &["chown", "fchown", "fchownat", "lchown"];
 
 /// The script's output split at its `=== ` lines.
 pub fn sections(out: &str) -> BTreeMap<String, String> {
@@ -95,7 +129,10 @@ pub fn digest(out: &str) -> Value {
         .get("step 10 stats")
         .and_then(|s| serde_json::from_str(s).ok())
         .unwrap_or(Value::Null);
-    let test_root = format!("/home/.ioriot/{}/", vars.get("test_name").cloned().unwrap_or_default());
+    let test_root = format!(
+        "/home/.ioriot/{}/",
+        vars.get("test_name").cloned().unwrap_or_default()
+    );
     let stamp = vars.get("stamp").cloned().unwrap_or_default();
     // Paths below the test tree, the run's stamp as <stamp>.
     let rel = |p: &str| {
@@ -106,7 +143,10 @@ pub fn digest(out: &str) -> Value {
             p.replace(&stamp, "<stamp>")
         }
     };
-    let found: Vec<String> = lines(sec.get("step 10 find")).iter().map(|p| rel(p)).collect();
+    let found: Vec<String> = lines(sec.get("step 10 find"))
+        .iter()
+        .map(|p| rel(p))
+        .collect();
     let exists: Vec<Value> = lines(sec.get("step 10 exists"))
         .iter()
         .filter_map(|l| {
@@ -127,9 +167,21 @@ pub fn digest(out: &str) -> Value {
     let steps_ok = ["helper", "generate", "init", "replay"]
         .iter()
         .all(|s| rc.get(*s) == Some(&0));
-    let clean = ["mismatches", "refused"]
-        .iter()
-        .all(|k| stats[k].as_u64() == Some(0));
+    // The replay runs as the unprivileged user, as documented: the
+    // helper's changes of ownership it made as root (to other owners) fail
+    // there; every other result must be the captured one.
+    let unexpected: Vec<String> = stats["per_op"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(op, s)| {
+                    s["mismatches"].as_u64() != Some(0) && !OWNERSHIP_OPS.contains(&op.as_str())
+                })
+                .map(|(op, _)| op.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    let clean = stats["refused"].as_u64() == Some(0) && unexpected.is_empty();
     let count = |k: &str| lines(sec.get(k)).len();
     json!({
         "suite": "ioriot",
@@ -148,6 +200,7 @@ pub fn digest(out: &str) -> Value {
         "found": found,
         "expected_files": exists,
         "stats": stats,
+        "unexpected_mismatches": unexpected,
         "capture_log": lines(sec.get("capture log")),
         "passed": steps_ok && missing.is_empty() && !replay_ops.is_empty() && all_exist && clean
             && count("step 10 rg strace") > 0,
@@ -206,12 +259,16 @@ mod tests {
 
     #[test]
     fn output_digests_into_ops_files_and_codes() {
-        let out = "=== step 2\n=== vars stamp=S1 test_name=T user_name=u\n=== rc helper 0\n=== rc generate 0\n=== rc init 0\n=== rc replay 0\n=== step 7 capture ops\nclose\nopenat\n=== step 7 replay ops\nclose\n=== step 10 stats\n{\"mismatches\": 0, \"refused\": 0}\n=== step 10 rg strace\n1:x\n=== step 10 find\n/home/.ioriot/T/u/ioriot-syscall-matrix-src-S1/emptydir\n=== step 10 exists\n/home/.ioriot/T/u/ioriot-syscall-matrix-src-S1/emptydir: exists=True is_dir=True\n=== end\n";
+        let out = "=== step 2\n=== vars stamp=S1 test_name=T user_name=u\n=== rc helper 0\n=== rc generate 0\n=== rc init 0\n=== rc replay 0\n=== step 7 capture ops\nclose\nopenat\n=== step 7 replay ops\nclose\n=== step 10 stats\n{\"mismatches\": 1, \"refused\": 0, \"per_op\": {\"chown\": {\"mismatches\": 1}}}\n=== step 10 rg strace\n1:x\n=== step 10 find\n/home/.ioriot/T/u/ioriot-syscall-matrix-src-S1/emptydir\n=== step 10 exists\n/home/.ioriot/T/u/ioriot-syscall-matrix-src-S1/emptydir: exists=True is_dir=True\n=== end\n";
         let v = digest(out);
         assert_eq!(v["capture_ops"], json!(["close", "openat"]));
-        assert_eq!(v["found"], json!(["u/ioriot-syscall-matrix-src-<stamp>/emptydir"]));
+        assert_eq!(
+            v["found"],
+            json!(["u/ioriot-syscall-matrix-src-<stamp>/emptydir"])
+        );
         assert_eq!(v["expected_files"][0]["is_dir"], true);
         assert_eq!(v["exit_codes"]["replay"], 0);
+        assert_eq!(v["unexpected_mismatches"], json!([]));
         // Most expected ops are missing from this output.
         assert_eq!(v["passed"], false);
         assert!(v["capture_ops_missing"].as_array().unwrap().len() > 30);

@@ -432,12 +432,19 @@ fn documented(m: &mut M, base: &str) {
     // stay inside `buf`, `rbuf` and `lbuf` (alive, of the lengths passed);
     // every descriptor is one this function opened and closes once.
     unsafe {
-        let fd = m.ok("open", syscall(libc::SYS_open, cbuf(&p("open.txt")), flags, 0o644));
+        let fd = m.ok(
+            "open",
+            syscall(libc::SYS_open, cbuf(&p("open.txt")), flags, 0o644),
+        );
         m.ok("write", syscall(libc::SYS_write, fd, wr, 100));
         m.ok("close", syscall(libc::SYS_close, fd));
         m.ok(
             "rename",
-            syscall(libc::SYS_rename, cbuf(&p("open.txt")), cbuf(&p("open-renamed.txt"))),
+            syscall(
+                libc::SYS_rename,
+                cbuf(&p("open.txt")),
+                cbuf(&p("open-renamed.txt")),
+            ),
         );
         m.ok("mkdir", syscall(libc::SYS_mkdir, cbuf(&p("dirA")), 0o755));
         let dfd = m.ok(
@@ -466,7 +473,10 @@ fn documented(m: &mut M, base: &str) {
             ),
         );
         m.ok("close", syscall(libc::SYS_close, dfd));
-        let fd = m.ok("creat", syscall(libc::SYS_creat, cbuf(&p("creat.txt")), 0o644));
+        let fd = m.ok(
+            "creat",
+            syscall(libc::SYS_creat, cbuf(&p("creat.txt")), 0o644),
+        );
         m.ok("write", syscall(libc::SYS_write, fd, wr, 300));
         m.ok("close", syscall(libc::SYS_close, fd));
         let fd = m.ok(
@@ -479,30 +489,57 @@ fn documented(m: &mut M, base: &str) {
             ),
         );
         m.ok("write", syscall(libc::SYS_write, fd, wr, 4096));
-        m.ok("lseek", syscall(libc::SYS_lseek, fd, 0, libc::SEEK_SET as c_long));
+        m.ok(
+            "lseek",
+            syscall(libc::SYS_lseek, fd, 0, libc::SEEK_SET as c_long),
+        );
         m.ok("read", syscall(libc::SYS_read, fd, rd, 512));
         m.ok("close", syscall(libc::SYS_close, fd));
         m.ok(
             "rename",
-            syscall(libc::SYS_rename, cbuf(&p("head.bin")), cbuf(&p("head-renamed.bin"))),
+            syscall(
+                libc::SYS_rename,
+                cbuf(&p("head.bin")),
+                cbuf(&p("head-renamed.bin")),
+            ),
         );
-        let fd = m.ok("creat", syscall(libc::SYS_creat, cbuf(&p("link-open.txt")), 0o644));
+        let fd = m.ok(
+            "creat",
+            syscall(libc::SYS_creat, cbuf(&p("link-open.txt")), 0o644),
+        );
         m.ok("close", syscall(libc::SYS_close, fd));
         m.ok(
             "symlink",
-            syscall(libc::SYS_symlink, cbuf(&c("link-open.txt")), cbuf(&p("link"))),
+            syscall(
+                libc::SYS_symlink,
+                cbuf(&c("link-open.txt")),
+                cbuf(&p("link")),
+            ),
         );
         m.ok(
             "readlink",
-            syscall(libc::SYS_readlink, cbuf(&p("link")), lbuf.as_mut_ptr() as c_long, 256),
+            syscall(
+                libc::SYS_readlink,
+                cbuf(&p("link")),
+                lbuf.as_mut_ptr() as c_long,
+                256,
+            ),
         );
         let fd = m.ok(
             "open",
-            syscall(libc::SYS_open, cbuf(&p("link")), libc::O_WRONLY as c_long, 0),
+            syscall(
+                libc::SYS_open,
+                cbuf(&p("link")),
+                libc::O_WRONLY as c_long,
+                0,
+            ),
         );
         m.ok("write", syscall(libc::SYS_write, fd, wr, 50));
         m.ok("close", syscall(libc::SYS_close, fd));
-        m.ok("mkdir", syscall(libc::SYS_mkdir, cbuf(&p("emptydir")), 0o755));
+        m.ok(
+            "mkdir",
+            syscall(libc::SYS_mkdir, cbuf(&p("emptydir")), 0o755),
+        );
     }
 }
 
@@ -520,7 +557,14 @@ fn give(m: &mut M, dir: &std::path::Path, user: &ioriot::user::User) -> anyhow::
             syscall(libc::SYS_chown, cp.as_ptr() as c_long, uid, gid)
         }
     };
-    m.ok(if meta.file_type().is_symlink() { "lchown" } else { "chown" }, ret);
+    m.ok(
+        if meta.file_type().is_symlink() {
+            "lchown"
+        } else {
+            "chown"
+        },
+        ret,
+    );
     if meta.is_dir() {
         for e in std::fs::read_dir(dir)? {
             give(m, &e?.path(), user)?;
@@ -556,8 +600,7 @@ fn run(args: Args) -> anyhow::Result<Report> {
             "give DIR, or PIDFILE GOFILE BASEDIR USER as the documented procedure does"
         ),
     };
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = dir.canonicalize()?;
     let mut m = M {
         r: Report {
