@@ -4,7 +4,8 @@
 //! and tmpfs unless kept) are dropped with every operation on their
 //! descriptors; the skeleton of entries that existed before the capture
 //! is inferred from what succeeded and failed; every path is rewritten
-//! under `NAME/`. A forked child inherits its parent's descriptors: the
+//! into its mount point's test tree, `/home/u/f` on a `/home` mount
+//! becoming `/home/.ioriot/NAME/u/f` (as I/O Riot does). A forked child inherits its parent's descriptors: the
 //! first time it uses one, a `fork` operation gives its virtual process a
 //! copy of the parent's virtual descriptor (replayed as a dup of it), so its
 //! reads, writes and closes act on the right file and its close leaves the
@@ -53,6 +54,9 @@ pub struct GenerateConfig {
     pub keep_tmpfs: bool,
     /// The user to replay as, recorded in the replay (`-u`).
     pub user: Option<String>,
+    /// The working directory base (`-w`), recorded in the replay for
+    /// init and replay.
+    pub wd_base: Option<String>,
 }
 
 /// Errors of generate.
@@ -60,8 +64,10 @@ pub struct GenerateConfig {
 pub enum GenerateError {
     #[error("The test name '{0}' must be one path component of letters, digits, '-', '_' or '.'.")]
     Name(String),
-    #[error("The user name '{0}' is empty or contains white space.")]
+    #[error("The user name '{0}' is empty or contains white space or '|'.")]
     User(String),
+    #[error("The working directory base '{0}' is not an absolute path without '|' or line breaks; give -w an absolute path.")]
+    WdBase(String),
     #[error("The capture holds no operation that can be replayed ({0} events, all dropped).")]
     Empty(usize),
 }
@@ -78,6 +84,10 @@ pub struct GenerateReport {
     pub inherited_fds: usize,
     /// Path operations whose path (or new path) the capture could not read.
     pub dropped_unreadable_path: usize,
+    /// Operations on a mount point itself that act on the entry (readlink,
+    /// lstat, unlink, rename, …): the mount point is the system's, its test
+    /// tree the replay's root.
+    pub dropped_mount_point: usize,
     /// chdir and fchdir: replayed paths are absolute already.
     pub not_replayed: usize,
     pub lost_in_capture: Option<u64>,
@@ -178,14 +188,32 @@ impl State<'_> {
                 PSEUDO.contains(&m.fstype.as_str())
                     || (!self.cfg.keep_tmpfs && TMPFS.contains(&m.fstype.as_str()))
             }
-            None => false,
+            // On no mount the capture lists: no test tree to put it in.
+            None => true,
         }
     }
 
+    /// `<mount point>/.ioriot/NAME/<rest>`: the test tree of the path's
+    /// mount (the longest mount point it lies under; `/` without one).
     fn rewrite(&self, path: &[u8]) -> Vec<u8> {
-        let mut out = self.cfg.name.as_bytes().to_vec();
-        if path != b"/" {
-            out.extend_from_slice(path);
+        let point: &[u8] = self
+            .mounts
+            .iter()
+            .map(|m| m.point.as_slice())
+            .filter(|p| paths::is_under(path, p))
+            .max_by_key(|p| p.len())
+            .unwrap_or(b"/");
+        let (mut out, rest) = if point == b"/" {
+            (Vec::new(), path)
+        } else {
+            (point.to_vec(), &path[point.len()..])
+        };
+        out.extend_from_slice(b"/");
+        out.extend_from_slice(crate::confine::TREE_DIR.as_bytes());
+        out.push(b'/');
+        out.extend_from_slice(self.cfg.name.as_bytes());
+        if rest != b"/" {
+            out.extend_from_slice(rest);
         }
         out
     }
@@ -416,8 +444,13 @@ pub fn generate(
         return Err(GenerateError::Name(cfg.name.clone()));
     }
     if let Some(u) = &cfg.user {
-        if u.is_empty() || u.contains(char::is_whitespace) {
+        if u.is_empty() || u.contains(char::is_whitespace) || u.contains('|') {
             return Err(GenerateError::User(u.clone()));
+        }
+    }
+    if let Some(w) = &cfg.wd_base {
+        if !w.starts_with('/') || w.contains(['|', '\n', '\r']) {
+            return Err(GenerateError::WdBase(w.clone()));
         }
     }
     // sched_process_fork reports new threads too: a "child" that never
@@ -508,6 +541,28 @@ pub fn generate(
             };
             let outside = |p: &Option<Vec<u8>>| p.as_ref().is_some_and(|p| st.is_pseudo(p));
             let both = matches!(e.op, Op::Rename | Op::Renameat | Op::Renameat2);
+            let on_entry = matches!(
+                e.op,
+                Op::Readlink
+                    | Op::Readlinkat
+                    | Op::Lstat
+                    | Op::Unlink
+                    | Op::Unlinkat
+                    | Op::Rmdir
+                    | Op::Rename
+                    | Op::Renameat
+                    | Op::Renameat2
+                    | Op::Mkdir
+                    | Op::Mkdirat
+                    | Op::Symlink
+                    | Op::Symlinkat
+                    | Op::Lchown
+            );
+            let is_mount = |p: &[u8]| p == b"/" || st.mounts.iter().any(|m| m.point == p);
+            if on_entry && (is_mount(p) || path2.as_deref().is_some_and(|q| both && is_mount(q))) {
+                st.report.dropped_mount_point += 1;
+                continue;
+            }
             if st.is_pseudo(p) || (both && outside(&path2)) {
                 st.report.dropped_pseudo_fs += 1;
                 if e.op.opens() && e.ret >= 0 {
@@ -645,8 +700,14 @@ pub fn generate(
                     }
                 }
                 Op::Symlink | Op::Symlinkat => {
-                    // The target is content, kept verbatim.
-                    op.path2 = e.path2.clone();
+                    // The target is content, kept verbatim unless absolute:
+                    // then it points into the test tree too.
+                    op.path2 = match &e.path2 {
+                        Some(t) if t.first() == Some(&b'/') && !st.is_pseudo(t) => {
+                            Some(st.rewrite(&paths::normalize(t)))
+                        }
+                        t => t.clone(),
+                    };
                     st.model(e, &p);
                 }
                 _ => st.model(e, &p),
@@ -704,6 +765,12 @@ pub fn generate(
     }
     let mut init = Vec::new();
     for (p, (kind, size)) in &st.init {
+        // Parents above a kept mount point (on a dropped filesystem) are
+        // the system's, not the workload's; a mount point is its tree,
+        // which init makes.
+        if st.is_pseudo(p) || st.mounts.iter().any(|m| m.point == *p) {
+            continue;
+        }
         let rp = st.rewrite(p);
         match kind {
             Kind::Dir => {
@@ -728,6 +795,7 @@ pub fn generate(
     let replay = Replay {
         name: cfg.name.clone(),
         user: cfg.user.clone(),
+        wd_base: cfg.wd_base.clone(),
         vpids: pids.len() as u32,
         vtids: tids.len() as u32,
         source_ops: out.len() as u64,
@@ -757,6 +825,7 @@ mod tests {
         let cfg = GenerateConfig {
             name: "t".into(),
             keep_tmpfs: false,
+            wd_base: None,
             user: None,
         };
         let (rep, report) = generate(&inheriting_capture(), &cfg).unwrap();
@@ -791,7 +860,7 @@ mod tests {
         assert!(rep
             .ops
             .iter()
-            .all(|o| o.path.as_deref() == Some(&b"t/w/f"[..])));
+            .all(|o| o.path.as_deref() == Some(&b"/.ioriot/t/w/f"[..])));
         assert_eq!(report.inherited_fds, 2);
         assert_eq!(report.dropped_unknown_fd, 0);
         assert_eq!(report.kept, 9);
@@ -805,6 +874,7 @@ mod tests {
         let cfg = GenerateConfig {
             name: "t".into(),
             keep_tmpfs: false,
+            wd_base: None,
             user: None,
         };
         let mut cap = inheriting_capture();

@@ -1,10 +1,13 @@
-//! init: creates the skeleton of a replay (its `#INIT` directories and
-//! files with their sizes) under `<root>/<name>`, after removing what an
-//! earlier run left there. Entries are created through the confinement
-//! layer, so a crafted replay cannot create anything outside. With a
-//! replay user, the tree is then given to that user.
+//! init: creates the test trees of a replay (`<mount point>/.ioriot/<name>`,
+//! after removing what an earlier run left there) and its skeleton (the
+//! `#INIT` directories and files with their sizes), and the working
+//! directory `<wd base>/<name>` (I/O Riot's `-w`). Entries are created
+//! through the confinement layer, so a crafted replay cannot create
+//! anything outside. With a replay user, the trees and the working
+//! directory are then given to that user.
 
 use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -38,7 +41,10 @@ pub enum InitError {
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct InitReport {
-    pub root: PathBuf,
+    /// The test trees made.
+    pub trees: Vec<PathBuf>,
+    /// The working directory `<wd base>/<name>`.
+    pub wd: PathBuf,
     pub dirs: u64,
     pub files: u64,
     pub bytes: u64,
@@ -48,12 +54,14 @@ pub struct InitReport {
 
 impl InitReport {
     pub fn text(&self) -> String {
+        let trees: Vec<String> = self.trees.iter().map(|t| t.display().to_string()).collect();
         let mut s = format!(
-            "initialised {}: {} dirs, {} files, {} bytes\n",
-            self.root.display(),
+            "initialised {}: {} dirs, {} files, {} bytes; working directory {}\n",
+            trees.join(", "),
             self.dirs,
             self.files,
-            self.bytes
+            self.bytes,
+            self.wd.display()
         );
         for r in &self.refused {
             s.push_str(&format!("refused: {r}\n"));
@@ -69,20 +77,29 @@ fn fill(buf: &mut [u8]) {
     }
 }
 
-pub fn init(rep: &Replay, root: &Path) -> Result<InitReport, InitError> {
-    if let Some(name) = &rep.user {
+pub fn init(rep: &Replay, wd_base: &Path) -> Result<InitReport, InitError> {
+    let user = match &rep.user {
         // Fail before touching anything when the user does not exist.
-        crate::user::lookup(name)?;
+        Some(name) => Some(crate::user::lookup(name)?),
+        None => None,
+    };
+    let jail = Jail::new(&rep.name)?;
+    let trees = jail.trees(rep.paths());
+    purge::purge(rep, None)?;
+    for t in &trees {
+        jail.make_tree(t)?;
     }
-    purge::purge(root, &rep.name)?;
-    let dir = root.join(&rep.name);
-    std::fs::create_dir_all(&dir).map_err(|source| InitError::Create {
-        path: dir.clone(),
+    let wd = wd_base.join(&rep.name);
+    std::fs::create_dir_all(&wd).map_err(|source| InitError::Create {
+        path: wd.clone(),
         source,
     })?;
-    let jail = Jail::new(root, &rep.name)?;
     let mut report = InitReport {
-        root: dir,
+        trees: trees
+            .iter()
+            .map(|t| PathBuf::from(std::ffi::OsStr::from_bytes(t)))
+            .collect(),
+        wd,
         ..InitReport::default()
     };
     let mut buf = vec![0u8; 1 << 16];
@@ -109,9 +126,10 @@ pub fn init(rep: &Replay, root: &Path) -> Result<InitReport, InitError> {
             }
         }
     }
-    if let Some(name) = &rep.user {
-        let u = crate::user::lookup(name)?;
-        crate::user::chown_tree(&report.root, &u)?;
+    if let Some(u) = &user {
+        for t in report.trees.iter().chain([&report.wd]) {
+            crate::user::chown_tree(t, u)?;
+        }
     }
     Ok(report)
 }

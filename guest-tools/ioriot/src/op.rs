@@ -56,6 +56,93 @@ ops! {
     Fork "fork",
 }
 
+impl Op {
+    /// The name I/O Riot's formats give the operation (its SystemTap probe
+    /// names: `newfstatat` is `fstatat`, `getdents64` is `getdents`).
+    pub fn ioriot_name(self) -> &'static str {
+        match self {
+            Op::Newfstatat => "fstatat",
+            Op::Getdents64 => "getdents",
+            op => op.name(),
+        }
+    }
+
+    /// An operation by its I/O Riot name or ours.
+    pub fn from_ioriot_name(s: &str) -> Option<Op> {
+        match s {
+            "fstatat" => Some(Op::Newfstatat),
+            "getdents" => Some(Op::Getdents64),
+            s => Op::from_name(s),
+        }
+    }
+
+    /// The opcode of a `.replay` line: I/O Riot's (`opcodes.h`) for the
+    /// operations it knows, 200 and up for ours.
+    pub fn opcode(self) -> u32 {
+        match self {
+            Op::Fstat => 0,
+            Op::Newfstatat => 1,
+            Op::Fstatfs => 2,
+            Op::Lstat => 4,
+            Op::Stat => 5,
+            Op::Statfs => 6,
+            Op::Read => 10,
+            Op::Readv => 11,
+            Op::Readahead => 12,
+            Op::Readlink => 14,
+            Op::Readlinkat => 15,
+            Op::Write => 20,
+            Op::Writev => 21,
+            Op::Open => 30,
+            Op::Openat => 31,
+            Op::Creat => 32,
+            Op::Mkdir => 33,
+            Op::Mkdirat => 34,
+            Op::Rename => 40,
+            Op::Renameat => 41,
+            Op::Renameat2 => 42,
+            Op::Close => 50,
+            Op::Unlink => 51,
+            Op::Unlinkat => 52,
+            Op::Rmdir => 53,
+            Op::Fsync => 60,
+            Op::Fdatasync => 61,
+            Op::Sync => 62,
+            Op::Syncfs => 63,
+            Op::SyncFileRange => 64,
+            Op::Fcntl => 70,
+            Op::Getdents64 => 71,
+            Op::Lseek => 72,
+            Op::Chmod => 100,
+            Op::Fchmod => 101,
+            Op::Fchmodat => 102,
+            Op::Chown => 110,
+            Op::Lchown => 112,
+            Op::Fchown => 114,
+            Op::Fchownat => 116,
+            Op::Pread64 => 200,
+            Op::Pwrite64 => 201,
+            Op::Symlink => 202,
+            Op::Symlinkat => 203,
+            Op::Dup => 204,
+            Op::Dup2 => 205,
+            Op::Dup3 => 206,
+            Op::Truncate => 207,
+            Op::Ftruncate => 208,
+            Op::Fallocate => 209,
+            Op::Statx => 210,
+            Op::Chdir => 211,
+            Op::Fchdir => 212,
+            Op::Fork => 213,
+        }
+    }
+
+    /// An operation by its `.replay` opcode.
+    pub fn from_opcode(code: u32) -> Option<Op> {
+        Op::ALL.iter().copied().find(|op| op.opcode() == code)
+    }
+}
+
 impl std::fmt::Display for Op {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.name())
@@ -255,5 +342,19 @@ mod tests {
         nrs.dedup();
         assert_eq!(nrs.len(), SPECS.len(), "duplicate syscall numbers");
         assert_eq!(spec_by_nr(257).unwrap().op, Op::Openat);
+        let mut codes: Vec<u32> = Op::ALL.iter().map(|op| op.opcode()).collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), Op::ALL.len(), "duplicate opcodes");
+        for op in Op::ALL {
+            assert_eq!(Op::from_opcode(op.opcode()), Some(*op));
+            assert_eq!(Op::from_ioriot_name(op.ioriot_name()), Some(*op));
+            let n = op.ioriot_name();
+            assert!(
+                n.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+                "{n}"
+            );
+        }
     }
 }

@@ -13,8 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,7 +30,6 @@ const MAX_IO: usize = 64 << 20;
 
 #[derive(Debug, Clone)]
 pub struct ReplayConfig {
-    pub root: PathBuf,
     pub processes: u32,
     pub threads: u32,
     /// 0 = as fast as possible, 1 = captured timing, 2 = twice as fast.
@@ -43,7 +41,7 @@ pub struct ReplayConfig {
 pub enum ReplayError {
     #[error("Processes and threads must be at least 1 and speed must be 0 or more.")]
     Config,
-    #[error("The test directory cannot be confined; run init first.")]
+    #[error("A test tree of the replay cannot be used.")]
     Confine(#[from] crate::confine::ConfineError),
     #[error("The replay's user cannot be taken on.")]
     User(#[from] crate::user::UserError),
@@ -415,8 +413,9 @@ impl Ctx<'_> {
                 let target = o.path2.as_deref().unwrap_or(b"");
                 // An absolute target points into the test directory, as
                 // every replayed path does.
-                let target = if target.first() == Some(&b'/') {
-                    [self.jail.path().as_os_str().as_bytes(), target].concat()
+                let target = if target.first() == Some(&b'/') && self.jail.tree_of(target).is_err()
+                {
+                    [&self.jail.tree_of(p)?[..], target].concat()
                 } else {
                     target.to_vec()
                 };
@@ -658,7 +657,10 @@ pub fn run_worker(
     if cfg.threads == 0 || workers == 0 || cfg.speed.is_nan() || cfg.speed < 0.0 {
         return Err(ReplayError::Config);
     }
-    let jail = Jail::new(&cfg.root, &rep.name)?;
+    let jail = Jail::new(&rep.name)?;
+    for tree in jail.trees(rep.paths()) {
+        jail.check_tree(&tree)?;
+    }
     let fds = Fds::default();
     let deps = order::dependencies(&rep.ops);
     let homes = homes(&rep.ops);

@@ -10,7 +10,7 @@ use ioriot::generate::{generate, GenerateConfig};
 use ioriot::replay_format::{self, InitEntry, Replay};
 
 mod common;
-use common::replay_into;
+use common::{rebase, replay_into};
 
 /// Every system call the helper makes (shared with lab's ioriot suite).
 fn helper_ops() -> Vec<&'static str> {
@@ -44,15 +44,18 @@ fn work_dir() -> String {
         .to_owned()
 }
 
-fn fixture() -> (Replay, ioriot::generate::GenerateReport) {
-    let cap = capture();
+/// The replay, its captured filesystem moved below `under`.
+fn fixture(under: &Path) -> (Replay, ioriot::generate::GenerateReport) {
+    let mut cap = capture();
     assert_eq!(cap.lost, Some(0));
+    rebase(&mut cap, under);
     let (rep, report) = generate(
         &cap,
         &GenerateConfig {
             name: "matrix".into(),
             keep_tmpfs: true,
             user: None,
+            wd_base: None,
         },
     )
     .unwrap();
@@ -87,7 +90,15 @@ fn tree(dir: &Path) -> Vec<String> {
 #[test]
 fn generate_keeps_every_helper_op_and_maps_ids() {
     let work = work_dir();
-    let (rep, report) = fixture();
+    let t = tempfile::tempdir().unwrap();
+    let (rep, report) = fixture(t.path());
+    // Paths as the test tree has them, below `<t>/.ioriot/`.
+    let trees = format!("{}/.ioriot/", t.path().display());
+    let rel = |p: &[u8]| {
+        String::from_utf8_lossy(p)
+            .strip_prefix(&trees)
+            .map(str::to_owned)
+    };
     for op in &helper_ops() {
         assert!(report.capture_ops.contains_key(*op), "{op} not captured");
         assert_eq!(
@@ -124,29 +135,29 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
     let t = rep
         .ops
         .iter()
-        .find(|o| o.path.as_deref() == Some(format!("matrix/{work}/m0/t.dat").as_bytes()))
+        .find(|o| o.path.as_deref().and_then(rel) == Some(format!("matrix/{work}/m0/t.dat")))
         .unwrap();
     assert_eq!((t.vpid, t.vtid), (1, 2));
     let c = rep
         .ops
         .iter()
-        .find(|o| o.path.as_deref() == Some(format!("matrix/{work}/m0/child.dat").as_bytes()))
+        .find(|o| o.path.as_deref().and_then(rel) == Some(format!("matrix/{work}/m0/child.dat")))
         .unwrap();
     assert_eq!((c.vpid, c.vtid), (2, 3));
-    // Every path lives under the test name.
+    // Every path lives in the test tree.
     assert!(rep
         .ops
         .iter()
         .flat_map(|o| o.path.iter())
-        .all(|p| p.starts_with(b"matrix/")));
+        .all(|p| rel(p).is_some_and(|r| r.starts_with("matrix/"))));
     // The skeleton: what existed before the helper ran (the libraries it
     // read, the directory it worked in), not what it created.
     let init: Vec<String> = rep
         .init
         .iter()
         .map(|e| match e {
-            InitEntry::Dir(p) => format!("d {}", String::from_utf8_lossy(p)),
-            InitEntry::File { size, path } => format!("f {size} {}", String::from_utf8_lossy(path)),
+            InitEntry::Dir(p) => format!("d {}", rel(p).unwrap()),
+            InitEntry::File { size, path } => format!("f {size} {}", rel(path).unwrap()),
         })
         .collect();
     // ... and every directory above the one the helper worked in.
@@ -171,7 +182,6 @@ fn generate_keeps_every_helper_op_and_maps_ids() {
 #[test]
 fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
     let work = work_dir();
-    let (rep, _) = fixture();
     let expected = [
         "m0/",
         "m0/child.dat 200",
@@ -181,6 +191,7 @@ fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
     ];
     for (p, t) in [(1, 1), (2, 4)] {
         let dir = tempfile::tempdir().unwrap();
+        let (rep, _) = fixture(dir.path());
         let r = replay_into(dir.path(), &rep, p, t);
         assert_eq!(
             (r.mismatches, r.refused, r.skipped),
@@ -205,7 +216,7 @@ fn replay_single_and_multi_threaded_rebuilds_the_helpers_tree() {
         assert_eq!(r.per_op["getdents64"].count, 2);
         assert_eq!(r.per_op["write"].bytes, 4096 + 100 + 64 + 300 + 200);
         assert_eq!(
-            tree(&dir.path().join("matrix").join(&work)),
+            tree(&dir.path().join(".ioriot/matrix").join(&work)),
             expected,
             "{p}×{t}"
         );

@@ -12,28 +12,31 @@ use ioriot::generate::{generate, GenerateConfig};
 use ioriot::replay_format;
 
 mod common;
-use common::replay_into;
+use common::{rebase, replay_into};
 
 #[test]
 fn children_write_through_inherited_descriptors_at_the_shared_offset() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/inherit.capture");
-    let cap =
+    let base =
         capture_format::read(std::io::BufReader::new(std::fs::File::open(path).unwrap())).unwrap();
-    let (rep, report) = generate(
-        &cap,
-        &GenerateConfig {
-            name: "inh".into(),
-            keep_tmpfs: false,
-            user: None,
-        },
-    )
-    .unwrap();
-    assert_eq!((report.inherited_fds, report.dropped_unknown_fd), (2, 0));
-    let mut buf = Vec::new();
-    replay_format::write(&mut buf, &rep).unwrap();
-    assert_eq!(replay_format::read(&buf[..]).unwrap(), rep);
     for (processes, threads) in [(1, 1), (2, 4), (3, 1)] {
         let root = tempfile::tempdir().unwrap();
+        let mut cap = base.clone();
+        rebase(&mut cap, root.path());
+        let (rep, report) = generate(
+            &cap,
+            &GenerateConfig {
+                name: "inh".into(),
+                keep_tmpfs: false,
+                user: None,
+                wd_base: None,
+            },
+        )
+        .unwrap();
+        assert_eq!((report.inherited_fds, report.dropped_unknown_fd), (2, 0));
+        let mut buf = Vec::new();
+        replay_format::write(&mut buf, &rep).unwrap();
+        assert_eq!(replay_format::read(&buf[..]).unwrap(), rep);
         let r = replay_into(root.path(), &rep, processes, threads);
         let what = format!("{processes}×{threads}:\n{}", r.text());
         assert_eq!(
@@ -46,7 +49,7 @@ fn children_write_through_inherited_descriptors_at_the_shared_offset() {
         // 100 + 50 + 7 + 20 bytes one after the other: the children's
         // copies shared the parent's offset, and their closes left the
         // parent's descriptor open for its last write.
-        let len = std::fs::metadata(root.path().join("inh/w/f"))
+        let len = std::fs::metadata(root.path().join(".ioriot/inh/w/f"))
             .unwrap()
             .len();
         assert_eq!(len, 177, "{what}");

@@ -560,17 +560,6 @@ fn pack(
         let src = if ok { small } else { t.host.clone() };
         files.insert(t.guest.clone(), Source::Host(src, 0o755));
     }
-    let mut aliases = Vec::new();
-    for (alias, tool) in &recipe.tool_aliases {
-        if let Some(t) = tools.iter().find(|t| &t.name == tool) {
-            let dir = Path::new(&t.guest).parent().unwrap_or(Path::new("/"));
-            files.insert(
-                dir.join(alias).to_string_lossy().into_owned(),
-                Source::Symlink(t.name.clone()),
-            );
-            aliases.push(format!("{alias} -> {}", t.name));
-        }
-    }
     let boot_libs = elf::library_closure(staging, &elves)?;
     for lib in &boot_libs {
         let host = elf::resolve_in(staging, lib).ok_or_else(|| missing(lib))?;
@@ -597,6 +586,23 @@ fn pack(
         std::fs::copy(&host, &dest).map_err(io_err(&dest))?;
         files.insert(lib.clone(), Source::Symlink(format!("{EXTRAS_MOUNT}{lib}")));
         extras.push(lib.clone());
+    }
+
+    for t in &recipe.extra_trees {
+        let host = staging.join(t.trim_start_matches('/'));
+        let dest = extras_dir.join(t.trim_start_matches('/'));
+        copy_tree(&host, &dest)?;
+        files.insert(t.clone(), Source::Symlink(format!("{EXTRAS_MOUNT}{t}")));
+        extras.push(t.clone());
+    }
+    let mut aliases = Vec::new();
+    for (path, target) in &recipe.aliases {
+        let dir = Path::new(path).parent().unwrap_or(Path::new("/"));
+        let resolved = dir.join(target).to_string_lossy().into_owned();
+        if files.contains_key(&resolved) {
+            files.insert(path.clone(), Source::Symlink(target.clone()));
+            aliases.push(format!("{path} -> {target}"));
+        }
     }
 
     let tree = modules::ModuleTree::open(staging)?;
@@ -646,13 +652,39 @@ fn pack(
         "/init".into(),
         Source::Bytes(recipe::INIT_SCRIPT.as_bytes().to_vec(), 0o755),
     );
+    // `ioriot` is the unprivileged user of the documented I/O Riot
+    // procedure (its home lives on the suite's /home disk); `nobody` is
+    // ioriot's own default replay user.
     files.insert(
         "/etc/passwd".into(),
-        Source::Bytes(b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644),
+        Source::Bytes(
+            b"root:x:0:0:root:/root:/bin/sh\nioriot:x:1000:1000:ioriot:/home/ioriot:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n".to_vec(),
+            0o644,
+        ),
     );
     files.insert(
         "/etc/group".into(),
-        Source::Bytes(b"root:x:0:\n".to_vec(), 0o644),
+        Source::Bytes(
+            b"root:x:0:\nioriot:x:1000:\nnogroup:x:65534:\n".to_vec(),
+            0o644,
+        ),
+    );
+    // sudo for the documented procedures, which the guest runs as root:
+    // root needs no password (pam_rootok), and Debian's PAM stack
+    // (common-auth …, made by pam-auth-update at install) is not in the image.
+    files.insert(
+        "/etc/sudoers".into(),
+        Source::Bytes(
+            b"Defaults !fqdn, !syslog, !lecture\nroot ALL=(ALL:ALL) ALL\n".to_vec(),
+            0o440,
+        ),
+    );
+    files.insert(
+        "/etc/pam.d/sudo".into(),
+        Source::Bytes(
+            b"auth sufficient pam_rootok.so\nauth required pam_deny.so\naccount required pam_permit.so\nsession required pam_permit.so\n".to_vec(),
+            0o644,
+        ),
     );
 
     let boot_dir = staging.join("boot");
@@ -713,6 +745,26 @@ fn pack(
     )
     .map_err(io_err(&mpath))?;
     Ok(manifest)
+}
+
+/// Copies a directory tree of the extracted packages (symlinks kept as
+/// symlinks).
+fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
+    std::fs::create_dir_all(to).map_err(io_err(to))?;
+    for entry in std::fs::read_dir(from).map_err(io_err(from))? {
+        let entry = entry.map_err(io_err(from))?;
+        let (src, dest) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(io_err(&src))?;
+        if kind.is_dir() {
+            copy_tree(&src, &dest)?;
+        } else if kind.is_symlink() {
+            let target = std::fs::read_link(&src).map_err(io_err(&src))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(io_err(&dest))?;
+        } else {
+            std::fs::copy(&src, &dest).map_err(io_err(&dest))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {

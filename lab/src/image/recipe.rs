@@ -15,6 +15,8 @@ pub struct Recipe {
     pub extra_packages: Vec<String>,
     pub programs: Vec<String>,
     pub extra_programs: Vec<String>,
+    /// Directory trees served over virtio-9p, each a symlink in the initramfs.
+    pub extra_trees: Vec<String>,
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,
@@ -23,8 +25,9 @@ pub struct Recipe {
     pub kernel_headers: Vec<String>,
     pub guest_tools: Vec<String>,
     pub optional_guest_tools: Vec<String>,
-    /// Documented program name -> guest tool it runs.
-    pub tool_aliases: std::collections::BTreeMap<String, String>,
+    /// Guest symlinks: path -> target (relative to the link's directory,
+    /// or absolute); made when the target is in the image.
+    pub aliases: std::collections::BTreeMap<String, String>,
 }
 
 impl Recipe {
@@ -88,13 +91,9 @@ mod tests {
     fn embedded_recipe_parses_and_matches_kernel_names() {
         let r = Recipe::embedded();
         assert!(r.boot_modules.iter().any(|m| m == "cxl_acpi"));
-        for (alias, tool) in &r.tool_aliases {
-            assert!(
-                r.guest_tools.contains(tool) || r.optional_guest_tools.contains(tool),
-                "alias {alias} names {tool}, which is no guest tool"
-            );
-        }
-        assert_eq!(r.tool_aliases["test_mwait_dax"], "dax-tester");
+        assert_eq!(r.aliases["/opt/ioriot/bin/ioriot"], "/usr/bin/ioriot");
+        assert_eq!(r.aliases["/usr/bin/test_mwait_dax"], "dax-tester");
+        assert!(r.extra_trees.iter().any(|t| t == "/usr/lib/python3.11"));
         assert_eq!(
             r.kernel_version_of("linux-image-6.12.95+deb12-amd64-unsigned"),
             Some(95)

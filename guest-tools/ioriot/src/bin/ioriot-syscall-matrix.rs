@@ -1,4 +1,7 @@
-//! `ioriot-syscall-matrix DIR [--iterations N] [--json]`: performs every
+//! `ioriot-syscall-matrix DIR [--iterations N] [--json]`, or as I/O Riot's
+//! documented helper `ioriot-syscall-matrix PIDFILE GOFILE BASEDIR USER`
+//! (it writes its pid to PIDFILE, waits until GOFILE exists, works in
+//! BASEDIR and gives what it made to USER): performs every
 //! system call ioriot traces, mostly through directory descriptors, in
 //! `DIR/m<i>/`, with raw syscall(2) so each call is exactly the traced
 //! number (glibc would turn open into openat and stat into newfstatat or
@@ -6,6 +9,10 @@
 //! the child writes through a descriptor it inherited.
 //! Each iteration leaves `m<i>/sub/a3.dat` (12000 bytes), `m<i>/t.dat` and
 //! `m<i>/child.dat`; everything else it creates is renamed or removed.
+//! Then, in DIR itself, the entries the documented procedure's checks look
+//! for: `open-renamed.txt`, `dirA/openat-renamed.txt`, `creat.txt`,
+//! `head-renamed.bin`, `link-open.txt` (opened through the symlink `link`)
+//! and `emptydir`.
 
 use std::ffi::CString;
 use std::path::PathBuf;
@@ -20,8 +27,9 @@ use serde::Serialize;
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
-    /// Directory to work in (created if missing).
-    dir: PathBuf,
+    /// DIR to work in (created if missing), or PIDFILE GOFILE BASEDIR USER.
+    #[arg(required = true, num_args = 1..=4, value_name = "DIR | PIDFILE GOFILE BASEDIR USER")]
+    args: Vec<PathBuf>,
     /// How many times to run the whole matrix (each in its own m<i>/).
     #[arg(long, default_value_t = 1)]
     iterations: u32,
@@ -411,10 +419,189 @@ fn matrix(m: &mut M, base: &str) {
     }
 }
 
+/// The documented entries, in `base` (an existing directory).
+fn documented(m: &mut M, base: &str) {
+    let cbuf = |s: &CString| s.as_ptr() as c_long;
+    let p = |name: &str| c(&format!("{base}/{name}"));
+    let buf = [b'x'; 4096];
+    let mut rbuf = [0u8; 4096];
+    let mut lbuf = [0u8; 256];
+    let (wr, rd) = (buf.as_ptr() as c_long, rbuf.as_mut_ptr() as c_long);
+    let flags = (libc::O_CREAT | libc::O_WRONLY | libc::O_TRUNC) as c_long;
+    // SAFETY: strings are CStrings alive for each call; reads and writes
+    // stay inside `buf`, `rbuf` and `lbuf` (alive, of the lengths passed);
+    // every descriptor is one this function opened and closes once.
+    unsafe {
+        let fd = m.ok(
+            "open",
+            syscall(libc::SYS_open, cbuf(&p("open.txt")), flags, 0o644),
+        );
+        m.ok("write", syscall(libc::SYS_write, fd, wr, 100));
+        m.ok("close", syscall(libc::SYS_close, fd));
+        m.ok(
+            "rename",
+            syscall(
+                libc::SYS_rename,
+                cbuf(&p("open.txt")),
+                cbuf(&p("open-renamed.txt")),
+            ),
+        );
+        m.ok("mkdir", syscall(libc::SYS_mkdir, cbuf(&p("dirA")), 0o755));
+        let dfd = m.ok(
+            "open",
+            syscall(
+                libc::SYS_open,
+                cbuf(&p("dirA")),
+                (libc::O_RDONLY | libc::O_DIRECTORY) as c_long,
+                0,
+            ),
+        );
+        let fd = m.ok(
+            "openat",
+            syscall(libc::SYS_openat, dfd, cbuf(&c("openat.txt")), flags, 0o644),
+        );
+        m.ok("write", syscall(libc::SYS_write, fd, wr, 200));
+        m.ok("close", syscall(libc::SYS_close, fd));
+        m.ok(
+            "renameat",
+            syscall(
+                libc::SYS_renameat,
+                dfd,
+                cbuf(&c("openat.txt")),
+                dfd,
+                cbuf(&c("openat-renamed.txt")),
+            ),
+        );
+        m.ok("close", syscall(libc::SYS_close, dfd));
+        let fd = m.ok(
+            "creat",
+            syscall(libc::SYS_creat, cbuf(&p("creat.txt")), 0o644),
+        );
+        m.ok("write", syscall(libc::SYS_write, fd, wr, 300));
+        m.ok("close", syscall(libc::SYS_close, fd));
+        let fd = m.ok(
+            "open",
+            syscall(
+                libc::SYS_open,
+                cbuf(&p("head.bin")),
+                (libc::O_CREAT | libc::O_RDWR | libc::O_TRUNC) as c_long,
+                0o644,
+            ),
+        );
+        m.ok("write", syscall(libc::SYS_write, fd, wr, 4096));
+        m.ok(
+            "lseek",
+            syscall(libc::SYS_lseek, fd, 0, libc::SEEK_SET as c_long),
+        );
+        m.ok("read", syscall(libc::SYS_read, fd, rd, 512));
+        m.ok("close", syscall(libc::SYS_close, fd));
+        m.ok(
+            "rename",
+            syscall(
+                libc::SYS_rename,
+                cbuf(&p("head.bin")),
+                cbuf(&p("head-renamed.bin")),
+            ),
+        );
+        let fd = m.ok(
+            "creat",
+            syscall(libc::SYS_creat, cbuf(&p("link-open.txt")), 0o644),
+        );
+        m.ok("close", syscall(libc::SYS_close, fd));
+        m.ok(
+            "symlink",
+            syscall(
+                libc::SYS_symlink,
+                cbuf(&c("link-open.txt")),
+                cbuf(&p("link")),
+            ),
+        );
+        m.ok(
+            "readlink",
+            syscall(
+                libc::SYS_readlink,
+                cbuf(&p("link")),
+                lbuf.as_mut_ptr() as c_long,
+                256,
+            ),
+        );
+        let fd = m.ok(
+            "open",
+            syscall(
+                libc::SYS_open,
+                cbuf(&p("link")),
+                libc::O_WRONLY as c_long,
+                0,
+            ),
+        );
+        m.ok("write", syscall(libc::SYS_write, fd, wr, 50));
+        m.ok("close", syscall(libc::SYS_close, fd));
+        m.ok(
+            "mkdir",
+            syscall(libc::SYS_mkdir, cbuf(&p("emptydir")), 0o755),
+        );
+    }
+}
+
+/// Gives `dir` and everything below it to `user`, with the chown family
+/// (lchown for symlinks), as the documented helper does.
+fn give(m: &mut M, dir: &std::path::Path, user: &ioriot::user::User) -> anyhow::Result<()> {
+    let cp = c(dir.to_str().context("the directory must be UTF-8")?);
+    let meta = std::fs::symlink_metadata(dir)?;
+    let (uid, gid) = (c_long::from(user.uid), c_long::from(user.gid));
+    // SAFETY: cp is a CString alive for the call.
+    let ret = unsafe {
+        if meta.file_type().is_symlink() {
+            syscall(libc::SYS_lchown, cp.as_ptr() as c_long, uid, gid)
+        } else {
+            syscall(libc::SYS_chown, cp.as_ptr() as c_long, uid, gid)
+        }
+    };
+    m.ok(
+        if meta.file_type().is_symlink() {
+            "lchown"
+        } else {
+            "chown"
+        },
+        ret,
+    );
+    if meta.is_dir() {
+        for e in std::fs::read_dir(dir)? {
+            give(m, &e?.path(), user)?;
+        }
+    }
+    Ok(())
+}
+
+/// The documented form: pid to PIDFILE, wait for GOFILE.
+fn wait_for_go(pid_file: &std::path::Path, go_file: &std::path::Path) -> anyhow::Result<()> {
+    // Written whole, then renamed: a reader never sees half a pid.
+    let tmp = pid_file.with_extension("pid-writing");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, pid_file)
+        .with_context(|| format!("cannot write {}", pid_file.display()))?;
+    while !go_file.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Ok(())
+}
+
 fn run(args: Args) -> anyhow::Result<Report> {
-    std::fs::create_dir_all(&args.dir)
-        .with_context(|| format!("cannot create {}", args.dir.display()))?;
-    let dir = args.dir.canonicalize()?;
+    let (dir, user) = match args.args.as_slice() {
+        [dir] => (dir.clone(), None),
+        [pid_file, go_file, dir, user] => {
+            let user = user.to_str().context("USER must be UTF-8")?;
+            let user = ioriot::user::lookup(user)?;
+            wait_for_go(pid_file, go_file)?;
+            (dir.clone(), Some(user))
+        }
+        _ => anyhow::bail!(
+            "give DIR, or PIDFILE GOFILE BASEDIR USER as the documented procedure does"
+        ),
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
     let mut m = M {
         r: Report {
             dir: dir.clone(),
@@ -429,6 +616,10 @@ fn run(args: Args) -> anyhow::Result<Report> {
             &mut m,
             base.to_str().context("the directory must be UTF-8")?,
         );
+    }
+    documented(&mut m, dir.to_str().context("the directory must be UTF-8")?);
+    if let Some(u) = &user {
+        give(&mut m, &dir, u)?;
     }
     m.r.seconds = start.elapsed().as_secs_f64();
     Ok(m.r)

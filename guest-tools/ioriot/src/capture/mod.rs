@@ -327,6 +327,18 @@ pub fn capture(cfg: &CaptureConfig) -> Result<CaptureReport, CaptureError> {
     let mut out = BufWriter::new(File::create(&cfg.output).map_err(werr)?);
     capture_format::write_header(&mut out, cfg.pid, &mounts()).map_err(werr)?;
     stop_signal::install();
+    // What staprun's "inserted" line is to I/O Riot users: from here on
+    // nothing the followed processes do is missed.
+    match cfg.pid {
+        Some(p) => eprintln!(
+            "ioriot: tracing attached to pid {p} and its children; writing {}; SIGINT (Ctrl+C) stops",
+            cfg.output.display()
+        ),
+        None => eprintln!(
+            "ioriot: tracing attached to every process; writing {}; SIGINT (Ctrl+C) stops",
+            cfg.output.display()
+        ),
+    }
     // A workload started stopped (e.g. `kill -STOP $$; exec prog`) runs now
     // that tracing is attached, so nothing it does is missed. With
     // --resume it may not have stopped itself yet: wait for that, or the

@@ -1,12 +1,46 @@
 //! What the ioriot integration tests share.
 
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+use ioriot::capture_format::{Capture, Mount};
 
 use ioriot::order::Done;
 use ioriot::replay::{run_worker, ReplayConfig};
 use ioriot::replay_format::Replay;
 
-/// Initialises `rep` under `root` and replays it with `processes` workers
+/// Moves a capture's whole filesystem below `under`, a temporary
+/// directory standing for its mount points, so its test trees
+/// (`<mount>/.ioriot/<name>`) are made there; without mounts, `under` is
+/// one ext4 mount holding everything.
+pub fn rebase(cap: &mut Capture, under: &Path) {
+    let u = under.as_os_str().as_bytes();
+    let moved = |p: &[u8]| -> Vec<u8> {
+        if p == b"/" {
+            u.to_vec()
+        } else {
+            [u, p].concat()
+        }
+    };
+    for e in &mut cap.events {
+        for p in [&mut e.path, &mut e.path2].into_iter().flatten() {
+            if p.first() == Some(&b'/') {
+                *p = moved(p);
+            }
+        }
+    }
+    if cap.mounts.is_empty() {
+        cap.mounts.push(Mount {
+            fstype: "ext4".into(),
+            point: b"/".to_vec(),
+        });
+    }
+    for m in &mut cap.mounts {
+        m.point = moved(&m.point);
+    }
+}
+
+/// Initialises `rep` (working directory under `root`) and replays it with `processes` workers
 /// of `threads` threads at full speed; the merged statistics.
 pub fn replay_into(
     root: &Path,
@@ -14,9 +48,8 @@ pub fn replay_into(
     processes: u32,
     threads: u32,
 ) -> ioriot::stats::Report {
-    ioriot::init::init(rep, root).unwrap();
+    ioriot::init::init(rep, &root.join("wd")).unwrap();
     let cfg = ReplayConfig {
-        root: root.to_path_buf(),
         processes,
         threads,
         speed: 0.0,
