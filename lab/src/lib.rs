@@ -17,6 +17,7 @@
 
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod image;
 pub mod inject;
 pub mod kvm;

@@ -194,9 +194,20 @@ pub struct SuiteResult {
     pub suite: String,
     pub passed: bool,
     pub seconds: f64,
+    /// `results/<run id>/<suite>.json`.
     pub result_file: PathBuf,
     /// The error when the suite could not run at all.
     pub error: Option<String>,
+    /// Its headline figures (`gate::figures::headline`).
+    pub headline: String,
+}
+
+/// What `lab run` did: the run kept in `results/<run id>/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub suites: Vec<SuiteResult>,
 }
 
 /// `lab bench boot`: boot timings over several `up`/`down` cycles with a
