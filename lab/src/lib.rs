@@ -13,7 +13,9 @@
 //! `lab inject`'s forms, their checks against the topology and their QMP
 //! commands are `inject.rs` (the verb itself is `verbs/inject.rs`).
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
-//! what several of them share in `suite_support/`.
+//! what several of them share in `suite_support/`. The regression gate (what
+//! of a suite's JSON is behaviour, the metric table, kept runs and
+//! baselines, `lab compare`, JUnit) is `gate/`.
 
 pub mod error;
 pub mod events;
