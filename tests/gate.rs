@@ -195,7 +195,9 @@ fn runs_compare_equal_and_edits_regress_or_are_not_comparable() {
         "{xml}"
     );
     assert!(
-        xml.contains(r#"<testcase name="sequential far above random" classname="cxl-lab.faults">"#),
+        xml.contains(
+            r#"<testcase name="sequential far above random" classname="cxl-lab.faults"/>"#
+        ),
         "{xml}"
     );
     std::fs::remove_dir_all(&tmp).ok();
