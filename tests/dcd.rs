@@ -62,7 +62,7 @@ fn dcd_suite_adds_extents_to_a_running_qemu_and_reports_the_guest_half() {
         .rt
         .block_on(verbs::run_suites(&lab.name, &[Suite::Dcd], &Events::none()))
         .unwrap_or_else(|e| panic!("lab run dcd: {}", error_chain(&e)));
-    let r = &results[0];
+    let r = &results.suites[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");
     assert!(r.passed, "dcd failed: {:?}\n{v:#}", r.error);

@@ -70,7 +70,8 @@ fn faults_suite_sees_major_faults_per_thread_and_sequential_processes() {
             &[Suite::Faults],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run faults: {}", error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run faults: {}", error_chain(&e)))
+        .suites;
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

@@ -81,7 +81,8 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
             &[Suite::Ioriot],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run ioriot: {}", error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run ioriot: {}", error_chain(&e)))
+        .suites;
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

@@ -74,7 +74,8 @@ fn ras_suite_compares_injections_with_the_guest_kernel() {
     let results = lab
         .rt
         .block_on(verbs::run_suites(&lab.name, &[Suite::Ras], &Events::none()))
-        .unwrap_or_else(|e| panic!("lab run ras: {}", error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run ras: {}", error_chain(&e)))
+        .suites;
     let r = &results[0];
     let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");

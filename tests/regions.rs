@@ -169,7 +169,8 @@ fn suites_pass(lab: &TestLab, control: &Path) {
     let results = lab
         .rt
         .block_on(verbs::run_suites(&lab.name, &suites, &Events::none()))
-        .unwrap_or_else(|e| panic!("lab run on switched: {}", lab_e2e::error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run on switched: {}", lab_e2e::error_chain(&e)))
+        .suites;
     for r in &results {
         let detail = std::fs::read_to_string(&r.result_file).unwrap_or_default();
         assert!(

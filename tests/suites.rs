@@ -81,7 +81,8 @@ fn dax_and_fio_suites_pass_in_the_guest() {
             &[Suite::Dax, Suite::Fio],
             &Events::none(),
         ))
-        .unwrap_or_else(|e| panic!("lab run dax fio: {}", error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run dax fio: {}", error_chain(&e)))
+        .suites;
     for offset in [0, 19 * MIB] {
         pattern("verify", offset);
     }
@@ -131,7 +132,8 @@ fn dax_and_fio_suites_pass_in_the_guest() {
     let again = lab
         .rt
         .block_on(verbs::run_suites(&lab.name, &[Suite::Fio], &Events::none()))
-        .unwrap_or_else(|e| panic!("lab run fio: {}", error_chain(&e)));
+        .unwrap_or_else(|e| panic!("lab run fio: {}", error_chain(&e)))
+        .suites;
     let r = &again[0];
     assert!(!r.passed);
     let error = r.error.clone().expect("an error");

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use cxl_topology::TopologyError;
 
+use crate::gate::record::RecordError;
 use crate::image::ImageError;
 use crate::inject::InjectError;
 use crate::kconfig::KconfigError;
@@ -22,6 +23,14 @@ pub enum LabError {
     Topology(#[from] TopologyError),
     #[error(transparent)]
     RunDir(#[from] RunDirError),
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    #[error("Writing the JUnit report {} failed.", path.display())]
+    Junit {
+        path: PathBuf,
+        #[source]
+        source: quick_junit::SerializeError,
+    },
     #[error("Building the guest image failed.")]
     Image(#[from] ImageError),
     #[error(transparent)]

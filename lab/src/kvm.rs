@@ -83,17 +83,7 @@ pub fn host_id() -> String {
         .find(|l| l.starts_with("model name"))
         .unwrap_or_default()
         .to_owned();
-    let qemu = Command::new(crate::qemu::QEMU_BINARY)
-        .arg("--version")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        })
-        .unwrap_or_default();
+    let qemu = crate::qemu::qemu_version();
     format!("{} | {} | {}", release.trim(), qemu, cpu)
 }
 

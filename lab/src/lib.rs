@@ -15,10 +15,13 @@
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
 //! what several of them share in `suite_support/`. The guest kernel's
 //! config, checked before boot, and the options the suites need are
-//! `kconfig.rs`.
+//! `kconfig.rs`. The regression gate (what
+//! of a suite's JSON is behaviour, the metric table, kept runs and
+//! baselines, `lab compare`, JUnit) is `gate/`.
 
 pub mod error;
 pub mod events;
+pub mod gate;
 pub mod image;
 pub mod inject;
 pub mod kconfig;

@@ -110,15 +110,48 @@ enum Verb {
         #[command(subcommand)]
         what: cxl_lab::inject::Injection,
     },
-    /// Run test suites in the guest (`all` runs every one); results go to
-    /// the run directory's results/ and a table to stdout.
+    /// Run test suites in the guest (`all` runs every one); the run is kept
+    /// in the run directory's results/<run id>/ (results/latest points at
+    /// it) and a table of each suite's headline figures goes to stdout.
     Run {
         #[command(flatten)]
         name: NameArg,
         #[arg(required = true)]
         suites: Vec<SuiteArg>,
+        /// Also write a JUnit XML report here (one test case per suite step).
+        #[arg(long, value_name = "FILE")]
+        junit: Option<PathBuf>,
+        /// Then compare the run against BASE (a baseline name, a run or
+        /// baseline directory, or a run id), as `lab compare BASE` does;
+        /// the exit code is compare's.
+        #[arg(long, value_name = "BASE")]
+        compare: Option<String>,
+        #[command(flatten)]
+        baselines: BaselinesArg,
         #[arg(long)]
         json: bool,
+    },
+    /// Compare two runs: behaviour (digests) must be equal, figures within
+    /// their tolerance. Exit 0 equal, 1 regression, 2 not comparable.
+    /// With no run named, the lab's last two runs; with BASE only, BASE
+    /// against the lab's latest run.
+    Compare {
+        #[command(flatten)]
+        name: NameArg,
+        /// A baseline name (in --baselines), a run or baseline directory,
+        /// or a run id of the lab.
+        base: Option<String>,
+        /// As BASE; the lab's latest run when absent.
+        new: Option<String>,
+        #[command(flatten)]
+        baselines: BaselinesArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Saved baselines: plain files to commit and compare against.
+    Baseline {
+        #[command(subcommand)]
+        verb: BaselineVerb,
     },
     /// Print the exact QEMU command line, shell-quoted: a running lab's
     /// own, else the one `lab up` would use. It names backing files and
@@ -191,6 +224,37 @@ enum KernelVerb {
     },
 }
 
+#[derive(clap::Args)]
+struct BaselinesArg {
+    /// Where baselines are saved and looked up by name.
+    #[arg(
+        long = "baselines",
+        value_name = "DIR",
+        env = "CXL_LAB_BASELINES",
+        default_value = "baselines"
+    )]
+    dir: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum BaselineVerb {
+    /// Copy a run of the lab (its latest by default) to <baselines>/NAME.
+    Save {
+        #[command(flatten)]
+        name: NameArg,
+        /// The baseline's name (a directory under --baselines).
+        baseline: String,
+        /// A run id or run directory; the lab's latest run when absent.
+        #[arg(long)]
+        run: Option<String>,
+        /// Replace an existing baseline of that name.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        baselines: BaselinesArg,
+    },
+}
+
 #[derive(Subcommand)]
 enum BenchWhat {
     Boot {
@@ -243,6 +307,32 @@ enum ImageVerb {
 fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
+}
+
+/// `lab compare`'s runs, or exit 2: runs that cannot be read cannot be
+/// compared.
+fn compare_or_exit(
+    lab: &str,
+    base: Option<&str>,
+    new: Option<&str>,
+    baselines: &std::path::Path,
+) -> cxl_lab::gate::compare::Comparison {
+    verbs::compare_runs(lab, base, new, baselines).unwrap_or_else(|e| {
+        eprintln!(
+            "lab compare: not comparable: {}",
+            cxl_lab::error::error_chain(&e)
+        );
+        std::process::exit(2);
+    })
+}
+
+fn print_comparison(c: &cxl_lab::gate::compare::Comparison, json: bool) -> anyhow::Result<()> {
+    if json {
+        print_json(c)
+    } else {
+        print!("{}", text::comparison(c));
+        Ok(())
+    }
 }
 
 async fn follow_console(path: PathBuf, follow: bool) -> anyhow::Result<()> {
@@ -425,18 +515,63 @@ async fn main() -> anyhow::Result<()> {
                 print!("{}", text::inject(&r));
             }
         }
-        Verb::Run { name, suites, json } => {
-            let results = verbs::run_selection(&name.name, &suites, &ui())
+        Verb::Run {
+            name,
+            suites,
+            junit,
+            compare,
+            baselines,
+            json,
+        } => {
+            let report = verbs::run_selection(&name.name, &suites, &ui())
                 .await
                 .context("lab run failed")?;
             if json {
-                print_json(&results)?;
+                print_json(&report)?;
             } else {
-                print!("{}", text::suite_table(&results));
+                print!("{}", text::suite_table(&report));
             }
-            if results.iter().any(|r| r.failed()) {
-                std::process::exit(1);
+            if let Some(file) = &junit {
+                verbs::run::write_junit(&report.run_dir, file).context("lab run --junit failed")?;
             }
+            let failed = report.suites.iter().any(|r| r.failed());
+            let mut code = i32::from(failed);
+            if let Some(base) = compare {
+                let dir = report.run_dir.display().to_string();
+                let c = compare_or_exit(&name.name, Some(&base), Some(&dir), &baselines.dir);
+                print_comparison(&c, json)?;
+                code = match c.verdict.exit_code() {
+                    2 => 2,
+                    n => n.max(code),
+                };
+            }
+            std::process::exit(code);
+        }
+        Verb::Compare {
+            name,
+            base,
+            new,
+            baselines,
+            json,
+        } => {
+            let c = compare_or_exit(&name.name, base.as_deref(), new.as_deref(), &baselines.dir);
+            print_comparison(&c, json)?;
+            std::process::exit(c.verdict.exit_code());
+        }
+        Verb::Baseline {
+            verb:
+                BaselineVerb::Save {
+                    name,
+                    baseline,
+                    run,
+                    force,
+                    baselines,
+                },
+        } => {
+            let dir =
+                verbs::save_baseline(&name.name, &baseline, run.as_deref(), &baselines.dir, force)
+                    .context("lab baseline save failed")?;
+            println!("baseline '{baseline}' saved in {}", dir.display());
         }
         Verb::Args {
             name,

@@ -62,6 +62,22 @@ pub struct QemuConfig<'a> {
 }
 
 pub const QEMU_BINARY: &str = "qemu-system-x86_64";
+
+/// The first line of `qemu-system-x86_64 --version` (empty when QEMU
+/// cannot be run).
+pub fn qemu_version() -> String {
+    std::process::Command::new(QEMU_BINARY)
+        .arg("--version")
+        .output()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_owned()
+        })
+        .unwrap_or_default()
+}
 /// The virtio-serial port name qemu-ga listens on in the guest.
 pub const AGENT_PORT_NAME: &str = "org.qemu.guest_agent.0";
 

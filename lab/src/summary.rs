@@ -200,6 +200,7 @@ pub struct SuiteResult {
     pub suite: String,
     pub passed: bool,
     pub seconds: f64,
+    /// `results/<run id>/<suite>.json`.
     pub result_file: PathBuf,
     /// The error when the suite could not run at all.
     pub error: Option<String>,
@@ -207,6 +208,8 @@ pub struct SuiteResult {
     /// kernel lacks an option it needs): not a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub skipped: Option<String>,
+    /// Its headline figures (`gate::figures::headline`).
+    pub headline: String,
 }
 
 impl SuiteResult {
@@ -214,6 +217,14 @@ impl SuiteResult {
     pub fn failed(&self) -> bool {
         !self.passed && self.skipped.is_none()
     }
+}
+
+/// What `lab run` did: the run kept in `results/<run id>/`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run_id: String,
+    pub run_dir: PathBuf,
+    pub suites: Vec<SuiteResult>,
 }
 
 /// `lab bench boot`: boot timings over several `up`/`down` cycles with a

@@ -4,8 +4,10 @@
 
 use std::fmt::Write;
 
+use crate::gate::compare::{Comparison, FigureDiff, FigureStatus, Verdict};
+use crate::gate::figures::Better;
 use crate::image::Image;
-use crate::summary::{BootBench, DownReport, InjectReport, StatusReport, SuiteResult, Summary};
+use crate::summary::{BootBench, DownReport, InjectReport, RunReport, StatusReport, Summary};
 
 /// `lab up`, and the first lines of `lab status`.
 pub fn summary(s: &Summary) -> String {
@@ -157,9 +159,23 @@ pub fn down(r: &DownReport) -> String {
 }
 
 /// `lab run`: one line per suite.
-pub fn suite_table(results: &[SuiteResult]) -> String {
-    let mut out = format!("{:<8} {:<7} {:>8}  result\n", "suite", "status", "seconds");
-    for r in results {
+pub fn suite_table(run: &RunReport) -> String {
+    let width = run
+        .suites
+        .iter()
+        .map(|r| r.suite.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let mut out = format!(
+        "run {} kept in {}\n{:<width$} {:<6} {:>8}  figures\n",
+        run.run_id,
+        run.run_dir.display(),
+        "suite",
+        "status",
+        "seconds"
+    );
+    for r in &run.suites {
         let status = match (&r.skipped, r.passed) {
             (Some(_), _) => "SKIP",
             (None, true) => "PASS",
@@ -169,14 +185,98 @@ pub fn suite_table(results: &[SuiteResult]) -> String {
             .skipped
             .clone()
             .or_else(|| r.error.clone())
-            .unwrap_or_else(|| r.result_file.display().to_string());
+            .unwrap_or_else(|| r.headline.clone());
         let _ = writeln!(
             out,
-            "{:<8} {:<7} {:>8.1}  {}",
+            "{:<width$} {:<6} {:>8.1}  {}",
             r.suite, status, r.seconds, what
         );
     }
     out
+}
+
+fn number(x: f64) -> String {
+    if x.abs() >= 100.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.3}")
+    }
+}
+
+/// `lab compare`: the verdict, then what differs, by suite and field.
+pub fn comparison(c: &Comparison) -> String {
+    let mut out = format!("base {}\nnew  {}\n", c.base, c.new);
+    for n in &c.notes {
+        let _ = writeln!(out, "note: {n}");
+    }
+    match c.verdict {
+        Verdict::NotComparable => {
+            let _ = writeln!(out, "NOT COMPARABLE:");
+            for r in &c.reasons {
+                let _ = writeln!(out, "  {r}");
+            }
+            return out;
+        }
+        Verdict::Regression => out.push_str("REGRESSION\n"),
+        Verdict::Equal => {
+            let improved = c
+                .figures
+                .iter()
+                .filter(|f| f.status == FigureStatus::Improved)
+                .count();
+            let _ = writeln!(
+                out,
+                "EQUAL: same behaviour, {} figures within tolerance or better ({improved} better beyond it)",
+                c.figures.len()
+            );
+        }
+    }
+    if !c.digests.is_empty() {
+        out.push_str("behaviour (digest) differs:\n");
+        for d in &c.digests {
+            let _ = writeln!(out, "  {} {}: {} -> {}", d.suite, d.field, d.old, d.new);
+        }
+    }
+    let worse: Vec<&FigureDiff> = c.regressions().collect();
+    if !worse.is_empty() {
+        out.push_str("figures worse beyond tolerance:\n");
+        for f in worse {
+            out.push_str(&figure_line(f));
+        }
+    }
+    let better: Vec<&FigureDiff> = c
+        .figures
+        .iter()
+        .filter(|f| f.status == FigureStatus::Improved)
+        .collect();
+    if !better.is_empty() {
+        out.push_str("figures better beyond tolerance (not a regression):\n");
+        for f in better {
+            out.push_str(&figure_line(f));
+        }
+    }
+    out
+}
+
+fn figure_line(f: &FigureDiff) -> String {
+    let new = f.new.map_or("missing".to_owned(), number);
+    let change = match f.new {
+        Some(n) if f.old != 0.0 => format!("{:+.0}%, ", (n / f.old - 1.0) * 100.0),
+        _ => String::new(),
+    };
+    let better = match f.better {
+        Better::Higher => "higher",
+        Better::Lower => "lower",
+    };
+    format!(
+        "  {} {}: {} -> {} {} ({change}{better} is better, tolerance {:.0}%)\n",
+        f.suite,
+        f.field,
+        number(f.old),
+        new,
+        f.unit,
+        f.tolerance * 100.0
+    )
 }
 
 /// `lab bench boot`.
@@ -283,31 +383,38 @@ pub fn inject(r: &InjectReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::summary::SuiteResult;
 
     #[test]
-    fn the_suite_table_names_each_suite_its_verdict_and_where_to_look() {
+    fn the_suite_table_names_each_suite_its_verdict_and_headline() {
         let r = |suite: &str, passed, error: Option<&str>| SuiteResult {
             suite: suite.into(),
             passed,
             seconds: 12.34,
-            result_file: format!("/r/results/{suite}.json").into(),
+            result_file: format!("/r/results/1/{suite}.json").into(),
             error: error.map(str::to_owned),
             skipped: None,
+            headline: format!("{suite} figures"),
         };
         let mut faults = r("faults", false, None);
         faults.skipped = Some("the guest kernel lacks CONFIG_KPROBES".into());
         assert!(!faults.failed() && r("fio", false, None).failed());
-        let t = suite_table(&[
-            r("dax", true, None),
-            r("fio", false, Some("no library")),
-            faults,
-        ]);
+        let run = RunReport {
+            run_id: "20261207T000102Z".into(),
+            run_dir: "/r/results/20261207T000102Z".into(),
+            suites: vec![
+                r("dax", true, None),
+                r("ioriot", false, Some("no library")),
+                faults,
+            ],
+        };
         assert_eq!(
-            t,
-            "suite    status   seconds  result\n\
-             dax      PASS        12.3  /r/results/dax.json\n\
-             fio      FAIL        12.3  no library\n\
-             faults   SKIP        12.3  the guest kernel lacks CONFIG_KPROBES\n"
+            suite_table(&run),
+            "run 20261207T000102Z kept in /r/results/20261207T000102Z\n\
+             suite  status  seconds  figures\n\
+             dax    PASS       12.3  dax figures\n\
+             ioriot FAIL       12.3  no library\n\
+             faults SKIP       12.3  the guest kernel lacks CONFIG_KPROBES\n"
         );
     }
 }

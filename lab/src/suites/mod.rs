@@ -1,5 +1,5 @@
 //! `lab run <suite>`: real tools run in the guest, their JSON comes back to
-//! the run's `results/` directory on the host. One module per suite, each
+//! the run's `results/<run id>/` directory on the host. One module per suite, each
 //! with `pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError>`,
 //! registered in [`Suite`]; what several suites share is in
 //! `suite_support/`.
@@ -42,7 +42,7 @@ pub enum Suite {
 
 impl Suite {
     /// The suite's name on the command line and in results
-    /// (`results/<name>.json`).
+    /// (`results/<run id>/<name>.json`).
     pub fn name(self) -> &'static str {
         match self {
             Suite::Dax => "dax",

@@ -37,6 +37,9 @@ use crate::summary::DeviceSummary;
 const TRACE: &str = "/sys/kernel/tracing";
 /// How long a step waits for the event it expects.
 const WAIT: Duration = Duration::from_secs(30);
+/// Where the guest kernel's debugfs is (poison clearing lives there).
+const DEBUGFS: &str = "/sys/kernel/debug";
+
 /// How long a step waits to be sure an event does not come.
 const QUIET: Duration = Duration::from_secs(5);
 
@@ -248,6 +251,11 @@ impl Ras<'_, '_> {
             dpa,
             length,
         });
+        // Poison an earlier run left (before the suite cleared its own)
+        // would make QEMU refuse the injection as an overlap.
+        if let Err(reason) = self.clear_poison(d, dpa, length).await {
+            return Ok(failed(name, Value::Null, reason));
+        }
         let injected = match self.inject(&injection).await {
             Ok(v) => v,
             Err(reason) => return Ok(failed(name, Value::Null, reason)),
@@ -261,7 +269,9 @@ impl Ras<'_, '_> {
         let what = format!("for {md} with dpa={dpa:#x} after trigger_poison_list");
         let line = match self
             .line_or_failed(&name, &injected, "cxl_poison", what, |l| {
-                field(l, "memdev") == Some(md) && hex(l, "dpa") == Some(dpa)
+                field(l, "memdev") == Some(md)
+                    && field(l, "trace_type") == Some("List")
+                    && hex(l, "dpa") == Some(dpa)
             })
             .await?
         {
@@ -276,7 +286,50 @@ impl Ras<'_, '_> {
             checks.push(check("hpa", hpa, hex(&line, "hpa")));
             checks.push(check("region", region, field(&line, "region")));
         }
+        // QEMU keeps injected poison in the device's list and refuses to
+        // inject over it, so the suite could not run twice on one lab.
+        if let Err(reason) = self.clear_poison(d, dpa, length).await {
+            return Ok(failed(name, injected, reason));
+        }
         Ok(step(name, injected, line.into(), checks))
+    }
+
+    /// Clears `d`'s poison at `dpa..dpa + length` through the guest
+    /// kernel's debugfs `cxl/<memdev>/clear_poison` (the Clear Poison
+    /// mailbox command, 64 bytes each). The command writes the 64 bytes it clears (zeros from the
+    /// kernel), so the host copies them out of the device's backing file
+    /// first (the DPA is the file offset) and puts them back after: the
+    /// device's data is as before.
+    async fn clear_poison(&self, d: &DeviceSummary, dpa: u64, length: u64) -> Result<(), String> {
+        use std::os::unix::fs::FileExt;
+        let md = memdev(d);
+        let backing = d.backing.display();
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&d.backing)
+            .map_err(|e| format!("clearing the poison: opening {backing} failed: {e}"))?;
+        let mut saved = vec![0u8; length as usize];
+        file.read_exact_at(&mut saved, dpa)
+            .map_err(|e| format!("clearing the poison: reading {backing} failed: {e}"))?;
+        let clears = (dpa..dpa + length)
+            .step_by(64)
+            .map(|a| format!("echo {a:#x} > {DEBUGFS}/cxl/{md}/clear_poison"))
+            .collect::<Vec<_>>()
+            .join(" && ");
+        let script = format!(
+            "{{ [ -e {DEBUGFS}/cxl ] || mount -t debugfs debugfs {DEBUGFS}; }} && {clears}"
+        );
+        let cleared = self.ctx.exec_checked(&sh(script)).await;
+        file.write_all_at(&saved, dpa).map_err(|e| {
+            format!("clearing the poison: writing the device's bytes back to {backing} failed: {e}")
+        })?;
+        cleared.map(drop).map_err(|e| {
+            format!(
+                "clearing the poison failed: {}",
+                crate::error::error_chain(&e)
+            )
+        })
     }
 
     async fn general_media(&self, d: &DeviceSummary, dpa: u64) -> Result<Value, SuiteError> {

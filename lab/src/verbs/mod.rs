@@ -1,10 +1,12 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
-//! `args`, `run` (suites), `bench` (`bench boot`) and `inject`; `launch` is what QEMU
+//! `args`, `run` (suites), `compare` (and `baseline save`), `bench` (`bench boot`)
+//! and `inject`; `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
 pub mod args;
 pub mod bench;
+pub mod compare;
 pub mod down;
 pub mod exec;
 pub mod inject;
@@ -15,6 +17,7 @@ pub mod up;
 
 pub use args::args;
 pub use bench::bench_boot;
+pub use compare::{compare_runs, save_baseline};
 pub use down::down;
 pub use exec::{agent, exec};
 pub use inject::inject;

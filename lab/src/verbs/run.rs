@@ -4,14 +4,18 @@ use std::path::Path;
 use std::time::Instant;
 
 use cxl_topology::Topology;
+use sha2::{Digest, Sha256};
 
 use super::exec::agent;
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
+use crate::gate::junit;
+use crate::gate::record::{self, Environment, RunRecord, TopologyId};
+use crate::qemu;
 use crate::rundir::RunDir;
 use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::{expand_for, Suite, SuiteArg};
-use crate::summary::{summarize, SuiteResult};
+use crate::summary::{summarize, RunReport, SuiteResult};
 
 /// A suite's outcome as `lab run` reports it.
 #[derive(Debug, PartialEq)]
@@ -20,6 +24,8 @@ struct Outcome {
     error: Option<String>,
     /// The suite's `"skipped"` reason (the kernel lacks an option).
     skipped: Option<String>,
+    /// What was written to the results file.
+    json: serde_json::Value,
 }
 
 /// Writes a suite's outcome to `file` and returns it. A suite
@@ -59,17 +65,19 @@ fn record_result(
         passed,
         error,
         skipped,
+        json: v,
     })
 }
 
-/// `lab run <suite>…`: runs every suite named in the guest; each one's
-/// JSON goes to `results/<suite>.json` in the run directory (see
-/// `record_result`).
+/// `lab run <suite>…`: runs suites in the guest and keeps the run in
+/// `results/<run id>/`: each suite's JSON as `<suite>.json` (see
+/// `record_result`) and `summary.json` (`gate::record::RunRecord`), with
+/// `results/latest` pointing at it.
 pub async fn run_suites(
     name: &str,
     suites: &[Suite],
     events: &Events,
-) -> Result<Vec<SuiteResult>, LabError> {
+) -> Result<RunReport, LabError> {
     let plan: Vec<(Suite, Option<String>)> = suites.iter().map(|s| (*s, None)).collect();
     run_planned(name, |_| plan, events).await
 }
@@ -82,7 +90,7 @@ pub async fn run_selection(
     name: &str,
     args: &[SuiteArg],
     events: &Events,
-) -> Result<Vec<SuiteResult>, LabError> {
+) -> Result<RunReport, LabError> {
     run_planned(name, |t| expand_for(args, t), events).await
 }
 
@@ -90,7 +98,7 @@ async fn run_planned(
     name: &str,
     plan: impl FnOnce(&Topology) -> Vec<(Suite, Option<String>)>,
     events: &Events,
-) -> Result<Vec<SuiteResult>, LabError> {
+) -> Result<RunReport, LabError> {
     let run = RunDir::new(name)?;
     let state = run
         .load()?
@@ -99,16 +107,27 @@ async fn run_planned(
     let plan = plan(&topology);
     let summary = summarize(&run, &state, &topology);
     let agent = agent(name).await?;
-    std::fs::create_dir_all(run.results_dir()).map_err(io_err(&run.results_dir()))?;
+    let results = run.results_dir();
+    std::fs::create_dir_all(&results).map_err(io_err(&results))?;
+    let started = chrono::Utc::now();
+    let run_id = record::new_run_id(&results, started);
+    let dir = results.join(&run_id);
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let ctx = SuiteContext {
         agent: &agent,
         summary: &summary,
         topology: &topology,
     };
+    let kernel = ctx
+        .exec_checked(&["uname".to_owned(), "-r".to_owned()])
+        .await
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_else(|e| format!("unknown ({})", error_chain(&e)));
     let mut out = Vec::new();
+    let mut records = Vec::new();
     for (suite, skip) in plan {
         let name = suite.name();
-        let file = run.results_dir().join(format!("{name}.json"));
+        let file = dir.join(format!("{name}.json"));
         if let Some(reason) = skip {
             let v = serde_json::json!({ "suite": name, "passed": false, "skipped": reason });
             std::fs::write(
@@ -121,6 +140,7 @@ async fn run_planned(
                 elapsed: std::time::Duration::ZERO,
                 detail: format!("suite {name} skipped: {reason}"),
             });
+            let rec = record::suite_record(name, 0.0, &v);
             out.push(SuiteResult {
                 suite: name.into(),
                 passed: false,
@@ -128,7 +148,9 @@ async fn run_planned(
                 result_file: file,
                 error: None,
                 skipped: Some(reason),
+                headline: rec.headline.clone(),
             });
+            records.push(rec);
             continue;
         }
         let t = Instant::now();
@@ -141,6 +163,7 @@ async fn run_planned(
             passed,
             error,
             skipped,
+            json: v,
         } = record_result(&file, name, result)?;
         let verdict = match (&skipped, passed) {
             (Some(_), _) => "skipped",
@@ -148,21 +171,83 @@ async fn run_planned(
             (None, false) => "FAILED",
         };
         let detail = format!("suite {name} {verdict}");
+        let seconds = t.elapsed().as_secs_f64();
         events.emit(Event::Finished {
             step: Step::Command,
             elapsed: t.elapsed(),
             detail,
         });
+        let rec = record::suite_record(name, seconds, &v);
         out.push(SuiteResult {
             suite: name.into(),
             passed,
-            seconds: t.elapsed().as_secs_f64(),
+            seconds,
             result_file: file,
             error,
             skipped,
+            headline: rec.headline.clone(),
         });
+        records.push(rec);
     }
-    Ok(out)
+    let boot = [
+        ("agent_ready_ms", state.timings.agent_ready_ms),
+        ("regions_ready_ms", state.timings.regions_ready_ms),
+    ]
+    .into_iter()
+    .filter(|(_, ms)| *ms > 0)
+    .map(|(k, ms)| (k.to_owned(), ms as f64))
+    .collect();
+    let topology_text = topology.to_toml();
+    let record = RunRecord {
+        schema: record::SCHEMA,
+        run_id: run_id.clone(),
+        lab: name.to_owned(),
+        started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        environment: Environment {
+            kernel,
+            topology: TopologyId {
+                origin: state.topology_origin.clone(),
+                sha256: hex::encode(Sha256::digest(topology_text.as_bytes())),
+            },
+            image_key: state.image_key.clone(),
+            qemu: qemu::qemu_version(),
+            lab: env!("CARGO_PKG_VERSION").to_owned(),
+            accel: state.accel.as_str().to_owned(),
+        },
+        boot,
+        suites: records,
+    };
+    record::write_run(&results, &record)?;
+    Ok(RunReport {
+        run_id,
+        run_dir: dir,
+        suites: out,
+    })
+}
+
+/// Writes the JUnit report of the run kept in `dir` to `file`.
+pub fn write_junit(dir: &Path, file: &Path) -> Result<(), LabError> {
+    let record = record::load(dir)?;
+    let mut suites = Vec::new();
+    for s in &record.suites {
+        let path = dir.join(format!("{}.json", s.suite));
+        let text = std::fs::read(&path).map_err(io_err(&path))?;
+        let v: serde_json::Value = serde_json::from_slice(&text).unwrap_or_else(
+            |e| serde_json::json!({"suite": s.suite, "passed": false, "error": format!("{} is not JSON: {e}", path.display())}),
+        );
+        suites.push((s.suite.clone(), s.seconds, v));
+    }
+    let report = junit::report(&record.run_id, &suites);
+    if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    let f = std::fs::File::create(file).map_err(io_err(file))?;
+    report
+        .serialize(std::io::BufWriter::new(f))
+        .map_err(|source| LabError::Junit {
+            path: file.to_owned(),
+            source,
+        })
 }
 
 #[cfg(test)]
@@ -174,14 +259,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dax.json");
         let ok = record_result(&file, "dax", Ok(serde_json::json!({"passed": true}))).unwrap();
-        assert_eq!(
-            ok,
-            Outcome {
-                passed: true,
-                error: None,
-                skipped: None
-            }
-        );
+        assert_eq!((ok.passed, ok.error, ok.skipped), (true, None, None));
         let err = SuiteError::NoDax("dax");
         let Outcome { passed, error, .. } = record_result(&file, "dax", Err(err)).unwrap();
         assert!(!passed);

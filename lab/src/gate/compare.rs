@@ -1,0 +1,377 @@
+//! `lab compare`: two runs (or a baseline and a run) are comparable when
+//! they ran on the same topology and the new one has every suite of the
+//! base; then their digests must be equal and each figure must stay within
+//! its metric's tolerance the worse way (`figures::METRICS`).
+
+use serde::Serialize;
+use serde_json::Value;
+
+use super::figures::{improved, metric, regressed, Better};
+use super::record::RunRecord;
+
+/// The outcome, and `lab compare`'s exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Same behaviour, every figure within tolerance: exit 0.
+    Equal,
+    /// A digest differs or a figure moved the worse way beyond tolerance: exit 1.
+    Regression,
+    /// Different topology or a missing suite: exit 2.
+    NotComparable,
+}
+
+impl Verdict {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Verdict::Equal => 0,
+            Verdict::Regression => 1,
+            Verdict::NotComparable => 2,
+        }
+    }
+}
+
+/// A field of a suite's digest that differs. `field` is a path into the
+/// digest (`runs[2].intercepted.read`); a side is null where it is absent.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DigestDiff {
+    pub suite: String,
+    pub field: String,
+    pub old: Value,
+    pub new: Value,
+}
+
+/// What became of a figure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FigureStatus {
+    Within,
+    Improved,
+    Regressed,
+    /// In the base, not in the new run.
+    Missing,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FigureDiff {
+    pub suite: String,
+    pub field: String,
+    pub old: f64,
+    pub new: Option<f64>,
+    pub unit: String,
+    pub better: Better,
+    pub tolerance: f64,
+    pub status: FigureStatus,
+}
+
+/// What `lab compare` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub base: String,
+    pub new: String,
+    pub verdict: Verdict,
+    /// Why the runs cannot be compared (verdict `not_comparable`).
+    pub reasons: Vec<String>,
+    /// Differences that do not stop a comparison (kernel, image, QEMU or
+    /// lab version; suites only the new run has).
+    pub notes: Vec<String>,
+    pub digests: Vec<DigestDiff>,
+    /// Every compared figure.
+    pub figures: Vec<FigureDiff>,
+}
+
+impl Comparison {
+    pub fn regressions(&self) -> impl Iterator<Item = &FigureDiff> {
+        self.figures
+            .iter()
+            .filter(|f| matches!(f.status, FigureStatus::Regressed | FigureStatus::Missing))
+    }
+}
+
+/// Compares `new` against `base`.
+pub fn compare(base: &RunRecord, new: &RunRecord) -> Comparison {
+    let mut reasons = Vec::new();
+    let mut notes = Vec::new();
+    let (be, ne) = (&base.environment, &new.environment);
+    if be.topology.sha256 != ne.topology.sha256 {
+        reasons.push(format!(
+            "different topologies: {} ({}) against {} ({})",
+            be.topology.origin,
+            short(&be.topology.sha256),
+            ne.topology.origin,
+            short(&ne.topology.sha256)
+        ));
+    }
+    for s in &base.suites {
+        if new.suite(&s.suite).is_none() {
+            reasons.push(format!(
+                "suite {} is in {} but not in {}",
+                s.suite, base.run_id, new.run_id
+            ));
+        }
+    }
+    for s in &new.suites {
+        if base.suite(&s.suite).is_none() {
+            notes.push(format!("suite {} is new (not in {})", s.suite, base.run_id));
+        }
+    }
+    for (what, a, b) in [
+        ("kernel", &be.kernel, &ne.kernel),
+        ("image", &be.image_key, &ne.image_key),
+        ("QEMU", &be.qemu, &ne.qemu),
+        ("lab version", &be.lab, &ne.lab),
+        ("accelerator", &be.accel, &ne.accel),
+    ] {
+        if a != b {
+            notes.push(format!("{what}: {a} -> {b}"));
+        }
+    }
+    let mut digests = Vec::new();
+    let mut figures = Vec::new();
+    if reasons.is_empty() {
+        compare_figures("boot", &base.boot, &new.boot, &mut figures);
+        for b in &base.suites {
+            let Some(n) = new.suite(&b.suite) else {
+                continue;
+            };
+            diff_values(&b.suite, String::new(), &b.digest, &n.digest, &mut digests);
+            compare_figures(&b.suite, &b.figures, &n.figures, &mut figures);
+        }
+    }
+    let verdict = if !reasons.is_empty() {
+        Verdict::NotComparable
+    } else if !digests.is_empty()
+        || figures
+            .iter()
+            .any(|f| matches!(f.status, FigureStatus::Regressed | FigureStatus::Missing))
+    {
+        Verdict::Regression
+    } else {
+        Verdict::Equal
+    };
+    Comparison {
+        base: base.run_id.clone(),
+        new: new.run_id.clone(),
+        verdict,
+        reasons,
+        notes,
+        digests,
+        figures,
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+fn compare_figures(
+    suite: &str,
+    base: &super::figures::Figures,
+    new: &super::figures::Figures,
+    out: &mut Vec<FigureDiff>,
+) {
+    for (key, &old) in base {
+        let Some(m) = metric(suite, key) else {
+            continue;
+        };
+        let n = new.get(key).copied();
+        let status = match n {
+            None => FigureStatus::Missing,
+            Some(n) if regressed(m, old, n) => FigureStatus::Regressed,
+            Some(n) if improved(m, old, n) => FigureStatus::Improved,
+            Some(_) => FigureStatus::Within,
+        };
+        out.push(FigureDiff {
+            suite: suite.to_owned(),
+            field: key.clone(),
+            old,
+            new: n,
+            unit: m.unit.to_owned(),
+            better: m.better,
+            tolerance: m.tolerance,
+            status,
+        });
+    }
+}
+
+/// Every leaf where `a` and `b` differ, by path.
+fn diff_values(suite: &str, path: String, a: &Value, b: &Value, out: &mut Vec<DigestDiff>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                let null = Value::Null;
+                diff_values(
+                    suite,
+                    p,
+                    x.get(k).unwrap_or(&null),
+                    y.get(k).unwrap_or(&null),
+                    out,
+                );
+            }
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            for (i, (u, v)) in x.iter().zip(y).enumerate() {
+                diff_values(suite, format!("{path}[{i}]"), u, v, out);
+            }
+        }
+        _ if a != b => out.push(DigestDiff {
+            suite: suite.to_owned(),
+            field: path,
+            old: a.clone(),
+            new: b.clone(),
+        }),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gate::figures::Figures;
+    use crate::gate::record::{suite_record, Environment, TopologyId, SCHEMA};
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/src/gate/fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    /// A record of fixture run `run` (two real runs of every suite on the
+    /// default topology).
+    fn run(run: &str) -> RunRecord {
+        RunRecord {
+            schema: SCHEMA,
+            run_id: run.into(),
+            lab: "t".into(),
+            started: "2026-12-07T00:00:00Z".into(),
+            environment: Environment {
+                kernel: "6.12.57+deb12-amd64".into(),
+                topology: TopologyId {
+                    origin: "embedded default".into(),
+                    sha256: "0123456789abcdef".into(),
+                },
+                image_key: "k".into(),
+                qemu: "QEMU emulator version 10.0.3".into(),
+                lab: "0.1.0".into(),
+                accel: "tcg".into(),
+            },
+            boot: Figures::from([("regions_ready_ms".to_owned(), 8000.0)]),
+            suites: ["dax", "fio", "faults", "ioriot", "ras"]
+                .iter()
+                .map(|s| suite_record(s, 1.0, &fixture(&format!("{run}/{s}"))))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn two_real_runs_are_equal_within_tolerance() {
+        let c = compare(&run("run1"), &run("run2"));
+        assert_eq!(c.verdict, Verdict::Equal, "{c:#?}");
+        assert!(c.digests.is_empty() && c.reasons.is_empty());
+        assert!(c.figures.len() > 40, "{}", c.figures.len());
+    }
+
+    #[test]
+    fn an_edited_digest_is_a_regression_naming_the_field() {
+        let base = run("run1");
+        let mut new = run("run2");
+        let fio = new.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
+        fio.digest["runs"][4]["intercepted"]["read"] = json!(1000);
+        let c = compare(&base, &new);
+        assert_eq!(c.verdict, Verdict::Regression);
+        assert_eq!(c.verdict.exit_code(), 1);
+        assert_eq!(
+            c.digests,
+            [DigestDiff {
+                suite: "fio".into(),
+                field: "runs[4].intercepted.read".into(),
+                old: json!(1024),
+                new: json!(1000)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_figure_beyond_tolerance_the_worse_way_is_a_regression() {
+        let base = run("run1");
+        let mut new = run("run1");
+        let fio = new.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
+        let iops = fio.figures.get_mut("iops:256B randread").unwrap();
+        let old = *iops;
+        *iops = old * 0.3;
+        let c = compare(&base, &new);
+        assert_eq!(c.verdict, Verdict::Regression);
+        let r: Vec<&FigureDiff> = c.regressions().collect();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].suite.as_str(), r[0].field.as_str()),
+            ("fio", "iops:256B randread")
+        );
+        assert_eq!((r[0].old, r[0].new), (old, Some(old * 0.3)));
+        // Three times the IOPS is better, not a regression.
+        let mut faster = run("run1");
+        let fio = faster.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
+        *fio.figures.get_mut("iops:256B randread").unwrap() = old * 3.0;
+        let c = compare(&base, &faster);
+        assert_eq!(c.verdict, Verdict::Equal);
+        assert!(c.figures.iter().any(|f| f.status == FigureStatus::Improved));
+    }
+
+    #[test]
+    fn a_faster_boot_is_not_a_regression_a_much_slower_one_is() {
+        let base = run("run1");
+        let mut new = run("run1");
+        new.boot.insert("regions_ready_ms".into(), 3000.0);
+        assert_eq!(compare(&base, &new).verdict, Verdict::Equal);
+        new.boot.insert("regions_ready_ms".into(), 20_000.0);
+        assert_eq!(compare(&base, &new).verdict, Verdict::Regression);
+    }
+
+    #[test]
+    fn other_topologies_or_a_missing_suite_cannot_be_compared() {
+        let base = run("run1");
+        let mut other = run("run2");
+        other.environment.topology = TopologyId {
+            origin: "switched".into(),
+            sha256: "fedcba9876543210".into(),
+        };
+        let c = compare(&base, &other);
+        assert_eq!(c.verdict, Verdict::NotComparable);
+        assert_eq!(c.verdict.exit_code(), 2);
+        assert_eq!(
+            c.reasons,
+            ["different topologies: embedded default (0123456789ab) against switched (fedcba987654)"]
+        );
+        let mut fewer = run("run2");
+        fewer.suites.retain(|s| s.suite != "ras");
+        let c = compare(&base, &fewer);
+        assert_eq!(c.verdict, Verdict::NotComparable);
+        assert_eq!(c.reasons, ["suite ras is in run1 but not in run2"]);
+        // The other way round the extra suite is only a note.
+        let c = compare(&fewer, &base);
+        assert_eq!(c.verdict, Verdict::Equal);
+        assert_eq!(c.notes, ["suite ras is new (not in run2)"]);
+    }
+
+    #[test]
+    fn another_kernel_is_compared_and_noted() {
+        let base = run("run1");
+        let mut new = run("run2");
+        new.environment.kernel = "6.12.118+deb12-amd64".into();
+        let c = compare(&base, &new);
+        assert_eq!(c.verdict, Verdict::Equal);
+        assert_eq!(
+            c.notes,
+            ["kernel: 6.12.57+deb12-amd64 -> 6.12.118+deb12-amd64"]
+        );
+    }
+}

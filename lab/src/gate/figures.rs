@@ -1,0 +1,333 @@
+//! The figures of a run that `lab compare` weighs, each with the direction
+//! that is better and how far it may move the worse way before it counts as
+//! a regression: one table, [`METRICS`]. Tolerances are wide because the
+//! guest runs under TCG on a shared machine, where the same run varies by
+//! tens of percent (the README has the five-run figures they come from).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Which way a figure is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Better {
+    Higher,
+    Lower,
+}
+
+/// One kind of figure; a run has one value of it per instance (device,
+/// block size, ...).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metric {
+    /// The suite, or `boot` for the lab's own boot timings.
+    pub suite: &'static str,
+    pub name: &'static str,
+    pub unit: &'static str,
+    pub better: Better,
+    /// How far the figure may move the worse way, as a fraction of the
+    /// base value (0.5: half as fast, or 1.5 times as slow).
+    pub tolerance: f64,
+}
+
+/// Every figure `lab compare` knows. A figure a run has that is not here is
+/// not compared.
+pub const METRICS: &[Metric] = &[
+    Metric {
+        suite: "boot",
+        name: "agent_ready_ms",
+        unit: "ms",
+        better: Better::Lower,
+        tolerance: 0.5,
+    },
+    Metric {
+        suite: "boot",
+        name: "regions_ready_ms",
+        unit: "ms",
+        better: Better::Lower,
+        tolerance: 0.5,
+    },
+    Metric {
+        suite: "dax",
+        name: "latency_p50_ns",
+        unit: "ns",
+        better: Better::Lower,
+        tolerance: 1.5,
+    },
+    Metric {
+        suite: "dax",
+        name: "bandwidth_mb_s",
+        unit: "MB/s",
+        better: Better::Higher,
+        tolerance: 0.6,
+    },
+    Metric {
+        suite: "fio",
+        name: "iops",
+        unit: "IOPS",
+        better: Better::Higher,
+        tolerance: 0.6,
+    },
+    Metric {
+        suite: "faults",
+        name: "sequential_over_random",
+        unit: "x",
+        better: Better::Higher,
+        tolerance: 0.6,
+    },
+    Metric {
+        suite: "faults",
+        name: "monitor_overhead",
+        unit: "x",
+        better: Better::Lower,
+        tolerance: 1.0,
+    },
+    Metric {
+        suite: "ioriot",
+        name: "replay_ops_per_s",
+        unit: "ops/s",
+        better: Better::Higher,
+        tolerance: 0.6,
+    },
+    Metric {
+        suite: "ioriot",
+        name: "capture_overhead",
+        unit: "x",
+        better: Better::Lower,
+        tolerance: 1.0,
+    },
+];
+
+/// The metric of a figure's key (`name` or `name:instance`).
+pub fn metric(suite: &str, key: &str) -> Option<&'static Metric> {
+    let name = key.split_once(':').map_or(key, |(n, _)| n);
+    METRICS.iter().find(|m| m.suite == suite && m.name == name)
+}
+
+/// Whether `new` is worse than `base` by more than the metric allows.
+pub fn regressed(m: &Metric, base: f64, new: f64) -> bool {
+    match m.better {
+        Better::Higher => new < base * (1.0 - m.tolerance),
+        Better::Lower => new > base * (1.0 + m.tolerance),
+    }
+}
+
+/// Whether `new` is better than `base` by more than the tolerance (shown,
+/// never a failure).
+pub fn improved(m: &Metric, base: f64, new: f64) -> bool {
+    match m.better {
+        Better::Higher => new > base * (1.0 + m.tolerance),
+        Better::Lower => new < base * (1.0 - m.tolerance),
+    }
+}
+
+/// Figures keyed `name:instance` (or `name`).
+pub type Figures = BTreeMap<String, f64>;
+
+fn put(out: &mut Figures, name: &str, instance: Option<String>, v: &Value) {
+    if let Some(x) = v.as_f64() {
+        let key = match instance {
+            Some(i) => format!("{name}:{i}"),
+            None => name.to_owned(),
+        };
+        out.insert(key, x);
+    }
+}
+
+/// The figures of suite `suite`'s JSON (none for a suite that could not
+/// run).
+pub fn figures(suite: &str, v: &Value) -> Figures {
+    let mut out = Figures::new();
+    match suite {
+        "dax" => {
+            for d in v["devices"].as_array().into_iter().flatten() {
+                let dev = d["device"].as_str().unwrap_or("?");
+                let modes = &d["report"]["modes"];
+                for r in modes["latency"]["results"].as_array().into_iter().flatten() {
+                    let i = format!("{dev} {} {}B", r["op"].as_str().unwrap_or("?"), r["size"]);
+                    put(&mut out, "latency_p50_ns", Some(i), &r["p50_ns"]);
+                }
+                for r in modes["throughput"]["results"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                {
+                    let i = format!(
+                        "{dev} {} {}B",
+                        r["op"].as_str().unwrap_or("?"),
+                        r["block_size"]
+                    );
+                    put(&mut out, "bandwidth_mb_s", Some(i), &r["mb_per_sec"]);
+                }
+            }
+        }
+        "fio" => {
+            for r in v["runs"].as_array().into_iter().flatten() {
+                let i = format!("{}B {}", r["bs"], r["rw"].as_str().unwrap_or("?"));
+                put(&mut out, "iops", Some(i), &r["iops"]);
+            }
+        }
+        "faults" => {
+            put(
+                &mut out,
+                "sequential_over_random",
+                None,
+                &v["checks"]["sequential_over_random"],
+            );
+            put(&mut out, "monitor_overhead", None, &v["overhead"]["ratio"]);
+        }
+        "ioriot" => {
+            for (speed, r) in v["rate"].as_object().into_iter().flatten() {
+                put(
+                    &mut out,
+                    "replay_ops_per_s",
+                    Some(speed.clone()),
+                    &r["ops_per_s"],
+                );
+            }
+            let o = &v["overhead"];
+            if let (Some(t), Some(p)) = (
+                o["median_traced_seconds"].as_f64(),
+                o["median_plain_seconds"].as_f64(),
+            ) {
+                if p > 0.0 {
+                    out.insert("capture_overhead".into(), t / p);
+                }
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+/// The line `lab run` prints for a suite: its headline figures (or, for
+/// ras, its step counts).
+pub fn headline(suite: &str, v: &Value) -> String {
+    let f = figures(suite, v);
+    let get = |k: &str| f.get(k).copied();
+    match suite {
+        "dax" => v["devices"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|d| {
+                let dev = d["device"].as_str()?;
+                let lat = get(&format!("latency_p50_ns:{dev} read 64B"))?;
+                let bw = get(&format!("bandwidth_mb_s:{dev} read 1048576B"))?;
+                Some(format!(
+                    "{dev} 64 B read p50 {:.1} us, 1 MiB read {bw:.1} MB/s",
+                    lat / 1000.0
+                ))
+            })
+            .collect::<Vec<_>>()
+            .join("; "),
+        "fio" => match (get("iops:256B randread"), get("iops:256B randwrite")) {
+            (Some(r), Some(w)) => {
+                format!("256 B with the preload: randread {r:.0} IOPS, randwrite {w:.0} IOPS")
+            }
+            _ => String::new(),
+        },
+        "faults" => match (get("sequential_over_random"), get("monitor_overhead")) {
+            (Some(s), Some(o)) => {
+                format!("sequential faults seq/random {s:.1}x, monitor overhead {o:.2}x")
+            }
+            _ => String::new(),
+        },
+        "ioriot" => match (
+            get("replay_ops_per_s:speed0"),
+            &v["rate"]["speed0"]["rate_vs_source"],
+        ) {
+            (Some(r), x) => format!(
+                "replay {r:.0} ops/s ({:.2}x the capture's), capture overhead {:.2}x",
+                x.as_f64().unwrap_or(f64::NAN),
+                get("capture_overhead").unwrap_or(f64::NAN)
+            ),
+            _ => String::new(),
+        },
+        "ras" => {
+            let c = &v["counts"];
+            match (
+                c["passed"].as_u64(),
+                c["skipped"].as_u64(),
+                c["failed"].as_u64(),
+            ) {
+                (Some(p), Some(s), Some(f)) => {
+                    format!("steps: {p} passed, {s} skipped, {f} failed")
+                }
+                _ => String::new(),
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/src/gate/fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_figure_of_a_real_run_has_a_metric() {
+        for suite in ["dax", "fio", "faults", "ioriot", "ras"] {
+            for key in figures(suite, &fixture(&format!("run1/{suite}"))).keys() {
+                assert!(metric(suite, key).is_some(), "{suite} {key}");
+            }
+        }
+        let f = figures("fio", &fixture("run1/fio"));
+        assert_eq!(f.len(), 12);
+        assert!(f.contains_key("iops:256B randread"));
+    }
+
+    #[test]
+    fn one_metric_per_suite_and_name() {
+        for (i, a) in METRICS.iter().enumerate() {
+            assert!(a.tolerance > 0.0 && a.tolerance.is_finite());
+            for b in &METRICS[i + 1..] {
+                assert!(
+                    (a.suite, a.name) != (b.suite, b.name),
+                    "{} {}",
+                    a.suite,
+                    a.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_worse_way_beyond_tolerance_regresses() {
+        let boot = metric("boot", "regions_ready_ms").unwrap();
+        assert!(
+            !regressed(boot, 8000.0, 4000.0),
+            "a faster boot is no regression"
+        );
+        assert!(improved(boot, 8000.0, 3000.0));
+        assert!(!regressed(boot, 8000.0, 11_900.0));
+        assert!(regressed(boot, 8000.0, 12_100.0));
+        let iops = metric("fio", "iops:256B randread").unwrap();
+        assert!(!regressed(iops, 1000.0, 5000.0));
+        assert!(!regressed(iops, 1000.0, 410.0));
+        assert!(regressed(iops, 1000.0, 390.0));
+    }
+
+    #[test]
+    fn headlines_name_the_figures() {
+        let h = headline("fio", &fixture("run1/fio"));
+        assert!(h.starts_with("256 B with the preload: randread "), "{h}");
+        let h = headline("dax", &fixture("run1/dax"));
+        assert!(
+            h.contains("vmem0 64 B read p50 ") && h.contains("pmem0"),
+            "{h}"
+        );
+        assert!(headline("ras", &fixture("run1/ras")).starts_with("steps: 7 passed, 1 skipped"));
+        assert!(headline("faults", &fixture("run1/faults")).contains("seq/random"));
+        assert!(headline("ioriot", &fixture("run1/ioriot")).starts_with("replay "));
+    }
+}

@@ -1,0 +1,259 @@
+//! `lab run --junit FILE`: a JUnit XML report (through `quick-junit`) with
+//! one test suite per lab suite and one test case per step of it: dax's
+//! modes per device, fio's runs, faults' checks, ioriot's capture, generate
+//! and replays, ras's injections. Skipped steps are skipped with their
+//! reason; a suite that could not run is one failed case with its error.
+
+use std::time::Duration;
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde_json::Value;
+
+/// One step's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Passed,
+    Failed(String),
+    Skipped(String),
+}
+
+/// A step of a suite, as a JUnit test case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub name: String,
+    pub outcome: Outcome,
+}
+
+fn step(name: impl Into<String>, ok: bool, why: impl FnOnce() -> String) -> Step {
+    Step {
+        name: name.into(),
+        outcome: if ok {
+            Outcome::Passed
+        } else {
+            Outcome::Failed(why())
+        },
+    }
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+/// The steps of suite `suite`'s JSON.
+pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
+    let could_not_run = v
+        .as_object()
+        .is_some_and(|o| o.len() == 3 && o.contains_key("suite") && o.contains_key("error"));
+    if could_not_run {
+        return vec![step(suite, false, || text(&v["error"]))];
+    }
+    let mut out = Vec::new();
+    match suite {
+        "dax" => {
+            for d in v["devices"].as_array().into_iter().flatten() {
+                let dev = d["device"].as_str().unwrap_or("?");
+                let modes = d["report"]["modes"].as_object();
+                if modes.is_none() {
+                    out.push(step(dev, false, || {
+                        format!("dax-tester reported no modes: {}", text(&d["error"]))
+                    }));
+                }
+                for (mode, m) in modes.into_iter().flatten() {
+                    let name = format!("{dev} {mode}");
+                    let skipped = m["skipped"].as_str().filter(|s| !s.is_empty());
+                    out.push(match skipped {
+                        Some(reason) if m["passed"] != Value::Bool(false) => Step {
+                            name,
+                            outcome: Outcome::Skipped(reason.to_owned()),
+                        },
+                        _ => step(name, m["passed"] == Value::Bool(true), || {
+                            format!("{mode} failed: {}", text(&m["detail"]))
+                        }),
+                    });
+                }
+            }
+        }
+        "fio" => {
+            for r in v["runs"].as_array().into_iter().flatten() {
+                let name = format!("{} B {}", r["bs"], text(&r["rw"]));
+                out.push(step(name, r["passed"] == Value::Bool(true), || {
+                    format!(
+                        "fio error {}; checks {}",
+                        r["error"], r["evidence"]["checks"]
+                    )
+                }));
+            }
+        }
+        "faults" => {
+            for (check, ok) in v["checks"].as_object().into_iter().flatten() {
+                if let Some(ok) = ok.as_bool() {
+                    out.push(step(check.replace('_', " "), ok, || {
+                        format!("{check} is false")
+                    }));
+                }
+            }
+        }
+        "ioriot" => {
+            let clean = |s: &Value| {
+                ["mismatches", "refused", "skipped"]
+                    .iter()
+                    .all(|k| s[k].as_u64() == Some(0))
+            };
+            let empty = |k: &str| v[k].as_array().is_some_and(Vec::is_empty);
+            let c = &v["capture"];
+            out.push(step(
+                "capture",
+                c["lost"].as_u64() == Some(0) && empty("missing_in_capture"),
+                || {
+                    format!(
+                        "lost {}, missing ops {}",
+                        c["lost"], v["missing_in_capture"]
+                    )
+                },
+            ));
+            out.push(step("generate", empty("missing_in_replay"), || {
+                format!("ops missing in the replay file: {}", v["missing_in_replay"])
+            }));
+            for replay in ["single", "multi"] {
+                let r = &v[replay];
+                out.push(step(
+                    format!("replay {replay}"),
+                    clean(&r["stats"]) && r["tree"] == v["original_tree"],
+                    || {
+                        format!(
+                            "stats {}; tree as the capture's: {}",
+                            r["stats"],
+                            r["tree"] == v["original_tree"]
+                        )
+                    },
+                ));
+            }
+            for (speed, r) in v["rate"].as_object().into_iter().flatten() {
+                out.push(step(format!("replay rate {speed}"), clean(r), || {
+                    r.to_string()
+                }));
+            }
+            out.push(step("replay fio", clean(&v["fio"]["replay"]), || {
+                v["fio"]["replay"].to_string()
+            }));
+        }
+        "ras" => {
+            for s in v["steps"].as_array().into_iter().flatten() {
+                let name = text(&s["step"]);
+                let reason = text(&s["reason"]);
+                out.push(Step {
+                    name,
+                    outcome: match s["outcome"].as_str() {
+                        Some("passed") => Outcome::Passed,
+                        Some("skipped") => Outcome::Skipped(reason),
+                        _ => Outcome::Failed(reason),
+                    },
+                });
+            }
+        }
+        _ => {}
+    }
+    if out.is_empty() {
+        out.push(step(suite, v["passed"] == Value::Bool(true), || {
+            "the suite failed".into()
+        }));
+    }
+    out
+}
+
+/// The report of a run: `(suite, seconds, JSON)` in the order they ran.
+pub fn report(run_id: &str, suites: &[(String, f64, Value)]) -> Report {
+    let mut report = Report::new(format!("cxl-lab run {run_id}"));
+    let mut total = Duration::ZERO;
+    for (suite, seconds, v) in suites {
+        let mut ts = TestSuite::new(suite.as_str());
+        let time = Duration::from_secs_f64(seconds.max(0.0));
+        total += time;
+        ts.set_time(time);
+        for s in steps(suite, v) {
+            let status = match &s.outcome {
+                Outcome::Passed => TestCaseStatus::success(),
+                Outcome::Failed(why) => {
+                    let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    st.set_message(why.as_str());
+                    st
+                }
+                Outcome::Skipped(why) => {
+                    let mut st = TestCaseStatus::skipped();
+                    st.set_message(why.as_str());
+                    st
+                }
+            };
+            let mut tc = TestCase::new(s.name, status);
+            tc.set_classname(format!("cxl-lab.{suite}"));
+            ts.add_test_case(tc);
+        }
+        report.add_test_suite(ts);
+    }
+    report.set_time(total);
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fixture(name: &str) -> Value {
+        let path = format!(
+            "{}/src/gate/fixtures/{name}.json",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn every_suite_has_its_steps() {
+        let count = |s: &str| steps(s, &fixture(&format!("run1/{s}"))).len();
+        assert_eq!(count("dax"), 12, "6 modes on 2 devices");
+        assert_eq!(count("fio"), 12);
+        assert_eq!(count("ras"), 8);
+        assert_eq!(count("ioriot"), 7);
+        assert!(count("faults") >= 8);
+        let ras = steps("ras", &fixture("run1/ras"));
+        assert!(
+            matches!(&ras[7].outcome, Outcome::Skipped(r) if !r.is_empty()),
+            "{:?}",
+            ras[7]
+        );
+        assert!(steps("fio", &fixture("run1/fio"))
+            .iter()
+            .all(|s| s.outcome == Outcome::Passed));
+    }
+
+    #[test]
+    fn the_report_has_cases_skips_and_failures() {
+        let mut suites: Vec<(String, f64, Value)> = ["dax", "ras"]
+            .iter()
+            .map(|s| (s.to_string(), 2.5, fixture(&format!("run1/{s}"))))
+            .collect();
+        suites.push((
+            "fio".into(),
+            0.1,
+            json!({"suite": "fio", "passed": false, "error": "The guest has no <fio> & so on."}),
+        ));
+        let xml = report("20261207T000102Z", &suites).to_string().unwrap();
+        assert!(
+            xml.contains(r#"<testsuites name="cxl-lab run 20261207T000102Z" tests="21" skipped="1" failures="1" errors="0""#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(r#"<testsuite name="ras" tests="8" skipped="1" errors="0" failures="0" time="2.500">"#),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("The guest has no &lt;fio&gt; &amp; so on."),
+            "{xml}"
+        );
+        assert!(xml.contains("<skipped message="), "{xml}");
+    }
+}
