@@ -53,7 +53,10 @@ impl fmt::Display for Bytes {
                 return write!(f, "{} {unit}", self.0 >> shift);
             }
         }
-        write!(f, "{} bytes", self.0)
+        match self.0 {
+            1 => f.write_str("1 byte"),
+            n => write!(f, "{n} bytes"),
+        }
     }
 }
 
@@ -429,5 +432,6 @@ mod tests {
         assert_eq!(Bytes(16 * GIB).to_string(), "16 GiB");
         assert_eq!(Bytes(250 * MIB).to_string(), "250 MiB");
         assert_eq!(Bytes(0x90).to_string(), "144 bytes");
+        assert_eq!(Bytes(1).to_string(), "1 byte");
     }
 }
