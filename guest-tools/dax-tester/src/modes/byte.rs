@@ -66,7 +66,7 @@ pub fn run(env: &Env<'_>) -> ByteReport {
     let mut results = Vec::new();
     for (i, &size) in SIZES.iter().enumerate() {
         let offset = offset_of(i);
-        if offset + size + GUARD > len {
+        if !fits(i, len) {
             results.push(SizeResult {
                 size,
                 offset,
@@ -102,6 +102,11 @@ pub fn run(env: &Env<'_>) -> ByteReport {
 /// differs per size, 1, 14, 27, ... (mod 64), past the low guard.
 pub fn offset_of(i: usize) -> u64 {
     GUARD + 1 + (i as u64 * 13) % 63
+}
+
+/// Whether `SIZES[i]` and its guards fit a range of `len` bytes.
+pub fn fits(i: usize, len: u64) -> bool {
+    offset_of(i) + SIZES[i] + GUARD <= len
 }
 
 /// The bytes written for `SIZES[i]`. Each size is written over the last,
