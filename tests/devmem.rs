@@ -222,10 +222,12 @@ fn dev_mem_maps_a_cxl_region_and_refuses_system_ram_and_other_ranges() {
     .map(|l| l.to_string())
     .unwrap_or_else(|| panic!("no refusal line:\n{}", fio_refused.stderr));
 
+    let physical =
+        ["window", "region", "dax"].map(|k| iomem_entry(&report["device"]["physical"][k]));
     let digest = json!({
         "dax_tester": {
             "kind": report["device"]["kind"],
-            "physical": ["window", "region", "dax"].map(|k| iomem_entry(&report["device"]["physical"][k])),
+            "physical": physical,
             "map": report["device"]["map"]["flags"],
             "byte": report["modes"]["byte"]["results"]
                 .as_array()

@@ -38,9 +38,9 @@ pub enum DeviceError {
     #[error(transparent)]
     Iomem(#[from] devmem::ReadError),
     /// The refusal borrows the `/proc/iomem` text, kept for the life of
-    /// the process.
+    /// the process; boxed, as it is large.
     #[error(transparent)]
-    DevMemRange(#[from] devmem::RangeError<'static>),
+    DevMemRange(Box<devmem::RangeError<'static>>),
     #[error(transparent)]
     DevMemMap(#[from] devmem::MapError),
     #[error("Cannot map {len:#x} bytes of {path} at offset {offset:#x} (alignment {align:#x})")]
@@ -222,7 +222,8 @@ fn place_physical(offset: u64, size: u64) -> Result<devmem::Placement<'static>, 
     // refusal borrows the text and travels up to main.
     let buf = Vec::leak(vec![0u8; devmem::IOMEM_MAX]);
     let text = devmem::read_iomem(buf)?;
-    Ok(devmem::check(devmem::Iomem::new(text), offset, size)?)
+    devmem::check(devmem::Iomem::new(text), offset, size)
+        .map_err(|e| DeviceError::DevMemRange(Box::new(e)))
 }
 
 impl Device {

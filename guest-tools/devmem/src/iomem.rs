@@ -14,9 +14,10 @@ use core::fmt;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry<'a> {
     /// The line's index in the text: tells apart entries that look alike.
-    pub line: usize,
+    /// (32 bits keep a refusal small: it is returned by value, never boxed.)
+    pub line: u32,
     /// Nesting level (0: a child of the root).
-    pub depth: usize,
+    pub depth: u32,
     pub start: u64,
     /// The last byte, as `/proc/iomem` prints it.
     pub end: u64,
@@ -157,6 +158,7 @@ impl<'a> Region<'a> {
 }
 
 fn parse_line(line: usize, text: &str) -> Option<Entry<'_>> {
+    let line = u32::try_from(line).ok()?;
     let body = text.trim_start_matches(' ');
     let indent = text.len() - body.len();
     let (range, name) = body.split_once(" : ")?;
@@ -165,7 +167,7 @@ fn parse_line(line: usize, text: &str) -> Option<Entry<'_>> {
     let end = u64::from_str_radix(b, 16).ok()?;
     (start <= end).then_some(Entry {
         line,
-        depth: indent / 2,
+        depth: (indent / 2) as u32,
         start,
         end,
         name: name.trim_end(),
