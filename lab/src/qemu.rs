@@ -220,6 +220,11 @@ fn boot_args(kernel: &Path, initrd: &Path, extra_append: &[String]) -> Vec<Strin
         "quiet",
         "panic=-1",
         "memhp_default_state=online",
+        // Debian's kernel has STRICT_DEVMEM and IO_STRICT_DEVMEM: without
+        // this, /dev/mem refuses to map a CXL range a dax device claims
+        // (`dax-tester /dev/mem PHYS …`, FIO_MEM_DEVICE=/dev/mem). System
+        // RAM stays refused either way.
+        "iomem=relaxed",
     ]);
     append.extend(extra_append.iter().cloned());
     vec![
@@ -707,7 +712,7 @@ interleave_granularity = "4K"
                 "-initrd",
                 "/k/initrd",
                 "-append",
-                "console=ttyS0 quiet panic=-1 memhp_default_state=online cxl_acpi.dyndbg=+p"
+                "console=ttyS0 quiet panic=-1 memhp_default_state=online iomem=relaxed cxl_acpi.dyndbg=+p"
             ]
         );
     }

@@ -64,6 +64,11 @@ pub const PRESETS: &[Preset] = &[
         summary: "a dynamic capacity device with two DC regions and no region at boot",
         toml: include_str!("../examples/dcd.toml"),
     },
+    Preset {
+        name: "seed-dax",
+        summary: "one 16 GiB volatile devdax device (sparse backing) for the DAX tester's documented 16G run on /dev/mem",
+        toml: include_str!("../examples/seed-dax.toml"),
+    },
 ];
 
 /// The preset called `name`.

@@ -1,5 +1,8 @@
 //! Opening a device-dax (or any mappable file), checking the range against
 //! its size and alignment, and mapping it (MAP_SYNC first, then MAP_SHARED).
+//! `/dev/mem` takes a physical offset: the range is checked against
+//! `/proc/iomem` (one CXL region's device-dax memory, never System RAM)
+//! and mapped MAP_SHARED by the `devmem` crate.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -19,7 +22,7 @@ pub enum DeviceError {
     Missing(PathBuf),
     #[error("Cannot open {path} for reading and writing")]
     Open { path: PathBuf, source: io::Error },
-    #[error("{0} is neither a regular file nor a device-dax character device (no size in /sys/dev/char/MAJ:MIN/size).")]
+    #[error("{0} is neither a regular file, a device-dax character device (no size in /sys/dev/char/MAJ:MIN/size) nor /dev/mem.")]
     NotDax(PathBuf),
     #[error(
         "The range {offset:#x} + {size:#x} runs past the end of {path} ({device_size:#x} bytes)."
@@ -32,6 +35,14 @@ pub enum DeviceError {
     },
     #[error("The range is empty: give a size greater than zero.")]
     Empty,
+    #[error(transparent)]
+    Iomem(#[from] devmem::ReadError),
+    /// The refusal borrows the `/proc/iomem` text, kept for the life of
+    /// the process; boxed, as it is large.
+    #[error(transparent)]
+    DevMemRange(Box<devmem::RangeError<'static>>),
+    #[error(transparent)]
+    DevMemMap(#[from] devmem::MapError),
     #[error("Cannot map {len:#x} bytes of {path} at offset {offset:#x} (alignment {align:#x})")]
     Map {
         path: PathBuf,
@@ -48,6 +59,8 @@ pub enum DeviceError {
 pub enum Kind {
     DeviceDax,
     File,
+    /// `/dev/mem`: the offset is a physical address.
+    DevMem,
 }
 
 /// How the range was mapped, for the report.
@@ -73,6 +86,36 @@ pub struct DeviceInfo {
     pub offset: u64,
     pub size: u64,
     pub map: MapInfo,
+    /// For `/dev/mem`: where the range lies in `/proc/iomem`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub physical: Option<Physical>,
+}
+
+/// A `/proc/iomem` entry: name and inclusive range.
+#[derive(Debug, Clone, Serialize)]
+pub struct IomemEntry {
+    pub name: String,
+    pub start: u64,
+    pub end: u64,
+}
+
+impl From<devmem::Entry<'_>> for IomemEntry {
+    fn from(e: devmem::Entry<'_>) -> Self {
+        IomemEntry {
+            name: e.name.to_owned(),
+            start: e.start,
+            end: e.end,
+        }
+    }
+}
+
+/// The CXL window, region and device-dax a `/dev/mem` range lies in.
+#[derive(Debug, Clone, Serialize)]
+pub struct Physical {
+    pub window: IomemEntry,
+    pub region: IomemEntry,
+    /// `None` in a region nothing has claimed.
+    pub dax: Option<IomemEntry>,
 }
 
 /// One shared mapping; unmapped on drop.
@@ -123,6 +166,10 @@ fn geometry(path: &Path, file: &File) -> Result<(Kind, u64, u64), DeviceError> {
     if meta.file_type().is_file() {
         return Ok((Kind::File, meta.len(), PAGE));
     }
+    if meta.file_type().is_char_device() && devmem::is_dev_mem(meta.rdev()) {
+        // The range is checked against /proc/iomem, not a size.
+        return Ok((Kind::DevMem, u64::MAX, PAGE));
+    }
     if meta.file_type().is_char_device() {
         let rdev = meta.rdev();
         let (major, minor) = (libc::major(rdev), libc::minor(rdev));
@@ -169,6 +216,16 @@ fn map(file: &File, offset: u64, len: u64, sync: bool) -> io::Result<Mapping> {
     })
 }
 
+/// Checks a `/dev/mem` range against `/proc/iomem`.
+fn place_physical(offset: u64, size: u64) -> Result<devmem::Placement<'static>, DeviceError> {
+    // Kept for the life of the process (256 KiB per /dev/mem open): a
+    // refusal borrows the text and travels up to main.
+    let buf = Vec::leak(vec![0u8; devmem::IOMEM_MAX]);
+    let text = devmem::read_iomem(buf)?;
+    devmem::check(devmem::Iomem::new(text), offset, size)
+        .map_err(|e| DeviceError::DevMemRange(Box::new(e)))
+}
+
 impl Device {
     /// Opens `path` and maps `[offset, offset + size)`, aligned outwards to
     /// the device alignment.
@@ -190,10 +247,22 @@ impl Device {
                     }
                 }
             })?;
-        let (kind, device_size, align) = geometry(path, &file)?;
+        let (kind, mut device_size, align) = geometry(path, &file)?;
+        let physical = match kind {
+            Kind::DevMem => {
+                let placement = place_physical(offset, size)?;
+                device_size = placement.area().size();
+                Some(placement)
+            }
+            _ => None,
+        };
+        let limit = match kind {
+            Kind::DevMem => u64::MAX,
+            _ => device_size,
+        };
         let end = offset
             .checked_add(size)
-            .filter(|&e| e <= device_size)
+            .filter(|&e| e <= limit)
             .ok_or(DeviceError::PastEnd {
                 path: path.into(),
                 offset,
@@ -206,9 +275,22 @@ impl Device {
             map_end = map_end.min(device_size.div_ceil(PAGE) * PAGE);
         }
         let map_len = map_end - map_start;
-        let (mapping, map_sync, fallback_reason) = match map(&file, map_start, map_len, true) {
+        let mapped = match kind {
+            Kind::DevMem => Err(None),
+            _ => map(&file, map_start, map_len, true).map_err(Some),
+        };
+        let (mapping, map_sync, fallback_reason) = match mapped {
             Ok(m) => (m, true, None),
-            Err(sync_err) => {
+            Err(None) => {
+                let addr = devmem::map(file.as_raw_fd(), map_start, map_len)?;
+                let m = Mapping {
+                    addr,
+                    len: map_len as usize,
+                };
+                let why = "/dev/mem maps physical memory directly and has no MAP_SYNC; the persist check's CPU flushes write the lines back".to_owned();
+                (m, false, Some(why))
+            }
+            Err(Some(sync_err)) => {
                 let m =
                     map(&file, map_start, map_len, false).map_err(|source| DeviceError::Map {
                         path: path.into(),
@@ -241,6 +323,11 @@ impl Device {
                 align,
                 offset,
                 size,
+                physical: physical.map(|p| Physical {
+                    window: p.window.into(),
+                    region: p.region.into(),
+                    dax: p.dax.map(Into::into),
+                }),
                 map: MapInfo {
                     flags: if map_sync {
                         "MAP_SHARED_VALIDATE|MAP_SYNC"

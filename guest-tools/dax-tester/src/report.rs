@@ -87,6 +87,7 @@ impl Report {
             match d.kind {
                 crate::device::Kind::DeviceDax => "device-dax",
                 crate::device::Kind::File => "file",
+                crate::device::Kind::DevMem => "physical memory",
             },
             human(d.device_size),
             human(d.align),
@@ -94,6 +95,17 @@ impl Report {
             human(d.size),
             d.map.flags
         );
+        if let Some(p) = &d.physical {
+            let _ = write!(o, "  in ");
+            if let Some(dax) = &p.dax {
+                let _ = write!(o, "{} of ", dax.name);
+            }
+            let _ = writeln!(
+                o,
+                "{} [{:#x}-{:#x}] in {}",
+                p.region.name, p.region.start, p.region.end, p.window.name
+            );
+        }
         if let Some(why) = &d.map.fallback_reason {
             let _ = writeln!(o, "  note: {why}");
         }

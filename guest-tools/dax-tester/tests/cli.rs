@@ -213,7 +213,8 @@ fn clear_errors_for_missing_device_range_past_end_and_unmappable() {
     // A character device that is not a device-dax.
     let err = error_of(&["/dev/null", "0", "4K", "byte"]);
     assert!(
-        err.contains("neither a regular file nor a device-dax"),
+        err.contains("neither a regular file, a device-dax character device")
+            && err.contains("nor /dev/mem"),
         "{err}"
     );
 

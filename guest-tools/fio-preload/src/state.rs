@@ -78,7 +78,7 @@ pub fn init() {
                     "pid {}: enabled: device {} ({}, {:#x} bytes), window offset {:#x} size {:#x}, {} slot(s) of {:#x} bytes, mapping {}, flush {}",
                     std::process::id(),
                     Bytes(g.config.device()),
-                    if w.is_dax { "device-dax" } else { "file" },
+                    w.backing,
                     w.device_size,
                     g.config.mem_offset,
                     w.len,

@@ -1,7 +1,10 @@
 //! The device window: `FIO_MEM_DEVICE` opened and mapped at
 //! `FIO_MEM_OFFSET` for `FIO_MEM_SIZE` bytes, and how its lines are flushed.
+//! `/dev/mem` takes a physical `FIO_MEM_OFFSET`, checked against
+//! `/proc/iomem` and mapped by the `devmem` crate (shared with dax-tester).
 
-use core::fmt::Write as _;
+use core::cell::UnsafeCell;
+use core::fmt::{self, Write as _};
 
 use crate::config::Config;
 use crate::log::Line;
@@ -15,7 +18,7 @@ const PAGE: u64 = 4096;
 pub enum WindowError {
     #[error("Cannot open FIO_MEM_DEVICE: {0}. Set FIO_MEM_DEVICE to a device-dax device (/dev/daxX.Y, see `daxctl list`) or a regular file this process can open for reading and writing.")]
     Open(crate::log::ErrnoText),
-    #[error("FIO_MEM_DEVICE is neither a regular file nor a device-dax character device. Set it to a device-dax device (/dev/daxX.Y; a /dev/pmemN block device's namespace must be made devdax) or a regular file.")]
+    #[error("FIO_MEM_DEVICE is neither a regular file, a device-dax character device nor /dev/mem. Set it to a device-dax device (/dev/daxX.Y; a /dev/pmemN block device's namespace must be made devdax), /dev/mem with a physical FIO_MEM_OFFSET in a CXL region, or a regular file.")]
     NotMappable,
     #[error("Cannot read the size of the device-dax from /sys/dev/char/{major}:{minor}/size. Check that sysfs is mounted and that FIO_MEM_DEVICE is a device-dax device.")]
     DaxSize { major: u32, minor: u32 },
@@ -39,6 +42,56 @@ pub enum WindowError {
         len: u64,
         err: crate::log::ErrnoText,
     },
+    #[error(transparent)]
+    Iomem(devmem::ReadError),
+    /// Borrows the `/proc/iomem` text kept in [`IOMEM`].
+    #[error(transparent)]
+    DevMemRange(devmem::RangeError<'static>),
+    #[error(transparent)]
+    DevMemMap(devmem::MapError),
+}
+
+/// `/proc/iomem`'s text, read for a `/dev/mem` window; a refusal or the
+/// placement borrows it for the life of the process.
+struct IomemText(UnsafeCell<[u8; devmem::IOMEM_MAX]>);
+
+// SAFETY: written only by `iomem_text`, which runs at most once per process
+// (see there), before any reader can exist.
+unsafe impl Sync for IomemText {}
+
+static IOMEM: IomemText = IomemText(UnsafeCell::new([0; devmem::IOMEM_MAX]));
+
+/// Reads `/proc/iomem` into [`IOMEM`].
+///
+/// # Safety
+/// Called at most once per process: from the load-time constructor
+/// (single-threaded, before main), through [`Window::map`] of `/dev/mem`.
+unsafe fn iomem_text() -> Result<devmem::Iomem<'static>, WindowError> {
+    // SAFETY: by the contract above no other reference to IOMEM exists.
+    let buf = unsafe { &mut *IOMEM.0.get() };
+    devmem::read_iomem(buf)
+        .map(devmem::Iomem::new)
+        .map_err(WindowError::Iomem)
+}
+
+/// What the window maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backing {
+    File,
+    DeviceDax,
+    /// Physical memory through `/dev/mem`, and where it lies.
+    DevMem(devmem::Placement<'static>),
+}
+
+/// `file`, `device-dax`, or `dev-mem: dax0.0 of region0 [...] in CXL Window 0`.
+impl fmt::Display for Backing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Backing::File => f.write_str("file"),
+            Backing::DeviceDax => f.write_str("device-dax"),
+            Backing::DevMem(p) => write!(f, "dev-mem: {p}"),
+        }
+    }
 }
 
 /// How written lines are made durable.
@@ -70,7 +123,7 @@ pub struct Window {
     pub file_size: u64,
     pub slots: u64,
     pub dev_id: u64,
-    pub is_dax: bool,
+    pub backing: Backing,
     pub map_sync: bool,
     pub flush: FlushMode,
     pub device_size: u64,
@@ -117,6 +170,9 @@ impl Window {
             ));
         }
         let kind = st.st_mode & libc::S_IFMT;
+        if kind == libc::S_IFCHR && devmem::is_dev_mem(st.st_rdev) {
+            return Self::map_dev_mem(cfg, fd, st.st_rdev, max_slots);
+        }
         let (device_size, align, is_dax, dev_id) = if kind == libc::S_IFREG {
             (st.st_size as u64, PAGE, false, st.st_dev)
         } else if kind == libc::S_IFCHR {
@@ -149,13 +205,7 @@ impl Window {
         if len == 0 {
             return Err(WindowError::Empty);
         }
-        let file_size = cfg.file_size.unwrap_or(len);
-        if file_size > len {
-            return Err(WindowError::FileTooLarge {
-                file_size,
-                window: len,
-            });
-        }
+        let file_size = file_size(cfg, len)?;
         let map_start = offset & !(align - 1);
         let map_end = (offset + len).div_ceil(align) * align;
         let map_end = if is_dax {
@@ -211,10 +261,54 @@ impl Window {
             file_size,
             slots: (len / file_size).min(max_slots),
             dev_id,
-            is_dax,
+            backing: if is_dax {
+                Backing::DeviceDax
+            } else {
+                Backing::File
+            },
             map_sync,
             flush,
             device_size,
+        })
+    }
+
+    /// `/dev/mem`: `FIO_MEM_OFFSET` is a physical address; the window (by
+    /// default the rest of the dax device or region it starts in) must lie
+    /// in one CXL region's device-dax memory, never System RAM.
+    fn map_dev_mem(
+        cfg: &Config,
+        fd: i32,
+        rdev: libc::dev_t,
+        max_slots: u64,
+    ) -> Result<Window, WindowError> {
+        // SAFETY: `map` runs once, from the constructor (state::init).
+        let iomem = unsafe { iomem_text() }?;
+        let offset = cfg.mem_offset;
+        let len = match cfg.mem_size {
+            Some(len) => len,
+            None => {
+                let area = devmem::check(iomem, offset, 1)
+                    .map_err(WindowError::DevMemRange)?
+                    .area();
+                area.end - offset + 1
+            }
+        };
+        let placement = devmem::check(iomem, offset, len).map_err(WindowError::DevMemRange)?;
+        let file_size = file_size(cfg, len)?;
+        let map_start = offset & !(PAGE - 1);
+        let map_len = (offset + len).div_ceil(PAGE) * PAGE - map_start;
+        let addr = devmem::map(fd, map_start, map_len).map_err(WindowError::DevMemMap)?;
+        Ok(Window {
+            // SAFETY: offset - map_start < PAGE <= map_len.
+            base: unsafe { addr.add((offset - map_start) as usize) },
+            len,
+            file_size,
+            slots: (len / file_size).min(max_slots),
+            dev_id: rdev,
+            backing: Backing::DevMem(placement),
+            map_sync: false,
+            flush: cpu_flush_mode(),
+            device_size: placement.area().size(),
         })
     }
 
@@ -261,6 +355,18 @@ impl Window {
             }
         }
     }
+}
+
+/// `FIO_FILE_SIZE`, by default the whole window, checked against it.
+fn file_size(cfg: &Config, len: u64) -> Result<u64, WindowError> {
+    let file_size = cfg.file_size.unwrap_or(len);
+    if file_size > len {
+        return Err(WindowError::FileTooLarge {
+            file_size,
+            window: len,
+        });
+    }
+    Ok(file_size)
 }
 
 /// Writes back (or evicts) the cache line at `p` with `mode`'s instruction.

@@ -65,10 +65,8 @@ pub fn run(env: &Env<'_>) -> ByteReport {
     let len = env.dev.len() as u64;
     let mut results = Vec::new();
     for (i, &size) in SIZES.iter().enumerate() {
-        // An odd misalignment that differs per size: 1, 14, 27, ... (mod 64).
-        let shift = 1 + (i as u64 * 13) % 63;
-        let offset = GUARD + shift;
-        if offset + size + GUARD > len {
+        let offset = offset_of(i);
+        if !fits(i, len) {
             results.push(SizeResult {
                 size,
                 offset,
@@ -83,7 +81,7 @@ pub fn run(env: &Env<'_>) -> ByteReport {
         // SAFETY: offset + size + GUARD <= len (checked above) and
         // offset >= GUARD, so check's bytes lie in the range, mapped while
         // `env.dev` lives; this thread is the only one touching it.
-        let detail = unsafe { check(base, offset, size, i as u64) };
+        let detail = unsafe { check(base, offset, &pattern(i)) };
         results.push(SizeResult {
             size,
             offset,
@@ -100,15 +98,34 @@ pub fn run(env: &Env<'_>) -> ByteReport {
     ByteReport { passed, results }
 }
 
-/// Writes a pattern at `base + offset`, reads it back and checks the guards.
+/// Where in the range `SIZES[i]` is written: an odd misalignment that
+/// differs per size, 1, 14, 27, ... (mod 64), past the low guard.
+pub fn offset_of(i: usize) -> u64 {
+    GUARD + 1 + (i as u64 * 13) % 63
+}
+
+/// Whether `SIZES[i]` and its guards fit a range of `len` bytes.
+pub fn fits(i: usize, len: u64) -> bool {
+    offset_of(i) + SIZES[i] + GUARD <= len
+}
+
+/// The bytes written for `SIZES[i]`. Each size is written over the last,
+/// so after a run the range holds, at `offset_of(i)`, the pattern of the
+/// largest size that fitted: a check from outside the guest (the device's
+/// backing file) compares it with this.
+pub fn pattern(i: usize) -> Vec<u8> {
+    let mut rng = Rng::new(i as u64 + 0xB17E);
+    (0..SIZES[i]).map(|_| rng.next_u64() as u8).collect()
+}
+
+/// Writes `pattern` at `base + offset`, reads it back and checks the guards.
 /// Returns a description of the first problem, if any.
 ///
 /// # Safety
-/// `[base + offset - GUARD, base + offset + size + GUARD)` must be mapped
-/// and writable, with no other access to it during the call.
-unsafe fn check(base: *mut u8, offset: u64, size: u64, seed: u64) -> Option<String> {
-    let mut rng = Rng::new(seed + 0xB17E);
-    let pattern: Vec<u8> = (0..size).map(|_| rng.next_u64() as u8).collect();
+/// `[base + offset - GUARD, base + offset + pattern.len() + GUARD)` must be
+/// mapped and writable, with no other access to it during the call.
+unsafe fn check(base: *mut u8, offset: u64, pattern: &[u8]) -> Option<String> {
+    let size = pattern.len() as u64;
     let guard_lo = offset - GUARD;
     let guard_hi = offset + size;
     // SAFETY: every byte touched is in [guard_lo, guard_hi + GUARD), which the
