@@ -207,7 +207,9 @@ fuzz_target!(|data: &[u8]| {
     // Device memory: what may have changed, and to what.
     let mut changed: Vec<(u64, u64)> = Vec::new();
     if let (true, Some((kind, sector)), Some(out)) = (ok, header, &out_bytes) {
-        let offset = sector * SECTOR;
+        // Only reads and writes address the header's sector (a discard's
+        // may be anything).
+        let offset = sector.wrapping_mul(SECTOR);
         match kind {
             VIRTIO_BLK_T_OUT => {
                 let data = &out[16..];

@@ -142,6 +142,11 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
     for (i, line) in r.lines().enumerate() {
         let n = i + 1;
         let line = line?;
+        // `lines()` drops one '\r' before a '\n' but keeps it on a last
+        // line without one, so values ending in '\r' would not read back
+        // as written (found by fuzzing): trailing carriage returns are never
+        // part of a line, and a file saved with CRLF line ends reads the same.
+        let line = line.trim_end_matches('\r');
         if i == 0 {
             let mut it = line.split(' ');
             if it.next() != Some(MAGIC) {
@@ -256,6 +261,21 @@ mod tests {
                 c: 0,
             }],
         };
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        assert_eq!(read(&buf[..]).unwrap(), r);
+    }
+
+    #[test]
+    fn trailing_carriage_returns_are_not_part_of_a_value() {
+        // The fuzz target ioriot_lines' crash: "#user no\r\r\n" read as
+        // "no\r", written and read back as "no".
+        let file = b"#ioriot-replay 1\r\n#name t\n#user no\r\r\n#vpids 1\r";
+        let r = read(&file[..]).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.user.as_deref(), r.vpids),
+            ("t", Some("no"), 1)
+        );
         let mut buf = Vec::new();
         write(&mut buf, &r).unwrap();
         assert_eq!(read(&buf[..]).unwrap(), r);
