@@ -81,24 +81,29 @@ pub async fn serve(listener: UnixListener, sim: Arc<Simulator>, hub: Option<Arc<
             let (r, mut w) = stream.into_split();
             let mut lines = BufReader::new(r).lines();
             while let Ok(Some(line)) = lines.next_line().await {
-                let mut words = line.split_whitespace();
-                let reply = match words.next() {
-                    Some("stats") => {
-                        let top = words.next().and_then(|t| t.parse().ok()).unwrap_or(10);
-                        serde_json::to_string(&full_report(&sim, hub.as_deref(), top))
-                            .expect("report serialises")
-                    }
-                    Some("plugin") => {
-                        let rest: Vec<&str> = words.collect();
-                        plugin_command(hub.as_deref(), &rest).await.to_string()
-                    }
-                    _ => serde_json::json!({"error": format!("unknown command '{line}'; try 'stats [TOP]' or 'plugin [map|arm|disarm|flush]'")}).to_string(),
-                };
+                let reply = answer(&sim, hub.as_deref(), &line).await;
                 if w.write_all(format!("{reply}\n").as_bytes()).await.is_err() {
                     break;
                 }
             }
         });
+    }
+}
+
+/// The answer to one command line: one line of JSON (no newline), a
+/// refusal being `{"error": …}`.
+pub async fn answer(sim: &Simulator, hub: Option<&PluginHub>, line: &str) -> String {
+    let mut words = line.split_whitespace();
+    match words.next() {
+        Some("stats") => {
+            let top = words.next().and_then(|t| t.parse().ok()).unwrap_or(10);
+            serde_json::to_string(&full_report(sim, hub, top)).expect("report serialises")
+        }
+        Some("plugin") => {
+            let rest: Vec<&str> = words.collect();
+            plugin_command(hub, &rest).await.to_string()
+        }
+        _ => json!({"error": format!("unknown command '{line}'; try 'stats [TOP]' or 'plugin [map|arm|disarm|flush]'")}).to_string(),
     }
 }
 
@@ -134,6 +139,39 @@ pub async fn query_stats(path: &Path, top: usize) -> Result<serde_json::Value, C
 mod tests {
     use super::*;
     use crate::stats::Stats;
+
+    #[test]
+    fn each_line_gets_one_json_object() {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Arc::new(Simulator::open(None, dir.path(), None, None, 0).unwrap());
+        let hub = PluginHub::new(sim.clone());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ask = |hub: Option<&PluginHub>, line: &str| -> serde_json::Value {
+            serde_json::from_str(&rt.block_on(answer(&sim, hub, line))).unwrap()
+        };
+        assert_eq!(ask(None, "stats 3")["requests"], 0);
+        assert!(ask(None, "plugin")["error"]
+            .as_str()
+            .unwrap()
+            .contains("--plugin-socket"));
+        assert!(ask(Some(&hub), "fire")["error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown command 'fire'"));
+        assert_eq!(ask(Some(&hub), "plugin map pmem0=0x200000000")["ok"], true);
+        assert_eq!(
+            ask(Some(&hub), "plugin")["regions"]["pmem0"],
+            0x2_0000_0000u64
+        );
+        assert_eq!(hub.locate(0x2_0000_0040, 8), Some((1, 0x40)));
+        assert!(ask(Some(&hub), "plugin flush")["error"]
+            .as_str()
+            .unwrap()
+            .contains("No QEMU plugin is connected"));
+    }
 
     #[test]
     fn stats_text_lists_requests_devices_and_hot_pages() {

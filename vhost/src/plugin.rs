@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cxl_memsim_wire::{Command, Decoder, Kind, Message, Window};
+use cxl_memsim_wire::{Command, Decoder, Kind, Message, Window, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
@@ -84,6 +84,11 @@ impl Region {
             .min(self.device_size.saturating_sub(len));
         Some((self.devices[place.position], offset))
     }
+}
+
+/// The first of `regions` that holds `addr .. addr + len`.
+fn locate(regions: &[Region], addr: u64, len: u64) -> Option<(usize, u64)> {
+    regions.iter().find_map(|g| g.locate(addr, len))
 }
 
 struct Conn {
@@ -208,6 +213,29 @@ impl PluginHub {
         Ok(())
     }
 
+    /// The device and device offset that guest physical `addr .. addr +
+    /// len` is charged to under the current map, when a device holds it.
+    pub fn locate(&self, addr: u64, len: u64) -> Option<(usize, u64)> {
+        locate(&self.lock().regions, addr, len)
+    }
+
+    /// Takes what plugin connection `id` sent next: decodes every whole
+    /// message in `dec` and charges it. A stream that cannot be decoded is
+    /// counted and its error returned: the connection must end.
+    pub fn receive(&self, id: u64, dec: &mut Decoder, bytes: &[u8]) -> Result<(), WireError> {
+        dec.push(bytes);
+        loop {
+            match dec.next_message() {
+                Ok(Some(m)) => self.charge(id, &m),
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    self.lock().report.decode_errors += 1;
+                    return Err(e);
+                }
+            }
+        }
+    }
+
     /// Charges a batch: one lock for the whole batch.
     fn charge(&self, id: u64, msg: &Message) {
         let mut st = self.lock();
@@ -227,9 +255,9 @@ impl PluginHub {
         match h.kind() {
             Kind::Accesses => {
                 let regions = &st.regions;
-                let (charged, unmapped) = self.sim.charge_plugin(&msg.records, |addr, size| {
-                    regions.iter().find_map(|g| g.locate(addr, size))
-                });
+                let (charged, unmapped) = self
+                    .sim
+                    .charge_plugin(&msg.records, |addr, size| locate(regions, addr, size));
                 let writes = msg.records.iter().filter(|r| r.is_write()).count() as u64;
                 let r = &mut st.report;
                 r.batches += 1;
@@ -364,22 +392,14 @@ pub async fn connection(stream: UnixStream, hub: Arc<PluginHub>) {
     });
     let mut dec = Decoder::new();
     let mut buf = vec![0u8; 256 * 1024];
-    'read: loop {
+    loop {
         let n = match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        dec.push(&buf[..n]);
-        loop {
-            match dec.next_message() {
-                Ok(Some(m)) => hub.charge(id, &m),
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::warn!(id, "closing a plugin stream: {e}");
-                    hub.lock().report.decode_errors += 1;
-                    break 'read;
-                }
-            }
+        if let Err(e) = hub.receive(id, &mut dec, &buf[..n]) {
+            tracing::warn!(id, "closing a plugin stream: {e}");
+            break;
         }
     }
     writer.abort();

@@ -421,6 +421,11 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
     for (i, line) in r.lines().enumerate() {
         let n = i + 1;
         let line = line?;
+        // `lines()` drops one '\r' before a '\n' but keeps it on a last
+        // line without one, so values ending in '\r' would not read back
+        // as written (found by fuzzing): trailing carriage returns are never
+        // part of a line, and a file saved with CRLF line ends reads the same.
+        let line = line.trim_end_matches('\r');
         if i == 0 {
             let meta = line.strip_prefix("#|").ok_or(ReplayFormatError::Header)?;
             for kv in meta.split('|') {
@@ -467,7 +472,7 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
         }
         let at = |source| ReplayFormatError::Line { line: n, source };
         if in_init {
-            match parse_init_line(&line).map_err(at)? {
+            match parse_init_line(line).map_err(at)? {
                 // I/O Riot writes one line per range a file needs.
                 InitEntry::File { size, path } => match file_at.get(&path) {
                     Some(&k) => {
@@ -482,7 +487,7 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
                 },
                 dir => rep.init.push(dir),
             }
-        } else if let Some(o) = parse_line(&line).map_err(at)? {
+        } else if let Some(o) = parse_line(line).map_err(at)? {
             rep.ops.push(o);
         }
     }
@@ -559,6 +564,21 @@ mod tests {
         assert!(text.lines().nth(1).unwrap().ends_with(
             "|4|/home/.ioriot/t/d/f x%7Cy|420|65|r=3|a=65|b=420|c=0|P=/home/.ioriot/t/g|open@1|"
         ));
+    }
+
+    #[test]
+    fn trailing_carriage_returns_are_not_part_of_a_value() {
+        // The fuzz target ioriot_lines' crash: a last line without '\n'
+        // kept its '\r' ("no\r"), which was written and read back as "no".
+        let file = b"#|replay_version=2|name=t|user=no|num_mapped_pids=1|\r\n#INIT\r";
+        let r = read(&file[..]).unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.user.as_deref(), r.vpids),
+            ("t", Some("no"), 1)
+        );
+        let mut buf = Vec::new();
+        write(&mut buf, &r).unwrap();
+        assert_eq!(read(&buf[..]).unwrap(), r);
     }
 
     #[test]
