@@ -3,7 +3,7 @@
 //! runs commands in the guest and tears everything down.
 //!
 //! Where things are: the verbs (`up`, `down`, `status`, `exec`, `args`,
-//! `run`, `bench`, `inject`) are a file each in `verbs/`, with `verbs/launch.rs`
+//! `run`, `bench`, `soak`, `inject`) are a file each in `verbs/`, with `verbs/launch.rs`
 //! gathering what QEMU starts with for `up` and `args` alike; what they
 //! return is `summary.rs`, their error `error.rs`. The QEMU command line is
 //! `qemu.rs`, QMP is `qmp.rs`, the guest agent is `qga.rs`, region set-up is
@@ -13,13 +13,15 @@
 //! `lab inject`'s forms, their checks against the topology and their QMP
 //! commands are `inject.rs` (the verb itself is `verbs/inject.rs`).
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
-//! what several of them share in `suite_support/`.
+//! what several of them share in `suite_support/`. What a lab that is down
+//! must not leave behind (processes, sockets, files) is `leftovers.rs`.
 
 pub mod error;
 pub mod events;
 pub mod image;
 pub mod inject;
 pub mod kvm;
+pub mod leftovers;
 pub mod memsim;
 pub mod paths;
 pub mod process;

@@ -1,5 +1,5 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
-//! `args`, `run` (suites), `bench` (`bench boot`) and `inject`; `launch` is what QEMU
+//! `args`, `run` (suites), `bench` (`bench boot`), `soak` and `inject`; `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
@@ -10,6 +10,7 @@ pub mod exec;
 pub mod inject;
 pub mod launch;
 pub mod run;
+pub mod soak;
 pub mod status;
 pub mod up;
 
@@ -20,6 +21,7 @@ pub use exec::{agent, exec};
 pub use inject::inject;
 pub use launch::AccelChoice;
 pub use run::run_suites;
+pub use soak::soak;
 pub use status::status;
 pub use up::{up, UpOptions};
 
