@@ -18,7 +18,7 @@ pub enum QgaError {
         #[source]
         source: std::io::Error,
     },
-    #[error("The guest agent did not answer guest-sync within {0:?}.")]
+    #[error("The guest agent did not answer guest-sync within {0:?}: the guest is hung or too busy, or its qemu-ga is stopped or hung. `lab status` says whether QEMU runs and the agent answers; `lab down` then `lab up` restarts the guest.")]
     NoSync(Duration),
     #[error("QEMU never created the guest agent socket {0}.")]
     NoSocket(PathBuf),
@@ -277,16 +277,18 @@ impl Agent {
         }
     }
 
-    /// Kills a guest process that guest-exec started (the agent has no
-    /// kill command, so through the guest's `kill`) and collects its status
-    /// so the agent forgets it. True when it is gone.
+    /// Kills a guest process that guest-exec started, with every process
+    /// it started (the agent has no kill command, so through the guest's
+    /// shell; a child left running would keep the command's output pipes
+    /// open, and the agent would report it running for ever), and collects
+    /// its status so the agent forgets it. True when it is gone.
     async fn kill(&self, pid: i64) -> bool {
         let kill = async {
             let k = self
                 .service
                 .execute(qga::guest_exec {
-                    path: "kill".into(),
-                    arg: Some(vec!["-KILL".into(), pid.to_string()]),
+                    path: "sh".into(),
+                    arg: Some(vec!["-c".into(), kill_tree_script(pid)]),
                     env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
                     input_data: None,
                     capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
@@ -396,6 +398,15 @@ impl Agent {
     }
 }
 
+/// A guest shell script that SIGKILLs `pid` and all its descendants:
+/// each process is stopped before its children are listed, so none can
+/// start another one unseen.
+fn kill_tree_script(pid: i64) -> String {
+    format!(
+        "tree() {{ kill -STOP $1 2>/dev/null; for c in $(pgrep -P $1); do tree $c; done; kill -KILL $1 2>/dev/null; }}; tree {pid}"
+    )
+}
+
 fn sync_id_seed() -> i32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -441,6 +452,10 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("lab exec --timeout"), "{msg}");
+        assert_eq!(
+            kill_tree_script(42),
+            "tree() { kill -STOP $1 2>/dev/null; for c in $(pgrep -P $1); do tree $c; done; kill -KILL $1 2>/dev/null; }; tree 42"
+        );
         assert!(!was_truncated(None, 10));
         assert!(!was_truncated(Some(false), 10));
         assert!(was_truncated(Some(true), 10));

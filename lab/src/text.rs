@@ -133,11 +133,28 @@ pub fn status(s: &StatusReport) -> String {
             "does not answer"
         }
     );
+    for p in &s.problems {
+        let _ = writeln!(out, "  problem: {p}");
+    }
     out
 }
 
 /// `lab down`.
 pub fn down(r: &DownReport) -> String {
+    let mut out = down_line(r);
+    for f in &r.recovered {
+        let _ = writeln!(
+            out,
+            "  {f} was deleted while the lab ran; its data was written back from cxl-memsim's open file"
+        );
+    }
+    for f in &r.lost {
+        let _ = writeln!(out, "  deleted while the lab ran and not written back: {f}");
+    }
+    out
+}
+
+fn down_line(r: &DownReport) -> String {
     if r.was_up {
         let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
         format!(

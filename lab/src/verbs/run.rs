@@ -8,7 +8,8 @@ use cxl_topology::Topology;
 use super::exec::agent;
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
-use crate::rundir::RunDir;
+use crate::process;
+use crate::rundir::{LabState, RunDir};
 use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::Suite;
 use crate::summary::{summarize, SuiteResult};
@@ -43,8 +44,33 @@ fn record_result(
     Ok((passed, error))
 }
 
+/// The first of the lab's processes (QEMU, then cxl-memsim) that is gone,
+/// as the suite error that says so.
+fn process_gone(run: &RunDir, state: &LabState) -> Option<SuiteError> {
+    let marker = run.marker();
+    let procs = [
+        ("QEMU", state.qemu_pid, run.qemu_log()),
+        ("cxl-memsim", state.memsim_pid, run.memsim_log()),
+    ];
+    procs.into_iter().find_map(|(what, pid, log)| {
+        let pid = pid?;
+        let gone = !process::is_alive(pid, &marker) || process::is_exiting(pid);
+        gone.then(|| SuiteError::LabProcessGone {
+            lab: run.name.clone(),
+            what,
+            pid,
+            tail: process::tail(&log, 5),
+            log,
+        })
+    })
+}
+
 /// `lab run <suite>…`: runs suites in the guest; each one's JSON goes to
-/// `results/<suite>.json` in the run directory (see `record_result`).
+/// `results/<suite>.json` in the run directory (see `record_result`). A
+/// suite during which QEMU or cxl-memsim ended fails with that reason,
+/// whatever its checks said, and the suites after it are not run: a
+/// suite is not cut short when cxl-memsim ends, since the guest still runs
+/// and the suite puts back the persistent data it borrowed.
 pub async fn run_suites(
     name: &str,
     suites: &[Suite],
@@ -71,7 +97,13 @@ pub async fn run_suites(
             detail: format!("suite {name}"),
         });
         let file = run.results_dir().join(format!("{name}.json"));
-        let result = suite.run(&ctx).await;
+        let result = match process_gone(&run, &state) {
+            Some(e) => Err(e),
+            None => {
+                let result = suite.run(&ctx).await;
+                process_gone(&run, &state).map_or(result, Err)
+            }
+        };
         let (passed, error) = record_result(&file, name, result)?;
         let detail = format!("suite {name} {}", if passed { "passed" } else { "FAILED" });
         events.emit(Event::Finished {
