@@ -277,7 +277,8 @@ fn hung_guest_commands_and_agent_and_deleted_backing_files() {
         msg.starts_with("Guest command `sh -c sleep 1000 & sleep 1001` did not finish within 3s; lab killed it (guest pid"),
         "{msg}"
     );
-    let left = lab.exec(&["pgrep", "-f", "sleep 100"]);
+    // (The guest's busybox has no pgrep.)
+    let left = lab.exec(&["sh", "-c", "ps | grep '[s]leep 100'"]);
     assert!(
         !left.success(),
         "the timed-out command's processes still run: {}",

@@ -104,3 +104,58 @@ fn problems(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::qemu::DeviceFiles;
+
+    #[test]
+    fn problems_name_what_is_gone_and_the_fix() {
+        let d = tempfile::tempdir().unwrap();
+        let run = RunDir::under(d.path(), "t").unwrap();
+        run.create().unwrap();
+        let t = Topology::embedded_default();
+        let devices = DeviceFiles::in_dir(&t, &run.backing_dir());
+        std::fs::write(run.backing_dir().join("pmem0.kind"), "persistent\n").unwrap();
+        std::fs::write(run.backing_dir().join("vmem0.kind"), "volatile\n").unwrap();
+        std::fs::write(run.memsim_log(), "serving\n").unwrap();
+        let mut state = LabState::of_test_lab(LabStatus::Up, String::new(), vec![], devices);
+        state.qemu_pid = Some(41);
+        state.memsim_pid = Some(42);
+        // Everything runs and answers; the backing files were deleted.
+        let p = problems(&run, &state, true, true, true);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(p[0].contains("pmem0.mem of device pmem0 was deleted while the lab runs: QEMU and cxl-memsim still map it, so the guest sees no change; `lab down` writes its data back"), "{}", p[0]);
+        assert!(
+            p[1].ends_with("its data (volatile) ends with the lab as usual."),
+            "{}",
+            p[1]
+        );
+        for f in &state.devices {
+            std::fs::write(&f.memory, b"").unwrap();
+        }
+        assert!(problems(&run, &state, true, true, true).is_empty());
+        let p = problems(&run, &state, true, false, false);
+        assert_eq!(p.len(), 2, "{p:#?}");
+        assert!(
+            p[0].starts_with("The guest agent does not answer"),
+            "{}",
+            p[0]
+        );
+        assert_eq!(
+            p[1],
+            format!(
+                "The simulator cxl-memsim (pid 42) is gone (killed or crashed): the guest still maps the backing files, but the model, statistics, TCP server and vhost-user-blk disks are gone; {} ends with: serving; run `lab down --name t`, then `lab up --name t`.",
+                run.memsim_log().display()
+            )
+        );
+        let p = problems(&run, &state, false, true, false);
+        assert!(
+            p[0].starts_with("QEMU (pid 41) is gone (killed or crashed), and the guest with it"),
+            "{p:#?}"
+        );
+        state.status = LabStatus::Down;
+        assert!(problems(&run, &state, false, false, false).is_empty());
+    }
+}
