@@ -126,11 +126,11 @@ mod tests {
         // Everything runs and answers; the backing files were deleted.
         let p = problems(&run, &state, true, true, true);
         assert_eq!(p.len(), 2, "{p:#?}");
-        assert!(p[0].contains("pmem0.mem of device pmem0 was deleted while the lab runs: QEMU and cxl-memsim still map it, so the guest sees no change; `lab down` writes its data back"), "{}", p[0]);
+        assert!(p[1].contains("pmem0.mem of device pmem0 was deleted while the lab runs: QEMU and cxl-memsim still map it, so the guest sees no change; `lab down` writes its data back"), "{}", p[1]);
         assert!(
-            p[1].ends_with("its data (volatile) ends with the lab as usual."),
+            p[0].ends_with("its data (volatile) ends with the lab as usual."),
             "{}",
-            p[1]
+            p[0]
         );
         for f in &state.devices {
             std::fs::write(&f.memory, b"").unwrap();
