@@ -188,6 +188,22 @@ enum Verb {
         #[command(subcommand)]
         what: BenchWhat,
     },
+    /// Soak: CYCLES × (`lab up`, `lab run dax`, `lab down`), reporting
+    /// failures, what each `lab down` left (processes, sockets, files) and
+    /// the boot-time drift; each cycle's record is also appended to the
+    /// run directory's results/soak.jsonl. Not for CI: a cycle takes a
+    /// minute or more.
+    Soak {
+        /// Lab instance name (its run directory).
+        #[arg(long, default_value = "soak")]
+        name: String,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        #[arg(long, default_value_t = 10)]
+        cycles: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the topology presets (usable as `--topology NAME`), one line
     /// each.
     Topologies {
@@ -633,6 +649,40 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&b)?;
             } else {
                 print!("{}", text::bench_boot(&b));
+            }
+        }
+        Verb::Soak {
+            name,
+            topology,
+            cycles,
+            json,
+        } => {
+            let opts = UpOptions {
+                name: name.clone(),
+                topology,
+                accel: AccelChoice::Tcg,
+                ..UpOptions::default()
+            };
+            eprint!("{}", text::SOAK_HEADER);
+            let quiet = Events::none();
+            let soak = verbs::soak(&opts, cycles, &quiet, |c| {
+                eprint!("{}", text::soak_cycle(c))
+            });
+            let r = tokio::select! {
+                r = soak => r.context("lab soak failed")?,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("interrupted: tearing down");
+                    verbs::down(&name, &Events::none()).await.context("tearing down after Ctrl-C")?;
+                    std::process::exit(130);
+                }
+            };
+            if json {
+                print_json(&r)?;
+            } else {
+                print!("{}", text::soak(&r));
+            }
+            if r.failures > 0 || r.cycles_with_leftovers > 0 {
+                std::process::exit(1);
             }
         }
         Verb::Image {

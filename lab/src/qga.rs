@@ -18,7 +18,7 @@ pub enum QgaError {
         #[source]
         source: std::io::Error,
     },
-    #[error("The guest agent did not answer guest-sync within {0:?}.")]
+    #[error("The guest agent did not answer guest-sync within {0:?}: the guest is hung or too busy, or its qemu-ga is stopped or hung. `lab status` says whether QEMU runs and the agent answers; `lab down` then `lab up` restarts the guest.")]
     NoSync(Duration),
     #[error("QEMU never created the guest agent socket {0}.")]
     NoSocket(PathBuf),
@@ -277,16 +277,18 @@ impl Agent {
         }
     }
 
-    /// Kills a guest process that guest-exec started (the agent has no
-    /// kill command, so through the guest's `kill`) and collects its status
-    /// so the agent forgets it. True when it is gone.
+    /// Kills a guest process that guest-exec started, with every process
+    /// it started (the agent has no kill command, so through the guest's
+    /// shell; a child left running would keep the command's output pipes
+    /// open, and the agent would report it running for ever), and collects
+    /// its status so the agent forgets it. True when it is gone.
     async fn kill(&self, pid: i64) -> bool {
         let kill = async {
             let k = self
                 .service
                 .execute(qga::guest_exec {
-                    path: "kill".into(),
-                    arg: Some(vec!["-KILL".into(), pid.to_string()]),
+                    path: "sh".into(),
+                    arg: Some(vec!["-c".into(), kill_tree_script(pid)]),
                     env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
                     input_data: None,
                     capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
@@ -396,6 +398,17 @@ impl Agent {
     }
 }
 
+/// A guest shell function, `tree PID`, that SIGKILLs a process and all
+/// its descendants, found by their parent in /proc/N/stat (the guest's
+/// busybox has no pgrep): each process is stopped before its children are
+/// listed, so none can start another one unseen.
+const KILL_TREE: &str = r#"tree() { local p=$1 s l c; kill -STOP $p 2>/dev/null; for s in /proc/[0-9]*/stat; do read -r l < $s 2>/dev/null || continue; set -- ${l##*) }; [ "$2" = "$p" ] || continue; c=${s#/proc/}; tree ${c%/stat}; done; kill -KILL $p 2>/dev/null; };"#;
+
+/// The guest shell script that kills `pid` and its descendants.
+fn kill_tree_script(pid: i64) -> String {
+    format!("{KILL_TREE} tree {pid}")
+}
+
 fn sync_id_seed() -> i32 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -441,6 +454,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("lab exec --timeout"), "{msg}");
+        assert!(kill_tree_script(42).ends_with("2>/dev/null; }; tree 42"));
         assert!(!was_truncated(None, 10));
         assert!(!was_truncated(Some(false), 10));
         assert!(was_truncated(Some(true), 10));

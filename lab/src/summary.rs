@@ -175,6 +175,9 @@ pub struct StatusReport {
     pub simulator_running: bool,
     pub vm_status: Option<String>,
     pub agent_answers: bool,
+    /// What is wrong with the lab, each with its consequence and fix
+    /// (a process gone, the agent silent, a backing file deleted).
+    pub problems: Vec<String>,
 }
 
 /// What `lab down` did.
@@ -192,6 +195,12 @@ pub struct DownReport {
     pub elapsed_ms: u64,
     pub removed: Vec<String>,
     pub kept: Vec<String>,
+    /// Persistent backing files deleted under the running lab and written
+    /// back from cxl-memsim's open descriptor.
+    pub recovered: Vec<String>,
+    /// Persistent backing files deleted under the lab that could not be
+    /// written back, and why.
+    pub lost: Vec<String>,
 }
 
 /// The outcome of one suite of `lab run`.

@@ -8,6 +8,7 @@ use crate::gate::compare::{Comparison, FigureDiff, FigureStatus, Verdict};
 use crate::gate::figures::Better;
 use crate::image::Image;
 use crate::summary::{BootBench, DownReport, InjectReport, RunReport, StatusReport, Summary};
+use crate::verbs::soak::{SoakCycle, SoakReport};
 
 /// `lab up`, and the first lines of `lab status`.
 pub fn summary(s: &Summary) -> String {
@@ -137,11 +138,28 @@ pub fn status(s: &StatusReport) -> String {
             "does not answer"
         }
     );
+    for p in &s.problems {
+        let _ = writeln!(out, "  problem: {p}");
+    }
     out
 }
 
 /// `lab down`.
 pub fn down(r: &DownReport) -> String {
+    let mut out = down_line(r);
+    for f in &r.recovered {
+        let _ = writeln!(
+            out,
+            "  {f} was deleted while the lab ran; its data was written back from cxl-memsim's open file"
+        );
+    }
+    for f in &r.lost {
+        let _ = writeln!(out, "  deleted while the lab ran and not written back: {f}");
+    }
+    out
+}
+
+fn down_line(r: &DownReport) -> String {
     if r.was_up {
         let secs = |ms: u64| format!("{:.1} s", ms as f64 / 1000.0);
         format!(
@@ -300,6 +318,75 @@ pub fn bench_boot(b: &BootBench) -> String {
         b.min_regions_ready_ms as f64 / 1e3,
         b.max_regions_ready_ms as f64 / 1e3
     );
+    out
+}
+
+/// One line of `lab soak` per cycle, as it ends.
+pub fn soak_cycle(c: &SoakCycle) -> String {
+    let secs = |ms: Option<u64>| ms.map_or("-".to_owned(), |ms| format!("{:.1}", ms as f64 / 1e3));
+    let left = &c.leftovers;
+    let mut line = format!(
+        "{:>5}  {:<4}  {:>9}  {:>11}  {:>7}  {:>6}  {:>5} {:>7} {:>5}",
+        c.cycle,
+        if c.ok { "ok" } else { "FAIL" },
+        secs(c.agent_ready_ms),
+        secs(c.regions_ready_ms),
+        secs(c.run_ms),
+        secs(c.down_ms),
+        left.processes.len(),
+        left.sockets.len(),
+        left.files.len(),
+    );
+    if let (Some(step), Some(error)) = (&c.failed, &c.error) {
+        let _ = write!(line, "\n       {step}: {error}");
+    }
+    let paths = left
+        .sockets
+        .iter()
+        .chain(&left.files)
+        .map(|p| p.display().to_string());
+    for l in left.processes.iter().cloned().chain(paths) {
+        let _ = write!(line, "\n       left: {l}");
+    }
+    line.push('\n');
+    line
+}
+
+/// The header of [`soak_cycle`]'s lines.
+pub const SOAK_HEADER: &str =
+    "cycle  run   agent (s)  regions (s)  dax (s)  down (s)  procs sockets files\n";
+
+/// `lab soak`: a line per cycle, then failures, leftovers and boot drift.
+pub fn soak(r: &SoakReport) -> String {
+    let mut out = String::from(SOAK_HEADER);
+    for c in &r.cycles {
+        out.push_str(&soak_cycle(c));
+    }
+    let b = &r.boot;
+    let s = |ms: u64| ms as f64 / 1e3;
+    let _ = writeln!(
+        out,
+        "{} of {} cycles in {:.0} s: {} failed, {} left something after lab down",
+        r.cycles.len(),
+        r.cycles_asked,
+        r.elapsed_s,
+        r.failures,
+        r.cycles_with_leftovers
+    );
+    let _ = writeln!(
+        out,
+        "regions ready over {} boots: first {:.2} s, last {:.2} s, min {:.2} s, median {:.2} s, max {:.2} s; median of the first half {:.2} s, of the second {:.2} s; trend {:+.1} ms per cycle",
+        b.booted,
+        s(b.first_ms),
+        s(b.last_ms),
+        s(b.min_ms),
+        s(b.median_ms),
+        s(b.max_ms),
+        s(b.first_half_median_ms),
+        s(b.second_half_median_ms),
+        b.trend_ms_per_cycle
+    );
+    let _ = writeln!(out, "each cycle's record: {}", r.log.display());
     out
 }
 

@@ -34,6 +34,18 @@ pub enum BackingError {
         path: PathBuf,
         kind: &'static str,
     },
+    #[error("There is no room for the backing file {path} of device {device} ({size} bytes) on its filesystem; free that much space there, or run the lab on a filesystem with room (`lab` puts its run directories under $CXL_LAB_STATE). The files this start made are removed.")]
+    NoSpace {
+        device: String,
+        path: PathBuf,
+        size: u64,
+    },
+    #[error("Cannot reserve the blocks of the backing file {path}.")]
+    Allocate {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("Cannot map the backing file {path}.")]
     Map {
         path: PathBuf,
@@ -51,6 +63,10 @@ pub struct DeviceMemory {
     pub base: u64,
     pub persistent: bool,
     map: MmapMut,
+    /// Kept open while the simulator runs: if the file is deleted under a
+    /// running lab, `lab down` copies a persistent device's data back from
+    /// this descriptor (/proc/PID/fd).
+    _file: std::fs::File,
 }
 
 impl DeviceMemory {
@@ -124,64 +140,120 @@ fn check_and_record_kind(
     Ok(())
 }
 
-/// Creates or opens every device's backing file and maps it.
+/// Reserves the disk blocks of `size` bytes of `file`, so that a full
+/// filesystem fails here rather than as a SIGBUS in QEMU or the simulator
+/// when the guest first writes a page. Keeps the file's data.
+fn allocate(file: &std::fs::File, size: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let len =
+        libc::off_t::try_from(size).map_err(|_| std::io::Error::from_raw_os_error(libc::EFBIG))?;
+    // SAFETY: posix_fallocate takes a descriptor that is open for the call
+    // and two integers; it touches no memory of this process.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        e => Err(std::io::Error::from_raw_os_error(e)),
+    }
+}
+
+/// Creates or opens every device's backing file, reserves its blocks and
+/// maps it. On failure nothing it made is left: the files and kind records
+/// it created are removed, and so are volatile devices' files (they hold
+/// nothing to keep); persistent files that were there are kept as they were.
 pub fn open_all(topology: &Topology, dir: &Path) -> Result<Vec<DeviceMemory>, BackingError> {
     std::fs::create_dir_all(dir).map_err(|source| BackingError::Open {
         path: dir.to_owned(),
         source,
     })?;
-    topology
+    let mut made = Vec::new();
+    let result: Result<Vec<DeviceMemory>, BackingError> = topology
         .flat_offsets()
         .into_iter()
-        .map(|(d, base)| {
-            let path = backing_path(dir, &d.name);
-            let persistent = d.kind == DeviceKind::Persistent;
-            let size = d.size.bytes();
-            let open_err = |source| BackingError::Open {
+        .map(|(d, base)| open_one(dir, d, base, &mut made))
+        .collect();
+    if result.is_err() {
+        for path in made {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+/// One device's file for [`open_all`]; pushes to `made` what a failure
+/// must remove.
+fn open_one(
+    dir: &Path,
+    d: &cxl_topology::Device,
+    base: u64,
+    made: &mut Vec<PathBuf>,
+) -> Result<DeviceMemory, BackingError> {
+    let path = backing_path(dir, &d.name);
+    let persistent = d.kind == DeviceKind::Persistent;
+    let size = d.size.bytes();
+    let open_err = |source| BackingError::Open {
+        path: path.clone(),
+        source,
+    };
+    let record = kind_path(dir, &d.name);
+    if !record.exists() {
+        made.push(record);
+    }
+    check_and_record_kind(dir, &d.name, d.kind, &path)?;
+    if !persistent || !path.exists() {
+        made.push(path.clone());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(!persistent)
+        .open(&path)
+        .map_err(open_err)?;
+    let found = file.metadata().map_err(open_err)?.len();
+    if persistent && found != 0 && found != size {
+        return Err(BackingError::SizeMismatch {
+            device: d.name.clone(),
+            path,
+            found,
+            expected: size,
+        });
+    }
+    if found != size {
+        file.set_len(size).map_err(open_err)?;
+    }
+    allocate(&file, size).map_err(|source| {
+        if source.raw_os_error() == Some(libc::ENOSPC) {
+            BackingError::NoSpace {
+                device: d.name.clone(),
                 path: path.clone(),
-                source,
-            };
-            check_and_record_kind(dir, &d.name, d.kind, &path)?;
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(!persistent)
-                .open(&path)
-                .map_err(open_err)?;
-            let found = file.metadata().map_err(open_err)?.len();
-            if persistent && found != 0 && found != size {
-                return Err(BackingError::SizeMismatch {
-                    device: d.name.clone(),
-                    path,
-                    found,
-                    expected: size,
-                });
-            }
-            if found != size {
-                file.set_len(size).map_err(open_err)?;
-            }
-            // SAFETY: a file mapping is sound while the file is not
-            // truncated under it and no reference sees its bytes change. The
-            // file was sized above and nothing resizes a mapped file (QEMU
-            // maps it at this size); its bytes do change under the map
-            // (QEMU's stores are the point of sharing it), so while serving
-            // the simulator accesses it through volatile slices, not
-            // references.
-            let map = unsafe { MmapMut::map_mut(&file) }.map_err(|source| BackingError::Map {
-                path: path.clone(),
-                source,
-            })?;
-            Ok(DeviceMemory {
-                name: d.name.clone(),
-                path,
                 size,
-                base,
-                persistent,
-                map,
-            })
-        })
-        .collect()
+            }
+        } else {
+            BackingError::Allocate {
+                path: path.clone(),
+                source,
+            }
+        }
+    })?;
+    // SAFETY: a file mapping is sound while the file is not
+    // truncated under it and no reference sees its bytes change. The
+    // file was sized above and nothing resizes a mapped file (QEMU
+    // maps it at this size); its bytes do change under the map
+    // (QEMU's stores are the point of sharing it), so while serving
+    // the simulator accesses it through volatile slices, not
+    // references.
+    let map = unsafe { MmapMut::map_mut(&file) }.map_err(|source| BackingError::Map {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(DeviceMemory {
+        name: d.name.clone(),
+        path,
+        size,
+        base,
+        persistent,
+        map,
+        _file: file,
+    })
 }
 
 /// Finds the device holding flat address `addr .. addr + len`.
@@ -208,6 +280,44 @@ pub fn locate_in(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_start_removes_what_it_made_and_keeps_persistent_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Topology::embedded_default();
+        // pmem0 (made after vmem0) holds data of another size: refused.
+        std::fs::write(backing_path(dir.path(), "pmem0"), [7u8; 4096]).unwrap();
+        std::fs::write(kind_path(dir.path(), "pmem0"), "persistent\n").unwrap();
+        let e = open_all(&t, dir.path()).err().expect("refused");
+        assert!(matches!(e, BackingError::SizeMismatch { .. }), "{e}");
+        assert!(
+            !backing_path(dir.path(), "vmem0").exists(),
+            "vmem0's file removed"
+        );
+        assert!(!kind_path(dir.path(), "vmem0").exists(), "and its record");
+        assert_eq!(
+            std::fs::read(backing_path(dir.path(), "pmem0")).unwrap(),
+            [7u8; 4096]
+        );
+        assert!(kind_path(dir.path(), "pmem0").exists());
+        // A file is allocated, not sparse: a full disk fails at start.
+        std::fs::remove_file(backing_path(dir.path(), "pmem0")).unwrap();
+        let devs = open_all(&t, dir.path()).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&devs[0].path).unwrap();
+        assert!(
+            m.blocks() * 512 >= m.len(),
+            "{} blocks for {} bytes",
+            m.blocks(),
+            m.len()
+        );
+        let e = BackingError::NoSpace {
+            device: "pmem0".into(),
+            path: "/s/pmem0.mem".into(),
+            size: 1 << 28,
+        };
+        assert!(e.to_string().starts_with("There is no room for the backing file /s/pmem0.mem of device pmem0 (268435456 bytes) on its filesystem; free that much space there"), "{e}");
+    }
 
     #[test]
     fn persistent_files_keep_data_and_volatile_ones_are_zeroed() {

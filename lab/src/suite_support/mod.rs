@@ -63,6 +63,15 @@ pub enum SuiteError {
     NoDynamic(&'static str),
     #[error("The suite cannot talk to QEMU over QMP.")]
     Qmp(#[source] crate::qmp::QmpError),
+    #[error("{what} (pid {pid}) of lab '{lab}' is gone: it ended while the suite ran (killed or crashed), so the suite's outcome cannot be trusted{}. Its log {} ends with:\n{tail}\nRun `lab down --name {lab}` to clean up, then `lab up --name {lab}`.", gone_effect(what), log.display())]
+    LabProcessGone {
+        lab: String,
+        /// `cxl-memsim` or `QEMU`.
+        what: &'static str,
+        pid: u32,
+        log: std::path::PathBuf,
+        tail: String,
+    },
     #[error("Could not {what} (the guest printed: {detail}).")]
     Setup { what: String, detail: String },
     #[error("Could not {what} the contents of persistent device {device} ({path}); {hint}")]
@@ -74,6 +83,15 @@ pub enum SuiteError {
         #[source]
         source: std::io::Error,
     },
+}
+
+/// What losing a process of the lab does to the guest.
+fn gone_effect(what: &str) -> &'static str {
+    if what == "cxl-memsim" {
+        " (the guest still maps the backing files, but the simulator's model, statistics, TCP server and vhost-user-blk disks are gone)"
+    } else {
+        " (the guest is gone with it)"
+    }
 }
 
 /// What a suite gets: the guest agent, the lab summary (devices and their

@@ -1,5 +1,6 @@
 //! `lab down`.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cxl_topology::{DeviceKind, Topology};
@@ -7,7 +8,7 @@ use cxl_topology::{DeviceKind, Topology};
 use crate::error::LabError;
 use crate::events::{Event, Events, Step};
 use crate::process::{self, Ended, Process};
-use crate::qemu;
+use crate::qemu::{self, DeviceFiles};
 use crate::qmp::Qmp;
 use crate::rundir::{LabStatus, LockError, RunDir, RunLock};
 use crate::summary::DownReport;
@@ -65,6 +66,8 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
         elapsed_ms: 0,
         removed: vec![],
         kept: vec![],
+        recovered: vec![],
+        lost: vec![],
     };
     let still_running = |what, pid| LabError::StillRunning {
         name: run.name.clone(),
@@ -96,6 +99,26 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
             return Err(still_running("QEMU", pid));
         }
     }
+    let topology = Topology::load(Some(&run.topology_file())).ok();
+    if let Some(state) = &state {
+        // QEMU is gone, so nothing writes the memory any more: a
+        // persistent backing file deleted under the running lab is
+        // written back from cxl-memsim's descriptor before it ends.
+        let memsim = state.memsim_pid.filter(|&p| process::is_alive(p, &marker));
+        for f in &state.devices {
+            if f.memory.exists() || !is_persistent(f, topology.as_ref()) {
+                continue;
+            }
+            let path = f.memory.display().to_string();
+            match memsim.map(|pid| recover_deleted(pid, &f.memory)) {
+                Some(Ok(())) => report.recovered.push(path),
+                Some(Err(e)) => report.lost.push(format!("{path}: {e}")),
+                None => report
+                    .lost
+                    .push(format!("{path}: cxl-memsim, which kept it open, is gone")),
+            }
+        }
+    }
     if let Some(pid) = state.as_ref().and_then(|s| s.memsim_pid) {
         let ts = Instant::now();
         // SIGTERM makes cxl-memsim print its final report into memsim.log.
@@ -118,7 +141,6 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
             report.removed.push(f.into());
         }
     }
-    let topology = Topology::load(Some(&run.topology_file())).ok();
     // The simulator removes its vhost-user sockets when it exits cleanly;
     // one it was killed will not have.
     for (d, _) in topology.iter().flat_map(|t| t.block_views()) {
@@ -129,18 +151,7 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
     }
     if let Some(state) = &state {
         for f in &state.devices {
-            // The kind cxl-memsim recorded beside the file decides, not the
-            // topology file: a failed `lab up` may have left a new topology
-            // that makes a persistent device volatile.
-            let recorded = std::fs::read_to_string(f.memory.with_extension("kind")).ok();
-            let persistent = match recorded.as_deref().map(str::trim) {
-                Some(kind) => kind == "persistent",
-                // No record (or no topology): keep the file.
-                None => topology
-                    .as_ref()
-                    .and_then(|t| t.device(&f.name))
-                    .is_none_or(|d| d.kind == DeviceKind::Persistent),
-            };
+            let persistent = is_persistent(f, topology.as_ref());
             if persistent {
                 report.kept.push(f.memory.display().to_string());
                 if let Some(l) = &f.lsa {
@@ -170,10 +181,47 @@ pub(crate) async fn down_run(run: &RunDir, events: &Events) -> Result<DownReport
     Ok(report)
 }
 
+/// Whether a device's backing file holds persistent data. The kind
+/// cxl-memsim recorded beside the file decides, not the topology file: a
+/// failed `lab up` may have left a new topology that makes a persistent
+/// device volatile. With no record (or no topology) it is kept.
+fn is_persistent(f: &DeviceFiles, topology: Option<&Topology>) -> bool {
+    let recorded = std::fs::read_to_string(f.memory.with_extension("kind")).ok();
+    match recorded.as_deref().map(str::trim) {
+        Some(kind) => kind == "persistent",
+        None => topology
+            .and_then(|t| t.device(&f.name))
+            .is_none_or(|d| d.kind == DeviceKind::Persistent),
+    }
+}
+
+/// Writes the data of `path`, deleted while cxl-memsim (`pid`) still has
+/// it open, back to `path` from that descriptor (through a temporary file
+/// renamed into place, so a failed copy leaves no half file).
+fn recover_deleted(pid: u32, path: &Path) -> std::io::Result<()> {
+    let deleted = format!("{} (deleted)", path.display());
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?;
+    let fd = fds
+        .flatten()
+        .find(|e| std::fs::read_link(e.path()).is_ok_and(|t| t.as_os_str() == deleted.as_str()))
+        .ok_or_else(|| std::io::Error::other("cxl-memsim has no descriptor of it open"))?;
+    let mut from = std::fs::File::open(fd.path())?;
+    let tmp = path.with_extension("mem.recovering");
+    let copied = (|| {
+        let mut to = std::fs::File::create(&tmp)?;
+        std::io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if copied.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    copied
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::qemu::DeviceFiles;
     use crate::rundir::LabState;
 
     #[tokio::test]

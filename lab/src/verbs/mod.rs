@@ -1,6 +1,6 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
-//! `args`, `run` (suites), `compare` (and `baseline save`), `bench` (`bench boot`)
-//! and `inject`; `launch` is what QEMU
+//! `args`, `run` (suites), `compare` (and `baseline save`), `bench` (`bench boot`),
+//! `soak` and `inject`; `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
@@ -12,6 +12,7 @@ pub mod exec;
 pub mod inject;
 pub mod launch;
 pub mod run;
+pub mod soak;
 pub mod status;
 pub mod up;
 
@@ -23,6 +24,7 @@ pub use exec::{agent, exec};
 pub use inject::inject;
 pub use launch::AccelChoice;
 pub use run::{run_selection, run_suites};
+pub use soak::soak;
 pub use status::status;
 pub use up::{up, UpOptions};
 

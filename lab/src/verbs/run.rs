@@ -11,8 +11,9 @@ use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
 use crate::gate::junit;
 use crate::gate::record::{self, Environment, RunRecord, TopologyId};
+use crate::process;
 use crate::qemu;
-use crate::rundir::RunDir;
+use crate::rundir::{LabState, RunDir};
 use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::{expand_for, Suite, SuiteArg};
 use crate::summary::{summarize, RunReport, SuiteResult};
@@ -69,10 +70,35 @@ fn record_result(
     })
 }
 
+/// The first of the lab's processes (QEMU, then cxl-memsim) that is gone,
+/// as the suite error that says so.
+fn process_gone(run: &RunDir, state: &LabState) -> Option<SuiteError> {
+    let marker = run.marker();
+    let procs = [
+        ("QEMU", state.qemu_pid, run.qemu_log()),
+        ("cxl-memsim", state.memsim_pid, run.memsim_log()),
+    ];
+    procs.into_iter().find_map(|(what, pid, log)| {
+        let pid = pid?;
+        let gone = !process::is_alive(pid, &marker) || process::is_exiting(pid);
+        gone.then(|| SuiteError::LabProcessGone {
+            lab: run.name.clone(),
+            what,
+            pid,
+            tail: process::tail(&log, 5),
+            log,
+        })
+    })
+}
+
 /// `lab run <suite>…`: runs suites in the guest and keeps the run in
 /// `results/<run id>/`: each suite's JSON as `<suite>.json` (see
 /// `record_result`) and `summary.json` (`gate::record::RunRecord`), with
-/// `results/latest` pointing at it.
+/// `results/latest` pointing at it. A
+/// suite during which QEMU or cxl-memsim ended fails with that reason,
+/// whatever its checks said, and the suites after it fail at once: a
+/// suite is not cut short when cxl-memsim ends, since the guest still runs
+/// and the suite puts back the persistent data it borrowed.
 pub async fn run_suites(
     name: &str,
     suites: &[Suite],
@@ -158,7 +184,13 @@ async fn run_planned(
             step: Step::Command,
             detail: format!("suite {name}"),
         });
-        let result = suite.run(&ctx).await;
+        let result = match process_gone(&run, &state) {
+            Some(e) => Err(e),
+            None => {
+                let result = suite.run(&ctx).await;
+                process_gone(&run, &state).map_or(result, Err)
+            }
+        };
         let Outcome {
             passed,
             error,

@@ -194,7 +194,20 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     // The simulator reads the effective topology (defaults filled in).
     let topo_file = run.topology_file();
     std::fs::write(&topo_file, topology.to_toml()).map_err(io_err(&topo_file))?;
-    label_areas(topology, &launch.devices)?;
+    // Label areas this start makes: a simulator that cannot start (a full
+    // disk) leaves none of them behind.
+    let fresh: Vec<PathBuf> = launch
+        .devices
+        .iter()
+        .flat_map(|f| f.lsa.iter().cloned().chain([region_record(&f.memory)]))
+        .filter(|p| !p.exists())
+        .collect();
+    let remove_fresh = || {
+        for p in &fresh {
+            let _ = std::fs::remove_file(p);
+        }
+    };
+    label_areas(topology, &launch.devices).inspect_err(|_| remove_fresh())?;
     let scratch = qemu::scratch_disk(&run.dir);
     let _ = std::fs::remove_file(&scratch);
     if topology.guest.scratch_disk.bytes() > 0 {
@@ -208,16 +221,18 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
             message,
         });
     }
-    let sim = events.step(Step::SimulatorStart, "", || {
-        let socket = run.plugin_socket();
-        memsim::start(
-            &run,
-            &topo_file,
-            topology,
-            launch.plugin.is_some().then_some(socket.as_path()),
-            Duration::from_secs(20),
-        )
-    })?;
+    let sim = events
+        .step(Step::SimulatorStart, "", || {
+            let socket = run.plugin_socket();
+            memsim::start(
+                &run,
+                &topo_file,
+                topology,
+                launch.plugin.is_some().then_some(socket.as_path()),
+                Duration::from_secs(20),
+            )
+        })
+        .inspect_err(|_| remove_fresh())?;
     let simulator_ms = ms(t0);
     // QEMU maps the files where the launch plan (and so `lab args`) says.
     let backing_agrees = backing_files_agree(&launch.devices, &sim.ready);
