@@ -270,6 +270,13 @@ pub struct Device {
     pub read_latency_ns: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub write_latency_ns: Option<u64>,
+    /// Leave the backing file sparse: `cxl-memsim` does not reserve its
+    /// disk blocks at start (it does by default, so a full disk fails
+    /// `lab up` instead of the guest's first write to a page). For devices
+    /// far larger than what the guest will write, such as the 16 GiB of
+    /// the `seed-dax` preset; a full disk then shows as a SIGBUS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sparse: bool,
 }
 
 /// A CXL fixed memory window (CFMWS) in the host physical address space.

@@ -220,7 +220,12 @@ fn open_one(
     if found != size {
         file.set_len(size).map_err(open_err)?;
     }
-    allocate(&file, size).map_err(|source| {
+    let reserved = if d.sparse {
+        Ok(())
+    } else {
+        allocate(&file, size)
+    };
+    reserved.map_err(|source| {
         if source.raw_os_error() == Some(libc::ENOSPC) {
             BackingError::NoSpace {
                 device: d.name.clone(),
@@ -317,6 +322,28 @@ mod tests {
             size: 1 << 28,
         };
         assert!(e.to_string().starts_with("There is no room for the backing file /s/pmem0.mem of device pmem0 (268435456 bytes) on its filesystem; free that much space there"), "{e}");
+    }
+
+    #[test]
+    fn a_sparse_device_reserves_no_blocks() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = Topology::embedded_default();
+        for d in &mut t.devices {
+            d.sparse = d.name == "vmem0";
+        }
+        let devs = open_all(&t, dir.path()).unwrap();
+        for d in &devs {
+            let m = std::fs::metadata(&d.path).unwrap();
+            let name = d.path.file_stem().unwrap().to_string_lossy().into_owned();
+            assert_eq!(m.len(), d.size, "{name}");
+            assert_eq!(
+                m.blocks() == 0,
+                name == "vmem0",
+                "{name}: {} blocks",
+                m.blocks()
+            );
+        }
     }
 
     #[test]
