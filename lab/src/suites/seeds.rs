@@ -677,9 +677,10 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
                 .map(|a| json!({ "kind": a.kind.name(), "what": a.what.replace("{offset}", &format!("{offset:#x}")) }))
                 .collect();
         }
+        // The output's end, on a pass too: what the check found.
+        e["tail"] = json!(tail(&output));
         if !problems.is_empty() {
             e["problems"] = json!(problems);
-            e["tail"] = json!(tail(&output));
         }
         entries.push(e);
     }
