@@ -22,6 +22,7 @@ pub fn digest(suite: &str, result: &Value) -> Value {
         "faults" => faults(result),
         "ioriot" => ioriot(result),
         "ras" => ras(result),
+        "seeds" => seeds(result),
         // A suite this build does not know: only its verdict.
         _ => json!({ "passed": result["passed"] }),
     }
@@ -214,6 +215,25 @@ fn ioriot(v: &Value) -> Value {
     })
 }
 
+/// Per documented line: its outcome and the kinds of its adaptations (the
+/// output, exit codes and the lab's offset are left out).
+fn seeds(v: &Value) -> Value {
+    let lines: Map<String, Value> = array(&v["lines"])
+        .iter()
+        .map(|l| {
+            let kinds: Vec<Value> = array(&l["adaptations"])
+                .iter()
+                .map(|a| a["kind"].clone())
+                .collect();
+            (
+                l["id"].as_str().unwrap_or("?").to_owned(),
+                json!([l["outcome"], kinds]),
+            )
+        })
+        .collect();
+    json!({ "passed": v["passed"], "counts": v["counts"], "lines": lines })
+}
+
 /// A trace or kernel-log line without what varies from boot to boot or run
 /// to run: the trace's task-pid, CPU, flags and timestamp before the event
 /// name, the kernel log's bracketed timestamp, memdev numbers, times,
@@ -344,6 +364,23 @@ mod tests {
         assert_eq!(
             digest("fio", &v),
             json!({"passed": false, "error": "The guest has no fio."})
+        );
+    }
+
+    #[test]
+    fn seeds_digests_outcomes_and_adaptation_kinds_not_output() {
+        let run = |code: i64, tail: &str| {
+            json!({"suite": "seeds", "passed": true, "devmem": {"offset": "0x110000000"},
+                "counts": {"adapted": 1},
+                "lines": [{"id": "000 test_mwait_dax all", "document": "000", "outcome": "adapted",
+                    "exit_code": code, "tail": tail, "ran": "./test_mwait_dax /dev/mem 0x110000000 16M all",
+                    "adaptations": [{"kind": "offset", "what": "…"}, {"kind": "size", "what": "…"}]}]})
+        };
+        let d = digest("seeds", &run(0, "a"));
+        assert_eq!(d, digest("seeds", &run(0, "b")));
+        assert_eq!(
+            d["lines"]["000 test_mwait_dax all"],
+            json!(["adapted", ["offset", "size"]])
         );
     }
 

@@ -258,6 +258,23 @@ pub fn headline(suite: &str, v: &Value) -> String {
                 _ => String::new(),
             }
         }
+        "seeds" => {
+            let c = &v["counts"];
+            let n = |k: &str| c[k].as_u64().unwrap_or(0);
+            if c.is_object() {
+                format!(
+                    "documented lines: {} passed, {} adapted, {} failed, {} not run, {} host-side, {} run by ioriot",
+                    n("passed"),
+                    n("adapted"),
+                    n("failed"),
+                    n("not_run"),
+                    n("host_side"),
+                    n("run_by")
+                )
+            } else {
+                String::new()
+            }
+        }
         _ => String::new(),
     }
 }
@@ -329,5 +346,10 @@ mod tests {
         assert!(headline("ras", &fixture("run1/ras")).starts_with("steps: 7 passed, 1 skipped"));
         assert!(headline("faults", &fixture("run1/faults")).contains("seq/random"));
         assert!(headline("ioriot", &fixture("run1/ioriot")).starts_with("replay "));
+        let seeds = serde_json::json!({"counts": {"passed": 9, "adapted": 12, "failed": 0, "not_run": 8, "host_side": 5, "run_by": 13}});
+        assert_eq!(
+            headline("seeds", &seeds),
+            "documented lines: 9 passed, 12 adapted, 0 failed, 8 not run, 5 host-side, 13 run by ioriot"
+        );
     }
 }

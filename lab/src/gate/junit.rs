@@ -1,7 +1,9 @@
 //! `lab run --junit FILE`: a JUnit XML report (through `quick-junit`) with
 //! one test suite per lab suite and one test case per step of it: dax's
 //! modes per device, fio's runs, faults' checks, ioriot's capture, generate
-//! and replays, ras's injections. Skipped steps are skipped with their
+//! and replays, ras's injections, seeds' documented command lines (one
+//! case each; not run, host-side and run-by-another-suite lines skipped
+//! with their reason). Skipped steps are skipped with their
 //! reason; a suite that could not run is one failed case with its error.
 
 use std::time::Duration;
@@ -155,6 +157,29 @@ pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
                 });
             }
         }
+        "seeds" => {
+            for l in v["lines"].as_array().into_iter().flatten() {
+                let name = format!("{}: {}", text(&l["id"]), text(&l["documented"]));
+                let outcome = match l["outcome"].as_str() {
+                    Some("passed") | Some("adapted") => Outcome::Passed,
+                    Some("not_run") | Some("host_side") | Some("run_by") => {
+                        Outcome::Skipped(format!("{}: {}", text(&l["outcome"]), text(&l["reason"])))
+                    }
+                    _ => Outcome::Failed(format!(
+                        "{}\n{}",
+                        l["problems"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(text)
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        text(&l["tail"])
+                    )),
+                };
+                out.push(Step { name, outcome });
+            }
+        }
         _ => {}
     }
     if out.is_empty() {
@@ -228,6 +253,26 @@ mod tests {
         assert!(steps("fio", &fixture("run1/fio"))
             .iter()
             .all(|s| s.outcome == Outcome::Passed));
+    }
+
+    #[test]
+    fn seeds_has_one_case_per_line_and_skips_what_did_not_run() {
+        let v = json!({"suite": "seeds", "passed": false, "lines": [
+            {"id": "000 a", "documented": "./a", "outcome": "passed"},
+            {"id": "000 b", "documented": "./b", "outcome": "adapted"},
+            {"id": "001 c", "documented": "./c", "outcome": "failed", "problems": ["exit 1"], "tail": "boom"},
+            {"id": "002 d", "documented": "./d", "outcome": "host_side", "reason": "lab up does it"},
+            {"id": "004 e", "documented": "./e", "outcome": "run_by", "reason": "lab run ioriot"},
+        ]});
+        let s = steps("seeds", &v);
+        assert_eq!(s.len(), 5);
+        assert_eq!(s[0].name, "000 a: ./a");
+        assert_eq!(s[1].outcome, Outcome::Passed);
+        assert_eq!(s[2].outcome, Outcome::Failed("exit 1\nboom".into()));
+        assert_eq!(
+            s[3].outcome,
+            Outcome::Skipped("host_side: lab up does it".into())
+        );
     }
 
     #[test]
