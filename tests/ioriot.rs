@@ -1,13 +1,22 @@
-//! `lab run ioriot` on the default topology: I/O Riot's documented
-//! syscall-matrix procedure (seed 004, steps 2–10) runs in the guest with
-//! /home an ext4 filesystem on the lab's CXL persistent memory (DAX when
-//! the kernel allows), whose device goes back to devdax afterwards with its
-//! data. Both documented python checks must find every expected operation,
-//! the replay must rebuild the documented files, and every replayed result
-//! must be the captured one but the ownership changes the unprivileged
-//! replay user may not make. The op names, files, adaptations, exit codes
-//! and per-op outcomes are snapshot-tested; timings, the run's stamp and
-//! device names are redacted.
+//! `lab run ioriot` on the default topology, on one ext4 on the lab's CXL
+//! persistent memory mounted at /home (DAX when the kernel allows), whose
+//! device goes back to devdax afterwards with its data:
+//!
+//! - I/O Riot's documented syscall-matrix procedure (seed 004, steps 2–10):
+//!   both documented python checks must find every expected operation, the
+//!   replay must rebuild the documented files, and every replayed result
+//!   must be the captured one but the ownership changes the unprivileged
+//!   replay user may not make;
+//! - the measurements: the syscall-matrix helper captured by pid with the
+//!   eBPF capture, generated, initialised and replayed single- and
+//!   multi-threaded into its test tree `/home/.ioriot/matrix/…`. Every op
+//!   of the helper must be in the capture and the replay, the replays must
+//!   rebuild the helper's tree with no result differing from the capture,
+//!   and capture's maps must be empty again at the end.
+//!
+//! Op sets, trees, files, adaptations, exit codes, per-op outcomes and the
+//! filesystem are snapshot-tested; timings, rates, the run's stamp and
+//! device names are left out or redacted.
 
 use cxl_lab::events::Events;
 use cxl_lab::suites::Suite;
@@ -92,19 +101,67 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
         r.error,
         r.result_file.display()
     );
-    assert_eq!(v["capture_ops_missing"], json!([]), "{v}");
-    assert_eq!(v["unexpected_mismatches"], json!([]), "{v}");
-    assert_eq!(v["stats"]["refused"], 0, "{v}");
-    for f in v["expected_files"].as_array().expect("expected_files") {
+    // The documented procedure.
+    let p = &v["procedure"];
+    assert_eq!(p["passed"], true, "{p}");
+    assert_eq!(p["capture_ops_missing"], json!([]), "{p}");
+    assert_eq!(p["unexpected_mismatches"], json!([]), "{p}");
+    assert_eq!(p["stats"]["refused"], 0, "{p}");
+    for f in p["expected_files"].as_array().expect("expected_files") {
         assert_eq!(f["exists"], true, "{f}");
     }
     for step in ["helper", "capture", "generate", "init", "replay"] {
-        assert_eq!(v["exit_codes"][step], 0, "step {step}: {v}");
+        assert_eq!(p["exit_codes"][step], 0, "step {step}: {p}");
     }
-    assert!(v["rg_strace_matches"].as_u64() > Some(0), "{v}");
-    // /home was an ext4 on the persistent device's fsdax namespace, and
-    // the namespace is devdax again under its old name.
-    let fs = &v["home_fs"];
+    assert!(p["rg_strace_matches"].as_u64() > Some(0), "{p}");
+    // The measurements.
+    assert_eq!(v["missing_in_capture"], json!([]));
+    assert_eq!(v["missing_in_replay"], json!([]));
+    assert_eq!(v["missing_in_replayed"], json!([]));
+    for m in ["single", "multi"] {
+        assert_eq!(v[m]["tree"], v["original_tree"], "{m} replay tree");
+        assert_eq!(v[m]["stats"]["mismatches"], 0, "{m}");
+        assert_eq!(v[m]["stats"]["refused"], 0, "{m}");
+    }
+    // Followed tasks are pruned on exit: the helper, its thread and its
+    // child each sent an exit record, and the kernel's map of followed
+    // tasks and userspace's per-task tables are empty again at the end.
+    let c = &v["capture"];
+    assert_eq!(c["lost"], 0, "{c}");
+    assert!(c["exits"].as_u64().is_some_and(|n| n >= 3), "exits: {c}");
+    assert_eq!(c["targets_start"], 1, "{c}");
+    assert!(
+        c["targets_peak"].as_u64() >= c["targets_start"].as_u64(),
+        "{c}"
+    );
+    for k in [
+        "targets_end",
+        "tracked_end",
+        "targets_swept",
+        "tracked_swept",
+        "unfollowed_children",
+    ] {
+        assert_eq!(c[k], 0, "{k}: {c}");
+    }
+    assert!(v["overhead"]["ratio"].as_f64().is_some_and(|r| r > 0.0));
+    assert!(v["rate"]["speed0"]["ops_per_s"]
+        .as_f64()
+        .is_some_and(|r| r > 0.0));
+    assert!(v["rate"]["speed0"]["rate_vs_source"]
+        .as_f64()
+        .is_some_and(|r| r > 0.0));
+    assert_eq!(v["fio"]["replay"]["mismatches"], 0, "{}", v["fio"]);
+    // The helper's child writes through the descriptor it inherited: each
+    // replay copies it once (a `fork` op).
+    assert_eq!(v["generate"]["inherited_fds"], 1);
+    for m in ["single", "multi"] {
+        assert_eq!(v[m]["stats"]["per_op"]["fork"]["count"], 1, "{m}");
+        assert_eq!(v[m]["stats"]["per_op"]["fork"]["errors"], 0, "{m}");
+    }
+    // /home was an ext4 on the persistent device's fsdax namespace, every
+    // test tree is on it, and the namespace is devdax again under its old
+    // name with its data.
+    let fs = &v["replay_fs"];
     assert_eq!(fs["fstype"], "ext4", "{fs}");
     assert_eq!(fs["mount"], "/home", "{fs}");
     assert!(
@@ -113,6 +170,13 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
             .is_some_and(|b| b.starts_with("/dev/pmem")),
         "{fs}"
     );
+    for root in fs["roots"].as_object().expect("roots").values() {
+        assert!(
+            root.as_str()
+                .is_some_and(|r| r.starts_with("/home/.ioriot")),
+            "{fs}"
+        );
+    }
     assert_eq!(
         fs["restored"]["dax"],
         json!(format!("/dev/{}", fs["chardev"].as_str().unwrap())),
@@ -121,35 +185,69 @@ fn ioriot_captures_and_replays_the_syscall_matrix() {
     assert_eq!(fs["restored"]["data_bytes"], json!(size), "{fs}");
     pattern("verify", 0);
     pattern("verify", size - (1 << 20));
+    let replay = |r: &Value| {
+        json!({
+            "tree": r["tree"],
+            "ops": r["stats"]["ops"],
+            "errors": r["stats"]["errors"],
+            "per_op": per_op_digest(&r["stats"]),
+        })
+    };
     let digest = json!({
         "passed": v["passed"],
-        "document": v["document"],
-        "steps": v["steps"],
-        "adaptations": v["adaptations"],
-        "exit_codes": v["exit_codes"],
+        "procedure": {
+            "passed": p["passed"],
+            "document": p["document"],
+            "steps": p["steps"],
+            "adaptations": p["adaptations"],
+            "exit_codes": p["exit_codes"],
+            "capture_ops": p["capture_ops"],
+            "replay_ops": p["replay_ops"],
+            "rg_replay_matches": p["rg_replay_matches"],
+            "found": p["found"],
+            "expected_files": p["expected_files"],
+            "stats": {
+                "ops": p["stats"]["ops"],
+                "errors": p["stats"]["errors"],
+                "mismatches": p["stats"]["mismatches"],
+                "refused": p["stats"]["refused"],
+                "per_op": per_op_digest(&p["stats"]),
+            },
+        },
+        "capture_lost": c["lost"],
+        "capture_truncated": c["truncated"],
+        "helper_calls": v["helper_calls"],
         "capture_ops": v["capture_ops"],
         "replay_ops": v["replay_ops"],
-        "rg_replay_matches": v["rg_replay_matches"],
-        "found": v["found"],
-        "expected_files": v["expected_files"],
-        "stats": {
-            "ops": v["stats"]["ops"],
-            "errors": v["stats"]["errors"],
-            "mismatches": v["stats"]["mismatches"],
-            "refused": v["stats"]["refused"],
-            "per_op": per_op_digest(&v["stats"]),
+        "generate": {
+            "pids": v["generate"]["pids"].as_object().map(|m| m.len()),
+            "tids": v["generate"]["tids"].as_object().map(|m| m.len()),
+            "dropped_pseudo_fs": v["generate"]["dropped_pseudo_fs"],
+            "dropped_unknown_fd": v["generate"]["dropped_unknown_fd"],
+            "inherited_fds": v["generate"]["inherited_fds"],
+            "init_dirs": v["generate"]["init_dirs"],
+            "init_files": v["generate"]["init_files"],
         },
-        "home_fs": {
+        "original_tree": v["original_tree"],
+        "single": replay(&v["single"]),
+        "multi": replay(&v["multi"]),
+        "fio_replay": {
+            "ops": v["fio"]["replay"]["ops"],
+            "errors": v["fio"]["replay"]["errors"],
+            "mismatches": v["fio"]["replay"]["mismatches"],
+        },
+        "replay_fs": {
             "device": fs["device"],
             "blockdev": fs["blockdev"],
             "fstype": fs["fstype"],
             "dax": fs["dax"],
             "mount": fs["mount"],
+            "roots": fs["roots"],
             "restored": fs["restored"]["dax"],
         },
     });
     insta::assert_json_snapshot!("ioriot_digest", digest, {
-        ".home_fs.blockdev" => "[pmem block device]",
-        ".home_fs.restored" => "[dax device]",
+        ".replay_fs.blockdev" => "[pmem block device]",
+        ".replay_fs.restored" => "[dax device]",
     });
 }

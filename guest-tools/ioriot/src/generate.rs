@@ -239,6 +239,9 @@ impl State<'_> {
             return;
         }
         match self.known.get(path) {
+            // A stat's success said only that it exists: proof that it is a
+            // directory (a path below it, mkdir's EEXIST) comes later.
+            Some(Known::Exists(Kind::File)) if kind == Kind::Dir => self.mark_dir(path),
             Some(Known::Exists(_)) | Some(Known::Absent) => {}
             None if self.under_run_made(path) => {
                 self.known.insert(path.to_vec(), Known::Exists(kind));
@@ -867,6 +870,27 @@ mod tests {
         assert_eq!(report.replay_ops["fork"], 2);
         assert_eq!(report.pids, BTreeMap::from([(10, 1), (11, 2), (13, 3)]));
         assert_eq!((rep.vpids, rep.vtids), (3, 4));
+    }
+
+    /// fio's start: it stats its directory (made before the capture),
+    /// tries to make it, and creates its file in it. The directory's
+    /// skeleton entry is a directory, though the stat came first.
+    #[test]
+    fn a_path_first_stat_then_a_parent_is_a_directory_in_the_skeleton() {
+        let text = "#ioriot-capture 1\n#fields t_ns dur_ns pid tid op ret fd path path2 a b c\n\
+            1000 1000 10 10 newfstatat 0 -100 /d - 0 0 0\n\
+            2000 1000 10 10 mkdir -17 -1 /d - 448 0 0\n\
+            3000 1000 10 10 openat 3 -100 /d/data - 577 420 0\n\
+            #end events=3 lost=0\n";
+        let cap = crate::capture_format::read(text.as_bytes()).expect("the capture parses");
+        let cfg = GenerateConfig {
+            name: "t".into(),
+            keep_tmpfs: false,
+            wd_base: None,
+            user: None,
+        };
+        let (rep, _) = generate(&cap, &cfg).unwrap();
+        assert_eq!(rep.init, [InitEntry::Dir(b"/.ioriot/t/d".to_vec())]);
     }
 
     #[test]

@@ -182,8 +182,23 @@ fn ioriot(v: &Value) -> Value {
     };
     let rate = |r: &Value| json!({ "ops": r["ops"], "mismatches": r["mismatches"], "refused": r["refused"], "skipped": r["skipped"] });
     let fs = &v["replay_fs"];
+    let p = &v["procedure"];
     json!({
         "passed": v["passed"],
+        "procedure": {
+            "passed": p["passed"],
+            "exit_codes": p["exit_codes"],
+            "capture_ops": p["capture_ops"],
+            "capture_ops_missing": p["capture_ops_missing"],
+            "replay_ops": p["replay_ops"],
+            "rg_replay_matches": p["rg_replay_matches"],
+            "found": p["found"],
+            "expected_files": p["expected_files"],
+            "unexpected_mismatches": p["unexpected_mismatches"],
+            "ops": p["stats"]["ops"],
+            "errors": p["stats"]["errors"],
+            "per_op": per_op(&p["stats"]),
+        },
         "capture_lost": v["capture"]["lost"],
         "capture_truncated": v["capture"]["truncated"],
         "capture_targets_end": v["capture"]["targets_end"],

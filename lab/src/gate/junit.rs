@@ -1,9 +1,10 @@
 //! `lab run --junit FILE`: a JUnit XML report (through `quick-junit`) with
 //! one test suite per lab suite and one test case per step of it: dax's
 //! modes per device, fio's runs, faults' checks, ioriot's capture, generate
-//! and replays, ras's injections, seeds' documented command lines (one
-//! case each; not run, host-side and run-by-another-suite lines skipped
-//! with their reason). Skipped steps are skipped with their
+//! and replays and the documented procedure's steps, ras's injections,
+//! seeds' documented command lines (one case each; not run, host-side and
+//! run-by-another-suite lines skipped with their reason). Skipped steps are
+//! skipped with their
 //! reason; a suite that could not run is one failed case with its error.
 
 use std::time::Duration;
@@ -142,6 +143,7 @@ pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
             out.push(step("replay fio", clean(&v["fio"]["replay"]), || {
                 v["fio"]["replay"].to_string()
             }));
+            out.extend(procedure_steps(&v["procedure"]));
         }
         "ras" => {
             for s in v["steps"].as_array().into_iter().flatten() {
@@ -223,6 +225,57 @@ pub fn report(run_id: &str, suites: &[(String, f64, Value)]) -> Report {
     report
 }
 
+/// The documented procedure's steps: each command's exit code, then the
+/// documented checks.
+fn procedure_steps(p: &Value) -> Vec<Step> {
+    let mut out = Vec::new();
+    for cmd in ["helper", "capture", "generate", "init", "replay"] {
+        let rc = &p["exit_codes"][cmd];
+        out.push(step(
+            format!("procedure {cmd}"),
+            rc.as_i64() == Some(0),
+            || format!("exit code {rc}"),
+        ));
+    }
+    let missing = &p["capture_ops_missing"];
+    out.push(step(
+        "procedure capture ops",
+        missing.as_array().is_some_and(Vec::is_empty),
+        || format!("ops missing in the capture: {missing}"),
+    ));
+    out.push(step(
+        "procedure replay ops",
+        p["replay_ops"].as_array().is_some_and(|o| !o.is_empty()),
+        || "the replay check printed no op".into(),
+    ));
+    let files = &p["expected_files"];
+    out.push(step(
+        "procedure expected files",
+        files
+            .as_array()
+            .is_some_and(|f| !f.is_empty() && f.iter().all(|e| e["exists"] == true)),
+        || files.to_string(),
+    ));
+    let unexpected = &p["unexpected_mismatches"];
+    out.push(step(
+        "procedure replay stats",
+        p["stats"]["refused"].as_u64() == Some(0)
+            && unexpected.as_array().is_some_and(Vec::is_empty),
+        || {
+            format!(
+                "refused {}, unexpected mismatches {unexpected}",
+                p["stats"]["refused"]
+            )
+        },
+    ));
+    out.push(step(
+        "procedure strace",
+        p["rg_strace_matches"].as_u64().is_some_and(|n| n > 0),
+        || "strace shows no call in the test tree".into(),
+    ));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,7 +295,7 @@ mod tests {
         assert_eq!(count("dax"), 12, "6 modes on 2 devices");
         assert_eq!(count("fio"), 12);
         assert_eq!(count("ras"), 8);
-        assert_eq!(count("ioriot"), 7);
+        assert_eq!(count("ioriot"), 7 + 10, "measurements and the procedure");
         assert!(count("faults") >= 8);
         let ras = steps("ras", &fixture("run1/ras"));
         assert!(

@@ -9,6 +9,7 @@ pub mod dcd;
 pub mod faults;
 pub mod fio;
 pub mod ioriot;
+pub mod ioriot_procedure;
 pub mod ras;
 pub mod seeds;
 
