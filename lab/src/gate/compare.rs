@@ -234,16 +234,9 @@ fn diff_values(suite: &str, path: String, a: &Value, b: &Value, out: &mut Vec<Di
 mod tests {
     use super::*;
     use crate::gate::figures::Figures;
+    use crate::gate::fixture;
     use crate::gate::record::{suite_record, Environment, TopologyId, SCHEMA};
     use serde_json::json;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/src/gate/fixtures/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-    }
 
     /// A record of fixture run `run` (two real runs of every suite on the
     /// default topology).

@@ -321,14 +321,7 @@ fn array(v: &Value) -> &[Value] {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/src/gate/fixtures/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-    }
+    use crate::gate::fixture;
 
     /// Two real runs of every suite on the default topology (kept as
     /// fixtures) differ in timings, pids, addresses and rates, yet digest

@@ -282,14 +282,7 @@ pub fn headline(suite: &str, v: &Value) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/src/gate/fixtures/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-    }
+    use crate::gate::fixture;
 
     #[test]
     fn every_figure_of_a_real_run_has_a_metric() {

@@ -279,15 +279,8 @@ fn procedure_steps(p: &Value) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::gate::fixture;
     use serde_json::json;
-
-    fn fixture(name: &str) -> Value {
-        let path = format!(
-            "{}/src/gate/fixtures/{name}.json",
-            env!("CARGO_MANIFEST_DIR")
-        );
-        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap()
-    }
 
     #[test]
     fn every_suite_has_its_steps() {
