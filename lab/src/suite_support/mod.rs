@@ -139,6 +139,16 @@ impl SuiteContext<'_> {
             })
     }
 
+    /// The guest kernel's log, a line each.
+    pub async fn dmesg(&self) -> Result<Vec<String>, SuiteError> {
+        Ok(self
+            .exec_checked(&["dmesg".into()])
+            .await?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
     /// Runs a guest command that must succeed and returns what it printed;
     /// a non-zero exit is an error carrying its stderr and stdout.
     pub async fn exec_checked(&self, argv: &[String]) -> Result<String, SuiteError> {

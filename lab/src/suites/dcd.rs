@@ -77,7 +77,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
          echo 1 > {TRACE}/events/cxl/enable && echo > {TRACE}/trace"
     )))
     .await?;
-    let log0 = dc.dmesg().await?.len();
+    let log0 = dc.ctx.dmesg().await?.len();
     let support = dc.support().await?;
     let mut steps = Vec::new();
 
@@ -402,16 +402,6 @@ struct Dcd<'c, 'a> {
 }
 
 impl Dcd<'_, '_> {
-    async fn dmesg(&self) -> Result<Vec<String>, SuiteError> {
-        Ok(self
-            .ctx
-            .exec_checked(&["dmesg".into()])
-            .await?
-            .lines()
-            .map(str::to_owned)
-            .collect())
-    }
-
     /// `key=value` lines of a guest script.
     async fn script(&self, script: String) -> Result<Vec<(String, String)>, SuiteError> {
         let out = self.ctx.exec(&sh(script)).await?;
@@ -554,6 +544,7 @@ impl Dcd<'_, '_> {
             .trim()
             .to_owned();
         let dmesg: Vec<String> = self
+            .ctx
             .dmesg()
             .await?
             .into_iter()

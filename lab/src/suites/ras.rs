@@ -214,16 +214,6 @@ impl Ras<'_, '_> {
         })
     }
 
-    async fn dmesg(&self) -> Result<Vec<String>, SuiteError> {
-        Ok(self
-            .ctx
-            .exec_checked(&["dmesg".into()])
-            .await?
-            .lines()
-            .map(str::to_owned)
-            .collect())
-    }
-
     /// The region holding `d`'s byte `dpa`: its kernel name and the HPA
     /// the kernel should report, through the region's interleave (each
     /// device here is in one region, from DPA 0).
@@ -528,7 +518,7 @@ impl Ras<'_, '_> {
         let traced = |l: &str| field(l, "memdev") == Some(md);
         // As the kernel left the mask.
         let before = self.aer(&pci).await?;
-        let log0 = self.dmesg().await?.len();
+        let log0 = self.ctx.dmesg().await?.len();
         let injected = match self.inject(&injection).await {
             Ok(v) => v,
             Err(reason) => return Ok(failed(name, Value::Null, reason)),
@@ -537,7 +527,7 @@ impl Ras<'_, '_> {
             .wait("cxl_aer_correctable_error", QUIET, traced)
             .await?;
         let after = self.aer(&pci).await?;
-        let masked_log = Self::aer_lines(&self.dmesg().await?, log0, &pci);
+        let masked_log = Self::aer_lines(&self.ctx.dmesg().await?, log0, &pci);
         let kernel_mask = json!({
             "cor_mask": format!("{:#010x}", before.cor_mask),
             "cor_status_after": format!("{:#010x}", after.cor_status),
@@ -559,7 +549,7 @@ impl Ras<'_, '_> {
             .await?;
         self.write_dword(&pci, at + AER_COR_MASK, before.cor_mask & !COR_INTERNAL)
             .await?;
-        let log1 = self.dmesg().await?.len();
+        let log1 = self.ctx.dmesg().await?.len();
         self.ctx
             .exec_checked(&sh(format!("echo > {TRACE}/trace")))
             .await?;
@@ -568,7 +558,7 @@ impl Ras<'_, '_> {
             Ok(_) => self.wait("cxl_aer_correctable_error", WAIT, traced).await?,
             Err(_) => None,
         };
-        let log = Self::aer_lines(&self.dmesg().await?, log1, &pci);
+        let log = Self::aer_lines(&self.ctx.dmesg().await?, log1, &pci);
         self.write_dword(&pci, at + AER_COR_MASK, before.cor_mask)
             .await?;
         let mut s = match (again, line) {
@@ -596,7 +586,7 @@ impl Ras<'_, '_> {
         let md = memdev(d);
         let pci = self.pci(md).await?;
         let before = self.aer(&pci).await?;
-        let log0 = self.dmesg().await?.len();
+        let log0 = self.ctx.dmesg().await?.len();
         let injection = Injection::Uncorrectable(UncorrectableArgs {
             device: d.name.clone(),
             types: vec![UncorrectableType::MemDataEcc],
@@ -612,7 +602,7 @@ impl Ras<'_, '_> {
             })
             .await?;
         let after = self.aer(&pci).await?;
-        let log = Self::aer_lines(&self.dmesg().await?, log0, &pci);
+        let log = Self::aer_lines(&self.ctx.dmesg().await?, log0, &pci);
         let registers = json!({
             "uncor_mask": format!("{:#010x}", before.uncor_mask),
             "uncor_severity": format!("{:#010x}", before.uncor_severity),
