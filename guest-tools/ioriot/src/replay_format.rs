@@ -451,8 +451,17 @@ pub fn read(r: impl BufRead) -> Result<Replay, ReplayFormatError> {
                         rep.name = val.to_owned();
                         named = true;
                     }
-                    "user" => rep.user = Some(val.to_owned()),
-                    "wd_base" => rep.wd_base = Some(val.to_owned()),
+                    // What `write` refuses is refused here too, so every
+                    // file read writes back (a '\r' inside the line: found
+                    // by fuzzing).
+                    "user" => {
+                        meta_value("user", val)?;
+                        rep.user = Some(val.to_owned());
+                    }
+                    "wd_base" => {
+                        meta_value("wd_base", val)?;
+                        rep.wd_base = Some(val.to_owned());
+                    }
                     "num_mapped_pids" => rep.vpids = num(val)? as u32,
                     "num_mapped_tids" => vtids = Some(num(val)? as u32),
                     "source_ops" => source_ops = Some(num(val)?),
@@ -564,6 +573,22 @@ mod tests {
         assert!(text.lines().nth(1).unwrap().ends_with(
             "|4|/home/.ioriot/t/d/f x%7Cy|420|65|r=3|a=65|b=420|c=0|P=/home/.ioriot/t/g|open@1|"
         ));
+    }
+
+    #[test]
+    fn a_carriage_return_inside_a_meta_value_is_refused_as_write_would() {
+        // The fuzz target ioriot_lines' second crash: read took
+        // "user=\r\r\r=x" and write refused it.
+        let e = read(&b"#|replay_version=2|name=t|user=\r\r\r=x|\n#INIT\n"[..]).unwrap_err();
+        assert!(
+            matches!(e, ReplayFormatError::MetaValue { key: "user", .. }),
+            "{e}"
+        );
+        let e = read(&b"#|replay_version=2|name=t|wd_base=/w\rx|\n"[..]).unwrap_err();
+        assert!(
+            matches!(e, ReplayFormatError::MetaValue { key: "wd_base", .. }),
+            "{e}"
+        );
     }
 
     #[test]
