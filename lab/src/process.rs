@@ -47,6 +47,10 @@ pub fn spawn_detached(argv: &[String], log: &Path) -> Result<Child, ProcessError
     };
     let child = Command::new(&argv[0])
         .args(&argv[1..])
+        // An error's backtrace (anyhow's, under RUST_BACKTRACE=1) would push
+        // the error itself out of the log tail that lab quotes when the
+        // process dies; panics keep theirs.
+        .env("RUST_LIB_BACKTRACE", "0")
         .stdin(Stdio::null())
         .stdout(open()?)
         .stderr(open()?)
