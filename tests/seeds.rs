@@ -1,5 +1,5 @@
 //! `lab run seeds` on the default topology: every command line of the five
-//! documents (`/work/shared/seeds/000`…`004`) runs in the guest as written
+//! documents (the seed documents 000…004 beside DESIGN.md) runs in the guest as written
 //! or with its adaptation named, or is reported not run, host-side or run
 //! by another suite with its reason. Each line's outcome and adaptation
 //! kinds are snapshot-tested with the lines as run; nothing there varies

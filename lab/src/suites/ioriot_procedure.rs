@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 /// The procedure, steps 2–10, as the guest runs it.
 pub const PROCEDURE: &str = include_str!("ioriot_procedure.sh");
 /// The document it comes from.
-pub const DOCUMENT: &str = "/work/shared/seeds/004_f5bdc958cf49b66d.txt (I/O Riot agent notes, \"Syscall Matrix End-to-End Test\")";
+pub const DOCUMENT: &str =
+    "seed document 004 (I/O Riot agent notes, \"Syscall Matrix End-to-End Test\")";
 /// The guest's /home: where the procedure wants a real filesystem.
 pub const HOME: &str = "/home";
 

@@ -1,5 +1,5 @@
 # I/O Riot's "Syscall Matrix End-to-End Test", steps 2-10, as documented in
-# /work/shared/seeds/004_f5bdc958cf49b66d.txt (the I/O Riot agent notes,
+# seed document 004 (the I/O Riot agent notes,
 # section "Syscall Matrix End-to-End Test"), run by `lab run ioriot` in the
 # guest as root, with /home an ext4 filesystem on the lab's CXL memory.
 # The documented commands are verbatim; what had to change is marked

@@ -1,5 +1,5 @@
 //! `lab run seeds`: every command line of the five documents of the tools
-//! we re-implement (`/work/shared/seeds/000`…`004`), run in the guest as a
+//! we re-implement (the seed documents 000…004 beside DESIGN.md), run in the guest as a
 //! user of those tools would, from a working directory laid out like the
 //! documents' build trees (`./test_mwait_dax`, `./libfio_intercept.so`,
 //! `./src/data_generator`, … are links to the image's programs).
