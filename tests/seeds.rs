@@ -22,6 +22,8 @@ fn seeds_runs_every_documented_command_line() {
         "data-generator",
         "mmap-workload",
         "fault-monitor",
+        "sequential-access-benchmark",
+        "random-access-benchmark",
     ] {
         assert!(
             dir.join(tool).is_file(),

@@ -6,6 +6,7 @@
 //! Each thread reports its kernel thread id and its own fault counts
 //! (`getrusage(RUSAGE_THREAD)`), so a fault monitor can be checked against them.
 
+pub mod madvise_benchmark;
 pub mod pattern;
 
 use std::path::PathBuf;

@@ -215,6 +215,11 @@ fn cache_key(tools: &[Tool]) -> Result<String, ImageError> {
         h.update(part.as_bytes());
         h.update([0]);
     }
+    for (path, text) in recipe::GUEST_FILES {
+        h.update(path.as_bytes());
+        h.update(text.as_bytes());
+        h.update([0]);
+    }
     for src in kmod::SOURCES {
         for (name, text) in src.files {
             h.update(name.as_bytes());
@@ -652,6 +657,12 @@ fn pack(
         "/init".into(),
         Source::Bytes(recipe::INIT_SCRIPT.as_bytes().to_vec(), 0o755),
     );
+    for (path, text) in recipe::GUEST_FILES {
+        files.insert(
+            (*path).into(),
+            Source::Bytes(text.as_bytes().to_vec(), 0o755),
+        );
+    }
     // `ioriot` is the unprivileged user of the documented I/O Riot
     // procedure (its home lives on the suite's /home disk); `nobody` is
     // ioriot's own default replay user.
@@ -706,6 +717,12 @@ fn pack(
     let config = in_boot("config-")?.ok_or(ImageError::NoKernelConfig)?;
     let config_out = out_dir.join("config");
     std::fs::copy(&config, &config_out).map_err(io_err(&config_out))?;
+    // And in the guest where Debian keeps it: the documents' troubleshooting
+    // lines read /boot/config-$(uname -r).
+    files.insert(
+        format!("/boot/config-{}", tree.kernel_release),
+        Source::Host(config.clone(), 0o644),
+    );
 
     let packages: BTreeMap<String, String> = debs_used
         .iter()

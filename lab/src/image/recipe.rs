@@ -5,6 +5,12 @@ use serde::Deserialize;
 
 pub const RECIPE_TOML: &str = include_str!("../../../images/recipe.toml");
 pub const INIT_SCRIPT: &str = include_str!("../../../images/init");
+/// Files put into the guest as they are in the repository (guest path,
+/// content): front ends the documents name that are scripts, not programs.
+pub const GUEST_FILES: &[(&str, &str)] = &[(
+    "/usr/lib/cxl-lab/tools/pagefault_monitor.py",
+    include_str!("../../../images/guest/pagefault_monitor.py"),
+)];
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

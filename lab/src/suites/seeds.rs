@@ -7,9 +7,11 @@
 //! [`LINES`] is the list: each entry has the document it comes from, the
 //! line verbatim, and how the lab runs it. Only sizes, device paths and
 //! physical offsets are adapted, and only where the lab's devices differ
-//! (the adaptation is named in the entry and the result); two program
-//! substitutions the lab cannot avoid (the bcc monitor and the madvise
-//! benchmarks, neither in the guest) are named as such. What cannot run as
+//! (the adaptation is named in the entry and the result), and one file path
+//! Debian's kernel keeps elsewhere (/proc/config.gz). The documents'
+//! troubleshooting lines are entries too (diagnostics: what they print is
+//! checked, not their exit code, where the document uses them to tell two
+//! cases apart). What cannot run as
 //! written is `not_run` with the reason, `host_side` when it belongs on the
 //! host where `lab up` does it, or `run_by` the suite that runs it.
 //! `{offset}` in an adapted line is the physical start of the lab's first
@@ -32,8 +34,9 @@ pub enum AdaptationKind {
     Size,
     /// A physical offset: the lab's CXL window is elsewhere.
     Offset,
-    /// A program the guest does not have, replaced by the lab's equivalent.
-    Program,
+    /// A file the guest's kernel keeps elsewhere (Debian's kernels have no
+    /// /proc/config.gz; their config is /boot/config-<release>).
+    Path,
 }
 
 impl AdaptationKind {
@@ -41,7 +44,7 @@ impl AdaptationKind {
         match self {
             AdaptationKind::Size => "size",
             AdaptationKind::Offset => "offset",
-            AdaptationKind::Program => "program",
+            AdaptationKind::Path => "path",
         }
     }
 }
@@ -63,6 +66,10 @@ pub struct Check {
     pub then: &'static str,
     pub expect: &'static [&'static str],
     pub reject: &'static [&'static str],
+    /// A diagnostic line (the documents' troubleshooting): what it prints
+    /// is checked, its exit code is not (`ls /dev/dax* /dev/pmem*` exits 2
+    /// when one of the two kinds is absent, which is what it diagnoses).
+    pub any_exit: bool,
 }
 
 /// How the lab runs a documented line.
@@ -105,6 +112,16 @@ const fn check(
         then,
         expect,
         reject,
+        any_exit: false,
+    }
+}
+
+const fn diagnostic(expect: &'static [&'static str]) -> Check {
+    Check {
+        then: "",
+        expect,
+        reject: &[],
+        any_exit: true,
     }
 }
 
@@ -124,25 +141,17 @@ const FIO_100M: Adaptation = Adaptation {
     kind: AdaptationKind::Size,
     what: "FIO_MEM_SIZE 16G -> 16M, --size 100M -> 1M: 100 MiB of 64 B writes is 1.6 M MMIO accesses under TCG",
 };
-const BCC_MONITOR: Adaptation = Adaptation {
-    kind: AdaptationKind::Program,
-    what: "python3 tools/pagefault_monitor.py -> ./src/fault_monitor: the guest has python3 but no bcc; fault_monitor is the same monitor (kprobe and kretprobe on handle_mm_fault, the same table)",
-};
 const LARGE_2048: Adaptation = Adaptation {
     kind: AdaptationKind::Size,
     what: "-s 2048 -> -s 64: the guest has 1 GiB of RAM and its files are in RAM",
 };
-const BENCH_SEQ: Adaptation = Adaptation {
-    kind: AdaptationKind::Program,
-    what: "sequential-access-benchmark 1gb 1 -> ./src/mmap_workload -p seq over a 64 MiB file, one pass (16384 pages): the benchmark is not in the guest; mmap_workload maps a file and reads it page by page the same way",
-};
-const BENCH_RANDOM: Adaptation = Adaptation {
-    kind: AdaptationKind::Program,
-    what: "random-access-benchmark 1gb 2 1 -> ./src/mmap_workload -p random -t 2 over a 64 MiB file, one pass (8192 pages per thread): the benchmark is not in the guest",
+const PROC_CONFIG: Adaptation = Adaptation {
+    kind: AdaptationKind::Path,
+    what: "zcat /proc/config.gz -> /boot/config-$(uname -r): Debian's kernels are built without CONFIG_IKCONFIG_PROC; the image keeps the kernel's config where Debian does",
 };
 const BENCH_SIZE: Adaptation = Adaptation {
     kind: AdaptationKind::Size,
-    what: "1gb -> 64 MiB: the guest has 1 GiB of RAM and its files are in RAM",
+    what: "1gb -> 8mb: the guest has 1 GiB of RAM, its files are in RAM, and each benchmark writes and maps its file ten times (two tests under five advice values)",
 };
 
 /// Runs the monitor line `$MONITOR` on a paused `mmap_workload` whose pid
@@ -262,6 +271,60 @@ pub const LINES: &[Line] = &[
             ),
         },
     },
+    // 000's troubleshooting section.
+    Line {
+        id: "000 troubleshooting: dax devices",
+        document: "000",
+        documented: "ls -la /dev/dax* /dev/pmem*",
+        how: How::AsWritten {
+            script: "ls -la /dev/dax* /dev/pmem*",
+            // A listed character device: a dax device was found.
+            check: diagnostic(&["crw", "/dev/dax"]),
+        },
+    },
+    Line {
+        id: "000 troubleshooting: kernel dax support",
+        document: "000",
+        documented: "grep -i dax /boot/config-$(uname -r)",
+        how: How::AsWritten {
+            script: "grep -i dax /boot/config-$(uname -r)",
+            check: check("", &["CONFIG_DEV_DAX=", "CONFIG_DEV_DAX_CXL="], &[]),
+        },
+    },
+    Line {
+        id: "000 troubleshooting: /dev/mem permission",
+        document: "000",
+        documented: "sudo chmod 666 /dev/mem",
+        how: How::AsWritten {
+            script: "sudo chmod 666 /dev/mem",
+            // Shown, then put back: the guest's /dev/mem is root's only.
+            check: check("stat -c 'mode %a' /dev/mem; chmod 600 /dev/mem", &["mode 666"], &[]),
+        },
+    },
+    Line {
+        id: "000 troubleshooting: MWAIT support",
+        document: "000",
+        documented: "grep monitor /proc/cpuinfo",
+        how: How::AsWritten {
+            script: "grep monitor /proc/cpuinfo",
+            check: check("", &[" monitor "], &[]),
+        },
+    },
+    Line {
+        id: "000 debug output",
+        document: "000",
+        documented: "export FIO_DEBUG=1  # Enable debug messages",
+        how: How::AsWritten {
+            script: "export FIO_DEBUG=1  # Enable debug messages",
+            // What the variable turns on: the preload's report of its
+            // intercepted calls, on a short intercepted fio run.
+            check: check(
+                "FIO_INTERCEPT_ENABLE=1 FIO_MEM_DEVICE=/dev/mem FIO_MEM_OFFSET={offset} FIO_MEM_SIZE=16M LD_PRELOAD=./libfio_intercept.so fio --name=debug --rw=write --bs=4k --size=64k --direct=1 --ioengine=psync 2>&1 | grep 'intercepted calls'",
+                &["intercepted calls in pid"],
+                &[" none"],
+            ),
+        },
+    },
     // 001: the page-fault monitor.
     Line {
         id: "001 build",
@@ -294,9 +357,8 @@ pub const LINES: &[Line] = &[
         id: "001 pagefault_monitor.py -p PID -i 1000",
         document: "001",
         documented: "sudo python3 tools/pagefault_monitor.py -p <PID> -i 1000",
-        how: How::Adapted {
-            script: "{under_monitor}sudo ./src/fault_monitor -p $PID -i 1000{monitor_run}",
-            adaptations: &[BCC_MONITOR],
+        how: How::AsWritten {
+            script: "{under_monitor}sudo python3 tools/pagefault_monitor.py -p $PID -i 1000{monitor_run}",
             check: check("", MONITOR_TABLE, &[]),
         },
     },
@@ -350,10 +412,9 @@ pub const LINES: &[Line] = &[
         id: "001 pagefault_monitor.py -p 1234",
         document: "001",
         documented: "sudo python3 tools/pagefault_monitor.py -p 1234",
-        how: How::Adapted {
+        how: How::AsWritten {
             // 1234 is the document's example pid: the workload's here.
-            script: "{under_monitor}sudo ./src/fault_monitor -p $PID{monitor_run}",
-            adaptations: &[BCC_MONITOR],
+            script: "{under_monitor}sudo python3 tools/pagefault_monitor.py -p $PID{monitor_run}",
             check: check("", MONITOR_TABLE, &[]),
         },
     },
@@ -361,9 +422,8 @@ pub const LINES: &[Line] = &[
         id: "001 pagefault_monitor.py all processes",
         document: "001",
         documented: "sudo python3 tools/pagefault_monitor.py",
-        how: How::Adapted {
-            script: "{under_monitor}sudo ./src/fault_monitor{monitor_run}",
-            adaptations: &[BCC_MONITOR],
+        how: How::AsWritten {
+            script: "{under_monitor}sudo python3 tools/pagefault_monitor.py{monitor_run}",
             check: check("", MONITOR_TABLE, &[]),
         },
     },
@@ -371,10 +431,18 @@ pub const LINES: &[Line] = &[
         id: "001 pagefault_monitor.py -v -p PID",
         document: "001",
         documented: "sudo python3 tools/pagefault_monitor.py -v -p <PID>",
-        how: How::Adapted {
-            script: "{under_monitor}sudo ./src/fault_monitor -v -p $PID{monitor_run}",
-            adaptations: &[BCC_MONITOR],
+        how: How::AsWritten {
+            script: "{under_monitor}sudo python3 tools/pagefault_monitor.py -v -p $PID{monitor_run}",
             check: check("", MONITOR_TABLE, &[]),
+        },
+    },
+    Line {
+        id: "001 with iostat and vmstat",
+        document: "001",
+        documented: "iostat -x 1 &; vmstat 1 &; sudo python3 tools/pagefault_monitor.py -p <PID>",
+        how: How::AsWritten {
+            script: "iostat -x 1 &\nI=$!\nvmstat 1 &\nV=$!\n{under_monitor}sudo python3 tools/pagefault_monitor.py -p $PID{monitor_run}\nrc=$?\nkill $I $V\n[ $rc -eq 0 ]",
+            check: check("", &["avg-cpu:", "procs -----", "attached to", "mmap_workload"], &[]),
         },
     },
     Line {
@@ -382,6 +450,62 @@ pub const LINES: &[Line] = &[
         document: "001",
         documented: "python3 -c \"import bcc; print('BCC OK')\"",
         how: How::NotRun("the guest has python3 but not bcc (fault_monitor loads its eBPF program itself); the line would fail with ModuleNotFoundError"),
+    },
+    // 001's troubleshooting section.
+    Line {
+        id: "001 troubleshooting: as root",
+        document: "001",
+        documented: "sudo ./fault_monitor",
+        how: How::AsWritten {
+            script: "{under_monitor}sudo ./fault_monitor{monitor_run}",
+            check: check("", MONITOR_TABLE, &[]),
+        },
+    },
+    Line {
+        id: "001 troubleshooting: debugfs",
+        document: "001",
+        documented: "mount | grep debugfs",
+        how: How::AsWritten {
+            script: "mount | grep debugfs",
+            check: check("", &["debugfs on /sys/kernel/debug"], &[]),
+        },
+    },
+    Line {
+        id: "001 troubleshooting: eBPF support",
+        document: "001",
+        documented: "zcat /proc/config.gz | grep BPF",
+        how: How::Adapted {
+            script: "grep BPF /boot/config-$(uname -r)",
+            adaptations: &[PROC_CONFIG],
+            check: check("", &["CONFIG_BPF=y", "CONFIG_BPF_SYSCALL=y"], &[]),
+        },
+    },
+    Line {
+        id: "001 troubleshooting: handle_mm_fault",
+        document: "001",
+        documented: "sudo cat /sys/kernel/debug/tracing/available_filter_functions | grep handle_mm_fault",
+        how: How::AsWritten {
+            script: "sudo cat /sys/kernel/debug/tracing/available_filter_functions | grep handle_mm_fault",
+            check: check("", &["handle_mm_fault"], &[]),
+        },
+    },
+    Line {
+        id: "001 troubleshooting: drop caches",
+        document: "001",
+        documented: "sudo echo 3 > /proc/sys/vm/drop_caches",
+        how: How::AsWritten {
+            script: "sudo echo 3 > /proc/sys/vm/drop_caches",
+            check: check("", &[], &[]),
+        },
+    },
+    Line {
+        id: "001 troubleshooting: kernel log",
+        document: "001",
+        documented: "sudo dmesg | tail -20",
+        how: How::AsWritten {
+            script: "sudo dmesg | tail -20",
+            check: check("sudo dmesg | wc -l | sed 's/^/kernel log lines: /'", &["kernel log lines: "], &["kernel log lines: 0"]),
+        },
     },
     // 002: CXLMemSim's QEMU integration.
     Line {
@@ -432,8 +556,8 @@ pub const LINES: &[Line] = &[
         document: "003",
         documented: "./sequential-access-benchmark 1gb 1",
         how: How::Adapted {
-            script: "modprobe seq_page_faults\n./src/mmap_workload -f large_test.bin -p seq -c 16384 -t 1 &\nPID=$!\nwait $PID",
-            adaptations: &[BENCH_SEQ, BENCH_SIZE],
+            script: "modprobe seq_page_faults\n./sequential-access-benchmark 8mb 1 &\nPID=$!\nwait $PID",
+            adaptations: &[BENCH_SIZE],
             check: check(SEQ_PAGE_FAULTS_THEN, &["seq_page_faults: PID COUNT lines", "workload pid: "], &[]),
         },
     },
@@ -442,8 +566,8 @@ pub const LINES: &[Line] = &[
         document: "003",
         documented: "./random-access-benchmark 1gb 2 1",
         how: How::Adapted {
-            script: "modprobe seq_page_faults\n./src/mmap_workload -f large_test.bin -p random -c 8192 -t 2 &\nPID=$!\nwait $PID",
-            adaptations: &[BENCH_RANDOM, BENCH_SIZE],
+            script: "modprobe seq_page_faults\n./random-access-benchmark 8mb 2 1 &\nPID=$!\nwait $PID",
+            adaptations: &[BENCH_SIZE],
             check: check(SEQ_PAGE_FAULTS_THEN, &["seq_page_faults: PID COUNT lines"], &[]),
         },
     },
@@ -548,8 +672,13 @@ mkdir -p /root/seeds/src
 cd /root/seeds
 ln -s /usr/lib/cxl-lab/libfio_intercept.so libfio_intercept.so
 ln -s /usr/bin/test_mwait_dax test_mwait_dax
+ln -s /usr/bin/fault_monitor fault_monitor
 for p in data_generator mmap_workload fault_monitor; do ln -s /usr/bin/$p src/$p; done
-for p in libfio_intercept.so test_mwait_dax src/data_generator src/mmap_workload src/fault_monitor; do
+mkdir tools
+ln -s /usr/lib/cxl-lab/tools/pagefault_monitor.py tools/pagefault_monitor.py
+for p in sequential-access-benchmark random-access-benchmark; do ln -s /usr/bin/$p $p; done
+for p in libfio_intercept.so test_mwait_dax src/data_generator src/mmap_workload src/fault_monitor \
+    tools/pagefault_monitor.py sequential-access-benchmark random-access-benchmark; do
   [ -e $p ] || { echo "missing: $p (its program is not in the image)"; exit 1; }
 done"#;
 
@@ -577,7 +706,7 @@ fn tail(out: &str) -> String {
 /// What is wrong with a line's run, empty when it passed.
 pub fn problems(check: &Check, code: i64, out: &str) -> Vec<String> {
     let mut p = Vec::new();
-    if code != 0 {
+    if code != 0 && !check.any_exit {
         p.push(format!("exit {code}"));
     }
     for e in check.expect {
@@ -653,7 +782,10 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             _ => unreachable!("static_entry took the others"),
         };
         let ran = render(script, offset);
-        let out = ctx.exec(&sh(guest_script(&ran, check.then))).await?;
+        let started = std::time::Instant::now();
+        let out = ctx
+            .exec(&sh(guest_script(&ran, &render(check.then, offset))))
+            .await?;
         let output = format!("{}{}", out.stdout, out.stderr);
         let problems = problems(&check, out.exit_code, &output);
         let outcome = match (problems.is_empty(), adaptations.is_empty()) {
@@ -667,6 +799,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "documented": line.documented,
             "outcome": outcome,
             "exit_code": out.exit_code,
+            "seconds": (started.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         });
         if !adaptations.is_empty() {
             e["ran"] = json!(render(script, offset)
@@ -726,8 +859,8 @@ mod tests {
     }
 
     /// A line run as written has every word of the documented line (the
-    /// document's `<PID>` is the workload's `$PID`); an adapted one names
-    /// its adaptations.
+    /// document's `<PID>`, and 1234 its example pid, are the workload's
+    /// `$PID`); an adapted one names its adaptations.
     #[test]
     fn as_written_lines_keep_the_documented_words_and_adaptations_are_named() {
         for l in LINES {
@@ -737,7 +870,10 @@ mod tests {
                     let words = |s: &str| -> Vec<String> {
                         s.split(|c: char| c.is_whitespace() || c == ';')
                             .filter(|w| !w.is_empty())
-                            .map(|w| w.replace("<PID>", "$PID"))
+                            .map(|w| match w {
+                                "1234" => "$PID".to_owned(),
+                                w => w.replace("<PID>", "$PID"),
+                            })
                             .collect()
                     };
                     let ran_words = words(&ran);
@@ -774,6 +910,14 @@ mod tests {
         assert_eq!(
             problems(&c, 0, "byte FAIL"),
             ["no `PASS` in the output", "`FAIL` in the output"]
+        );
+        // A diagnostic is judged by what it prints.
+        let d = diagnostic(&["crw", "/dev/dax"]);
+        let found = "crw------- 1 root root 252, 0 /dev/dax0.0\nls: /dev/pmem*: No such file";
+        assert!(problems(&d, 2, found).is_empty());
+        assert_eq!(
+            problems(&d, 2, "ls: /dev/dax*: No such file"),
+            ["no `crw` in the output"]
         );
     }
 }
