@@ -8,6 +8,7 @@ use std::ops::Range;
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint};
 use plotters::drawing::DrawingAreaErrorKind;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChartError {
@@ -83,16 +84,18 @@ impl BarChart {
     }
 
     /// The y range: from 0 (linear) or the decade below the smallest bar
-    /// (log) to a little above the largest.
+    /// (log) to well above the largest, where the legend goes.
     fn y_range(&self) -> Range<f64> {
         let max = self.values().fold(f64::MIN, f64::max);
         if self.log {
             let min = self.values().fold(f64::MAX, f64::min);
-            let lo = 10f64.powf(min.log10().floor());
-            let hi = 10f64.powf(max.log10().ceil());
-            lo..if hi > lo { hi } else { lo * 10.0 }
+            // Strictly below the smallest bar, so that one has a height.
+            let lo = 10f64.powf(min.log10().ceil() - 1.0);
+            // A decade above the tallest bar keeps the legend off the bars.
+            let hi = 10f64.powf(max.log10().ceil() + 1.0);
+            lo..hi
         } else if max > 0.0 {
-            0.0..max * 1.15
+            0.0..max * 1.4
         } else {
             0.0..1.0
         }
@@ -102,14 +105,20 @@ impl BarChart {
     /// charts and labels turned upright.
     pub fn to_svg(&self) -> Result<String, ChartError> {
         let n = self.categories.len();
-        let slot_px = 22 * self.series.len().max(1) as u32;
-        let width = (n as u32 * slot_px + 140).clamp(720, 1800);
-        let upright = n > 12 || self.categories.iter().any(|c| c.len() > 14);
-        let label_area = if upright {
-            12 + 7 * self.categories.iter().map(String::len).max().unwrap_or(0) as u32
-        } else {
-            40
-        };
+        let bar_px = 22 * self.series.len().max(1) as u32;
+        // Two charts of the narrowest kind fit side by side at 1280 px.
+        let width = (n as u32 * bar_px + 140).clamp(600, 1800);
+        // A label wider than its category's slot is turned upright (at
+        // 15 px a character takes 6 to 8 px).
+        let longest = self
+            .categories
+            .iter()
+            .map(|c| c.chars().count())
+            .max()
+            .unwrap_or(0) as u32;
+        let slot = f64::from(width - 100) / n.max(1) as f64;
+        let upright = f64::from(longest * 8) > slot * 0.95;
+        let label_area = if upright { 24 + 13 * longest / 2 } else { 40 };
         let height = 300 + label_area;
         let mut svg = String::new();
         self.draw(&mut svg, (width, height), label_area, upright)
@@ -131,18 +140,16 @@ impl BarChart {
         root.fill(&WHITE)?;
         let n = self.categories.len();
         let y = self.y_range();
-        let label_style = if upright {
-            ("sans-serif", 12)
-                .into_font()
-                .transform(FontTransform::Rotate90)
-                .into_text_style(&root)
-        } else {
-            ("sans-serif", 12).into_text_style(&root)
-        };
+        let label_style = ("sans-serif", 15).into_text_style(&root);
         let categories = &self.categories;
+        // Upright labels are drawn below (plotters centres a turned label
+        // on its tick, so half of it would hide behind the plot).
         let fmt_x = |x: &f64| {
             let i = x.floor() as usize;
-            categories.get(i).cloned().unwrap_or_default()
+            match upright {
+                true => String::new(),
+                false => categories.get(i).cloned().unwrap_or_default(),
+            }
         };
         let groups = self.series.len().max(1) as f64;
         let bar = 0.8 / groups;
@@ -156,6 +163,8 @@ impl BarChart {
                     .x_label_formatter(&fmt_x)
                     .x_label_style(label_style.clone())
                     .y_desc(self.y_label.as_str())
+                    .y_label_style(("sans-serif", 14))
+                    .axis_desc_style(("sans-serif", 15))
                     .y_label_formatter(&|v: &f64| short_number(*v))
                     .light_line_style(RGBColor(0xee, 0xee, 0xee))
                     .draw()?;
@@ -180,18 +189,29 @@ impl BarChart {
                             Rectangle::new([(x, y - 5), (x + 12, y + 5)], colour.filled())
                         });
                 }
+                if upright {
+                    let style = ("sans-serif", 15)
+                        .into_font()
+                        .transform(FontTransform::Rotate90)
+                        .into_text_style(&root)
+                        .pos(Pos::new(HPos::Left, VPos::Center));
+                    for (i, label) in categories.iter().enumerate() {
+                        let (x, y) = chart.backend_coord(&(i as f64 + 0.5, $base));
+                        root.draw(&Text::new(label.as_str(), (x, y + 8), style.clone()))?;
+                    }
+                }
                 chart
                     .configure_series_labels()
                     .position(SeriesLabelPosition::UpperLeft)
                     .border_style(RGBColor(0xaa, 0xaa, 0xaa))
                     .background_style(WHITE.mix(0.85))
-                    .label_font(("sans-serif", 12))
+                    .label_font(("sans-serif", 15))
                     .draw()?;
             }};
         }
         let mut builder = ChartBuilder::on(&root);
         builder
-            .caption(&self.title, ("sans-serif", 17))
+            .caption(&self.title, ("sans-serif", 21))
             .margin(12)
             .x_label_area_size(label_area)
             .y_label_area_size(72);
@@ -219,9 +239,7 @@ fn short_number(v: f64) -> String {
     } else {
         (v, "")
     };
-    let s = if x.fract().abs() < 1e-9 {
-        format!("{x:.0}")
-    } else if x.abs() >= 10.0 {
+    let s = if x.fract().abs() < 1e-9 || x.abs() >= 10.0 {
         format!("{x:.0}")
     } else {
         format!("{x:.1}")
@@ -252,8 +270,9 @@ mod tests {
             .to_svg()
             .unwrap();
         assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        for label in ["c0", "c1", "c2", ">s<"] {
-            assert!(svg.contains(label), "{label}");
+        // plotters writes each text on a line of its own.
+        for label in ["c0", "c1", "c2", "s"] {
+            assert!(svg.contains(&format!(">\n{label}\n</text>")), "{label}");
         }
         // Two bars and the legend's swatch, on top of the background.
         let filled = svg.matches("<rect").count();
@@ -263,11 +282,13 @@ mod tests {
     #[test]
     fn log_axes_span_whole_decades() {
         let c = chart(true, vec![Some(3000.0), Some(250_000.0), Some(0.0)]);
-        assert_eq!(c.y_range(), 1000.0..1_000_000.0);
+        assert_eq!(c.y_range(), 1000.0..10_000_000.0);
+        let exact = chart(true, vec![Some(100.0), Some(2000.0)]);
+        assert_eq!(exact.y_range(), 10.0..100_000.0);
         c.to_svg().unwrap();
         let empty = chart(true, vec![None, Some(0.0)]);
         assert!(!empty.has_bars());
-        assert_eq!(chart(false, vec![Some(10.0)]).y_range(), 0.0..11.5);
+        assert_eq!(chart(false, vec![Some(10.0)]).y_range(), 0.0..14.0);
     }
 
     #[test]

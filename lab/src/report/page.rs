@@ -27,8 +27,8 @@ tr.skipped td { color: #777; }
 .skipped, .missing { background: #eee; color: #555; }
 .notice { background: #f6f6f6; border-left: 4px solid #aaa; padding: 8px 12px; margin: 8px 0; }
 .notice.bad { border-left-color: #c00; background: #fdeeee; }
-figure.chart { margin: 12px 0; }
-figure.chart figcaption { font-size: 0.85em; color: #555; max-width: 900px; }
+figure.chart { margin: 12px 0; display: table; }
+figure.chart figcaption { font-size: 0.85em; color: #555; display: table-caption; caption-side: bottom; }
 .charts { display: flex; flex-wrap: wrap; gap: 8px 24px; }
 code { background: #f3f3f3; padding: 0 3px; }
 ul.diffs li { font-family: monospace; }
@@ -86,13 +86,18 @@ impl Cell {
     }
 }
 
-/// A table; each row may carry a class (`regressed`, `failed`, ...).
+/// A table (no header row when every heading is empty); each row may
+/// carry a class (`regressed`, `failed`, ...).
 pub fn table(head: &[&str], rows: &[(Option<&str>, Vec<Cell>)]) -> String {
-    let mut out = String::from("<table><thead><tr>");
-    for h in head {
-        let _ = write!(out, "<th>{}</th>", esc(h));
+    let mut out = String::from("<table>");
+    if head.iter().any(|h| !h.is_empty()) {
+        out.push_str("<thead><tr>");
+        for h in head {
+            let _ = write!(out, "<th>{}</th>", esc(h));
+        }
+        out.push_str("</tr></thead>");
     }
-    out.push_str("</tr></thead><tbody>");
+    out.push_str("<tbody>");
     for (class, cells) in rows {
         match class {
             Some(c) => {

@@ -135,8 +135,8 @@ pub fn suite_section(
             )));
         }
         State::Ran(v) => {
-            out.push_str(&figures_table(s, cmp));
             out.push_str(&render(charts(name, v))?);
+            out.push_str(&figures_table(s, cmp));
             out.push_str(&steps_table(name, v));
         }
     }
@@ -284,7 +284,7 @@ fn dax_charts(v: &Value) -> Vec<Block> {
         let mut pct: [Vec<Option<f64>>; 3] = Default::default();
         let us = |x: &Value| x.as_f64().map(|ns| ns / 1000.0);
         for r in array(&modes["latency"]["results"]) {
-            categories.push(format!("latency {} {} B", text(&r["op"]), r["size"]));
+            categories.push(format!("{} {} B", text(&r["op"]), r["size"]));
             for (i, k) in ["p50_ns", "p90_ns", "p99_ns"].iter().enumerate() {
                 pct[i].push(us(&r[*k]));
             }

@@ -35,6 +35,8 @@ pub fn report(
 ) -> Result<Written, LabError> {
     let results = RunDir::new(lab)?.results_dir();
     let dir = record::resolve(run.unwrap_or(record::LATEST), baselines, &results)?;
+    // `results/latest` named as the run it points at.
+    let dir = dir.canonicalize().unwrap_or(dir);
     let data = report::load(&dir)?;
     let comparison = match baseline {
         Some(b) => {
