@@ -96,7 +96,8 @@ fn run_dir(results: &Path, run: &str) -> PathBuf {
     let dcd = json!({"suite": "dcd", "passed": false, "skipped": "the topology has no dynamic capacity device"});
     std::fs::write(dir.join("dcd.json"), dcd.to_string()).unwrap();
     suites.push(suite_record("dcd", 0.0, &dcd));
-    // cxl-memsim's stats: only run1 has them (a timing-mode run).
+    // cxl-memsim's stats: only run1 has them, from a real `lab up
+    // --timing` and `lab run fio` on the default topology (2026-12-07).
     let memsim = fixtures().join(run).join(MEMSIM_FILE);
     if memsim.is_file() {
         std::fs::copy(&memsim, dir.join(MEMSIM_FILE)).unwrap();

@@ -201,7 +201,8 @@ pub(crate) mod tests {
                 .map(|s| suite_record(s, 10.0, &results[*s]))
                 .collect(),
         };
-        // cxl-memsim's stats: only run1 has them (a timing-mode run).
+        // cxl-memsim's stats: only run1 has them, from a real `lab up
+        // --timing` and `lab run fio` on the default topology (2026-12-07).
         let memsim = (run == "run1").then(|| fixture("run1/memsim"));
         RunData {
             record,
