@@ -273,7 +273,8 @@ fn reports_render_in_headless_chromium() {
     let shot = check_in_browser(&plain, &work);
     println!("screenshot of the report: {}", shot.display());
 
-    // run2 against run1 with a behaviour change: the regression in red.
+    // run2 against run1 with a behaviour change and a figure regressed:
+    // both listed, the figure's rows in red.
     let base = record::load(&run1).unwrap();
     let mut new = report::load(&run2).unwrap();
     let fio = new
@@ -283,10 +284,14 @@ fn reports_render_in_headless_chromium() {
         .find(|s| s.suite == "fio")
         .unwrap();
     fio.digest["runs"][4]["intercepted"]["read"] = json!(1000);
+    // And a figure at 30 % of the base's: a red row.
+    let old = base.suite("fio").unwrap().figures["iops:256B randread"];
+    fio.figures.insert("iops:256B randread".into(), old * 0.3);
     let c = compare(&base, &new.record);
     let compared = work.join("report-compared.html");
     let html = report::render(&new, Some(&c)).unwrap();
     assert!(html.contains("REGRESSION") && html.contains("fio runs[4].intercepted.read"));
+    assert!(html.contains("<tr class=\"regressed\"><td>fio</td><td>iops:256B randread</td>"));
     std::fs::write(&compared, html).unwrap();
     let shot = check_in_browser(&compared, &work);
     println!("screenshot of the compared report: {}", shot.display());

@@ -29,7 +29,7 @@ tr.skipped td { color: #777; }
 .notice.bad { border-left-color: #c00; background: #fdeeee; }
 figure.chart { margin: 12px 0; display: table; }
 figure.chart figcaption { font-size: 0.85em; color: #555; display: table-caption; caption-side: bottom; }
-.charts { display: flex; flex-wrap: wrap; gap: 8px 24px; }
+.charts { display: flex; flex-wrap: wrap; gap: 8px 24px; align-items: flex-start; }
 code { background: #f3f3f3; padding: 0 3px; }
 ul.diffs li { font-family: monospace; }
 ";
