@@ -269,14 +269,16 @@ const HOT_PAGES: usize = 64;
 /// simulator did not answer. `lab report` charts the hot pages.
 async fn write_memsim_stats(run: &RunDir, state: &LabState, dir: &Path) -> Result<(), LabError> {
     let timing = state.timing.is_some();
-    let v = match cxl_memsim_wire::control::request(
-        &run.memsim_control(),
-        &format!("stats {HOT_PAGES}"),
-    )
-    .await
-    {
-        Ok(stats) => serde_json::json!({ "timing": timing, "stats": stats }),
-        Err(e) => serde_json::json!({ "timing": timing, "error": error_chain(&e) }),
+    let (socket, line) = (run.memsim_control(), format!("stats {HOT_PAGES}"));
+    let ask = cxl_memsim_wire::control::request(&socket, &line);
+    // A simulator that does not answer must not hold up the run's record.
+    let v = match tokio::time::timeout(std::time::Duration::from_secs(10), ask).await {
+        Ok(Ok(stats)) => serde_json::json!({ "timing": timing, "stats": stats }),
+        Ok(Err(e)) => serde_json::json!({ "timing": timing, "error": error_chain(&e) }),
+        Err(_) => serde_json::json!({
+            "timing": timing,
+            "error": "cxl-memsim did not answer `stats` on its control socket within 10 s",
+        }),
     };
     let file = dir.join(record::MEMSIM_FILE);
     std::fs::write(
