@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
+use cxl_lab::gate::compare::Verdict;
 use cxl_lab::image::ImageOptions;
 use cxl_lab::suites::SuiteArg;
 use cxl_lab::text;
@@ -609,10 +610,14 @@ async fn main() -> anyhow::Result<()> {
             .context("lab report failed")?;
             match &w.comparison {
                 Some(c) => println!(
-                    "report of {} against {} ({:?}) written to {}",
+                    "report of {} against {} ({}) written to {}",
                     w.run.display(),
                     c.base,
-                    c.verdict,
+                    match c.verdict {
+                        Verdict::Equal => "equal",
+                        Verdict::Regression => "REGRESSION",
+                        Verdict::NotComparable => "not comparable",
+                    },
                     w.file.display()
                 ),
                 None => println!(
