@@ -25,6 +25,8 @@ pub enum LabError {
     RunDir(#[from] RunDirError),
     #[error(transparent)]
     Record(#[from] RecordError),
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     #[error("Writing the JUnit report {} failed.", path.display())]
     Junit {
         path: PathBuf,

@@ -3,7 +3,7 @@
 //! runs commands in the guest and tears everything down.
 //!
 //! Where things are: the verbs (`up`, `down`, `status`, `exec`, `args`,
-//! `run`, `bench`, `soak`, `inject`) are a file each in `verbs/`, with `verbs/launch.rs`
+//! `run`, `compare`, `report`, `bench`, `soak`, `inject`) are a file each in `verbs/`, with `verbs/launch.rs`
 //! gathering what QEMU starts with for `up` and `args` alike; what they
 //! return is `summary.rs`, their error `error.rs`. The QEMU command line is
 //! `qemu.rs`, QMP is `qmp.rs`, the guest agent is `qga.rs`, region set-up is
@@ -17,7 +17,8 @@
 //! config, checked before boot, and the options the suites need are
 //! `kconfig.rs`. The regression gate (what
 //! of a suite's JSON is behaviour, the metric table, kept runs and
-//! baselines, `lab compare`, JUnit) is `gate/`. What a lab that is down
+//! baselines, `lab compare`, JUnit) is `gate/`; `lab report`'s HTML page
+//! and its SVG charts are `report/`. What a lab that is down
 //! must not leave behind (processes, sockets, files) is `leftovers.rs`.
 
 pub mod error;
@@ -35,6 +36,7 @@ pub mod qemu;
 pub mod qga;
 pub mod qmp;
 pub mod regions;
+pub mod report;
 pub mod rundir;
 pub mod runfiles;
 pub mod stats;

@@ -7,6 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use cxl_lab::error::LabError;
 use cxl_lab::events::Events;
+use cxl_lab::gate::compare::Verdict;
 use cxl_lab::image::ImageOptions;
 use cxl_lab::suites::SuiteArg;
 use cxl_lab::text;
@@ -147,6 +148,24 @@ enum Verb {
         baselines: BaselinesArg,
         #[arg(long)]
         json: bool,
+    },
+    /// Write one self-contained HTML page of a run: its summary, per
+    /// suite its figures, SVG charts and steps, cxl-memsim's hot pages;
+    /// with --baseline, the comparison, regressions in red.
+    Report {
+        #[command(flatten)]
+        name: NameArg,
+        /// A run or baseline directory, a baseline name (in --baselines),
+        /// or a run id of the lab; the lab's latest run when absent.
+        run: Option<String>,
+        /// Where to write the page; <run dir>/report.html when absent.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Compare the run with BASE (as RUN) and highlight regressions.
+        #[arg(long, value_name = "BASE")]
+        baseline: Option<String>,
+        #[command(flatten)]
+        baselines: BaselinesArg,
     },
     /// Saved baselines: plain files to commit and compare against.
     Baseline {
@@ -573,6 +592,40 @@ async fn main() -> anyhow::Result<()> {
             let c = compare_or_exit(&name.name, base.as_deref(), new.as_deref(), &baselines.dir);
             print_comparison(&c, json)?;
             std::process::exit(c.verdict.exit_code());
+        }
+        Verb::Report {
+            name,
+            run,
+            output,
+            baseline,
+            baselines,
+        } => {
+            let w = verbs::report(
+                &name.name,
+                run.as_deref(),
+                output.as_deref(),
+                baseline.as_deref(),
+                &baselines.dir,
+            )
+            .context("lab report failed")?;
+            match &w.comparison {
+                Some(c) => println!(
+                    "report of {} against {} ({}) written to {}",
+                    w.run.display(),
+                    c.base,
+                    match c.verdict {
+                        Verdict::Equal => "equal",
+                        Verdict::Regression => "REGRESSION",
+                        Verdict::NotComparable => "not comparable",
+                    },
+                    w.file.display()
+                ),
+                None => println!(
+                    "report of {} written to {}",
+                    w.run.display(),
+                    w.file.display()
+                ),
+            }
         }
         Verb::Baseline {
             verb:

@@ -16,6 +16,9 @@ use super::figures::{figures, headline, Figures};
 
 /// The summary file of a run or baseline directory.
 pub const SUMMARY_FILE: &str = "summary.json";
+/// cxl-memsim's stats as a run ended (written by `lab run`, charted by
+/// `lab report`).
+pub const MEMSIM_FILE: &str = "memsim.json";
 /// The link to the newest run in a lab's `results/`.
 pub const LATEST: &str = "latest";
 /// Bumped when `summary.json` changes shape.

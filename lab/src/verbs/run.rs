@@ -229,6 +229,7 @@ async fn run_planned(
     .filter(|(_, ms)| *ms > 0)
     .map(|(k, ms)| (k.to_owned(), ms as f64))
     .collect();
+    write_memsim_stats(&run, &state, &dir).await?;
     let topology_text = topology.to_toml();
     let record = RunRecord {
         schema: record::SCHEMA,
@@ -255,6 +256,36 @@ async fn run_planned(
         run_dir: dir,
         suites: out,
     })
+}
+
+/// How many of the simulator's hottest pages a run keeps.
+const HOT_PAGES: usize = 64;
+
+/// Keeps cxl-memsim's stats as the run ends in `<run>/memsim.json`
+/// (`record::MEMSIM_FILE`): `timing` (whether guest accesses to CXL memory
+/// were charged to the simulator; without it only its TCP and vhost-user
+/// requests are) and `stats` (`cxl-memsim stats --json`: per device totals
+/// and the hottest pages, counted since `lab up`), or `error` when the
+/// simulator did not answer. `lab report` charts the hot pages.
+async fn write_memsim_stats(run: &RunDir, state: &LabState, dir: &Path) -> Result<(), LabError> {
+    let timing = state.timing.is_some();
+    let (socket, line) = (run.memsim_control(), format!("stats {HOT_PAGES}"));
+    let ask = cxl_memsim_wire::control::request(&socket, &line);
+    // A simulator that does not answer must not hold up the run's record.
+    let v = match tokio::time::timeout(std::time::Duration::from_secs(10), ask).await {
+        Ok(Ok(stats)) => serde_json::json!({ "timing": timing, "stats": stats }),
+        Ok(Err(e)) => serde_json::json!({ "timing": timing, "error": error_chain(&e) }),
+        Err(_) => serde_json::json!({
+            "timing": timing,
+            "error": "cxl-memsim did not answer `stats` on its control socket within 10 s",
+        }),
+    };
+    let file = dir.join(record::MEMSIM_FILE);
+    std::fs::write(
+        &file,
+        serde_json::to_vec_pretty(&v).expect("JSON serialises"),
+    )
+    .map_err(io_err(&file))
 }
 
 /// Writes the JUnit report of the run kept in `dir` to `file`.
