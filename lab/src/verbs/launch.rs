@@ -83,7 +83,7 @@ pub fn plan(
 ) -> Result<QemuLaunch, LabError> {
     let topology = Topology::load(topology)?;
     run.check_socket_paths(&topology)?;
-    let timing = timing || topology.simulator.timing;
+    let timing = timing || topology.simulator.timing.is_on();
     if timing && accel == AccelChoice::Kvm {
         return Err(TimingError::NeedsTcg.into());
     }
