@@ -280,6 +280,13 @@ unsafe extern "C" fn on_mem(
         }
         qemu_plugin_hwaddr_phys_addr(hw)
     };
+    let stalling = st.stall.is_on();
+    let watched = st.watched(addr);
+    // Most accesses are local ones outside stall mode: they end here,
+    // before any further call into QEMU.
+    if !stalling && !watched {
+        return;
+    }
     // SAFETY: info is valid for this call (the caller's contract).
     let (size_shift, store) = unsafe {
         (
@@ -288,10 +295,12 @@ unsafe extern "C" fn on_mem(
         )
     };
     let size = 1u16 << size_shift.min(15);
-    // Local accesses may carry a stall too (the calibrated baseline).
-    st.stall
-        .charge(vcpu as usize, addr, vaddr, store, u64::from(size));
-    if !st.watched(addr) {
+    if stalling {
+        // Local accesses carry a stall too (the calibrated baseline).
+        st.stall
+            .charge(vcpu as usize, addr, vaddr, store, u64::from(size));
+    }
+    if !watched {
         return;
     }
     let back = userdata as u64;

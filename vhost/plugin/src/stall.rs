@@ -116,6 +116,13 @@ impl Stall {
         self.on.store(!t.is_off(), Ordering::Release);
     }
 
+    /// Whether a table is in force (one relaxed load: asked on every
+    /// access).
+    #[inline]
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
     /// Charges one access of `vcpu` (guest physical `addr`, virtual
     /// `vaddr`) and pays the debt once it is due. The local cost is only
     /// charged to user-space accesses (`vaddr` in the lower half): it
