@@ -152,3 +152,40 @@ fn resolve_accel(choice: AccelChoice, img: &Image, events: &Events) -> Accel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_mode_with_kvm_is_refused_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::under(dir.path(), "stall-kvm").unwrap();
+        let mut t = Topology::embedded_default();
+        t.simulator.timing = cxl_topology::TimingMode::Stall;
+        let file = dir.path().join("stall.toml");
+        std::fs::write(&file, t.to_toml()).unwrap();
+        let e = plan(
+            &run,
+            Some(&file),
+            AccelChoice::Kvm,
+            &ImageOptions::default(),
+            false,
+            &Events::none(),
+        )
+        .err()
+        .expect("stall mode under KVM is refused");
+        assert!(
+            matches!(e, LabError::Timing(TimingError::NeedsTcg)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("Timing mode"), "{e}");
+        assert!(
+            crate::error::error_chain(&e).contains("drop --accel kvm"),
+            "{}",
+            crate::error::error_chain(&e)
+        );
+        // Nothing was made in the run directory.
+        assert!(!run.dir.exists());
+    }
+}
