@@ -165,16 +165,17 @@ mod tests {
         t.simulator.timing = cxl_topology::TimingMode::Stall;
         let file = dir.path().join("stall.toml");
         std::fs::write(&file, t.to_toml()).unwrap();
-        let e = plan(
+        let planned = plan(
             &run,
             Some(&file),
             AccelChoice::Kvm,
             &ImageOptions::default(),
             false,
             &Events::none(),
-        )
-        .err()
-        .expect("stall mode under KVM is refused");
+        );
+        let Err(e) = planned else {
+            panic!("stall mode under KVM was not refused");
+        };
         assert!(
             matches!(e, LabError::Timing(TimingError::NeedsTcg)),
             "{e:?}"
