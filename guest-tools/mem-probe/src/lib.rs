@@ -57,45 +57,82 @@ pub struct Report {
     pub bandwidth_ratio: f64,
 }
 
-/// Measures one placement: a buffer there, its chase cycle, then `rounds`
-/// rounds of chase and stream, interleaved so a change in the machine's
-/// load touches both alike.
-pub fn measure(placement: &Placement, c: &Config) -> Result<Figures, BufferError> {
-    let mut b = Buffer::place(placement, c.size)?;
-    // A dax device's bytes are someone's data: kept here, put back after.
-    let saved = matches!(placement, Placement::Dax(_)).then(|| b.words().to_vec());
-    measure::link_cycle(b.words(), c.seed);
-    let figures = rounds(placement, b.words(), c);
-    if let Some(saved) = saved {
-        b.words().copy_from_slice(&saved);
-    }
-    Ok(figures)
+/// A placement's buffer, linked for the chase; a dax device's bytes are
+/// put back when it is dropped.
+struct Linked {
+    buffer: Buffer,
+    /// The words measured: `size` of them even where the mapping is
+    /// larger (a dax mapping is rounded up to the device's alignment).
+    words: usize,
+    /// A dax device's bytes are someone's data: kept, put back at drop.
+    saved: Option<Vec<u64>>,
 }
 
-fn rounds(placement: &Placement, words: &[u64], c: &Config) -> Figures {
-    // One untimed lap: the guest's and QEMU's TLBs warm, as they would be
-    // for a program that has been running.
-    measure::chase(words, (words.len() / 8) as u64);
-    let mut chase = Vec::new();
-    let mut stream = Vec::new();
-    for _ in 0..c.rounds.max(1) {
-        chase.push(measure::chase(words, c.loads));
-        stream.push(measure::stream(words, c.passes));
+impl Linked {
+    fn new(placement: &Placement, c: &Config) -> Result<Linked, BufferError> {
+        let mut buffer = Buffer::place(placement, c.size)?;
+        let words = (c.size / 8).min(buffer.words().len());
+        let saved = matches!(placement, Placement::Dax(_)).then(|| buffer.words().to_vec());
+        measure::link_cycle(&mut buffer.words()[..words], c.seed);
+        let mut l = Linked {
+            buffer,
+            words,
+            saved,
+        };
+        // One untimed lap: the guest's and QEMU's TLBs warm, as they would
+        // be for a program that has been running.
+        let w = l.words();
+        measure::chase(w, (w.len() / 8) as u64);
+        Ok(l)
     }
-    Figures {
-        placement: placement.to_string(),
-        bytes: words.len() * 8,
-        chase_ns_per_load: measure::median(&chase),
-        stream_mb_per_s: measure::median(&stream),
-        chase_rounds_ns: chase,
-        stream_rounds_mb_per_s: stream,
+
+    fn words(&mut self) -> &[u64] {
+        &self.buffer.words()[..self.words]
     }
 }
 
-/// Measures the local placement, then the CXL one.
+impl Drop for Linked {
+    fn drop(&mut self) {
+        if let Some(saved) = self.saved.take() {
+            self.buffer.words().copy_from_slice(&saved);
+        }
+    }
+}
+
+#[derive(Default)]
+struct Rounds {
+    chase: Vec<f64>,
+    stream: Vec<f64>,
+}
+
+impl Rounds {
+    fn figures(self, placement: &Placement, bytes: usize) -> Figures {
+        Figures {
+            placement: placement.to_string(),
+            bytes,
+            chase_ns_per_load: measure::median(&self.chase),
+            stream_mb_per_s: measure::median(&self.stream),
+            chase_rounds_ns: self.chase,
+            stream_rounds_mb_per_s: self.stream,
+        }
+    }
+}
+
+/// Places and links both buffers, then measures them in alternation,
+/// round by round (local chase, CXL chase, local stream, CXL stream), so
+/// a change in the machine's speed touches both sides of each ratio alike.
 pub fn run(c: &Config) -> Result<Report, BufferError> {
-    let local = measure(&c.local, c)?;
-    let cxl = measure(&c.cxl, c)?;
+    let mut local = Linked::new(&c.local, c)?;
+    let mut cxl = Linked::new(&c.cxl, c)?;
+    let (mut l, mut x) = (Rounds::default(), Rounds::default());
+    for _ in 0..c.rounds.max(1) {
+        l.chase.push(measure::chase(local.words(), c.loads));
+        x.chase.push(measure::chase(cxl.words(), c.loads));
+        l.stream.push(measure::stream(local.words(), c.passes));
+        x.stream.push(measure::stream(cxl.words(), c.passes));
+    }
+    let local = l.figures(&c.local, local.words * 8);
+    let cxl = x.figures(&c.cxl, cxl.words * 8);
     Ok(Report {
         loads: c.loads,
         passes: c.passes,
