@@ -130,7 +130,7 @@ pub struct DeviceStall {
 }
 
 /// What `lab up` recorded about stall mode (in the lab's state and
-/// summary JSON, and so in every `lab run`'s summary).
+/// summary JSON: `lab up --json`, `lab status --json`, `state.json`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StallState {
     pub local_latency_ns: u64,
