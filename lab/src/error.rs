@@ -97,6 +97,8 @@ pub enum LabError {
     Guest(Box<QgaError>),
     #[error("Timing mode could not start.")]
     Timing(#[from] crate::timing::TimingError),
+    #[error("Stall mode could not be set up.")]
+    Stall(#[from] crate::stall::StallError),
     #[error("The label storage area {path} of device {device} has {found} bytes but the topology says lsa_size = {expected}; move the file away (its namespace labels belong to another topology) or fix the device's lsa_size.")]
     LsaSizeMismatch {
         device: String,

@@ -39,6 +39,7 @@ pub mod regions;
 pub mod report;
 pub mod rundir;
 pub mod runfiles;
+pub mod stall;
 pub mod stats;
 pub mod striping;
 pub mod suite_support;

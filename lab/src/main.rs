@@ -24,6 +24,13 @@ struct Args {
     verb: Verb,
 }
 
+/// `--timing` (observe) or `--timing=stall`.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TimingArg {
+    Observe,
+    Stall,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum AccelArg {
     Auto,
@@ -67,8 +74,10 @@ enum Verb {
         /// Timing mode: QEMU loads cxl-memsim's TCG plugin, armed once
         /// regions are up, so every guest access to CXL memory is charged to
         /// the simulator's model and stats (`cxl-memsim stats`). TCG only.
-        #[arg(long)]
-        timing: bool,
+        /// `--timing=stall`: the plugin also holds each vCPU for the extra
+        /// latency the model charges its CXL accesses (calibrated at up).
+        #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "observe")]
+        timing: Option<TimingArg>,
         #[arg(long)]
         json: bool,
     },
@@ -292,6 +301,25 @@ enum BaselineVerb {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// Timing mode's cost and stall mode's ratios, from one
+    /// `lab up --timing=stall`: the README overhead table's two workloads
+    /// armed and disarmed, then mem-probe's CXL/local latency and
+    /// bandwidth ratios with stall off and at each --factor.
+    Timing {
+        #[arg(long, default_value = "bench-timing")]
+        name: String,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// Runs of each workload each way (their median is reported).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Model settings: every device's read latency as this multiple
+        /// of the local latency (repeatable).
+        #[arg(long = "factor", default_values_t = [2.0, 3.0])]
+        factors: Vec<f64>,
+        #[arg(long)]
+        json: bool,
+    },
     Boot {
         #[arg(long, default_value = "bench")]
         name: String,
@@ -474,7 +502,8 @@ async fn main() -> anyhow::Result<()> {
                 accel: accel.into(),
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
-                timing,
+                timing: timing.is_some(),
+                stall: timing == Some(TimingArg::Stall),
             };
             let events = ui();
             let summary = tokio::select! {
@@ -677,6 +706,31 @@ async fn main() -> anyhow::Result<()> {
         Verb::Console { name, no_follow } => {
             let run = verbs::run_dir(&name.name)?;
             follow_console(cxl_lab::qemu::console_log(&run.dir), !no_follow).await?;
+        }
+        Verb::Bench {
+            what:
+                BenchWhat::Timing {
+                    name,
+                    topology,
+                    runs,
+                    factors,
+                    json,
+                },
+        } => {
+            let opts = UpOptions {
+                name,
+                topology,
+                accel: AccelChoice::Tcg,
+                ..UpOptions::default()
+            };
+            let b = verbs::bench::bench_timing(&opts, runs, &factors, &ui())
+                .await
+                .context("lab bench timing failed")?;
+            if json {
+                print_json(&b)?;
+            } else {
+                print!("{}", cxl_lab::text::bench_timing(&b));
+            }
         }
         Verb::Bench {
             what:

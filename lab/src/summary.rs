@@ -247,6 +247,49 @@ pub struct BootBench {
     pub max_regions_ready_ms: u64,
 }
 
+/// `lab bench timing`'s parts.
+/// One workload armed and disarmed, host wall time around `lab exec`.
+#[derive(Debug, Clone, Serialize)]
+pub struct WorkloadSlowdown {
+    pub workload: String,
+    /// Medians over the runs, in seconds.
+    pub armed_s: f64,
+    pub disarmed_s: f64,
+    pub slowdown: f64,
+}
+
+/// The guest's CXL/local ratios at one model setting.
+#[derive(Debug, Clone, Serialize)]
+pub struct RatioRow {
+    /// `stall off` (observe only), or the devices' read latency as a
+    /// multiple of the local latency (`2x`).
+    pub setting: String,
+    /// The model's CXL/local latency of an 8-byte load; none with stall off.
+    pub model_latency_ratio: Option<f64>,
+    /// The model's CXL/local bandwidth of a stream of 8-byte loads, one at
+    /// a time as TCG runs them: the inverse of the latency ratio.
+    pub model_bandwidth_ratio: Option<f64>,
+    pub guest_latency_ratio: f64,
+    pub guest_bandwidth_ratio: f64,
+    pub guest_local_ns_per_load: f64,
+    pub guest_cxl_ns_per_load: f64,
+    pub guest_local_mb_per_s: f64,
+    pub guest_cxl_mb_per_s: f64,
+}
+
+/// `lab bench timing`.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimingBench {
+    /// The host's /proc/loadavg when the bench started and ended (the
+    /// figures are only as quiet as the machine).
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    pub runs: usize,
+    pub stall: crate::stall::StallState,
+    pub workloads: Vec<WorkloadSlowdown>,
+    pub ratios: Vec<RatioRow>,
+}
+
 /// `lab inject`: what was injected and what QEMU answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct InjectReport {

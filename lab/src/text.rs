@@ -100,6 +100,9 @@ pub fn summary(s: &Summary) -> String {
             t.windows.join(" "),
             s.simulator_control.display()
         );
+        if let Some(st) = &t.stall {
+            stall_lines(&mut out, st);
+        }
     }
     let t = &s.timings;
     let _ = writeln!(
@@ -111,6 +114,35 @@ pub fn summary(s: &Summary) -> String {
         t.regions_ready_ms as f64 / 1e3
     );
     out
+}
+
+/// Stall mode's model figures, calibration and stalls.
+fn stall_lines(out: &mut String, st: &crate::stall::StallState) {
+    let c = &st.calibration;
+    let _ = writeln!(
+        out,
+        "  stall: local DRAM {} ns; calibrated on {}: TCG takes {:.1} ns per local load, {:.1} per CXL load, so 1 model ns = {:.3} wall ns; user-space local accesses held {:.1} ns",
+        st.local_latency_ns, c.placement, c.local_ns_per_load, c.cxl_ns_per_load, c.wall_ns_per_model_ns, c.local_stall_ns
+    );
+    for d in &st.devices {
+        let m = &d.modelled;
+        let _ = writeln!(
+            out,
+            "    {}: read {} ns, write {} ns, {} GB/s; CXL/local latency {:.2}x; held {:.1} ns per read, {:.1} per write{}",
+            d.device,
+            m.read_ns,
+            m.write_ns,
+            m.bandwidth_gbps,
+            d.model_latency_ratio,
+            d.stall_read_ns,
+            d.stall_write_ns,
+            if d.write_reachable {
+                ""
+            } else {
+                " (writes: TCG's own cost already exceeds the model's)"
+            }
+        );
+    }
 }
 
 /// `lab status`.
@@ -465,6 +497,54 @@ pub fn inject(r: &InjectReport) -> String {
         "lab '{}': {} on {} ({}): {}; QEMU answered {}\n",
         r.name, r.command, r.device, r.path, fields, r.answer
     )
+}
+
+/// `lab bench timing`.
+pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
+    let mut out = String::new();
+    let c = &b.stall.calibration;
+    let _ = writeln!(
+        out,
+        "load average {} at the start, {} at the end; medians of {} runs",
+        b.loadavg_start, b.loadavg_end, b.runs
+    );
+    let _ = writeln!(
+        out,
+        "calibration on {}: {:.1} ns per local load, {:.1} per CXL load under TCG (armed, stall off); local DRAM {} ns",
+        c.placement, c.local_ns_per_load, c.cxl_ns_per_load, b.stall.local_latency_ns
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<55} {:>9} {:>9} {:>9}",
+        "workload", "armed", "disarmed", "slowdown"
+    );
+    for w in &b.workloads {
+        let _ = writeln!(
+            out,
+            "{:<55} {:>8.2}s {:>8.2}s {:>8.2}x",
+            w.workload, w.armed_s, w.disarmed_s, w.slowdown
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<10} {:>13} {:>13} {:>13} {:>13} {:>12} {:>12}",
+        "model", "latency model", "latency guest", "bw model", "bw guest", "local ns", "cxl ns"
+    );
+    let opt = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.2}x"));
+    for r in &b.ratios {
+        let _ = writeln!(
+            out,
+            "{:<10} {:>13} {:>12.2}x {:>13} {:>12.2}x {:>12.1} {:>12.1}",
+            r.setting,
+            opt(r.model_latency_ratio),
+            r.guest_latency_ratio,
+            opt(r.model_bandwidth_ratio),
+            r.guest_bandwidth_ratio,
+            r.guest_local_ns_per_load,
+            r.guest_cxl_ns_per_load
+        );
+    }
+    out
 }
 
 #[cfg(test)]

@@ -33,7 +33,7 @@ pub enum TimingError {
         #[source]
         source: ArgsError,
     },
-    #[error("Timing mode needs TCG (QEMU plugins instrument translated code); drop --accel kvm.")]
+    #[error("Timing mode (and its stall mode) needs TCG: QEMU plugins instrument translated code; drop --accel kvm.")]
     NeedsTcg,
     #[error("Cannot read the guest's /proc/iomem.")]
     Iomem(#[source] QgaError),
@@ -83,6 +83,9 @@ pub struct TimingState {
     pub regions: Vec<(String, u64)>,
     /// How long arming took (from asking to QEMU's acknowledgement).
     pub arm_ms: u64,
+    /// Stall mode: the calibration, each device's figures and stalls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<crate::stall::StallState>,
 }
 
 /// The "CXL Window" ranges of a `/proc/iomem` text.
@@ -164,25 +167,42 @@ pub async fn arm(
     }
     let windows_text: Vec<String> = windows.iter().map(Window::to_string).collect();
     let t = Instant::now();
-    let line = format!("plugin arm {}", windows_text.join(" "));
-    let arm = control(control_socket, &line);
-    tokio::pin!(arm);
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        tokio::select! {
-            r = &mut arm => { r?; break; }
-            _ = tokio::time::sleep_until(deadline) => return Err(TimingError::ArmTimeout(timeout)),
-            // Wakes a vCPU: the agent's answer is guest work.
-            _ = tokio::time::sleep(Duration::from_millis(100)) => { let _ = agent.ping().await; }
-        }
-    }
+    arm_windows(control_socket, agent, &windows_text, timeout).await?;
     Ok(TimingState {
         plugin: library(),
         plugin_socket: PathBuf::new(),
         windows: windows_text,
         regions,
         arm_ms: t.elapsed().as_millis() as u64,
+        stall: None,
     })
+}
+
+/// Sends `plugin arm` (or, with no windows, `plugin disarm`) and keeps
+/// the guest busy until QEMU swapped the code: the swap runs at the next
+/// vCPU callback, and an idle guest's vCPUs may sleep.
+pub async fn arm_windows(
+    control_socket: &Path,
+    agent: &Agent,
+    windows: &[String],
+    timeout: Duration,
+) -> Result<(), TimingError> {
+    let line = if windows.is_empty() {
+        "plugin disarm".to_owned()
+    } else {
+        format!("plugin arm {}", windows.join(" "))
+    };
+    let arm = control(control_socket, &line);
+    tokio::pin!(arm);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        tokio::select! {
+            r = &mut arm => { r?; return Ok(()); }
+            _ = tokio::time::sleep_until(deadline) => return Err(TimingError::ArmTimeout(timeout)),
+            // Wakes a vCPU: the agent's answer is guest work.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => { let _ = agent.ping().await; }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -266,9 +266,19 @@ pub struct Device {
     /// Serial number; distinct per device, assigned when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serial: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Modelled media latency of a read, in ns (1 to 100000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nanoseconds"
+    )]
     pub read_latency_ns: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Modelled media latency of a write, in ns (1 to 100000).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "nanoseconds"
+    )]
     pub write_latency_ns: Option<u64>,
     /// Leave the backing file sparse: `cxl-memsim` does not reserve its
     /// disk blocks at start (it does by default, so a full disk fails
@@ -277,6 +287,17 @@ pub struct Device {
     /// the `seed-dax` preset; a full disk then shows as a SIGBUS.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub sparse: bool,
+}
+
+/// A latency in nanoseconds: a negative one is refused with the fix
+/// (serde's own message would only say it expected a u64).
+fn nanoseconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    match Option::<i64>::deserialize(d)? {
+        Some(n) if n < 0 => Err(serde::de::Error::custom(format!(
+            "{n} ns is negative; a latency is a count of nanoseconds, e.g. 250"
+        ))),
+        n => Ok(n.map(|n| n as u64)),
+    }
 }
 
 /// A CXL fixed memory window (CFMWS) in the host physical address space.
@@ -347,9 +368,100 @@ pub struct Simulator {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vhost_user_blk_read_only: Vec<String>,
     /// Timing mode: QEMU loads the TCG plugin that streams guest accesses
-    /// to the CXL windows to the simulator (as `lab up --timing`).
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub timing: bool,
+    /// to the CXL windows to the simulator (`true`, as `lab up --timing`),
+    /// and with `"stall"` (`lab up --timing=stall`) also holds each vCPU for
+    /// the latency the model charges its CXL accesses.
+    #[serde(default, skip_serializing_if = "TimingMode::is_off")]
+    pub timing: TimingMode,
+    /// Stall mode's baseline: the latency of the guest's local DRAM that
+    /// CXL latencies are compared with (default [`DEFAULT_LOCAL_LATENCY_NS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_latency_ns: Option<u64>,
+}
+
+/// Local DRAM's load latency when the topology does not say: about what
+/// Pond (ASPLOS'23) and the CXL measurements cited in the README put
+/// local DDR at, to which a CXL device adds 70-90 ns or more.
+pub const DEFAULT_LOCAL_LATENCY_NS: u64 = 100;
+
+impl Simulator {
+    pub fn local_latency_ns(&self) -> u64 {
+        self.local_latency_ns.unwrap_or(DEFAULT_LOCAL_LATENCY_NS)
+    }
+}
+
+/// A device's media latencies when the topology does not say: those of
+/// CXLMemSim's simple server (a 64-byte read costs 201 ns with the default
+/// link), within the 170-500 ns that published CXL devices measure.
+pub const DEFAULT_READ_LATENCY_NS: u64 = 200;
+pub const DEFAULT_WRITE_LATENCY_NS: u64 = 100;
+/// A link's bandwidth when the topology does not say: about a PCIe 5.0
+/// x16 link's.
+pub const DEFAULT_LINK_GBPS: f64 = 64.0;
+
+/// One idle-link access to a device as the model charges it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Modelled {
+    pub read_ns: u64,
+    pub write_ns: u64,
+    /// Transfer time per byte over the path's links (1 / GB/s summed).
+    pub ns_per_byte: f64,
+    /// The narrowest link's bandwidth.
+    pub bandwidth_gbps: f64,
+}
+
+/// Whether and how the TCG plugin runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TimingMode {
+    #[default]
+    Off,
+    /// Accesses to CXL memory are charged to the model and stats.
+    Observe,
+    /// Observe, and hold the vCPUs for the model's extra latency.
+    Stall,
+}
+
+impl TimingMode {
+    pub fn is_off(&self) -> bool {
+        *self == TimingMode::Off
+    }
+
+    pub fn is_on(&self) -> bool {
+        !self.is_off()
+    }
+}
+
+impl Serialize for TimingMode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TimingMode::Off => s.serialize_bool(false),
+            TimingMode::Observe => s.serialize_bool(true),
+            TimingMode::Stall => s.serialize_str("stall"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TimingMode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<TimingMode, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(TimingMode::Off),
+            Raw::Bool(true) => Ok(TimingMode::Observe),
+            Raw::Name(n) => match n.as_str() {
+                "off" => Ok(TimingMode::Off),
+                "observe" => Ok(TimingMode::Observe),
+                "stall" => Ok(TimingMode::Stall),
+                _ => Err(serde::de::Error::custom(format!(
+                    "timing = \"{n}\" is not a timing mode; write true (observe), \"stall\" or false"
+                ))),
+            },
+        }
+    }
 }
 
 /// A validated topology.
@@ -431,6 +543,32 @@ impl Topology {
 
     pub fn device(&self, name: &str) -> Option<&Device> {
         self.devices.iter().find(|d| d.name == name)
+    }
+
+    /// What the simulator's model charges one access to `device` that
+    /// finds its links idle (a closed loop: one access at a time): media
+    /// latency, plus each link's latency on the path, plus the bytes over
+    /// each link's bandwidth. The same defaults as `cxl-memsim`'s model.
+    pub fn modelled(&self, device: &Device) -> Modelled {
+        let p = self.path_of(device);
+        let mut links = vec![(
+            p.host_bridge.link_latency_ns,
+            p.host_bridge.link_bandwidth_gbps,
+        )];
+        if let Some(s) = p.switch {
+            links.push((s.link_latency_ns, s.link_bandwidth_gbps));
+        }
+        let link_ns: u64 = links.iter().map(|l| l.0.unwrap_or(0)).sum();
+        let gbps: Vec<f64> = links
+            .iter()
+            .map(|l| l.1.unwrap_or(DEFAULT_LINK_GBPS))
+            .collect();
+        Modelled {
+            read_ns: device.read_latency_ns.unwrap_or(DEFAULT_READ_LATENCY_NS) + link_ns,
+            write_ns: device.write_latency_ns.unwrap_or(DEFAULT_WRITE_LATENCY_NS) + link_ns,
+            ns_per_byte: gbps.iter().map(|g| 1.0 / g).sum(),
+            bandwidth_gbps: gbps.iter().copied().fold(f64::INFINITY, f64::min),
+        }
     }
 
     /// The path from the host bridge to `device`.

@@ -49,19 +49,110 @@ fn round_trips_through_toml() {
 #[test]
 fn timing_mode_is_off_unless_asked_and_survives_the_effective_file() {
     let t = Topology::parse(BASE, "base.toml").unwrap();
-    assert!(!t.simulator.timing);
+    assert!(t.simulator.timing.is_off());
     assert!(
         !t.to_toml().contains("timing"),
         "the default file stays as it was"
     );
     let timed = Topology::parse(&format!("{BASE}[simulator]\ntiming = true\n"), "t.toml").unwrap();
-    assert!(timed.simulator.timing);
-    assert!(
+    assert_eq!(timed.simulator.timing, TimingMode::Observe);
+    assert_eq!(
         Topology::parse(&timed.to_toml(), "again")
             .unwrap()
             .simulator
-            .timing
+            .timing,
+        TimingMode::Observe
     );
+    let stall = Topology::parse(
+        &format!("{BASE}[simulator]\ntiming = \"stall\"\n"),
+        "s.toml",
+    )
+    .unwrap();
+    assert_eq!(stall.simulator.timing, TimingMode::Stall);
+    assert_eq!(
+        Topology::parse(&stall.to_toml(), "again")
+            .unwrap()
+            .simulator
+            .timing,
+        TimingMode::Stall
+    );
+    let e =
+        Topology::parse(&format!("{BASE}[simulator]\ntiming = \"fast\"\n"), "f.toml").unwrap_err();
+    assert!(
+        format!("{e:?}").contains("not a timing mode; write true (observe)"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn latencies_and_bandwidths_that_are_zero_negative_or_absurd_are_refused() {
+    // Each edit is put right after a section of BASE, whose fields it adds to.
+    let bad = |after: &str, edit: &str, want: &[&str]| {
+        let text = BASE.replacen(after, &format!("{after}\n{edit}"), 1);
+        let e = Topology::parse(&text, "bad.toml").unwrap_err();
+        let chain = format!(
+            "{e} {:?}",
+            std::error::Error::source(&e).map(|s| s.to_string())
+        );
+        for w in want {
+            assert!(chain.contains(w), "{edit}: {chain}");
+        }
+    };
+    let dev = "port = \"rp0\"";
+    let hb = "name = \"hb0\"";
+    bad(
+        dev,
+        "read_latency_ns = 0",
+        &["device[0].read_latency_ns", "makes CXL memory free"],
+    );
+    bad(dev, "write_latency_ns = 0", &["device[0].write_latency_ns"]);
+    bad(
+        dev,
+        "read_latency_ns = -250",
+        &["-250 ns is negative", "e.g. 250"],
+    );
+    bad(
+        dev,
+        "read_latency_ns = 5000000",
+        &["device[0].read_latency_ns", "1 to 100000"],
+    );
+    bad(
+        hb,
+        "link_bandwidth_gbps = 0.0",
+        &["host_bridge[0].link_bandwidth_gbps", "0.001 to 10000"],
+    );
+    bad(
+        hb,
+        "link_bandwidth_gbps = -8.0",
+        &["host_bridge[0].link_bandwidth_gbps"],
+    );
+    bad(
+        hb,
+        "link_bandwidth_gbps = 1e9",
+        &["host_bridge[0].link_bandwidth_gbps"],
+    );
+    bad(
+        hb,
+        "link_latency_ns = 9000000",
+        &["host_bridge[0].link_latency_ns", "0 to 100000"],
+    );
+    bad(
+        "targets = [\"hb0\"]",
+        "[simulator]\nlocal_latency_ns = 0",
+        &["simulator.local_latency_ns"],
+    );
+    // What stays valid: the defaults, a zero link latency, a slow link.
+    let ok = BASE.replacen(
+        hb,
+        &format!("{hb}\nlink_latency_ns = 0\nlink_bandwidth_gbps = 0.05"),
+        1,
+    );
+    let t = Topology::parse(&ok, "ok.toml").unwrap();
+    assert_eq!(t.simulator.local_latency_ns(), DEFAULT_LOCAL_LATENCY_NS);
+    let m = t.modelled(&t.devices[0]);
+    assert_eq!((m.read_ns, m.write_ns), (200, 100));
+    assert_eq!(m.bandwidth_gbps, 0.05);
+    assert!((m.ns_per_byte - 20.0).abs() < 1e-9, "{m:?}");
 }
 
 #[test]

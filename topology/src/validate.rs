@@ -8,6 +8,11 @@ use crate::{ByteSize, DeviceKind, DeviceMode, Topology, TopologyError, CXL_GRANU
 const MAX_HOST_BRIDGES: usize = 4;
 const MAX_PORTS_PER_BRIDGE: usize = 8;
 const VALID_WAYS: [usize; 5] = [1, 2, 4, 8, 16];
+/// 100 µs: beyond any memory, and beyond what stall mode can hold a vCPU
+/// for per access without the guest's timers misfiring.
+const MAX_LATENCY_NS: u64 = 100_000;
+const MIN_GBPS: f64 = 0.001;
+const MAX_GBPS: f64 = 10_000.0;
 
 struct Checker<'a> {
     file: &'a str,
@@ -362,6 +367,62 @@ pub(crate) fn validate_and_fill(t: &mut Topology) -> Result<(), TopologyError> {
     // vhost-user-blk views name devices, each once.
     let devices: HashSet<&str> = t.devices.iter().map(|d| d.name.as_str()).collect();
     let mut views = HashSet::new();
+    // The model's figures: stall mode holds vCPUs for them, so zero,
+    // negative (refused while parsing) or absurd values are refused here.
+    let latency = |field: String, v: Option<u64>, min: u64| {
+        match v {
+        Some(n) if n < min || n > MAX_LATENCY_NS => Err(c.err(
+            field,
+            if n == 0 && min > 0 {
+                format!("a latency of 0 ns makes CXL memory free; use {min} to {MAX_LATENCY_NS} ns (published CXL devices: about 170-500 ns)")
+            } else {
+                format!("{n} ns is out of range; use {min} to {MAX_LATENCY_NS} ns (published CXL devices: about 170-500 ns)")
+            },
+        )),
+        _ => Ok(()),
+    }
+    };
+    let bandwidth = |field: String, v: Option<f64>| {
+        match v {
+        Some(g) if !(MIN_GBPS..=MAX_GBPS).contains(&g) => Err(c.err(
+            field,
+            format!("{g} GB/s is out of range; use {MIN_GBPS} to {MAX_GBPS} GB/s (a PCIe 5.0 x16 link carries about 64)"),
+        )),
+        _ => Ok(()),
+    }
+    };
+    for (i, d) in t.devices.iter().enumerate() {
+        latency(format!("device[{i}].read_latency_ns"), d.read_latency_ns, 1)?;
+        latency(
+            format!("device[{i}].write_latency_ns"),
+            d.write_latency_ns,
+            1,
+        )?;
+    }
+    for (i, h) in t.host_bridges.iter().enumerate() {
+        latency(
+            format!("host_bridge[{i}].link_latency_ns"),
+            h.link_latency_ns,
+            0,
+        )?;
+        bandwidth(
+            format!("host_bridge[{i}].link_bandwidth_gbps"),
+            h.link_bandwidth_gbps,
+        )?;
+    }
+    for (i, s) in t.switches.iter().enumerate() {
+        latency(format!("switch[{i}].link_latency_ns"), s.link_latency_ns, 0)?;
+        bandwidth(
+            format!("switch[{i}].link_bandwidth_gbps"),
+            s.link_bandwidth_gbps,
+        )?;
+    }
+    latency(
+        "simulator.local_latency_ns".into(),
+        t.simulator.local_latency_ns,
+        1,
+    )?;
+
     for (i, name) in t.simulator.vhost_user_blk.iter().enumerate() {
         let field = format!("simulator.vhost_user_blk[{i}]");
         if !devices.contains(name.as_str()) {

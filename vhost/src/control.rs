@@ -5,7 +5,8 @@
 //! - `plugin map NAME=ADDRESS…`: where devices appear in guest physical
 //!   addresses: a one-device region's start, or for an interleaved region
 //!   `NAME,NAME…=ADDRESS/GRANULARITY` (its devices in position order).
-//! - `plugin arm BASE+SIZE…` / `plugin disarm` / `plugin flush`: relayed to
+//! - `plugin arm BASE+SIZE…` / `plugin disarm` / `plugin flush` /
+//!   `plugin stall off|[local=COST] [BASE+SIZE=COST…]` (stall mode): relayed to
 //!   every connected plugin; the answer comes once each acknowledged
 //!   (`{"ok":true,"plugins":N}`), or `{"error":…}`.
 //!
@@ -103,7 +104,7 @@ pub async fn answer(sim: &Simulator, hub: Option<&PluginHub>, line: &str) -> Str
             let rest: Vec<&str> = words.collect();
             plugin_command(hub, &rest).await.to_string()
         }
-        _ => json!({"error": format!("unknown command '{line}'; try 'stats [TOP]' or 'plugin [map|arm|disarm|flush]'")}).to_string(),
+        _ => json!({"error": format!("unknown command '{line}'; try 'stats [TOP]' or 'plugin [map|arm|disarm|flush|stall]'")}).to_string(),
     }
 }
 

@@ -77,7 +77,7 @@ enum Verb {
     Plugin {
         #[arg(long)]
         control: PathBuf,
-        /// Nothing (counters), `map NAME=ADDR…`, `arm BASE+SIZE…`, `disarm` or `flush`.
+        /// Nothing (counters), `map NAME=ADDR…`, `arm BASE+SIZE…`, `disarm`, `flush` or `stall off|[local=COST] [BASE+SIZE=COST…]` (COST: READ_PS/WRITE_PS/PS_PER_BYTE).
         command: Vec<String>,
     },
     /// A TCP server that answers every request with status 0 and touches

@@ -13,9 +13,9 @@ pub enum ModelError {
     Newick { text: String, reason: String },
 }
 
-pub const DEFAULT_READ_NS: u64 = 200;
-pub const DEFAULT_WRITE_NS: u64 = 100;
-pub const DEFAULT_LINK_GBPS: f64 = 64.0;
+pub const DEFAULT_READ_NS: u64 = cxl_topology::DEFAULT_READ_LATENCY_NS;
+pub const DEFAULT_WRITE_NS: u64 = cxl_topology::DEFAULT_WRITE_LATENCY_NS;
+pub const DEFAULT_LINK_GBPS: f64 = cxl_topology::DEFAULT_LINK_GBPS;
 
 /// A link on a device's path (CPU to host bridge, or switch to device).
 #[derive(Debug, Clone, PartialEq)]

@@ -291,6 +291,7 @@ impl PluginHub {
             Command::Arm(_) => Kind::Armed,
             Command::Disarm => Kind::Disarmed,
             Command::Flush => Kind::Flushed,
+            Command::Stall(_) => Kind::Stalled,
         };
         let mut waiting: HashSet<u64> = {
             let mut st = self.lock();

@@ -1,12 +1,21 @@
-//! `lab bench boot`.
+//! `lab bench boot` and `lab bench timing`.
+
+use std::time::{Duration, Instant};
+
+use cxl_memsim_wire::Command;
+use cxl_topology::Topology;
 
 use super::down::down;
+use super::exec::agent;
 use super::up::{up, UpOptions};
 use crate::error::LabError;
 use crate::events::Events;
 use crate::image;
+use crate::rundir::RunDir;
+use crate::stall::{self, StallError, StallState};
 use crate::stats::median;
-use crate::summary::BootBench;
+use crate::summary::{BootBench, RatioRow, TimingBench, WorkloadSlowdown};
+use crate::timing::{self, TimingError};
 
 /// `lab bench boot`: `runs` cycles of `lab up` and `lab down` with a cached
 /// image, and the medians of their boot timings.
@@ -37,3 +46,171 @@ pub async fn bench_boot(
         runs: timings,
     })
 }
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
+/// `lab bench timing`: one `lab up --timing=stall` on `opts`' topology;
+/// the two workloads of the README's overhead table armed (stall off) and
+/// disarmed, `runs` times each; then the probe's CXL/local ratios with
+/// stall off and with every device's read latency at `factors` times the
+/// local latency; then `lab down`.
+pub async fn bench_timing(
+    opts: &UpOptions,
+    runs: usize,
+    factors: &[f64],
+    events: &Events,
+) -> Result<TimingBench, LabError> {
+    let loadavg_start = loadavg();
+    let opts = UpOptions {
+        timing: true,
+        stall: true,
+        ..opts.clone()
+    };
+    let summary = up(&opts, events).await?;
+    let measured = measure_timing(&opts.name, &summary, runs.max(1), factors).await;
+    down(&opts.name, events).await?;
+    let (stall, workloads, ratios) = measured?;
+    Ok(TimingBench {
+        loadavg_start,
+        loadavg_end: loadavg(),
+        runs: runs.max(1),
+        stall,
+        workloads,
+        ratios,
+    })
+}
+
+type Measured = (StallState, Vec<WorkloadSlowdown>, Vec<RatioRow>);
+
+async fn measure_timing(
+    name: &str,
+    summary: &crate::summary::Summary,
+    runs: usize,
+    factors: &[f64],
+) -> Result<Measured, LabError> {
+    let run = RunDir::new(name)?;
+    let control = run.memsim_control();
+    let state = run
+        .load()?
+        .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    let outcome = state
+        .regions
+        .clone()
+        .ok_or_else(|| LabError::NotUp(name.to_owned()))?;
+    let topology = Topology::load(Some(&run.topology_file()))?;
+    let timing = summary.timing.clone().ok_or(TimingError::NoWindow)?;
+    let stall_state = timing.stall.clone().ok_or(StallError::NoProbeTarget)?;
+    let agent = agent(name).await?;
+    let target = stall::probe_target(&outcome).ok_or(StallError::NoProbeTarget)?;
+    let dax = outcome
+        .regions
+        .iter()
+        .find_map(|r| r.dax.clone())
+        .ok_or(StallError::NoProbeTarget)?;
+    let workloads: Vec<Vec<String>> = [
+        format!("dax-pattern write {dax} --offset 0 --len 4M"),
+        "data-generator -f /tmp/bench-timing.dat -s 16 -p random".to_owned(),
+    ]
+    .iter()
+    .map(|w| w.split_whitespace().map(str::to_owned).collect())
+    .collect();
+    let wall = |argv: Vec<String>| {
+        let agent = &agent;
+        async move {
+            let mut secs = Vec::new();
+            for _ in 0..runs {
+                let t = Instant::now();
+                let out = agent
+                    .exec(&argv[0], &argv[1..], Duration::from_secs(600))
+                    .await
+                    .map_err(|e| LabError::Guest(Box::new(e)))?;
+                secs.push(t.elapsed().as_secs_f64());
+                if !out.success() {
+                    return Err(StallError::GuestFailed {
+                        command: argv.join(" "),
+                        code: out.exit_code,
+                        stderr: out.stderr.trim().to_owned(),
+                    }
+                    .into());
+                }
+            }
+            Ok::<f64, LabError>(median(&secs))
+        }
+    };
+    // Armed and observing only: the README table's "armed" column.
+    stall::control(&control, "plugin stall off").await?;
+    let mut armed = Vec::new();
+    for w in &workloads {
+        armed.push(wall(w.clone()).await?);
+    }
+    timing::arm_windows(&control, &agent, &[], ARM_TIMEOUT).await?;
+    let mut slowdowns = Vec::new();
+    for (w, a) in workloads.iter().zip(armed) {
+        let d = wall(w.clone()).await?;
+        slowdowns.push(WorkloadSlowdown {
+            workload: w.join(" "),
+            armed_s: a,
+            disarmed_s: d,
+            slowdown: a / d.max(1e-9),
+        });
+    }
+    timing::arm_windows(&control, &agent, &timing.windows, ARM_TIMEOUT).await?;
+
+    let mut ratios = Vec::new();
+    for factor in std::iter::once(None).chain(factors.iter().copied().map(Some)) {
+        let model = match factor {
+            None => {
+                stall::control(&control, "plugin stall off").await?;
+                None
+            }
+            Some(f) => {
+                let mut t = topology.clone();
+                let local = t.simulator.local_latency_ns();
+                for d in &mut t.devices {
+                    d.read_latency_ns = Some((f * local as f64).round() as u64);
+                }
+                let c = &stall_state.calibration;
+                let calibration = stall::Calibration::new(
+                    c.placement.clone(),
+                    c.local_ns_per_load,
+                    c.cxl_ns_per_load,
+                    &t,
+                );
+                let devices = stall::device_stalls(&t, &calibration);
+                let table = stall::table(&outcome, &calibration, &devices);
+                stall::control(&control, &format!("plugin {}", Command::Stall(table))).await?;
+                // The probed device's ratio (the first region's first member).
+                let probed = outcome
+                    .regions
+                    .iter()
+                    .find(|r| r.dax.is_some() || r.numa_node.is_some())
+                    .and_then(|r| r.members.first())
+                    .and_then(|m| devices.iter().find(|d| d.device == m.device))
+                    .map(|d| d.model_latency_ratio);
+                probed
+            }
+        };
+        let report = stall::probe(&agent, &stall::calibration_args(&target)).await?;
+        let f = |side: &str, key: &str| report[side][key].as_f64().unwrap_or(0.0);
+        ratios.push(RatioRow {
+            setting: factor.map_or("stall off".into(), |f| format!("{f}x")),
+            model_latency_ratio: model,
+            model_bandwidth_ratio: model.map(|m| 1.0 / m),
+            guest_latency_ratio: report["latency_ratio"].as_f64().unwrap_or(0.0),
+            guest_bandwidth_ratio: report["bandwidth_ratio"].as_f64().unwrap_or(0.0),
+            guest_local_ns_per_load: f("local", "chase_ns_per_load"),
+            guest_cxl_ns_per_load: f("cxl", "chase_ns_per_load"),
+            guest_local_mb_per_s: f("local", "stream_mb_per_s"),
+            guest_cxl_mb_per_s: f("cxl", "stream_mb_per_s"),
+        });
+    }
+    // The lab's own table back (it goes down next, but say what it was).
+    stall::control(&control, &stall_state.command).await?;
+    Ok((stall_state, slowdowns, ratios))
+}
+
+const ARM_TIMEOUT: Duration = Duration::from_secs(60);

@@ -83,7 +83,7 @@ pub fn plan(
 ) -> Result<QemuLaunch, LabError> {
     let topology = Topology::load(topology)?;
     run.check_socket_paths(&topology)?;
-    let timing = timing || topology.simulator.timing;
+    let timing = timing || topology.simulator.timing.is_on();
     if timing && accel == AccelChoice::Kvm {
         return Err(TimingError::NeedsTcg.into());
     }
@@ -150,5 +150,43 @@ fn resolve_accel(choice: AccelChoice, img: &Image, events: &Events) -> Accel {
                 Accel::Tcg
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stall_mode_with_kvm_is_refused_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = RunDir::under(dir.path(), "stall-kvm").unwrap();
+        let mut t = Topology::embedded_default();
+        t.simulator.timing = cxl_topology::TimingMode::Stall;
+        let file = dir.path().join("stall.toml");
+        std::fs::write(&file, t.to_toml()).unwrap();
+        let planned = plan(
+            &run,
+            Some(&file),
+            AccelChoice::Kvm,
+            &ImageOptions::default(),
+            false,
+            &Events::none(),
+        );
+        let Err(e) = planned else {
+            panic!("stall mode under KVM was not refused");
+        };
+        assert!(
+            matches!(e, LabError::Timing(TimingError::NeedsTcg)),
+            "{e:?}"
+        );
+        assert!(e.to_string().contains("Timing mode"), "{e}");
+        assert!(
+            crate::error::error_chain(&e).contains("drop --accel kvm"),
+            "{}",
+            crate::error::error_chain(&e)
+        );
+        // Nothing was made in the run directory.
+        assert!(!run.dir.exists());
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use cxl_topology::Topology;
+use cxl_topology::{TimingMode, Topology};
 
 use super::down::{down_run, lock};
 use super::launch::{plan, AccelChoice};
@@ -33,6 +33,10 @@ pub struct UpOptions {
     /// Timing mode: load the TCG plugin and arm it once regions are up
     /// (also on when the topology says `[simulator] timing = true`).
     pub timing: bool,
+    /// Stall mode (implies timing): the plugin also holds the vCPUs for
+    /// the model's extra latency, calibrated after arming (also on when
+    /// the topology says `[simulator] timing = "stall"`).
+    pub stall: bool,
 }
 
 impl Default for UpOptions {
@@ -44,6 +48,7 @@ impl Default for UpOptions {
             image: ImageOptions::default(),
             boot_timeout: Duration::from_secs(180),
             timing: false,
+            stall: false,
         }
     }
 }
@@ -181,7 +186,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         opts.topology.as_deref(),
         opts.accel,
         &opts.image,
-        opts.timing,
+        opts.timing || opts.stall,
         events,
     )?;
     let image_ms = ms(t0);
@@ -399,6 +404,20 @@ async fn boot(
             });
             LabError::from(e)
         })?;
+        let stall = if opts.stall || topology.simulator.timing == TimingMode::Stall {
+            let s = crate::stall::apply(&run.memsim_control(), &agent, topology, &outcome)
+                .await
+                .map_err(|e| {
+                    events.emit(Event::Failed {
+                        step: Step::Timing,
+                        error: e.to_string(),
+                    });
+                    LabError::from(e)
+                })?;
+            Some(s)
+        } else {
+            None
+        };
         events.emit(Event::Finished {
             step: Step::Timing,
             elapsed: t.elapsed(),
@@ -407,6 +426,7 @@ async fn boot(
         state.timing = Some(crate::timing::TimingState {
             plugin: ts.plugin,
             plugin_socket: ts.plugin_socket,
+            stall,
             ..armed
         });
     }

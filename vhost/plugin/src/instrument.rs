@@ -29,6 +29,7 @@ use qemu_plugin_sys::{
 };
 
 use crate::link::Link;
+use crate::stall::Stall;
 
 const NONE: u8 = 0;
 const ARM: u8 = 1;
@@ -47,6 +48,8 @@ struct State {
     resetting: AtomicBool,
     /// Per-vCPU count of executed instructions while armed.
     icount: ScoreEntry,
+    /// Stall mode's costs and debts (off until a `stall` command).
+    stall: Stall,
 }
 
 /// The scoreboard entry; QEMU owns the memory and keeps it valid for the
@@ -105,6 +108,7 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
         pending: AtomicU8::new(NONE),
         resetting: AtomicBool::new(false),
         icount: ScoreEntry(qemu_plugin_u64 { score, offset: 0 }),
+        stall: Stall::new(vcpus),
     };
     if STATE.set(st).is_err() {
         return Err("the plugin is loaded twice".into());
@@ -123,9 +127,19 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
             }
             Command::Disarm => state().pending.store(DISARM, Ordering::Release),
             Command::Flush => {}
+            // Costs change without re-translation: the memory callbacks
+            // read them on every access.
+            Command::Stall(t) => {
+                state().stall.set(&t);
+                state().link.send_event(Kind::Stalled);
+            }
         },
-        // Without a simulator the instrumentation is pure cost.
-        || state().pending.store(DISARM, Ordering::Release),
+        // Without a simulator the instrumentation is pure cost, and the
+        // stalls have no model behind them.
+        || {
+            state().stall.set(&Default::default());
+            state().pending.store(DISARM, Ordering::Release)
+        },
     );
     if a.armed {
         st.set_windows(&a.windows);
@@ -266,24 +280,38 @@ unsafe extern "C" fn on_mem(
         }
         qemu_plugin_hwaddr_phys_addr(hw)
     };
-    if !st.watched(addr) {
+    let stalling = st.stall.is_on();
+    let watched = st.watched(addr);
+    // Most accesses are local ones outside stall mode: they end here,
+    // before any further call into QEMU.
+    if !stalling && !watched {
         return;
     }
-    let back = userdata as u64;
-    // SAFETY: the scoreboard entry is valid for QEMU's lifetime and has a
-    // counter for every vCPU index QEMU passes; info is valid for this call.
-    let (icount, size_shift, store) = unsafe {
+    // SAFETY: info is valid for this call (the caller's contract).
+    let (size_shift, store) = unsafe {
         (
-            qemu_plugin_u64_get(st.icount.0, vcpu),
             qemu_plugin_mem_size_shift(info),
             qemu_plugin_mem_is_store(info),
         )
     };
+    let size = 1u16 << size_shift.min(15);
+    if stalling {
+        // Local accesses carry a stall too (the calibrated baseline).
+        st.stall
+            .charge(vcpu as usize, addr, vaddr, store, u64::from(size));
+    }
+    if !watched {
+        return;
+    }
+    let back = userdata as u64;
+    // SAFETY: the scoreboard entry is valid for QEMU's lifetime and has a
+    // counter for every vCPU index QEMU passes.
+    let icount = unsafe { qemu_plugin_u64_get(st.icount.0, vcpu) };
     let rec = AccessRecord {
         addr,
         icount: icount.wrapping_sub(back),
         vcpu,
-        size: 1u16 << size_shift.min(15),
+        size,
         flags: if store { FLAG_WRITE } else { 0 },
     };
     st.link.push(vcpu as usize, rec);

@@ -10,11 +10,16 @@
 //! the next vCPU callback call `qemu_plugin_reset`, whose completion (all
 //! vCPUs stopped, code cache flushed) installs the memory callbacks.
 //!
+//! Stall mode (`stall` command) holds each vCPU for the time the model
+//! charges its accesses beyond TCG's own cost, so the guest's clock shows it.
+//!
 //! Modules: `link` (the socket, per-vCPU buffers, the I/O threads),
-//! `instrument` (the QEMU callbacks and the arm/disarm state machine).
+//! `instrument` (the QEMU callbacks and the arm/disarm state machine),
+//! `stall` (stall mode's costs, debts and payments).
 
 mod instrument;
 mod link;
+mod stall;
 
 use std::ffi::{c_char, c_int, CStr};
 

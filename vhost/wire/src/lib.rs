@@ -61,6 +61,8 @@ pub enum Kind {
     Disarmed = 2,
     /// Every access made before the `flush` command has been sent.
     Flushed = 3,
+    /// The stall table of a `stall` command is in force.
+    Stalled = 4,
 }
 
 impl Kind {
@@ -70,6 +72,7 @@ impl Kind {
             1 => Some(Kind::Armed),
             2 => Some(Kind::Disarmed),
             3 => Some(Kind::Flushed),
+            4 => Some(Kind::Stalled),
             _ => None,
         }
     }
@@ -315,12 +318,76 @@ impl fmt::Display for Window {
     }
 }
 
+/// What stall mode holds a vCPU for one access: `read_ps` or `write_ps`
+/// plus `ps_per_byte` times the access's size, in wall picoseconds.
+/// Written `READ/WRITE/PER_BYTE` (picoseconds, decimal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct StallCost {
+    pub read_ps: u64,
+    pub write_ps: u64,
+    pub ps_per_byte: u64,
+}
+
+impl StallCost {
+    /// The stall of one access of `size` bytes.
+    #[inline]
+    pub fn of(&self, store: bool, size: u64) -> u64 {
+        let fixed = if store { self.write_ps } else { self.read_ps };
+        fixed.saturating_add(self.ps_per_byte.saturating_mul(size))
+    }
+
+    pub fn parse(s: &str) -> Result<StallCost, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        let [r, w, b] = parts[..] else {
+            return Err(format!(
+                "stall cost '{s}' is not READ_PS/WRITE_PS/PS_PER_BYTE (e.g. 150000/60000/100)"
+            ));
+        };
+        let num = |t: &str| {
+            t.parse::<u64>()
+                .map_err(|_| format!("'{t}' in stall cost '{s}' is not a count of picoseconds"))
+        };
+        Ok(StallCost {
+            read_ps: num(r)?,
+            write_ps: num(w)?,
+            ps_per_byte: num(b)?,
+        })
+    }
+}
+
+impl fmt::Display for StallCost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.read_ps, self.write_ps, self.ps_per_byte)
+    }
+}
+
+/// The most ranges a stall table holds (each costs a compare per access).
+pub const MAX_STALL_RANGES: usize = 16;
+
+/// Stall mode's table: the cost of an access to each range (a CXL
+/// region), and of any other user-space access (`local`, guest RAM; the
+/// plugin leaves the guest kernel's local accesses alone). Empty ranges
+/// and a zero `local`: stall mode is off.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StallTable {
+    pub local: StallCost,
+    pub ranges: Vec<(Window, StallCost)>,
+}
+
+impl StallTable {
+    pub fn is_off(&self) -> bool {
+        self.ranges.is_empty() && self.local == StallCost::default()
+    }
+}
+
 /// A command the simulator sends the plugin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
     Arm(Vec<Window>),
     Disarm,
     Flush,
+    /// `stall off`, or `stall [local=COST] [BASE+SIZE=COST…]`.
+    Stall(StallTable),
 }
 
 impl Command {
@@ -336,6 +403,36 @@ impl Command {
             }
             Some("disarm") => Ok(Command::Disarm),
             Some("flush") => Ok(Command::Flush),
+            Some("stall") => {
+                let words: Vec<&str> = words.collect();
+                let mut t = StallTable::default();
+                if words == ["off"] {
+                    return Ok(Command::Stall(t));
+                }
+                if words.is_empty() {
+                    return Err(
+                        "stall needs 'off' or ranges BASE+SIZE=READ_PS/WRITE_PS/PS_PER_BYTE".into(),
+                    );
+                }
+                for w in words {
+                    let (what, cost) = w.split_once('=').ok_or_else(|| {
+                        format!("stall word '{w}' is not local=COST or BASE+SIZE=COST")
+                    })?;
+                    let cost = StallCost::parse(cost)?;
+                    if what == "local" {
+                        t.local = cost;
+                    } else {
+                        t.ranges.push((Window::parse(what)?, cost));
+                    }
+                }
+                if t.ranges.len() > MAX_STALL_RANGES {
+                    return Err(format!(
+                        "stall takes at most {MAX_STALL_RANGES} ranges, got {}",
+                        t.ranges.len()
+                    ));
+                }
+                Ok(Command::Stall(t))
+            }
             _ => Err(format!("unknown command '{}'", line.trim())),
         }
     }
@@ -353,6 +450,14 @@ impl fmt::Display for Command {
             }
             Command::Disarm => f.write_str("disarm"),
             Command::Flush => f.write_str("flush"),
+            Command::Stall(t) if t.is_off() => f.write_str("stall off"),
+            Command::Stall(t) => {
+                write!(f, "stall local={}", t.local)?;
+                for (w, c) in &t.ranges {
+                    write!(f, " {w}={c}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -532,5 +637,32 @@ mod tests {
         assert_eq!(Command::parse("flush").unwrap(), Command::Flush);
         assert!(Command::parse("arm").is_err());
         assert!(Command::parse("fire").is_err());
+    }
+
+    #[test]
+    fn stall_commands_round_trip_and_say_what_is_wrong() {
+        let c =
+            Command::parse("stall local=1/2/0 0x110000000+0x10000000=150000/60000/100").unwrap();
+        let Command::Stall(t) = &c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(t.local.write_ps, 2);
+        assert_eq!(t.ranges[0].0.base, 0x1_1000_0000);
+        assert_eq!(t.ranges[0].1.of(false, 8), 150_800);
+        assert_eq!(t.ranges[0].1.of(true, 1), 60_100);
+        assert_eq!(Command::parse(&c.to_string()).unwrap(), c);
+        let off = Command::parse("stall off").unwrap();
+        assert_eq!(off, Command::Stall(StallTable::default()));
+        assert_eq!(off.to_string(), "stall off");
+        assert!(Command::parse("stall").unwrap_err().contains("off"));
+        assert!(Command::parse("stall 0x1000+0x10=5")
+            .unwrap_err()
+            .contains("READ_PS/WRITE_PS/PS_PER_BYTE"));
+        assert!(Command::parse("stall 0x1000+0x10=-5/1/1")
+            .unwrap_err()
+            .contains("not a count of picoseconds"));
+        assert!(Command::parse("stall 0x1000")
+            .unwrap_err()
+            .contains("local=COST"));
     }
 }
