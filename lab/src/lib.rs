@@ -19,6 +19,8 @@
 //! of a suite's JSON is behaviour, the metric table, kept runs and
 //! baselines, `lab compare`, JUnit) is `gate/`. What a lab that is down
 //! must not leave behind (processes, sockets, files) is `leftovers.rs`.
+//! `lab matrix`'s file, cells, scheduling, CI matrices and record are
+//! `matrix/` (the verb is `verbs/matrix.rs`).
 
 pub mod error;
 pub mod events;
@@ -28,6 +30,7 @@ pub mod inject;
 pub mod kconfig;
 pub mod kvm;
 pub mod leftovers;
+pub mod matrix;
 pub mod memsim;
 pub mod paths;
 pub mod process;

@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::gate::compare::{Comparison, FigureDiff, FigureStatus, Verdict};
 use crate::gate::figures::Better;
 use crate::image::Image;
+use crate::matrix::record::{MatrixBench, MatrixRecord, MatrixVerdict, SuiteStatus};
 use crate::summary::{BootBench, DownReport, InjectReport, RunReport, StatusReport, Summary};
 use crate::verbs::soak::{SoakCycle, SoakReport};
 
@@ -294,6 +295,148 @@ fn figure_line(f: &FigureDiff) -> String {
         new,
         f.unit,
         f.tolerance * 100.0
+    )
+}
+
+fn load(l: Option<[f64; 3]>) -> String {
+    l.map_or("-".to_owned(), |l| {
+        format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+    })
+}
+
+/// `lab matrix`: a line per cell (suites passed, failed and skipped, its
+/// comparison), under it a line per suite with its headline figures, and
+/// what went wrong.
+pub fn matrix(m: &MatrixRecord) -> String {
+    let mut out = format!(
+        "matrix {}: {} cells, {} at a time ({}), {:.0} s; load average {} at the start, {} at the end{}\nkept in {}\n",
+        m.file,
+        m.cells.len(),
+        m.jobs,
+        m.bound,
+        m.elapsed_s,
+        load(m.load_start),
+        load(m.load_end),
+        if m.interrupted { "; INTERRUPTED" } else { "" },
+        m.dir
+    );
+    let cw = m
+        .cells
+        .iter()
+        .map(|c| c.cell.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let tw = m
+        .cells
+        .iter()
+        .map(|c| c.topology.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let kw = m
+        .cells
+        .iter()
+        .map(|c| c.kernel.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "{:<cw$}  {:<tw$}  {:<kw$}  passed failed skipped  {:<14} seconds",
+        "cell", "topology", "kernel", "compare"
+    );
+    for c in &m.cells {
+        let compare = match &c.compare {
+            None => "-",
+            Some(b) => match b.verdict {
+                Verdict::Equal => "equal",
+                Verdict::Regression => "REGRESSION",
+                Verdict::NotComparable => "NOT COMPARABLE",
+            },
+        };
+        let _ = writeln!(
+            out,
+            "{:<cw$}  {:<tw$}  {:<kw$}  {:>6} {:>6} {:>7}  {:<14} {:>7.1}",
+            c.cell,
+            c.topology,
+            c.kernel,
+            c.count(SuiteStatus::Passed),
+            c.count(SuiteStatus::Failed),
+            c.count(SuiteStatus::Skipped),
+            compare,
+            c.seconds
+        );
+        let sw = c.suites.iter().map(|s| s.suite.len()).max().unwrap_or(0);
+        for s in &c.suites {
+            let (status, what) = match s.status {
+                SuiteStatus::Passed => ("PASS", s.headline.clone()),
+                SuiteStatus::Failed => ("FAIL", s.reason.clone().unwrap_or_default()),
+                SuiteStatus::Skipped => ("SKIP", s.reason.clone().unwrap_or_default()),
+                SuiteStatus::NotRun => ("NOT RUN", s.reason.clone().unwrap_or_default()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<sw$}  {:<7} {:>7.1}  {what}",
+                s.suite, status, s.seconds
+            );
+        }
+        if let Some(e) = &c.error {
+            let _ = writeln!(out, "  error: {}", e.replace('\n', "\n         "));
+        }
+        for l in &c.leftovers {
+            let _ = writeln!(out, "  left after lab down: {l}");
+        }
+        if let Some(b) = &c.compare {
+            if b.verdict != Verdict::Equal {
+                let _ = writeln!(out, "  compared with {}:", b.base);
+                for r in &b.reasons {
+                    let _ = writeln!(out, "    {r}");
+                }
+                for d in &b.digests {
+                    let _ = writeln!(out, "    behaviour differs: {d}");
+                }
+                for f in &b.regressions {
+                    let _ = writeln!(out, "    worse beyond tolerance: {f}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} (exit {})",
+        match m.verdict {
+            MatrixVerdict::Passed => "PASSED",
+            MatrixVerdict::Failed => "FAILED",
+            MatrixVerdict::NotComparable => "NOT COMPARABLE",
+        },
+        m.verdict.exit_code()
+    );
+    out
+}
+
+/// `lab bench matrix`: both runs' wall times and their ratio.
+pub fn matrix_bench(b: &MatrixBench) -> String {
+    let line = |what: &str, m: &MatrixRecord| {
+        format!(
+            "{what:<11} {:>2} at a time: {:>7.1} s, {} (load average {} at the start, {} at the end)\n",
+            m.jobs,
+            m.elapsed_s,
+            match m.verdict {
+                MatrixVerdict::Passed => "passed",
+                MatrixVerdict::Failed => "FAILED",
+                MatrixVerdict::NotComparable => "NOT COMPARABLE",
+            },
+            load(m.load_start),
+            load(m.load_end)
+        )
+    };
+    format!(
+        "{}{}{}one by one / parallel: {:.2}x\n",
+        matrix(&b.parallel),
+        matrix(&b.one_by_one),
+        line("parallel", &b.parallel) + &line("one by one", &b.one_by_one),
+        b.speedup
     )
 }
 
