@@ -613,7 +613,103 @@ pub fn inject(r: &InjectReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::record::{CellRecord, CompareBrief, StepRecord, SuiteOutcome};
     use crate::summary::SuiteResult;
+
+    #[test]
+    fn the_matrix_table_has_a_line_per_cell_and_per_suite_then_the_verdict() {
+        let step = StepRecord {
+            argv: vec![],
+            exit_code: Some(0),
+            started_s: 0.0,
+            seconds: 1.0,
+            log: "l".into(),
+            error: None,
+        };
+        let suite = |name: &str, status, text: &str| SuiteOutcome {
+            suite: name.into(),
+            status,
+            seconds: if status == SuiteStatus::Skipped {
+                0.0
+            } else {
+                60.5
+            },
+            headline: if status == SuiteStatus::Passed {
+                text.into()
+            } else {
+                String::new()
+            },
+            reason: (status != SuiteStatus::Passed).then(|| text.to_owned()),
+        };
+        let cell = |name: &str, topology: &str, suites| CellRecord {
+            cell: name.into(),
+            topology: topology.into(),
+            kernel: "image".into(),
+            suites,
+            up: Some(step.clone()),
+            run: Some(step.clone()),
+            down: Some(step.clone()),
+            run_id: None,
+            run_dir: None,
+            leftovers: vec![],
+            compare: None,
+            error: None,
+            seconds: 100.0,
+        };
+        let mut switched = cell(
+            "m-switched-image",
+            "switched",
+            vec![
+                suite("dax", SuiteStatus::Passed, "p50 5 us"),
+                suite("ras", SuiteStatus::Skipped, "no persistent device"),
+            ],
+        );
+        switched.compare = Some(CompareBrief {
+            base: "b/m-switched-image".into(),
+            verdict: Verdict::Regression,
+            reasons: vec![],
+            digests: vec!["dax devices[0].modes".into()],
+            regressions: vec![],
+            notes: vec![],
+        });
+        let m = MatrixRecord {
+            schema: 1,
+            matrix_id: "20261207T000102Z".into(),
+            file: "m.toml".into(),
+            dir: "/s/matrix/m/20261207T000102Z".into(),
+            started: "2026-12-07T00:01:02Z".into(),
+            elapsed_s: 200.0,
+            jobs: 2,
+            bound: "cores".into(),
+            load_start: Some([1.0, 2.0, 3.0]),
+            load_end: None,
+            baseline: Some("b".into()),
+            interrupted: false,
+            cells: vec![
+                cell(
+                    "m-default-image",
+                    "default",
+                    vec![suite("dax", SuiteStatus::Failed, "see dax.json")],
+                ),
+                switched,
+            ],
+            verdict: MatrixVerdict::Failed,
+        };
+        assert_eq!(
+            matrix(&m),
+            "matrix m.toml: 2 cells, 2 at a time (cores), 200 s; load average 1.00 2.00 3.00 at the start, - at the end\n\
+             kept in /s/matrix/m/20261207T000102Z\n\
+             cell              topology  kernel  passed failed skipped  compare        seconds\n\
+             m-default-image   default   image        0      1       0  -                100.0\n\
+             \x20 dax  FAIL       60.5  see dax.json\n\
+             m-switched-image  switched  image        1      0       1  REGRESSION       100.0\n\
+             \x20 dax  PASS       60.5  p50 5 us\n\
+             \x20 ras  SKIP        0.0  no persistent device\n\
+             \x20 compared with b/m-switched-image:\n\
+             \x20   behaviour differs: dax devices[0].modes\n\
+             FAILED (exit 1)\n"
+        );
+    }
 
     #[test]
     fn the_suite_table_names_each_suite_its_verdict_and_headline() {

@@ -161,7 +161,7 @@ mod tests {
         let gitlab_example = read("ci/examples/gitlab-ci-matrix.yml");
         let cells: Vec<String> = gitlab(&spec, lab)
             .lines()
-            .filter(|l| l.contains(GITLAB_VARIABLE) && l.trim_start().starts_with('-'))
+            .filter(|l| l.trim_start().starts_with(&format!("- {GITLAB_VARIABLE}:")))
             .map(|l| l.trim().to_owned())
             .collect();
         let listed: Vec<String> = gitlab_example

@@ -253,7 +253,10 @@ mod tests {
         );
         let why = expand_for(&all, &default)[5].1.clone().unwrap();
         assert!(why.contains("no dynamic capacity device"), "{why}");
-        assert!(expand_for(&all, &dcd).iter().all(|(_, why)| why.is_none()));
+        // ras needs a volatile and a persistent device, which dcd lacks.
+        assert!(expand_for(&all, &dcd)
+            .iter()
+            .all(|(s, why)| why.is_none() == (*s != Ras)));
         let named = [SuiteArg::One(Dcd), SuiteArg::All];
         assert_eq!(expand_for(&named, &default)[0], (Dcd, None));
     }
