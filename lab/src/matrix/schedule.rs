@@ -10,10 +10,12 @@ use cxl_topology::{Topology, MIB};
 use serde::Serialize;
 
 /// What a lab takes besides its guest's RAM and its backing files: QEMU's
-/// own memory (TCG's translated code, device models) and cxl-memsim's.
-/// Measured: a booted default lab's QEMU and cxl-memsim together about
-/// 1.3 GiB resident with its 1 GiB guest after `lab run dax`; the margin
-/// covers TCG's code cache as it grows.
+/// own memory (device models, TCG's translation cache, which grows with
+/// the code the guest runs) and cxl-memsim's. Measured here during `lab
+/// run dax` on the default and switched presets (1 GiB guests): QEMU 440
+/// to 510 MiB resident, the guest's touched RAM and CXL memory included,
+/// cxl-memsim 6 MiB; the estimate (guest RAM + backing + this) stays
+/// above that for a guest that touches all of its memory.
 pub const LAB_OVERHEAD: u64 = 512 * MIB;
 
 /// The host as the scheduler sees it.
