@@ -309,9 +309,10 @@ fn load(l: Option<[f64; 3]>) -> String {
 /// what went wrong.
 pub fn matrix(m: &MatrixRecord) -> String {
     let mut out = format!(
-        "matrix {}: {} cells, {} at a time ({}), {:.0} s; load average {} at the start, {} at the end{}\nkept in {}\n",
+        "matrix {}: {} cell{}, {} at a time ({}), {:.0} s; load average {} at the start, {} at the end{}\nkept in {}\n",
         m.file,
         m.cells.len(),
+        if m.cells.len() == 1 { "" } else { "s" },
         m.jobs,
         m.bound,
         m.elapsed_s,

@@ -470,8 +470,9 @@ pub async fn matrix(
     events.emit(Event::Started {
         step: Step::Matrix,
         detail: format!(
-            "{} cells, {} at a time ({:?}: {} cores, {:.1} GiB available, {:.1} GiB a lab)",
+            "{} cell{}, {} at a time ({:?}: {} cores, {:.1} GiB available, {:.1} GiB a lab)",
             cells.len(),
+            if cells.len() == 1 { "" } else { "s" },
             jobs.jobs,
             jobs.bound,
             jobs.host.cores,
