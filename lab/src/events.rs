@@ -20,6 +20,8 @@ pub enum Step {
     Timing,
     Command,
     Shutdown,
+    /// `lab matrix`: its cells' labs.
+    Matrix,
 }
 
 impl Step {
@@ -37,6 +39,7 @@ impl Step {
             Step::Timing => "arm the timing plugin",
             Step::Command => "guest command",
             Step::Shutdown => "shut down",
+            Step::Matrix => "matrix",
         }
     }
 }
@@ -71,6 +74,12 @@ pub enum Event {
     /// Something the user should know and may want to change; the step
     /// goes on.
     Warning {
+        step: Step,
+        message: String,
+    },
+    /// How a step that has parts going on at once gets on (a matrix's
+    /// cells); the step goes on.
+    Note {
         step: Step,
         message: String,
     },

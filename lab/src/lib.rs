@@ -20,6 +20,8 @@
 //! baselines, `lab compare`, JUnit) is `gate/`; `lab report`'s HTML page
 //! and its SVG charts are `report/`. What a lab that is down
 //! must not leave behind (processes, sockets, files) is `leftovers.rs`.
+//! `lab matrix`'s file, cells, scheduling, CI matrices and record are
+//! `matrix/` (the verb is `verbs/matrix.rs`).
 
 pub mod error;
 pub mod events;
@@ -29,6 +31,7 @@ pub mod inject;
 pub mod kconfig;
 pub mod kvm;
 pub mod leftovers;
+pub mod matrix;
 pub mod memsim;
 pub mod paths;
 pub mod process;

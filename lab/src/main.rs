@@ -232,6 +232,28 @@ enum Verb {
         #[arg(long)]
         json: bool,
     },
+    /// Run a matrix file's cells (topologies × kernels), each a lab of
+    /// its own (`lab up`, `lab run` of the file's suites, `lab down`),
+    /// several at once as cores and memory allow, and compare each cell's
+    /// run with its baseline (or its lab's earlier run). Exit 0 all passed
+    /// and equal, 1 a failure or regression, 2 a cell not comparable.
+    Matrix {
+        /// The matrix file: TOML with topologies, suites, and optionally
+        /// kernels, baseline, name and [guest] cpus and memory.
+        file: PathBuf,
+        #[command(flatten)]
+        run: MatrixRunArgs,
+        /// Run only this cell (as a CI job of `--emit` does).
+        #[arg(long)]
+        cell: Option<String>,
+        /// Print the cells as a CI system's matrix (one job each, running
+        /// `lab matrix FILE --cell NAME`) and run nothing; with --json, as
+        /// JSON (GitHub: for `fromJSON`).
+        #[arg(long, value_enum)]
+        emit: Option<EmitArg>,
+        #[arg(long)]
+        json: bool,
+    },
     /// List the topology presets (usable as `--topology NAME`), one line
     /// each.
     Topologies {
@@ -299,6 +321,55 @@ enum BaselineVerb {
     },
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum EmitArg {
+    Github,
+    Gitlab,
+}
+
+#[derive(clap::Args)]
+struct MatrixRunArgs {
+    /// Labs at once [default: one per core, as many as the available
+    /// memory holds].
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// Where matrix runs are kept (`<DIR>/<matrix id>/`, `<DIR>/latest`)
+    /// [default: <state root>/matrix/<file stem>].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+impl MatrixRunArgs {
+    fn options(
+        &self,
+        spec: cxl_lab::matrix::spec::MatrixSpec,
+    ) -> anyhow::Result<verbs::MatrixOptions> {
+        let lab = std::env::current_exe().context("finding the lab binary the cells run")?;
+        Ok(verbs::MatrixOptions {
+            out: self
+                .out
+                .clone()
+                .unwrap_or_else(|| verbs::matrix::default_out(&spec)),
+            spec,
+            lab,
+            jobs: self.jobs.map(|j| j as usize),
+        })
+    }
+}
+
+/// A stop flag that Ctrl-C raises: the matrix's cells stop and bring
+/// their labs down.
+fn ctrl_c_stop() -> tokio::sync::watch::Receiver<bool> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("interrupted: stopping the cells and bringing their labs down");
+            let _ = tx.send(true);
+        }
+    });
+    rx
+}
+
 #[derive(Subcommand)]
 enum BenchWhat {
     /// Timing mode's cost and stall mode's ratios, from one
@@ -330,6 +401,16 @@ enum BenchWhat {
         /// Boot in timing mode (the TCG plugin loaded, armed after regions).
         #[arg(long)]
         timing: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The matrix at its parallelism, then again one cell at a time, and
+    /// the ratio of their wall times (each run kept as `lab matrix` keeps
+    /// it).
+    Matrix {
+        file: PathBuf,
+        #[command(flatten)]
+        run: MatrixRunArgs,
         #[arg(long)]
         json: bool,
     },
@@ -756,6 +837,60 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&b)?;
             } else {
                 print!("{}", text::bench_boot(&b));
+            }
+        }
+        Verb::Matrix {
+            file,
+            run,
+            cell,
+            emit,
+            json,
+        } => {
+            let mut spec = cxl_lab::matrix::spec::MatrixSpec::load(&file)
+                .context("lab matrix cannot use its file")?;
+            if let Some(cell) = &cell {
+                spec = spec.select(cell).context("lab matrix --cell")?;
+            }
+            if let Some(emit) = emit {
+                use cxl_lab::matrix::emit;
+                let lab = std::env::args().next().unwrap_or_else(|| "lab".into());
+                match (emit, json) {
+                    (EmitArg::Github, false) => print!("{}", emit::github(&spec, &lab)),
+                    (EmitArg::Gitlab, false) => print!("{}", emit::gitlab(&spec, &lab)),
+                    // One line, for a job output (`fromJSON`).
+                    (EmitArg::Github, true) => println!("{}", emit::github_json(&spec, &lab)),
+                    (EmitArg::Gitlab, true) => print_json(&emit::gitlab_json(&spec, &lab))?,
+                }
+                return Ok(());
+            }
+            let opts = run.options(spec)?;
+            let m = verbs::matrix(&opts, &ui(), ctrl_c_stop())
+                .await
+                .context("lab matrix failed")?;
+            if json {
+                print_json(&m)?;
+            } else {
+                print!("{}", text::matrix(&m));
+            }
+            std::process::exit(if m.interrupted {
+                130
+            } else {
+                m.verdict.exit_code()
+            });
+        }
+        Verb::Bench {
+            what: BenchWhat::Matrix { file, run, json },
+        } => {
+            let spec = cxl_lab::matrix::spec::MatrixSpec::load(&file)
+                .context("lab bench matrix cannot use its file")?;
+            let opts = run.options(spec)?;
+            let b = verbs::bench_matrix(&opts, &ui(), ctrl_c_stop())
+                .await
+                .context("lab bench matrix failed")?;
+            if json {
+                print_json(&b)?;
+            } else {
+                print!("{}", text::matrix_bench(&b));
             }
         }
         Verb::Soak {

@@ -185,6 +185,21 @@ impl LabState {
     }
 }
 
+/// Whether `name` can name a lab: 1 to 64 letters, digits, '-' and '_'
+/// (it becomes a directory and part of socket paths).
+pub fn check_name(name: &str) -> Result<(), RunDirError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(RunDirError::BadName(name.to_owned()))
+    }
+}
+
 impl RunDir {
     pub fn new(name: &str) -> Result<RunDir, RunDirError> {
         let mut run = RunDir::under(&crate::paths::state_root(), name)?;
@@ -196,14 +211,7 @@ impl RunDir {
 
     /// A run directory under `root` that also holds its sockets.
     pub fn under(root: &Path, name: &str) -> Result<RunDir, RunDirError> {
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !ok {
-            return Err(RunDirError::BadName(name.to_owned()));
-        }
+        check_name(name)?;
         Ok(RunDir {
             name: name.to_owned(),
             dir: root.join(name),

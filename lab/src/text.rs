@@ -7,6 +7,7 @@ use std::fmt::Write;
 use crate::gate::compare::{Comparison, FigureDiff, FigureStatus, Verdict};
 use crate::gate::figures::Better;
 use crate::image::Image;
+use crate::matrix::record::{MatrixBench, MatrixRecord, MatrixVerdict, SuiteStatus};
 use crate::summary::{BootBench, DownReport, InjectReport, RunReport, StatusReport, Summary};
 use crate::verbs::soak::{SoakCycle, SoakReport};
 
@@ -329,6 +330,149 @@ fn figure_line(f: &FigureDiff) -> String {
     )
 }
 
+fn load(l: Option<[f64; 3]>) -> String {
+    l.map_or("-".to_owned(), |l| {
+        format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2])
+    })
+}
+
+/// `lab matrix`: a line per cell (suites passed, failed and skipped, its
+/// comparison), under it a line per suite with its headline figures, and
+/// what went wrong.
+pub fn matrix(m: &MatrixRecord) -> String {
+    let mut out = format!(
+        "matrix {}: {} cell{}, {} at a time ({}), {:.0} s; load average {} at the start, {} at the end{}\nkept in {}\n",
+        m.file,
+        m.cells.len(),
+        if m.cells.len() == 1 { "" } else { "s" },
+        m.jobs,
+        m.bound,
+        m.elapsed_s,
+        load(m.load_start),
+        load(m.load_end),
+        if m.interrupted { "; INTERRUPTED" } else { "" },
+        m.dir
+    );
+    let cw = m
+        .cells
+        .iter()
+        .map(|c| c.cell.len())
+        .max()
+        .unwrap_or(0)
+        .max(4);
+    let tw = m
+        .cells
+        .iter()
+        .map(|c| c.topology.len())
+        .max()
+        .unwrap_or(0)
+        .max(8);
+    let kw = m
+        .cells
+        .iter()
+        .map(|c| c.kernel.len())
+        .max()
+        .unwrap_or(0)
+        .max(6);
+    let _ = writeln!(
+        out,
+        "{:<cw$}  {:<tw$}  {:<kw$}  passed failed skipped  {:<14} seconds",
+        "cell", "topology", "kernel", "compare"
+    );
+    for c in &m.cells {
+        let compare = match &c.compare {
+            None => "-",
+            Some(b) => match b.verdict {
+                Verdict::Equal => "equal",
+                Verdict::Regression => "REGRESSION",
+                Verdict::NotComparable => "NOT COMPARABLE",
+            },
+        };
+        let _ = writeln!(
+            out,
+            "{:<cw$}  {:<tw$}  {:<kw$}  {:>6} {:>6} {:>7}  {:<14} {:>7.1}",
+            c.cell,
+            c.topology,
+            c.kernel,
+            c.count(SuiteStatus::Passed),
+            c.count(SuiteStatus::Failed),
+            c.count(SuiteStatus::Skipped),
+            compare,
+            c.seconds
+        );
+        let sw = c.suites.iter().map(|s| s.suite.len()).max().unwrap_or(0);
+        for s in &c.suites {
+            let (status, what) = match s.status {
+                SuiteStatus::Passed => ("PASS", s.headline.clone()),
+                SuiteStatus::Failed => ("FAIL", s.reason.clone().unwrap_or_default()),
+                SuiteStatus::Skipped => ("SKIP", s.reason.clone().unwrap_or_default()),
+                SuiteStatus::NotRun => ("NOT RUN", s.reason.clone().unwrap_or_default()),
+            };
+            let _ = writeln!(
+                out,
+                "  {:<sw$}  {:<7} {:>7.1}  {what}",
+                s.suite, status, s.seconds
+            );
+        }
+        if let Some(e) = &c.error {
+            let _ = writeln!(out, "  error: {}", e.replace('\n', "\n         "));
+        }
+        for l in &c.leftovers {
+            let _ = writeln!(out, "  left after lab down: {l}");
+        }
+        if let Some(b) = &c.compare {
+            if b.verdict != Verdict::Equal {
+                let _ = writeln!(out, "  compared with {}:", b.base);
+                for r in &b.reasons {
+                    let _ = writeln!(out, "    {r}");
+                }
+                for d in &b.digests {
+                    let _ = writeln!(out, "    behaviour differs: {d}");
+                }
+                for f in &b.regressions {
+                    let _ = writeln!(out, "    worse beyond tolerance: {f}");
+                }
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "{} (exit {})",
+        match m.verdict {
+            MatrixVerdict::Passed => "PASSED",
+            MatrixVerdict::Failed => "FAILED",
+            MatrixVerdict::NotComparable => "NOT COMPARABLE",
+        },
+        m.verdict.exit_code()
+    );
+    out
+}
+
+/// `lab bench matrix`: both runs' wall times and their ratio.
+pub fn matrix_bench(b: &MatrixBench) -> String {
+    let line = |what: &str, m: &MatrixRecord| {
+        format!(
+            "{what:<11} {:>2} at a time: {:>7.1} s, {} (load average {} at the start, {} at the end)\n",
+            m.jobs,
+            m.elapsed_s,
+            match m.verdict {
+                MatrixVerdict::Passed => "passed",
+                MatrixVerdict::Failed => "FAILED",
+                MatrixVerdict::NotComparable => "NOT COMPARABLE",
+            },
+            load(m.load_start),
+            load(m.load_end)
+        )
+    };
+    format!(
+        "{}{}{}one by one / parallel: {:.2}x\n",
+        matrix(&b.parallel),
+        matrix(&b.one_by_one),
+        line("parallel", &b.parallel) + &line("one by one", &b.one_by_one),
+        b.speedup
+    )
+}
+
 /// `lab bench boot`.
 pub fn bench_boot(b: &BootBench) -> String {
     let mut out = String::from("run  agent-ready  regions-ready\n");
@@ -550,7 +694,103 @@ pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::matrix::record::{CellRecord, CompareBrief, StepRecord, SuiteOutcome};
     use crate::summary::SuiteResult;
+
+    #[test]
+    fn the_matrix_table_has_a_line_per_cell_and_per_suite_then_the_verdict() {
+        let step = StepRecord {
+            argv: vec![],
+            exit_code: Some(0),
+            started_s: 0.0,
+            seconds: 1.0,
+            log: "l".into(),
+            error: None,
+        };
+        let suite = |name: &str, status, text: &str| SuiteOutcome {
+            suite: name.into(),
+            status,
+            seconds: if status == SuiteStatus::Skipped {
+                0.0
+            } else {
+                60.5
+            },
+            headline: if status == SuiteStatus::Passed {
+                text.into()
+            } else {
+                String::new()
+            },
+            reason: (status != SuiteStatus::Passed).then(|| text.to_owned()),
+        };
+        let cell = |name: &str, topology: &str, suites| CellRecord {
+            cell: name.into(),
+            topology: topology.into(),
+            kernel: "image".into(),
+            suites,
+            up: Some(step.clone()),
+            run: Some(step.clone()),
+            down: Some(step.clone()),
+            run_id: None,
+            run_dir: None,
+            leftovers: vec![],
+            compare: None,
+            error: None,
+            seconds: 100.0,
+        };
+        let mut switched = cell(
+            "m-switched-image",
+            "switched",
+            vec![
+                suite("dax", SuiteStatus::Passed, "p50 5 us"),
+                suite("ras", SuiteStatus::Skipped, "no persistent device"),
+            ],
+        );
+        switched.compare = Some(CompareBrief {
+            base: "b/m-switched-image".into(),
+            verdict: Verdict::Regression,
+            reasons: vec![],
+            digests: vec!["dax devices[0].modes".into()],
+            regressions: vec![],
+            notes: vec![],
+        });
+        let m = MatrixRecord {
+            schema: 1,
+            matrix_id: "20261207T000102Z".into(),
+            file: "m.toml".into(),
+            dir: "/s/matrix/m/20261207T000102Z".into(),
+            started: "2026-12-07T00:01:02Z".into(),
+            elapsed_s: 200.0,
+            jobs: 2,
+            bound: "cores".into(),
+            load_start: Some([1.0, 2.0, 3.0]),
+            load_end: None,
+            baseline: Some("b".into()),
+            interrupted: false,
+            cells: vec![
+                cell(
+                    "m-default-image",
+                    "default",
+                    vec![suite("dax", SuiteStatus::Failed, "see dax.json")],
+                ),
+                switched,
+            ],
+            verdict: MatrixVerdict::Failed,
+        };
+        assert_eq!(
+            matrix(&m),
+            "matrix m.toml: 2 cells, 2 at a time (cores), 200 s; load average 1.00 2.00 3.00 at the start, - at the end\n\
+             kept in /s/matrix/m/20261207T000102Z\n\
+             cell              topology  kernel  passed failed skipped  compare        seconds\n\
+             m-default-image   default   image        0      1       0  -                100.0\n\
+             \x20 dax  FAIL       60.5  see dax.json\n\
+             m-switched-image  switched  image        1      0       1  REGRESSION       100.0\n\
+             \x20 dax  PASS       60.5  p50 5 us\n\
+             \x20 ras  SKIP        0.0  no persistent device\n\
+             \x20 compared with b/m-switched-image:\n\
+             \x20   behaviour differs: dax devices[0].modes\n\
+             FAILED (exit 1)\n"
+        );
+    }
 
     #[test]
     fn the_suite_table_names_each_suite_its_verdict_and_headline() {

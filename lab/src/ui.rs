@@ -71,6 +71,15 @@ impl EventSink for TerminalUi {
             }
             Event::Skipped { step, reason } => eprintln!("  · {}: {reason}", step.label()),
             Event::Warning { step, message } => eprintln!("  ! {}: {message}", step.label()),
+            Event::Note { step, message } => {
+                let line = format!("  · {}: {message}", step.label());
+                // Above the step's spinner, which keeps running (a hidden
+                // spinner, stderr not a terminal, would drop the line).
+                match bars.get(&step).filter(|pb| !pb.is_hidden()) {
+                    Some(pb) => pb.println(line),
+                    None => eprintln!("{line}"),
+                }
+            }
         }
     }
 }

@@ -3,14 +3,14 @@
 //! base; then their digests must be equal and each figure must stay within
 //! its metric's tolerance the worse way (`figures::METRICS`).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::figures::{improved, metric, regressed, Better};
 use super::record::RunRecord;
 
 /// The outcome, and `lab compare`'s exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
     /// Same behaviour, every figure within tolerance: exit 0.

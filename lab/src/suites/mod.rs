@@ -88,6 +88,15 @@ impl Suite {
             Suite::Dcd if !topology.devices.iter().any(|d| d.kind == DeviceKind::Dynamic) => {
                 Some("the topology has no dynamic capacity device (kind = \"dynamic\"; `lab up --topology dcd` has one)".into())
             }
+            Suite::Ras => [DeviceKind::Volatile, DeviceKind::Persistent]
+                .into_iter()
+                .find(|k| !topology.devices.iter().any(|d| d.kind == *k))
+                .map(|k| {
+                    format!(
+                        "the topology has no {} device; ras injects into a volatile and a persistent one (the default topology has both)",
+                        k.name()
+                    )
+                }),
             _ => None,
         }
     }
@@ -244,8 +253,27 @@ mod tests {
         );
         let why = expand_for(&all, &default)[5].1.clone().unwrap();
         assert!(why.contains("no dynamic capacity device"), "{why}");
-        assert!(expand_for(&all, &dcd).iter().all(|(_, why)| why.is_none()));
+        // ras needs a volatile and a persistent device, which dcd lacks.
+        assert!(expand_for(&all, &dcd)
+            .iter()
+            .all(|(s, why)| why.is_none() == (*s != Ras)));
         let named = [SuiteArg::One(Dcd), SuiteArg::All];
         assert_eq!(expand_for(&named, &default)[0], (Dcd, None));
+    }
+
+    #[test]
+    fn all_skips_ras_without_a_volatile_and_a_persistent_device() {
+        use Suite::*;
+        let p = cxl_topology::preset("switched").unwrap();
+        let switched = Topology::parse(p.toml, "switched").unwrap();
+        let plan = expand_for(&[SuiteArg::All], &switched);
+        let ras = plan.iter().find(|(s, _)| *s == Ras).unwrap();
+        assert_eq!(
+            ras.1.as_deref(),
+            Some("the topology has no persistent device; ras injects into a volatile and a persistent one (the default topology has both)")
+        );
+        let default = Topology::embedded_default();
+        assert_eq!(Ras.not_for(&default), None);
+        assert_eq!(expand_for(&[SuiteArg::One(Ras)], &switched)[0], (Ras, None));
     }
 }

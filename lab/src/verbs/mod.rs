@@ -1,6 +1,6 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
 //! `args`, `run` (suites), `compare` (and `baseline save`), `report`, `bench` (`bench boot`),
-//! `soak` and `inject`; `launch` is what QEMU
+//! `soak`, `inject` and `matrix` (and `bench matrix`); `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
@@ -11,6 +11,7 @@ pub mod down;
 pub mod exec;
 pub mod inject;
 pub mod launch;
+pub mod matrix;
 pub mod report;
 pub mod run;
 pub mod soak;
@@ -24,6 +25,7 @@ pub use down::down;
 pub use exec::{agent, exec};
 pub use inject::inject;
 pub use launch::AccelChoice;
+pub use matrix::{bench_matrix, matrix, MatrixOptions};
 pub use report::report;
 pub use run::{run_selection, run_suites};
 pub use soak::soak;
