@@ -502,7 +502,7 @@ fn build_modules(
 }
 
 /// Contents of one initramfs entry.
-enum Source {
+pub enum Source {
     Host(PathBuf, u32),
     Bytes(Vec<u8>, u32),
     Symlink(String),
@@ -767,7 +767,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {
+/// Writes `files` (guest path -> contents) as an lz4 (legacy frame) newc
+/// archive at `out`, with every parent directory. Archives written by it
+/// may be concatenated: the kernel unpacks them in order, later files
+/// replacing earlier ones.
+pub fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {
     let mut dirs: BTreeSet<String> = [
         "/bin",
         "/sbin",

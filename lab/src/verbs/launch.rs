@@ -4,12 +4,14 @@
 //! so `lab args` prints the command line `lab up` runs.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cxl_topology::Topology;
 
 use crate::error::LabError;
 use crate::events::{Event, Events, Step};
 use crate::image::{self, Image, ImageOptions};
+use crate::kernel::{BootKernel, KernelInput};
 use crate::qemu::{self, Accel, DeviceFiles, QemuConfig};
 use crate::rundir::RunDir;
 use crate::timing::{self, TimingError};
@@ -23,6 +25,39 @@ pub enum AccelChoice {
     /// KVM after a probe boot passes (verdict cached per host); TCG with a
     /// message otherwise.
     Kvm,
+}
+
+/// Options of `lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub name: String,
+    pub topology: Option<PathBuf>,
+    pub accel: AccelChoice,
+    pub image: ImageOptions,
+    pub boot_timeout: Duration,
+    /// Timing mode: load the TCG plugin and arm it once regions are up
+    /// (also on when the topology says `[simulator] timing = true`).
+    pub timing: bool,
+    /// Boot this kernel instead of the image's: a Debian kernel package,
+    /// a bzImage/vmlinuz or a kernel build tree (`crate::kernel`).
+    pub kernel: Option<PathBuf>,
+    /// The `lib/modules/<release>` tree of a bzImage/vmlinuz `kernel`.
+    pub modules: Option<PathBuf>,
+}
+
+impl Default for UpOptions {
+    fn default() -> Self {
+        UpOptions {
+            name: "default".into(),
+            topology: None,
+            accel: AccelChoice::Auto,
+            image: ImageOptions::default(),
+            boot_timeout: Duration::from_secs(180),
+            timing: false,
+            kernel: None,
+            modules: None,
+        }
+    }
 }
 
 /// Timing mode's TCG plugin.
@@ -39,6 +74,9 @@ pub struct QemuLaunch {
     /// The effective topology (defaults filled in).
     pub topology: Topology,
     pub image: Image,
+    /// What QEMU boots: the image's kernel, or the user's (`--kernel`)
+    /// with the image's initramfs and its modules layer.
+    pub kernel: BootKernel,
     pub accel: Accel,
     /// The run directory: console log and scratch disk.
     pub run_dir: PathBuf,
@@ -55,8 +93,8 @@ impl QemuLaunch {
     pub fn argv(&self) -> Vec<String> {
         qemu::argv(&QemuConfig {
             topology: &self.topology,
-            kernel: &self.image.kernel,
-            initrd: &self.image.initrd,
+            kernel: &self.kernel.kernel,
+            initrd: &self.kernel.initrd,
             extras: &self.image.extras,
             run_dir: &self.run_dir,
             socket_dir: &self.socket_dir,
@@ -71,19 +109,15 @@ impl QemuLaunch {
 /// What QEMU starts with in `run` for `lab up` with these options: loads
 /// the topology, checks its socket paths, checks timing mode (`timing`, or
 /// the topology's `[simulator] timing`) can run, builds (or finds) the
-/// image and resolves the accelerator, which may run a KVM probe boot.
-/// Touches nothing in the run directory.
-pub fn plan(
-    run: &RunDir,
-    topology: Option<&Path>,
-    accel: AccelChoice,
-    image_options: &ImageOptions,
-    timing: bool,
-    events: &Events,
-) -> Result<QemuLaunch, LabError> {
-    let topology = Topology::load(topology)?;
+/// image, checks and caches the user's kernel (`--kernel`, or the
+/// topology's `[guest] kernel`) and resolves the accelerator, which may
+/// run a KVM probe boot. Touches nothing in the run directory.
+pub fn plan(run: &RunDir, opts: &UpOptions, events: &Events) -> Result<QemuLaunch, LabError> {
+    let (accel, image_options) = (opts.accel, &opts.image);
+    let mut topology = Topology::load(opts.topology.as_deref())?;
+    let kernel_input = kernel_input(opts, &mut topology)?;
     run.check_socket_paths(&topology)?;
-    let timing = timing || topology.simulator.timing;
+    let timing = opts.timing || topology.simulator.timing;
     if timing && accel == AccelChoice::Kvm {
         return Err(TimingError::NeedsTcg.into());
     }
@@ -98,6 +132,12 @@ pub fn plan(
         None
     };
     let image = image::build(image_options, events)?;
+    let kernel = match &kernel_input {
+        None => BootKernel::of_image(&image),
+        Some(input) => events.step(Step::Kernel, input.paths().0.display().to_string(), || {
+            crate::kernel::prepare(input, &image, &image_options.cache_dir)
+        })?,
+    };
     // QEMU plugins instrument translated code: timing mode is TCG.
     let accel = if timing {
         if crate::kvm::cached().is_some_and(|v| v.usable) {
@@ -114,12 +154,48 @@ pub fn plan(
     Ok(QemuLaunch {
         topology,
         image,
+        kernel,
         accel,
         run_dir: run.dir.clone(),
         socket_dir: run.sockets.clone(),
         devices,
         plugin,
     })
+}
+
+/// The user's kernel: `--kernel`/`--modules`, else the topology's
+/// `[guest] kernel`/`modules` (relative to the topology file), which are
+/// made absolute in the effective topology.
+fn kernel_input(
+    opts: &UpOptions,
+    topology: &mut Topology,
+) -> Result<Option<KernelInput>, LabError> {
+    let base = Path::new(&topology.origin)
+        .parent()
+        .filter(|_| Path::new(&topology.origin).is_file())
+        .map(Path::to_owned)
+        .unwrap_or_default();
+    let from_topology = |p: &Option<String>| p.as_ref().map(|p| base.join(p));
+    let (kernel, modules) = match &opts.kernel {
+        Some(k) => (Some(k.clone()), opts.modules.clone()),
+        None => (
+            from_topology(&topology.guest.kernel),
+            opts.modules
+                .clone()
+                .or_else(|| from_topology(&topology.guest.modules)),
+        ),
+    };
+    let Some(kernel) = kernel else {
+        if let Some(m) = modules {
+            return Err(crate::kernel::KernelError::ModulesWithoutKernel(m).into());
+        }
+        return Ok(None);
+    };
+    let input = KernelInput::detect(&kernel, modules.as_deref())?;
+    let (k, m) = input.paths();
+    topology.guest.kernel = Some(k.display().to_string());
+    topology.guest.modules = m.map(|m| m.display().to_string());
+    Ok(Some(input))
 }
 
 fn resolve_accel(choice: AccelChoice, img: &Image, events: &Events) -> Accel {
