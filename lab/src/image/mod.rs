@@ -606,7 +606,8 @@ fn pack(
     }
 
     let tree = modules::ModuleTree::open(staging)?;
-    let mut all_mods = recipe.boot_modules.clone();
+    let mut all_mods = recipe.early_modules.clone();
+    all_mods.extend(recipe.boot_modules.iter().cloned());
     all_mods.extend(recipe.late_modules.iter().cloned());
     all_mods.extend(recipe.extra_modules.iter().cloned());
     let mut mods = tree.closure(&all_mods)?;
@@ -631,6 +632,7 @@ fn pack(
             .filter(|m| mods.iter().any(|x| &x.name == m))
             .collect()
     };
+    let early = present(&recipe.early_modules);
     let boot = present(&recipe.boot_modules);
     let late = present(&recipe.late_modules);
     let module_names: Vec<String> = mods.iter().map(|m| m.name.clone()).collect();
@@ -640,6 +642,17 @@ fn pack(
             Source::Bytes(m.bytes, 0o644),
         );
     }
+    files.insert(
+        "/etc/cxl-lab/early-modules".into(),
+        Source::Bytes(
+            early
+                .iter()
+                .map(|m| format!("{m}\n"))
+                .collect::<String>()
+                .into_bytes(),
+            0o644,
+        ),
+    );
     files.insert(
         "/etc/cxl-lab/modules".into(),
         Source::Bytes(format!("{}\n", boot.join("\n")).into_bytes(), 0o644),

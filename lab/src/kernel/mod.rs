@@ -217,13 +217,19 @@ fn sha256_file(path: &Path, h: &mut Sha256) -> Result<(), KernelError> {
     Ok(())
 }
 
-/// A .deb is keyed by its bytes: a cached one is not unpacked again.
+/// Bump when the way a kernel's entry is made changes.
+const LAYER_VERSION: &str = "1";
+
+/// A .deb is keyed by its bytes and what chooses the layer's modules (the
+/// recipe): a cached one is not unpacked again.
 fn prepare_deb(
     deb: &Path,
     kernels: &Path,
     recipe: &Recipe,
 ) -> Result<(PathBuf, Entry), KernelError> {
     let mut h = Sha256::new();
+    h.update(LAYER_VERSION.as_bytes());
+    h.update(crate::image::recipe::RECIPE_TOML.as_bytes());
     sha256_file(deb, &mut h)?;
     let key = format!("deb-{}", hex::encode(&h.finalize()[..12]));
     let dir = kernels.join(&key);
@@ -452,7 +458,7 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
                 options: modular,
             });
         }
-        for list in ["modules", "late-modules"] {
+        for list in ["early-modules", "modules", "late-modules"] {
             files.insert(
                 format!("/etc/cxl-lab/{list}"),
                 Source::Bytes(Vec::new(), 0o644),
@@ -465,8 +471,9 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
         });
     };
     let all: Vec<&String> = recipe
-        .boot_modules
+        .early_modules
         .iter()
+        .chain(&recipe.boot_modules)
         .chain(&recipe.late_modules)
         .chain(&recipe.extra_modules)
         .collect();
@@ -498,6 +505,10 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
             format!("{}\n", names.join("\n")).into_bytes()
         }
     };
+    files.insert(
+        "/etc/cxl-lab/early-modules".into(),
+        Source::Bytes(listed(&recipe.early_modules), 0o644),
+    );
     files.insert(
         "/etc/cxl-lab/modules".into(),
         Source::Bytes(listed(&recipe.boot_modules), 0o644),

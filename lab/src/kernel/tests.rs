@@ -56,8 +56,9 @@ fn module_tree(root: &Path, release: &str) -> PathBuf {
     let dir = root.join("lib/modules").join(release);
     let recipe = Recipe::embedded();
     for m in recipe
-        .boot_modules
+        .early_modules
         .iter()
+        .chain(&recipe.boot_modules)
         .chain(&recipe.late_modules)
         .chain(&recipe.extra_modules)
     {
