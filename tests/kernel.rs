@@ -94,12 +94,19 @@ fn outcome(report: &cxl_lab::summary::RunReport) -> Value {
     json!(suites)
 }
 
-/// Paths in strings replaced by `[path]` (they name this machine's cache).
+/// Paths in strings replaced by `[path]` (they name this machine's cache),
+/// the punctuation after them kept.
 fn redact_paths(v: &Value) -> Value {
     match v {
         Value::String(s) => Value::String(
             s.split(' ')
-                .map(|w| if w.starts_with('/') { "[path]" } else { w })
+                .map(|w| match w.strip_prefix('/') {
+                    Some(p) => {
+                        let path = p.trim_end_matches([')', ',', ';', ':']);
+                        format!("[path]{}", &p[path.len()..])
+                    }
+                    None => w.to_owned(),
+                })
                 .collect::<Vec<_>>()
                 .join(" "),
         ),
