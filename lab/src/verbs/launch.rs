@@ -228,3 +228,63 @@ fn resolve_accel(choice: AccelChoice, img: &Image, events: &Events) -> Accel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_topology_s_kernel_is_relative_to_its_file_and_kernel_wins() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("k")).unwrap();
+        std::fs::write(d.path().join("k/vmlinuz"), b"kernel").unwrap();
+        std::fs::write(d.path().join("other"), b"kernel").unwrap();
+        let text = cxl_topology::DEFAULT_TOPOLOGY_TOML.replace(
+            "[guest]\n",
+            "[guest]\nkernel = \"k/vmlinuz\"\nmodules = \"k/lib/modules/6.1.0\"\n",
+        );
+        let file = d.path().join("topo.toml");
+        std::fs::write(&file, text).unwrap();
+        let opts = UpOptions {
+            topology: Some(file.clone()),
+            ..UpOptions::default()
+        };
+        let mut t = Topology::load(Some(&file)).unwrap();
+        let input = kernel_input(&opts, &mut t).unwrap().unwrap();
+        assert_eq!(
+            input,
+            KernelInput::Bzimage {
+                image: d.path().join("k/vmlinuz"),
+                modules: Some(d.path().join("k/lib/modules/6.1.0")),
+            }
+        );
+        assert_eq!(
+            t.guest.kernel.as_deref(),
+            Some(d.path().join("k/vmlinuz").to_str().unwrap()),
+            "made absolute in the effective topology"
+        );
+
+        let mut t = Topology::load(Some(&file)).unwrap();
+        let over = UpOptions {
+            kernel: Some(d.path().join("other")),
+            ..opts.clone()
+        };
+        let input = kernel_input(&over, &mut t).unwrap().unwrap();
+        assert_eq!(input.paths(), (d.path().join("other"), None));
+
+        let mut plain = Topology::embedded_default();
+        assert_eq!(
+            kernel_input(&UpOptions::default(), &mut plain).unwrap(),
+            None
+        );
+        let lone = UpOptions {
+            modules: Some("/m".into()),
+            ..UpOptions::default()
+        };
+        let e = kernel_input(&lone, &mut plain).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--modules /m names no kernel; give the kernel with it (`--kernel PATH --modules DIR`)."
+        );
+    }
+}
