@@ -9,6 +9,7 @@ use crate::gate::record::RecordError;
 use crate::image::ImageError;
 use crate::inject::InjectError;
 use crate::kconfig::KconfigError;
+use crate::kernel::KernelError;
 use crate::memsim::MemsimError;
 use crate::process::ProcessError;
 use crate::qga::QgaError;
@@ -39,6 +40,8 @@ pub enum LabError {
     Memsim(#[from] MemsimError),
     #[error(transparent)]
     Kconfig(#[from] KconfigError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
     #[error("Starting QEMU failed.")]
     Process(#[from] ProcessError),
     #[error("Creating regions in the guest failed; the console log is {console}.")]

@@ -13,6 +13,8 @@ pub enum Step {
     ImageExtract,
     ImageModules,
     ImagePack,
+    /// A user's kernel (`--kernel`): checked, cached, its modules layer.
+    Kernel,
     SimulatorStart,
     QemuStart,
     AgentWait,
@@ -32,6 +34,7 @@ impl Step {
             Step::ImageExtract => "extract packages",
             Step::ImageModules => "build kernel modules",
             Step::ImagePack => "pack initramfs",
+            Step::Kernel => "prepare the kernel",
             Step::SimulatorStart => "start cxl-memsim",
             Step::QemuStart => "start QEMU",
             Step::AgentWait => "boot to guest agent",

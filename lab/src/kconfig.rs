@@ -97,7 +97,7 @@ pub const OPTIONS: &[ConfigOption] = &[
     required("NVDIMM_DAX", "ndctl create-namespace -m devdax: the default topology's pmem0 is a dax device"),
     required("DEV_DAX", "device_dax: /dev/daxX.Y of every devdax region"),
     required("DEV_DAX_PMEM", "dax_pmem: the dax device of a devdax pmem namespace"),
-    required("DEV_DAX_CXL", "dax_cxl: the dax device of a volatile (ram) CXL region"),
+    optional("DEV_DAX_CXL", &[], "dax_cxl: volatile (ram) CXL regions and their dax devices (Linux 6.3 and later); lab up refuses a topology with volatile devices on a kernel without it"),
     required("DEV_DAX_KMEM", "kmem onlines a system-ram region as a NUMA node; the image carries the module (recipe extra_modules)"),
     // The recipe's late modules.
     required("VIRTIO_BLK", "the scratch disk and the simulator's vhost-user-blk views"),
@@ -148,6 +148,12 @@ pub enum KconfigError {
         what: String,
         #[source]
         source: std::io::Error,
+    },
+    #[error("The topology {topology} has volatile devices ({}), but the kernel (config: {origin}) cannot make volatile CXL regions: it lacks CONFIG_DEV_DAX_CXL (dax_cxl, Linux 6.3 and later). Use a topology with persistent devices only (`--topology persistent`) or a kernel with it.", devices.join(", "))]
+    VolatileRegions {
+        origin: String,
+        topology: String,
+        devices: Vec<String>,
     },
     #[error("The kernel (config: {origin}) lacks options the lab needs to boot:\n{}\nEnable them (`lab kernel config` prints a fragment for scripts/kconfig/merge_config.sh) and rebuild the kernel.", list_missing(.missing))]
     Missing {
@@ -269,6 +275,29 @@ impl KernelConfig {
                 missing,
             })
         }
+    }
+
+    /// Ok when this kernel can make the regions of `topology`: volatile
+    /// devices need ram regions (`DEV_DAX_CXL`, which arrived with them in
+    /// Linux 6.3).
+    pub fn check_topology(&self, topology: &cxl_topology::Topology) -> Result<(), KconfigError> {
+        if matches!(self.value("DEV_DAX_CXL"), Some("y" | "m")) {
+            return Ok(());
+        }
+        let devices: Vec<String> = topology
+            .devices
+            .iter()
+            .filter(|d| d.kind == cxl_topology::DeviceKind::Volatile)
+            .map(|d| d.name.clone())
+            .collect();
+        if devices.is_empty() {
+            return Ok(());
+        }
+        Err(KconfigError::VolatileRegions {
+            origin: self.origin.clone(),
+            topology: topology.origin.clone(),
+            devices,
+        })
     }
 
     /// The options `suite` (a `lab run` suite name) needs that this kernel
@@ -460,6 +489,8 @@ mod tests {
         for suite in ["dax", "fio", "faults", "ioriot", "ras"] {
             assert!(c.missing_for(suite).is_empty(), "{suite}");
         }
+        c.check_topology(&cxl_topology::Topology::embedded_default())
+            .unwrap();
         // Debian restricts /dev/mem: recorded, not fatal.
         let names: Vec<&str> = c.unsatisfied().iter().map(|o| o.name).collect();
         assert_eq!(names, ["IO_STRICT_DEVMEM"]);
@@ -496,6 +527,24 @@ mod tests {
             .skip_reason("faults")
             .unwrap()
             .starts_with("the guest kernel lacks CONFIG_DEBUG_INFO_BTF (y or m): fault-monitor"));
+    }
+
+    #[test]
+    fn a_kernel_without_volatile_regions_refuses_volatile_devices_only() {
+        let c = KernelConfig::parse(
+            &DEBIAN_6_12.replace("CONFIG_DEV_DAX_CXL=m\n", ""),
+            "/b/config-6.1",
+        );
+        c.check_boot().unwrap();
+        let e = c
+            .check_topology(&cxl_topology::Topology::embedded_default())
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "The topology <embedded default topology> has volatile devices (vmem0), but the kernel (config: /b/config-6.1) cannot make volatile CXL regions: it lacks CONFIG_DEV_DAX_CXL (dax_cxl, Linux 6.3 and later). Use a topology with persistent devices only (`--topology persistent`) or a kernel with it."
+        );
+        let persistent = cxl_topology::Topology::load(Some(Path::new("persistent"))).unwrap();
+        c.check_topology(&persistent).unwrap();
     }
 
     #[test]

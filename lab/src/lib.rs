@@ -15,7 +15,9 @@
 //! The suites of `lab run` are in `suites/` (registered in `suites::Suite`),
 //! what several of them share in `suite_support/`. The guest kernel's
 //! config, checked before boot, and the options the suites need are
-//! `kconfig.rs`. The regression gate (what
+//! `kconfig.rs`; a user's kernel (`lab up --kernel`: a .deb, a bzImage
+//! or a build tree, checked and cached with its modules layer) is
+//! `kernel/`. The regression gate (what
 //! of a suite's JSON is behaviour, the metric table, kept runs and
 //! baselines, `lab compare`, JUnit) is `gate/`; `lab report`'s HTML page
 //! and its SVG charts are `report/`. What a lab that is down
@@ -29,6 +31,7 @@ pub mod gate;
 pub mod image;
 pub mod inject;
 pub mod kconfig;
+pub mod kernel;
 pub mod kvm;
 pub mod leftovers;
 pub mod matrix;

@@ -48,6 +48,22 @@ impl From<AccelArg> for AccelChoice {
     }
 }
 
+/// A kernel to boot instead of the image's.
+#[derive(clap::Args)]
+struct KernelArgs {
+    /// Boot this kernel instead of the image's: a Debian kernel package
+    /// (.deb), a bzImage/vmlinuz file (with --modules, or none when the
+    /// drivers the lab needs are built in), or a kernel build tree (its
+    /// arch/x86/boot/bzImage, .config and `make modules_install`).
+    /// Overrides the topology's `[guest] kernel`.
+    #[arg(long, value_name = "PATH")]
+    kernel: Option<PathBuf>,
+    /// The modules of a bzImage/vmlinuz --kernel: its lib/modules/<release>
+    /// directory (or a directory holding lib/modules/<release>).
+    #[arg(long, value_name = "DIR", requires = "kernel")]
+    modules: Option<PathBuf>,
+}
+
 #[derive(clap::Args)]
 struct NameArg {
     /// Lab instance name (its run directory).
@@ -78,6 +94,8 @@ enum Verb {
         /// latency the model charges its CXL accesses (calibrated at up).
         #[arg(long, value_enum, num_args = 0..=1, require_equals = true, default_missing_value = "observe")]
         timing: Option<TimingArg>,
+        #[command(flatten)]
+        kernel: KernelArgs,
         #[arg(long)]
         json: bool,
     },
@@ -199,6 +217,8 @@ enum Verb {
         /// refuses tcg or kvm when it runs under the other.
         #[arg(long, value_enum, default_value = "auto")]
         accel: AccelArg,
+        #[command(flatten)]
+        kernel: KernelArgs,
         #[arg(long)]
         json: bool,
     },
@@ -575,6 +595,7 @@ async fn main() -> anyhow::Result<()> {
             accel,
             boot_timeout,
             timing,
+            kernel,
             json,
         } => {
             let opts = UpOptions {
@@ -585,6 +606,8 @@ async fn main() -> anyhow::Result<()> {
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing: timing.is_some(),
                 stall: timing == Some(TimingArg::Stall),
+                kernel: kernel.kernel,
+                modules: kernel.modules,
             };
             let events = ui();
             let summary = tokio::select! {
@@ -757,6 +780,7 @@ async fn main() -> anyhow::Result<()> {
             topology,
             timing,
             accel,
+            kernel,
             json,
         } => {
             let opts = UpOptions {
@@ -764,6 +788,8 @@ async fn main() -> anyhow::Result<()> {
                 topology,
                 accel: accel.into(),
                 timing,
+                kernel: kernel.kernel,
+                modules: kernel.modules,
                 ..UpOptions::default()
             };
             let argv = verbs::args(&opts).context("lab args failed")?;

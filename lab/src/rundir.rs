@@ -140,6 +140,13 @@ pub struct LabState {
     /// read it to skip what the kernel cannot do.
     #[serde(default)]
     pub kernel_config: Option<PathBuf>,
+    /// Where the kernel came from (the image, or `--kernel`).
+    #[serde(default)]
+    pub kernel_origin: Option<crate::kernel::KernelOrigin>,
+    /// The image's out-of-tree modules, built for the image's kernel, that
+    /// a user's kernel of another release cannot load.
+    #[serde(default)]
+    pub foreign_built_modules: Vec<String>,
     pub initrd: PathBuf,
     pub accel: Accel,
     pub argv: Vec<String>,
@@ -171,6 +178,8 @@ impl LabState {
             kernel: "/k".into(),
             kernel_release: None,
             kernel_config: None,
+            kernel_origin: None,
+            foreign_built_modules: Vec::new(),
             initrd: "/i".into(),
             accel: Accel::Tcg,
             argv,

@@ -72,6 +72,12 @@ pub struct Summary {
     pub kernel_release: Option<String>,
     /// The kernel config checked before boot (suites skip by it).
     pub kernel_config: Option<PathBuf>,
+    /// Where the kernel came from: the image, or `--kernel` (its path).
+    pub kernel_origin: Option<crate::kernel::KernelOrigin>,
+    /// The image's out-of-tree modules this kernel cannot load (built for
+    /// the image's kernel release).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign_built_modules: Vec<String>,
     pub devices: Vec<DeviceSummary>,
     pub regions: Vec<RegionSummary>,
     pub qmp_socket: PathBuf,
@@ -152,6 +158,8 @@ pub fn summarize(run: &RunDir, state: &LabState, topology: &Topology) -> Summary
         image_key: state.image_key.clone(),
         kernel_release: state.kernel_release.clone(),
         kernel_config: state.kernel_config.clone(),
+        kernel_origin: state.kernel_origin.clone(),
+        foreign_built_modules: state.foreign_built_modules.clone(),
         devices,
         regions,
         qmp_socket: qemu::qmp_socket(&run.sockets),

@@ -23,7 +23,12 @@ pub fn summary(s: &Summary) -> String {
         s.run_dir.display()
     );
     if let Some(k) = &s.kernel_release {
-        let _ = writeln!(out, "  kernel {k}, image {}", s.image_key);
+        let from = s
+            .kernel_origin
+            .as_ref()
+            .map(|o| format!(" from {}", o.describe()))
+            .unwrap_or_default();
+        let _ = writeln!(out, "  kernel {k}{from}, image {}", s.image_key);
     }
     for d in &s.devices {
         let place = d

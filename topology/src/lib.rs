@@ -65,6 +65,11 @@ pub const PRESETS: &[Preset] = &[
         toml: include_str!("../examples/dcd.toml"),
     },
     Preset {
+        name: "persistent",
+        summary: "the default without its volatile device: one persistent device (for kernels before 6.3, which make no volatile regions)",
+        toml: include_str!("../examples/persistent.toml"),
+    },
+    Preset {
         name: "seed-dax",
         summary: "one 16 GiB volatile devdax device (sparse backing) for the DAX tester's documented 16G run on /dev/mem",
         toml: include_str!("../examples/seed-dax.toml"),
@@ -128,6 +133,15 @@ pub struct Guest {
     /// device, e.g. page-cache faults on ext4; "0" for none.
     #[serde(default = "default_scratch_disk")]
     pub scratch_disk: ByteSize,
+    /// The kernel to boot instead of the image's, as `lab up --kernel`
+    /// takes it (a .deb, a bzImage/vmlinuz or a kernel build tree); a
+    /// relative path is relative to the topology file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Its `lib/modules/<release>` tree, as `lab up --modules` (for a
+    /// bzImage/vmlinuz only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<String>,
 }
 
 fn default_scratch_disk() -> ByteSize {
@@ -147,6 +161,8 @@ impl Default for Guest {
             cpus: default_cpus(),
             memory: default_memory(),
             scratch_disk: default_scratch_disk(),
+            kernel: None,
+            modules: None,
         }
     }
 }

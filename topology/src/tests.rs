@@ -340,7 +340,7 @@ fn missing_file_is_named() {
     let e = Topology::load(Some(Path::new("/nonexistent/topo.toml"))).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "Cannot read topology file /nonexistent/topo.toml; it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd, seed-dax)."
+        "Cannot read topology file /nonexistent/topo.toml; it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd, persistent, seed-dax)."
     );
 }
 
@@ -425,8 +425,9 @@ fn every_preset_parses_and_its_regions_have_the_declared_shape() {
     );
     assert_eq!(shape("tiering"), [s("vmem0", 1, 8192, "window0")]);
     assert!(shape("dcd").is_empty());
+    assert_eq!(shape("persistent"), [s("pmem0", 1, 8192, "window0")]);
     assert_eq!(shape("seed-dax"), [s("vmem0", 1, 8192, "window0")]);
-    assert_eq!(PRESETS.len(), 7);
+    assert_eq!(PRESETS.len(), 8);
 }
 
 #[test]
@@ -436,7 +437,7 @@ fn a_preset_name_loads_where_no_file_has_that_name() {
     let e = Topology::load(Some(Path::new("no-such-preset"))).unwrap_err();
     assert!(
         e.to_string()
-            .contains("it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd, seed-dax)"),
+            .contains("it is not a preset name either (presets: default, switched, two-bridges, run-qemu, tiering, dcd, persistent, seed-dax)"),
         "{e}"
     );
 }

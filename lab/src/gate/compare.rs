@@ -247,6 +247,7 @@ mod tests {
             lab: "t".into(),
             started: "2026-12-07T00:00:00Z".into(),
             environment: Environment {
+                kernel_origin: None,
                 kernel: "6.12.57+deb12-amd64".into(),
                 topology: TopologyId {
                     origin: "embedded default".into(),

@@ -90,6 +90,9 @@ pub struct TopologyId {
 pub struct Environment {
     /// The guest kernel's `uname -r`.
     pub kernel: String,
+    /// Where that kernel came from: the image, or `lab up --kernel`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_origin: Option<crate::kernel::KernelOrigin>,
     pub topology: TopologyId,
     pub image_key: String,
     /// `qemu-system-x86_64 --version`'s first line.
@@ -294,6 +297,7 @@ mod tests {
             started: "2026-12-07T00:00:00Z".into(),
             environment: Environment {
                 kernel: "6.12.57+deb12-amd64".into(),
+                kernel_origin: None,
                 topology: TopologyId {
                     origin: "embedded default".into(),
                     sha256: "ab".into(),

@@ -507,7 +507,7 @@ fn build_modules(
 }
 
 /// Contents of one initramfs entry.
-enum Source {
+pub enum Source {
     Host(PathBuf, u32),
     Bytes(Vec<u8>, u32),
     Symlink(String),
@@ -611,7 +611,8 @@ fn pack(
     }
 
     let tree = modules::ModuleTree::open(staging)?;
-    let mut all_mods = recipe.boot_modules.clone();
+    let mut all_mods = recipe.early_modules.clone();
+    all_mods.extend(recipe.boot_modules.iter().cloned());
     all_mods.extend(recipe.late_modules.iter().cloned());
     all_mods.extend(recipe.extra_modules.iter().cloned());
     let mut mods = tree.closure(&all_mods)?;
@@ -636,6 +637,7 @@ fn pack(
             .filter(|m| mods.iter().any(|x| &x.name == m))
             .collect()
     };
+    let early = present(&recipe.early_modules);
     let boot = present(&recipe.boot_modules);
     let late = present(&recipe.late_modules);
     let module_names: Vec<String> = mods.iter().map(|m| m.name.clone()).collect();
@@ -645,6 +647,17 @@ fn pack(
             Source::Bytes(m.bytes, 0o644),
         );
     }
+    files.insert(
+        "/etc/cxl-lab/early-modules".into(),
+        Source::Bytes(
+            early
+                .iter()
+                .map(|m| format!("{m}\n"))
+                .collect::<String>()
+                .into_bytes(),
+            0o644,
+        ),
+    );
     files.insert(
         "/etc/cxl-lab/modules".into(),
         Source::Bytes(format!("{}\n", boot.join("\n")).into_bytes(), 0o644),
@@ -784,7 +797,11 @@ fn copy_tree(from: &Path, to: &Path) -> Result<(), ImageError> {
     Ok(())
 }
 
-fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {
+/// Writes `files` (guest path -> contents) as an lz4 (legacy frame) newc
+/// archive at `out`, with every parent directory. Archives written by it
+/// may be concatenated: the kernel unpacks them in order, later files
+/// replacing earlier ones.
+pub fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(), ImageError> {
     let mut dirs: BTreeSet<String> = [
         "/bin",
         "/sbin",

@@ -63,7 +63,18 @@ impl ModuleTree {
                     .max()
             })
             .ok_or_else(|| ModuleError::NoModules(root.to_owned()))?;
-        let dir = base.join(&release);
+        ModuleTree::open_release(&base.join(&release))
+    }
+
+    /// The modules of `dir`, a `lib/modules/<release>` directory: its name
+    /// is the release.
+    pub fn open_release(dir: &Path) -> Result<ModuleTree, ModuleError> {
+        let release = dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .filter(|_| dir.is_dir())
+            .ok_or_else(|| ModuleError::NoModules(dir.to_owned()))?;
+        let dir = dir.to_owned();
         let mut files = HashMap::new();
         walk(&dir, &dir, &mut files);
         let builtin = std::fs::read_to_string(dir.join("modules.builtin"))
@@ -83,6 +94,11 @@ impl ModuleTree {
             files,
             builtin,
         })
+    }
+
+    /// Whether the tree has `name` as a module file.
+    pub fn has_module(&self, name: &str) -> bool {
+        self.files.contains_key(&canonical(name))
     }
 
     pub fn is_builtin(&self, name: &str) -> bool {

@@ -23,6 +23,9 @@ pub struct Recipe {
     pub extra_programs: Vec<String>,
     /// Directory trees served over virtio-9p, each a symlink in the initramfs.
     pub extra_trees: Vec<String>,
+    /// Loaded before the guest agent starts, when the kernel has them as
+    /// modules (the agent's virtio-serial port).
+    pub early_modules: Vec<String>,
     pub boot_modules: Vec<String>,
     pub late_modules: Vec<String>,
     pub extra_modules: Vec<String>,

@@ -185,6 +185,7 @@ pub(crate) mod tests {
             started: "2026-12-07T00:00:00Z".into(),
             environment: Environment {
                 kernel: "6.12.118+deb12-amd64".into(),
+                kernel_origin: None,
                 topology: TopologyId {
                     origin: "embedded default".into(),
                     sha256: "0123456789abcdef".into(),

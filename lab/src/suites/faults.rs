@@ -313,6 +313,7 @@ pub fn checks(
     seq_c: &Value,
     random_c: &Value,
     compared: &[Value],
+    module_skipped: bool,
 ) -> Value {
     let workers = random["workers"].as_array().cloned().unwrap_or_default();
     let own_rows = !workers.is_empty() && workers.iter().all(|w| u(&w["rows"]) == 1);
@@ -337,8 +338,9 @@ pub fn checks(
         "daemon_leaves_the_random_process_alone": u(&random_c["advise_decisions"]) == 0,
         "collector_reports_exited_workloads_by_their_final_counts":
             seq_c["exited"] == true && random_c["exited"] == true,
-        "proc_module_agrees_with_ebpf_collector":
-            !compared.is_empty() && compared.iter().all(|c| c["agree"] == true),
+        // Not run (null, not false) when the kernel cannot load the module.
+        "proc_module_agrees_with_ebpf_collector": (!module_skipped)
+            .then(|| !compared.is_empty() && compared.iter().all(|c| c["agree"] == true)),
     })
 }
 
@@ -421,21 +423,64 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         .await?
         .stdout;
 
-    let both_runs: Vec<String> = COMPARED
+    // The seq_page_faults module is built against the image's kernel
+    // headers: a user's kernel of another release (`lab up --kernel`)
+    // cannot load it, so the side-by-side comparison is skipped, saying so.
+    let module_skipped = ctx
+        .summary
+        .foreign_built_modules
         .iter()
-        .map(|(p, t, c)| threads_argv(p, *t, *c, 0))
-        .collect();
-    let (both, _) = ctx
-        .exec_json(&sh(both_collectors_script(&both_runs)))
-        .await?;
-    let proc_file = both["proc_file"].as_str().unwrap_or_default();
-    let compared: Vec<Value> = (0..COMPARED.len())
-        .map(|i| agreement(&both["runs"][i], &both["ebpf"], &both["proc"], proc_file))
-        .collect();
+        .any(|m| m == "seq_page_faults")
+        .then(|| {
+            format!(
+                "the seq_page_faults kernel module is built against the image kernel's headers; this lab boots kernel {} ({}), which cannot load it",
+                ctx.summary.kernel_release.as_deref().unwrap_or("unknown"),
+                ctx.summary
+                    .kernel_origin
+                    .as_ref()
+                    .map(|o| o.describe())
+                    .unwrap_or_default()
+            )
+        });
+    let (both, compared) = if module_skipped.is_some() {
+        (Value::Null, Vec::new())
+    } else {
+        let both_runs: Vec<String> = COMPARED
+            .iter()
+            .map(|(p, t, c)| threads_argv(p, *t, *c, 0))
+            .collect();
+        let (both, _) = ctx
+            .exec_json(&sh(both_collectors_script(&both_runs)))
+            .await?;
+        let proc_file = both["proc_file"].as_str().unwrap_or_default();
+        let compared: Vec<Value> = (0..COMPARED.len())
+            .map(|i| agreement(&both["runs"][i], &both["ebpf"], &both["proc"], proc_file))
+            .collect();
+        (both, compared)
+    };
 
     let (bare_median, monitored_median) = (median(&bare_ms), median(&monitored_ms));
     let ratio = ratio(monitored_median, bare_median);
-    let checks = checks(&random_m, &seq_m, &seq_c, &random_c, &compared);
+    let checks = checks(
+        &random_m,
+        &seq_m,
+        &seq_c,
+        &random_c,
+        &compared,
+        module_skipped.is_some(),
+    );
+    let collectors_compared = match &module_skipped {
+        Some(reason) => json!({ "skipped": reason }),
+        None => json!({
+            "ebpf_source": both["ebpf"]["source"],
+            "proc_source": both["proc"]["source"],
+            "multi_thread_tolerance": MULTI_THREAD_TOLERANCE,
+            "runs": compared,
+            "proc_exits": both["proc"]["exits"],
+            "proc_dropped": both["proc"]["dropped"],
+            "ebpf_exits_lost": both["ebpf"]["exits_lost"],
+        }),
+    };
     Ok(json!({
         "suite": "faults",
         "passed": all_true(&checks),
@@ -475,15 +520,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
             "map_entries_peak": col["map_entries_peak"],
             "map_entries_end": col["map_entries_end"],
         },
-        "collectors_compared": {
-            "ebpf_source": both["ebpf"]["source"],
-            "proc_source": both["proc"]["source"],
-            "multi_thread_tolerance": MULTI_THREAD_TOLERANCE,
-            "runs": compared,
-            "proc_exits": both["proc"]["exits"],
-            "proc_dropped": both["proc"]["dropped"],
-            "ebpf_exits_lost": both["ebpf"]["exits_lost"],
-        },
+        "collectors_compared": collectors_compared,
         "checks": checks,
     }))
 }
@@ -640,7 +677,7 @@ mod tests {
             ),
             (Some(90), Some(1))
         );
-        let c = checks(&v, &v, &seq_c, &rnd_c, &[]);
+        let c = checks(&v, &v, &seq_c, &rnd_c, &[], false);
         assert_eq!(
             c["random_major_faults_on_every_worker"], false,
             "tid 12 had no major fault"
@@ -658,6 +695,13 @@ mod tests {
             "tid 12: the monitor saw 0 major faults, the thread counted 3"
         );
         assert!(!all_true(&c));
+        assert_eq!(c["proc_module_agrees_with_ebpf_collector"], false);
+        let without_module = checks(&v, &v, &seq_c, &rnd_c, &[], true);
+        assert_eq!(
+            without_module["proc_module_agrees_with_ebpf_collector"],
+            Value::Null,
+            "not run is not a failure"
+        );
     }
 
     #[test]
@@ -697,7 +741,7 @@ mod tests {
         assert_eq!(ratio(3.0, 2.0), Some(1.5));
         let seq_c = json!({"sequential": 90, "advise_decisions": 1, "exited": true});
         let gone = json!({"sequential": null, "advise_decisions": 0, "exited": true});
-        let c = checks(&json!({}), &json!({}), &seq_c, &gone, &[]);
+        let c = checks(&json!({}), &json!({}), &seq_c, &gone, &[], false);
         assert_eq!(c["sequential_over_random"], Value::Null);
         assert_eq!(c["sequential_far_above_random"], false);
     }

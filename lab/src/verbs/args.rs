@@ -34,6 +34,17 @@ fn args_in(run: &RunDir, opts: &UpOptions) -> Result<Vec<String>, LabError> {
                     });
                 }
             }
+            if let Some(k) = &opts.kernel {
+                let asked = std::path::absolute(k).unwrap_or_else(|_| k.clone());
+                let running = state.kernel_origin.as_ref().and_then(|o| o.path.as_ref());
+                if running != Some(&asked) {
+                    return Err(LabError::ArgsOfRunning {
+                        name: name.to_owned(),
+                        option: "--kernel",
+                        why: "it runs another kernel",
+                    });
+                }
+            }
             if opts.timing && state.timing.is_none() {
                 return Err(LabError::ArgsOfRunning {
                     name: name.to_owned(),
@@ -56,14 +67,7 @@ fn args_in(run: &RunDir, opts: &UpOptions) -> Result<Vec<String>, LabError> {
             return Ok(state.argv);
         }
     }
-    let launch = plan(
-        run,
-        opts.topology.as_deref(),
-        opts.accel,
-        &opts.image,
-        opts.timing,
-        &Events::none(),
-    )?;
+    let launch = plan(run, opts, &Events::none())?;
     Ok(launch.argv())
 }
 

@@ -36,6 +36,7 @@ fn record_result(
     file: &Path,
     suite: &str,
     result: Result<serde_json::Value, SuiteError>,
+    kernel: &serde_json::Value,
 ) -> Result<Outcome, LabError> {
     let skipped = result
         .as_ref()
@@ -43,7 +44,7 @@ fn record_result(
         .and_then(|v| v.get("skipped"))
         .and_then(serde_json::Value::as_str)
         .map(str::to_owned);
-    let (passed, error, v) = match result {
+    let (passed, error, mut v) = match result {
         Ok(v) => {
             let passed = v
                 .get("passed")
@@ -57,6 +58,7 @@ fn record_result(
             (false, Some(msg), v)
         }
     };
+    name_kernel(&mut v, kernel);
     std::fs::write(
         file,
         serde_json::to_vec_pretty(&v).expect("JSON serialises"),
@@ -68,6 +70,14 @@ fn record_result(
         skipped,
         json: v,
     })
+}
+
+/// Names the kernel a suite ran on in its result (`"kernel": {"release",
+/// "origin"}`), unless the suite did.
+fn name_kernel(v: &mut serde_json::Value, kernel: &serde_json::Value) {
+    if let (Some(o), false) = (v.as_object_mut(), kernel.is_null()) {
+        o.entry("kernel").or_insert_with(|| kernel.clone());
+    }
 }
 
 /// The first of the lab's processes (QEMU, then cxl-memsim) that is gone,
@@ -149,13 +159,18 @@ async fn run_planned(
         .await
         .map(|k| k.trim().to_owned())
         .unwrap_or_else(|e| format!("unknown ({})", error_chain(&e)));
+    let kernel_note = serde_json::json!({
+        "release": kernel,
+        "origin": state.kernel_origin,
+    });
     let mut out = Vec::new();
     let mut records = Vec::new();
     for (suite, skip) in plan {
         let name = suite.name();
         let file = dir.join(format!("{name}.json"));
         if let Some(reason) = skip {
-            let v = serde_json::json!({ "suite": name, "passed": false, "skipped": reason });
+            let mut v = serde_json::json!({ "suite": name, "passed": false, "skipped": reason });
+            name_kernel(&mut v, &kernel_note);
             std::fs::write(
                 &file,
                 serde_json::to_vec_pretty(&v).expect("JSON serialises"),
@@ -196,7 +211,7 @@ async fn run_planned(
             error,
             skipped,
             json: v,
-        } = record_result(&file, name, result)?;
+        } = record_result(&file, name, result, &kernel_note)?;
         let verdict = match (&skipped, passed) {
             (Some(_), _) => "skipped",
             (None, true) => "passed",
@@ -238,6 +253,7 @@ async fn run_planned(
         started: started.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         environment: Environment {
             kernel,
+            kernel_origin: state.kernel_origin.clone(),
             topology: TopologyId {
                 origin: state.topology_origin.clone(),
                 sha256: hex::encode(Sha256::digest(topology_text.as_bytes())),
@@ -321,10 +337,17 @@ mod tests {
     fn a_suite_that_errors_replaces_an_earlier_pass() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("dax.json");
-        let ok = record_result(&file, "dax", Ok(serde_json::json!({"passed": true}))).unwrap();
+        let ok = record_result(
+            &file,
+            "dax",
+            Ok(serde_json::json!({"passed": true})),
+            &serde_json::Value::Null,
+        )
+        .unwrap();
         assert_eq!((ok.passed, ok.error, ok.skipped), (true, None, None));
         let err = SuiteError::NoDax("dax");
-        let Outcome { passed, error, .. } = record_result(&file, "dax", Err(err)).unwrap();
+        let Outcome { passed, error, .. } =
+            record_result(&file, "dax", Err(err), &serde_json::Value::Null).unwrap();
         assert!(!passed);
         let written: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
@@ -343,7 +366,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("faults.json");
         let v = serde_json::json!({"suite": "faults", "passed": false, "skipped": "the guest kernel lacks CONFIG_KPROBES (y or m): …"});
-        let o = record_result(&file, "faults", Ok(v)).unwrap();
+        let o = record_result(&file, "faults", Ok(v), &serde_json::Value::Null).unwrap();
         assert!(!o.passed && o.error.is_none());
         assert!(o.skipped.unwrap().contains("CONFIG_KPROBES"));
     }

@@ -7,10 +7,9 @@ use std::time::{Duration, Instant};
 use cxl_topology::{TimingMode, Topology};
 
 use super::down::{down_run, lock};
-use super::launch::{plan, AccelChoice};
+use super::launch::plan;
 use crate::error::{error_chain, io_err, LabError};
 use crate::events::{Event, Events, Step};
-use crate::image::ImageOptions;
 use crate::memsim;
 use crate::process;
 use crate::qemu::{self, DeviceFiles};
@@ -22,36 +21,7 @@ use crate::summary::{summarize, Summary};
 /// What the guest /init prints on the console once qemu-ga runs.
 const AGENT_STARTED: &str = "cxl-lab: guest agent on";
 
-/// Options of `lab up`.
-#[derive(Debug, Clone)]
-pub struct UpOptions {
-    pub name: String,
-    pub topology: Option<PathBuf>,
-    pub accel: AccelChoice,
-    pub image: ImageOptions,
-    pub boot_timeout: Duration,
-    /// Timing mode: load the TCG plugin and arm it once regions are up
-    /// (also on when the topology says `[simulator] timing = true`).
-    pub timing: bool,
-    /// Stall mode (implies timing): the plugin also holds the vCPUs for
-    /// the model's extra latency, calibrated after arming (also on when
-    /// the topology says `[simulator] timing = "stall"`).
-    pub stall: bool,
-}
-
-impl Default for UpOptions {
-    fn default() -> Self {
-        UpOptions {
-            name: "default".into(),
-            topology: None,
-            accel: AccelChoice::Auto,
-            image: ImageOptions::default(),
-            boot_timeout: Duration::from_secs(180),
-            timing: false,
-            stall: false,
-        }
-    }
-}
+pub use super::launch::UpOptions;
 
 /// Creates the label storage areas that persistent devices need (kept
 /// across restarts, like the device memory).
@@ -181,18 +151,13 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
     let t0 = Instant::now();
     let ms = |t: Instant| t.elapsed().as_millis() as u64;
-    let launch = plan(
-        &run,
-        opts.topology.as_deref(),
-        opts.accel,
-        &opts.image,
-        opts.timing || opts.stall,
-        events,
-    )?;
+    let launch = plan(&run, opts, events)?;
     let image_ms = ms(t0);
     // Before anything starts: a kernel without what the lab needs would
     // fail deep in boot or region set-up.
-    crate::kconfig::KernelConfig::read(&launch.image.config)?.check_boot()?;
+    let config = crate::kconfig::KernelConfig::read(&launch.kernel.config)?;
+    config.check_boot()?;
+    config.check_topology(&launch.topology)?;
     run.create()?;
     let topology = &launch.topology;
 
@@ -254,10 +219,12 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         status: LabStatus::Starting,
         topology_origin: topology.origin.clone(),
         image_key: launch.image.manifest.key.clone(),
-        kernel: launch.image.kernel.clone(),
-        kernel_release: Some(launch.image.manifest.kernel_release.clone()),
-        kernel_config: Some(launch.image.config.clone()),
-        initrd: launch.image.initrd.clone(),
+        kernel: launch.kernel.kernel.clone(),
+        kernel_release: Some(launch.kernel.release.clone()),
+        kernel_config: Some(launch.kernel.config.clone()),
+        kernel_origin: Some(launch.kernel.origin.clone()),
+        foreign_built_modules: launch.kernel.foreign_built_modules.clone(),
+        initrd: launch.kernel.initrd.clone(),
         accel: launch.accel,
         argv: argv.clone(),
         devices: launch.devices.clone(),

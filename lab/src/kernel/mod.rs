@@ -1,0 +1,608 @@
+//! The kernel a lab boots: the image's own (Debian's, from the recipe), or
+//! a user's, given to `lab up --kernel PATH [--modules DIR]` (or `[guest]
+//! kernel`) as a Debian kernel package, a bzImage/vmlinuz with or without
+//! a `lib/modules/<release>` tree, or a kernel build tree.
+//!
+//! A user's kernel is checked before anything starts (its header says an
+//! x86-64 bzImage and its release, the modules are of that release, its
+//! config has what the boot needs) and becomes a cache entry
+//! `<cache>/kernels/<key>/`, keyed by a hash of its content: `vmlinuz`,
+//! `config`, `kernel.json` and `modules.lz4`, a small initramfs layer with
+//! the recipe's modules of that kernel (only those it builds as modules),
+//! their modules.dep and the guest /init's module lists. The layer is
+//! appended to the image's initramfs (the kernel unpacks concatenated
+//! archives in order, later files replacing earlier ones), so the
+//! userland and tools are never repacked for a new kernel.
+
+pub mod bzimage;
+mod error;
+mod source;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::image::modules::{self, ModuleTree};
+use crate::image::recipe::Recipe;
+use crate::image::{self, Image, Source};
+use crate::kconfig::{KconfigError, KernelConfig, Need, OPTIONS};
+use error::io_err;
+pub use error::KernelError;
+pub use source::KernelInput;
+
+/// How a kernel reached the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KernelKind {
+    /// The image's own (the recipe's Debian package).
+    Image,
+    /// `--kernel` a Debian kernel package.
+    Deb,
+    /// `--kernel` a bzImage/vmlinuz (with `--modules` or none).
+    Bzimage,
+    /// `--kernel` a kernel build tree.
+    Tree,
+}
+
+/// Where the booted kernel came from: `lab status`, `summary.json` and
+/// every suite's JSON name it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KernelOrigin {
+    pub kind: KernelKind,
+    /// The path given (`--kernel` or `[guest] kernel`), absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// `--modules`, absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<PathBuf>,
+    /// The image's kernel package and version (`kind` image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<String>,
+}
+
+impl KernelOrigin {
+    /// One line: `image (linux-image-… 6.12.118-1~deb12u1)`, `deb /p/x.deb`,
+    /// `bzimage /p/vmlinuz with modules /p/lib/modules/R`, `tree /p/linux`.
+    pub fn describe(&self) -> String {
+        let kind = match self.kind {
+            KernelKind::Image => "image",
+            KernelKind::Deb => "deb",
+            KernelKind::Bzimage => "bzimage",
+            KernelKind::Tree => "tree",
+        };
+        let mut s = kind.to_owned();
+        if let Some(p) = &self.package {
+            s.push_str(&format!(" ({p})"));
+        }
+        if let Some(p) = &self.path {
+            s.push_str(&format!(" {}", p.display()));
+        }
+        if let Some(m) = &self.modules {
+            s.push_str(&format!(" with modules {}", m.display()));
+        }
+        s
+    }
+}
+
+/// What QEMU boots: kernel, initramfs, the config checked before boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BootKernel {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub config: PathBuf,
+    /// `uname -r`.
+    pub release: String,
+    pub origin: KernelOrigin,
+    /// The recipe's modules this kernel has as modules (in the initramfs).
+    pub modules: Vec<String>,
+    /// The recipe's modules it has neither as a module nor built in: the
+    /// config check decides whether the lab can do without them.
+    pub absent_modules: Vec<String>,
+    /// The image's out-of-tree modules (built against the image's kernel)
+    /// that this kernel cannot load.
+    pub foreign_built_modules: Vec<String>,
+}
+
+impl BootKernel {
+    /// The image's own kernel.
+    pub fn of_image(img: &Image) -> BootKernel {
+        BootKernel {
+            kernel: img.kernel.clone(),
+            initrd: img.initrd.clone(),
+            config: img.config.clone(),
+            release: img.manifest.kernel_release.clone(),
+            origin: KernelOrigin {
+                kind: KernelKind::Image,
+                path: None,
+                modules: None,
+                package: Some(format!(
+                    "{} {}",
+                    img.manifest.kernel_package, img.manifest.kernel_version
+                )),
+            },
+            modules: img.manifest.modules.clone(),
+            absent_modules: Vec::new(),
+            foreign_built_modules: Vec::new(),
+        }
+    }
+}
+
+/// What a cache entry records of its kernel (`kernel.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Entry {
+    release: String,
+    version: String,
+    kind: KernelKind,
+    modules: Vec<String>,
+    absent_modules: Vec<String>,
+}
+
+/// The files of a user's kernel before it is cached.
+struct Found {
+    image: PathBuf,
+    bz: bzimage::BzImage,
+    config: KernelConfig,
+    config_text: Vec<u8>,
+    modules: Option<ModuleTree>,
+}
+
+/// Prepares a user's kernel for `image`: checks it, caches it under
+/// `<cache_dir>/kernels/` and returns what QEMU boots. Starts nothing.
+pub fn prepare(
+    input: &KernelInput,
+    image: &Image,
+    cache_dir: &Path,
+) -> Result<BootKernel, KernelError> {
+    // Made by the first entry written: a refused kernel leaves nothing.
+    let kernels = cache_dir.join("kernels");
+    let recipe = Recipe::embedded();
+    let (dir, entry) = match input {
+        KernelInput::Deb(deb) => prepare_deb(deb, &kernels, &recipe)?,
+        KernelInput::Bzimage { image, modules } => {
+            let found = find_bzimage(image, modules.as_deref())?;
+            store(found, KernelKind::Bzimage, &kernels, &recipe, None)?
+        }
+        KernelInput::Tree(tree) => {
+            let found = find_tree(tree, &kernels)?;
+            store(found, KernelKind::Tree, &kernels, &recipe, None)?
+        }
+    };
+    let layer = dir.join("modules.lz4");
+    let initrd = dir.join(format!("initrd-{}.lz4", image.manifest.key));
+    if !initrd.is_file() {
+        concatenate(&[&image.initrd, &layer], &initrd)?;
+    }
+    let (path, modules) = input.paths();
+    Ok(BootKernel {
+        kernel: dir.join("vmlinuz"),
+        initrd,
+        config: dir.join("config"),
+        release: entry.release.clone(),
+        origin: KernelOrigin {
+            kind: entry.kind,
+            path: Some(path),
+            modules,
+            package: None,
+        },
+        modules: entry.modules,
+        absent_modules: entry.absent_modules,
+        foreign_built_modules: if entry.release == image.manifest.kernel_release {
+            Vec::new()
+        } else {
+            image
+                .manifest
+                .built_modules
+                .iter()
+                .map(|m| m.name.clone())
+                .collect()
+        },
+    })
+}
+
+fn load_entry(dir: &Path) -> Option<Entry> {
+    let e: Entry = serde_json::from_slice(&std::fs::read(dir.join("kernel.json")).ok()?).ok()?;
+    ["vmlinuz", "config", "modules.lz4"]
+        .iter()
+        .all(|f| dir.join(f).is_file())
+        .then_some(e)
+}
+
+fn sha256_file(path: &Path, h: &mut Sha256) -> Result<(), KernelError> {
+    let mut f = std::fs::File::open(path).map_err(io_err(path))?;
+    std::io::copy(&mut f, h).map_err(io_err(path))?;
+    Ok(())
+}
+
+/// Bump when the way a kernel's entry is made changes.
+const LAYER_VERSION: &str = "1";
+
+/// A .deb is keyed by its bytes and what chooses the layer's modules (the
+/// recipe): a cached one is not unpacked again.
+fn prepare_deb(
+    deb: &Path,
+    kernels: &Path,
+    recipe: &Recipe,
+) -> Result<(PathBuf, Entry), KernelError> {
+    let mut h = Sha256::new();
+    h.update(LAYER_VERSION.as_bytes());
+    h.update(crate::image::recipe::RECIPE_TOML.as_bytes());
+    sha256_file(deb, &mut h)?;
+    let key = format!("deb-{}", hex::encode(&h.finalize()[..12]));
+    let dir = kernels.join(&key);
+    if let Some(e) = load_entry(&dir) {
+        return Ok((dir, e));
+    }
+    let staging = kernels.join(format!("{key}.unpack"));
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(io_err(&staging))?;
+    let result = (|| {
+        crate::image::debs::extract(deb, &staging).map_err(|source| KernelError::Unpack {
+            path: deb.to_owned(),
+            source,
+        })?;
+        let boot = staging.join("boot");
+        let vmlinuz =
+            first_with_prefix(&boot, "vmlinuz-").ok_or_else(|| KernelError::NotAKernelPackage {
+                path: deb.to_owned(),
+            })?;
+        let has_modules = staging.join("lib/modules").is_dir();
+        let found = find_bzimage(&vmlinuz, has_modules.then_some(staging.as_path()))?;
+        store(found, KernelKind::Deb, kernels, recipe, Some(&key))
+    })();
+    let _ = std::fs::remove_dir_all(&staging);
+    result
+}
+
+fn first_with_prefix(dir: &Path, prefix: &str) -> Option<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(prefix))
+        })
+        .collect();
+    v.sort();
+    v.pop()
+}
+
+/// A bzImage, its config and its modules (a `lib/modules/<release>`
+/// directory, or a directory with `lib/modules/` in it).
+fn find_bzimage(image: &Path, modules: Option<&Path>) -> Result<Found, KernelError> {
+    let bz = bzimage::read(image)?;
+    let config_path = find_config(image, &bz);
+    let config_text = match &config_path {
+        Some(p) => std::fs::read(p).map_err(io_err(p))?,
+        None => Vec::new(),
+    };
+    let config = match &config_path {
+        Some(p) => KernelConfig::read(p)?,
+        None => KernelConfig::read(image).map_err(|e| match e {
+            KconfigError::NoEmbeddedConfig { .. } => KernelError::NoConfig {
+                kernel: image.to_owned(),
+                release: bz.release.clone(),
+                looked: config_candidates(image, &bz)
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            },
+            e => e.into(),
+        })?,
+    };
+    let config_text = if config_text.is_empty() {
+        // The embedded config, as text for the cache entry.
+        config
+            .values
+            .iter()
+            .map(|(k, v)| format!("CONFIG_{k}={v}\n"))
+            .collect::<String>()
+            .into_bytes()
+    } else {
+        config_text
+    };
+    let modules = match modules {
+        None => None,
+        Some(m) => Some(open_modules(m, image, &bz.release)?),
+    };
+    Ok(Found {
+        image: image.to_owned(),
+        bz,
+        config,
+        config_text,
+        modules,
+    })
+}
+
+/// Where a kernel's config may lie beside its image: Debian's
+/// `config-<release>` (next to `vmlinuz-<release>` in /boot), a tree's
+/// `.config` (the image being `arch/x86/boot/bzImage`).
+fn config_candidates(image: &Path, bz: &bzimage::BzImage) -> Vec<PathBuf> {
+    let dir = image.parent().unwrap_or(Path::new("."));
+    vec![
+        dir.join(format!("config-{}", bz.release)),
+        dir.join("config"),
+        dir.join("../../../.config"),
+    ]
+}
+
+fn find_config(image: &Path, bz: &bzimage::BzImage) -> Option<PathBuf> {
+    config_candidates(image, bz)
+        .into_iter()
+        .find(|p| p.is_file())
+}
+
+/// The modules of `release` in `dir`: `dir` is `lib/modules/<release>`
+/// itself, or a root with `lib/modules/<release>` in it.
+fn open_modules(dir: &Path, kernel: &Path, release: &str) -> Result<ModuleTree, KernelError> {
+    if !dir.is_dir() {
+        return Err(KernelError::Io {
+            path: dir.to_owned(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such directory"),
+        });
+    }
+    let root = dir.join("lib/modules");
+    if root.is_dir() {
+        let found: Vec<String> = std::fs::read_dir(&root)
+            .map_err(io_err(&root))?
+            .filter_map(Result::ok)
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        if !found.iter().any(|f| f == release) {
+            let mut found = found;
+            found.sort();
+            return Err(KernelError::NoModulesForRelease {
+                modules: dir.to_owned(),
+                release: release.to_owned(),
+                kernel: kernel.to_owned(),
+                found,
+            });
+        }
+        return Ok(ModuleTree::open_release(&root.join(release))?);
+    }
+    let name = dir
+        .canonicalize()
+        .ok()
+        .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_default();
+    if name != release {
+        return Err(KernelError::ModulesForOtherRelease {
+            modules: dir.to_owned(),
+            found: name,
+            kernel: kernel.to_owned(),
+            release: release.to_owned(),
+        });
+    }
+    Ok(ModuleTree::open_release(dir)?)
+}
+
+/// A build tree: its bzImage and .config, and (when it builds modules)
+/// its modules installed by its own `make modules_install` into the cache.
+fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
+    let image = tree.join("arch/x86/boot/bzImage");
+    let config_path = tree.join(".config");
+    if !image.is_file() {
+        return Err(KernelError::TreeWithoutImage(tree.to_owned()));
+    }
+    let mut found = find_bzimage(&image, None)?;
+    found.config = KernelConfig::read(&config_path)?;
+    found.config_text = std::fs::read(&config_path).map_err(io_err(&config_path))?;
+    if found.config.value("MODULES") != Some("y") {
+        return Ok(found);
+    }
+    let mut h = Sha256::new();
+    sha256_file(&image, &mut h)?;
+    h.update(&found.config_text);
+    let dest = kernels.join(format!("tree-{}", hex::encode(&h.finalize()[..12])));
+    let done = dest.join(".installed");
+    if !done.is_file() {
+        let _ = std::fs::remove_dir_all(&dest);
+        std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(tree)
+            .arg("modules_install")
+            .arg(format!("INSTALL_MOD_PATH={}", dest.display()))
+            .arg("INSTALL_MOD_STRIP=1")
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|source| KernelError::Spawn {
+                program: "make",
+                kernel: tree.to_owned(),
+                source,
+            })?;
+        if !out.status.success() {
+            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
+            output.push_str(&String::from_utf8_lossy(&out.stderr));
+            let tail: Vec<&str> = output.trim().lines().rev().take(20).collect();
+            return Err(KernelError::ModulesInstall {
+                tree: tree.to_owned(),
+                dest,
+                output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            });
+        }
+        std::fs::write(&done, b"").map_err(io_err(&done))?;
+    }
+    found.modules = Some(open_modules(&dest, &image, &found.bz.release)?);
+    Ok(found)
+}
+
+/// The modules layer of `found`: the recipe's module lists resolved in its
+/// tree (those it has as modules, with their dependencies), modules.dep,
+/// and the /init lists of what to load, which replace the image's.
+struct Layer {
+    files: BTreeMap<String, Source>,
+    modules: Vec<String>,
+    absent: Vec<String>,
+}
+
+fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
+    let mut files = BTreeMap::new();
+    let Some(tree) = &found.modules else {
+        // No modules: every option the boot needs must be built in.
+        let modular: Vec<String> = OPTIONS
+            .iter()
+            .filter(|o| o.need == Need::Required && found.config.value(o.name) == Some("m"))
+            .map(|o| o.name.to_owned())
+            .collect();
+        if !modular.is_empty() {
+            return Err(KernelError::ModulesNeeded {
+                kernel: found.image.clone(),
+                release: found.bz.release.clone(),
+                options: modular,
+            });
+        }
+        for list in ["early-modules", "modules", "late-modules"] {
+            files.insert(
+                format!("/etc/cxl-lab/{list}"),
+                Source::Bytes(Vec::new(), 0o644),
+            );
+        }
+        return Ok(Layer {
+            files,
+            modules: Vec::new(),
+            absent: Vec::new(),
+        });
+    };
+    let all: Vec<&String> = recipe
+        .early_modules
+        .iter()
+        .chain(&recipe.boot_modules)
+        .chain(&recipe.late_modules)
+        .chain(&recipe.extra_modules)
+        .collect();
+    let absent: Vec<String> = all
+        .iter()
+        .map(|m| modules::canonical(m))
+        .filter(|m| !tree.has_module(m) && !tree.is_builtin(m))
+        .collect();
+    let present: Vec<String> = all
+        .iter()
+        .map(|m| modules::canonical(m))
+        .filter(|m| tree.has_module(m))
+        .collect();
+    let mods = tree.closure(&present)?;
+    let base = format!("/lib/modules/{}", tree.kernel_release);
+    files.insert(
+        format!("{base}/modules.dep"),
+        Source::Bytes(modules::modules_dep(&mods).into_bytes(), 0o644),
+    );
+    let listed = |list: &[String]| -> Vec<u8> {
+        let names: Vec<String> = list
+            .iter()
+            .map(|m| modules::canonical(m))
+            .filter(|m| mods.iter().any(|x| &x.name == m))
+            .collect();
+        if names.is_empty() {
+            Vec::new()
+        } else {
+            format!("{}\n", names.join("\n")).into_bytes()
+        }
+    };
+    files.insert(
+        "/etc/cxl-lab/early-modules".into(),
+        Source::Bytes(listed(&recipe.early_modules), 0o644),
+    );
+    files.insert(
+        "/etc/cxl-lab/modules".into(),
+        Source::Bytes(listed(&recipe.boot_modules), 0o644),
+    );
+    files.insert(
+        "/etc/cxl-lab/late-modules".into(),
+        Source::Bytes(listed(&recipe.late_modules), 0o644),
+    );
+    let names = mods.iter().map(|m| m.name.clone()).collect();
+    for m in mods {
+        files.insert(
+            format!("{base}/{}", m.rel_path),
+            Source::Bytes(m.bytes, 0o644),
+        );
+    }
+    Ok(Layer {
+        files,
+        modules: names,
+        absent,
+    })
+}
+
+/// Writes `found` as a cache entry (unless one with the same content is
+/// there) and returns its directory and record. `key` names the entry of
+/// a .deb (keyed by the package's bytes); others are keyed by the hash of
+/// the image, the config and the layer.
+fn store(
+    found: Found,
+    kind: KernelKind,
+    kernels: &Path,
+    recipe: &Recipe,
+    key: Option<&str>,
+) -> Result<(PathBuf, Entry), KernelError> {
+    found.config.check_boot()?;
+    let layer = modules_layer(&found, recipe)?;
+    let key = match key {
+        Some(k) => k.to_owned(),
+        None => {
+            let mut h = Sha256::new();
+            sha256_file(&found.image, &mut h)?;
+            h.update(&found.config_text);
+            for (path, src) in &layer.files {
+                h.update(path.as_bytes());
+                if let Source::Bytes(b, _) = src {
+                    h.update(b);
+                }
+                h.update([0]);
+            }
+            hex::encode(&h.finalize()[..12])
+        }
+    };
+    let dir = kernels.join(&key);
+    if let Some(e) = load_entry(&dir) {
+        return Ok((dir, e));
+    }
+    let tmp = kernels.join(format!("{key}.tmp"));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    let vmlinuz = tmp.join("vmlinuz");
+    std::fs::copy(&found.image, &vmlinuz).map_err(io_err(&vmlinuz))?;
+    let config = tmp.join("config");
+    std::fs::write(&config, &found.config_text).map_err(io_err(&config))?;
+    image::write_initramfs(&layer.files, &tmp.join("modules.lz4"))
+        .map_err(|e| KernelError::Layer(Box::new(e)))?;
+    let entry = Entry {
+        release: found.bz.release.clone(),
+        version: found.bz.version.clone(),
+        kind,
+        modules: layer.modules,
+        absent_modules: layer.absent,
+    };
+    let record = tmp.join("kernel.json");
+    std::fs::write(
+        &record,
+        serde_json::to_vec_pretty(&entry).expect("the entry serialises"),
+    )
+    .map_err(io_err(&record))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&tmp, &dir).map_err(io_err(&dir))?;
+    Ok((dir, entry))
+}
+
+/// `out` = the files of `parts` one after another (written beside it,
+/// then renamed, so a reader never sees half of it).
+fn concatenate(parts: &[&Path], out: &Path) -> Result<(), KernelError> {
+    let tmp = out.with_extension("tmp");
+    let mut w = std::fs::File::create(&tmp).map_err(io_err(&tmp))?;
+    for p in parts {
+        let mut r = std::fs::File::open(p).map_err(io_err(p))?;
+        std::io::copy(&mut r, &mut w).map_err(io_err(&tmp))?;
+    }
+    w.flush().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, out).map_err(io_err(out))
+}
+
+#[cfg(test)]
+mod tests;
