@@ -23,6 +23,17 @@ const AGENT_STARTED: &str = "cxl-lab: guest agent on";
 
 pub use super::launch::UpOptions;
 
+/// Emits that `step` failed with `error` and hands the error back, for
+/// `map_err` on a step run by hand.
+fn failed<E: Into<LabError>>(events: &Events, step: Step, error: E) -> LabError {
+    let e = error.into();
+    events.emit(Event::Failed {
+        step,
+        error: error_chain(&e),
+    });
+    e
+}
+
 /// Creates the label storage areas that persistent devices need (kept
 /// across restarts, like the device memory).
 fn label_areas(topology: &Topology, files: &[DeviceFiles]) -> Result<(), LabError> {
@@ -309,11 +320,7 @@ async fn boot(
                     console_tail: process::tail(&console, 15),
                 }
             };
-            events.emit(Event::Failed {
-                step: Step::AgentWait,
-                error: err.to_string(),
-            });
-            return Err(err);
+            return Err(failed(events, Step::AgentWait, err));
         }
     };
     events.emit(Event::Finished {
@@ -334,11 +341,7 @@ async fn boot(
             console: console.clone(),
             source: Box::new(source),
         };
-        events.emit(Event::Failed {
-            step: Step::Regions,
-            error: error_chain(&e),
-        });
-        e
+        failed(events, Step::Regions, e)
     })?;
     let daxes: Vec<String> = outcome
         .devices
@@ -364,23 +367,11 @@ async fn boot(
             Duration::from_secs(30),
         )
         .await
-        .map_err(|e| {
-            events.emit(Event::Failed {
-                step: Step::Timing,
-                error: e.to_string(),
-            });
-            LabError::from(e)
-        })?;
+        .map_err(|e| failed(events, Step::Timing, e))?;
         let stall = if opts.stall || topology.simulator.timing == TimingMode::Stall {
             let s = crate::stall::apply(&run.memsim_control(), &agent, topology, &outcome)
                 .await
-                .map_err(|e| {
-                    events.emit(Event::Failed {
-                        step: Step::Timing,
-                        error: e.to_string(),
-                    });
-                    LabError::from(e)
-                })?;
+                .map_err(|e| failed(events, Step::Timing, e))?;
             Some(s)
         } else {
             None
