@@ -37,6 +37,7 @@ pub mod qmp;
 pub mod regions;
 pub mod rundir;
 pub mod runfiles;
+pub mod snapshot;
 pub mod stats;
 pub mod striping;
 pub mod suite_support;

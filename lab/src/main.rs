@@ -68,6 +68,11 @@ enum Verb {
         /// the simulator's model and stats (`cxl-memsim stats`). TCG only.
         #[arg(long)]
         timing: bool,
+        /// Boot from the kernel even when a saved post-boot state of this
+        /// lab (same image, kernel, topology, QEMU, lab version, accel and
+        /// timing mode) exists; the state saved afterwards replaces it.
+        #[arg(long)]
+        cold: bool,
         #[arg(long)]
         json: bool,
     },
@@ -290,6 +295,18 @@ enum BenchWhat {
 
 #[derive(Subcommand)]
 enum ImageVerb {
+    /// List the saved post-boot lab states `lab up` restores (newest
+    /// first per lab), or remove them.
+    Snapshots {
+        /// Remove them (only lab NAME's with `--lab`).
+        #[arg(long)]
+        remove: bool,
+        /// Only this lab's.
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build (or find cached) the guest image.
     Build {
         /// Rebuild even when cached.
@@ -447,6 +464,7 @@ async fn main() -> anyhow::Result<()> {
             accel,
             boot_timeout,
             timing,
+            cold,
             json,
         } => {
             let opts = UpOptions {
@@ -456,6 +474,7 @@ async fn main() -> anyhow::Result<()> {
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing,
+                cold,
             };
             let events = ui();
             let summary = tokio::select! {
@@ -683,6 +702,27 @@ async fn main() -> anyhow::Result<()> {
             }
             if r.failures > 0 || r.cycles_with_leftovers > 0 {
                 std::process::exit(1);
+            }
+        }
+        Verb::Image {
+            verb: ImageVerb::Snapshots { remove, lab, json },
+        } => {
+            let root = cxl_lab::snapshot::root();
+            let entries = if remove {
+                cxl_lab::snapshot::remove(&root, lab.as_deref())
+            } else {
+                cxl_lab::snapshot::list(&root)
+                    .into_iter()
+                    .filter(|e| {
+                        lab.as_deref()
+                            .is_none_or(|l| e.lab == cxl_lab::snapshot::lab_dir_name(l))
+                    })
+                    .collect()
+            };
+            if json {
+                print_json(&entries)?;
+            } else {
+                print!("{}", text::snapshots(&entries, remove));
             }
         }
         Verb::Image {

@@ -16,7 +16,8 @@ use crate::process;
 use crate::qemu::{self, DeviceFiles};
 use crate::qga::Agent;
 use crate::regions;
-use crate::rundir::{LabState, LabStatus, RunDir, Timings};
+use crate::rundir::{BootKind, LabState, LabStatus, RunDir, Timings};
+use crate::snapshot::{self, Saved, SnapshotKey, SnapshotMeta};
 use crate::summary::{summarize, Summary};
 
 /// What the guest /init prints on the console once qemu-ga runs.
@@ -33,6 +34,9 @@ pub struct UpOptions {
     /// Timing mode: load the TCG plugin and arm it once regions are up
     /// (also on when the topology says `[simulator] timing = true`).
     pub timing: bool,
+    /// Boot from the kernel even when a saved state of this lab's key
+    /// exists (the state saved afterwards replaces it).
+    pub cold: bool,
 }
 
 impl Default for UpOptions {
@@ -44,6 +48,7 @@ impl Default for UpOptions {
             image: ImageOptions::default(),
             boot_timeout: Duration::from_secs(180),
             timing: false,
+            cold: false,
         }
     }
 }
@@ -273,8 +278,38 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     };
     run.save(&state)?;
 
+    let key = SnapshotKey {
+        image_key: launch.image.manifest.key.clone(),
+        kernel: snapshot::kernel_identity(&launch.image.kernel),
+        topology: snapshot::topology_digest(&topology.to_toml()),
+        qemu_version: snapshot::qemu_version(),
+        lab_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cpus: topology.guest.cpus,
+        memory: topology.guest.memory.to_string(),
+        timing: launch.plugin.is_some(),
+        accel: launch.accel.as_str().to_owned(),
+    };
+    let saved = if opts.cold {
+        None
+    } else {
+        usable_snapshot(&run, &key, &launch.devices, events)
+    };
+
     let result = match backing_agrees {
-        Ok(()) => boot(&run, topology, &mut state, &argv, opts, events, t0).await,
+        Ok(()) => {
+            bring_up(
+                &run,
+                topology,
+                &mut state,
+                &argv,
+                opts,
+                events,
+                t0,
+                (&key, saved),
+                &launch.devices,
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -286,6 +321,227 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
 }
 
+/// The saved state of this lab's key, if one exists and still agrees with
+/// the backing files; one that does not is removed, saying why.
+fn usable_snapshot(
+    run: &RunDir,
+    key: &SnapshotKey,
+    files: &[DeviceFiles],
+    events: &Events,
+) -> Option<Saved> {
+    let warn = |message: String| {
+        events.emit(Event::Warning {
+            step: Step::Restore,
+            message,
+        })
+    };
+    let saved = match snapshot::find(&snapshot::root(), &run.name, key) {
+        Ok(s) => s?,
+        Err(e) => {
+            warn(format!("{}; booting cold", error_chain(&LabError::from(e))));
+            return None;
+        }
+    };
+    match saved.mismatch(files) {
+        Ok(None) => Some(saved),
+        Ok(Some(why)) => {
+            saved.discard();
+            warn(format!("dropped the saved lab state ({why}); booting cold"));
+            None
+        }
+        Err(e) => {
+            saved.discard();
+            warn(format!(
+                "dropped the saved lab state ({}); booting cold",
+                error_chain(&LabError::from(e))
+            ));
+            None
+        }
+    }
+}
+
+/// Restores the saved state when there is one (falling back to a cold
+/// boot if that fails), else boots cold and saves the state; then arms
+/// timing mode.
+#[allow(clippy::too_many_arguments)]
+async fn bring_up(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    argv: &[String],
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+    (key, saved): (&SnapshotKey, Option<Saved>),
+    files: &[DeviceFiles],
+) -> Result<(), LabError> {
+    let mut up = None;
+    if let Some(saved) = saved {
+        match restore(run, state, argv, &saved, files, opts, events, t0).await {
+            Ok(agent) => {
+                state.timings.boot = BootKind::Restored;
+                up = Some((agent, saved.meta.regions.clone()));
+            }
+            Err(e) => {
+                events.emit(Event::Warning {
+                    step: Step::Restore,
+                    message: format!(
+                        "dropped the saved lab state ({}); booting cold",
+                        error_chain(&e)
+                    ),
+                });
+                saved.discard();
+                stop_qemu(run, state);
+            }
+        }
+    }
+    let (agent, outcome) = match up {
+        Some(up) => up,
+        None => {
+            let (agent, outcome) = boot(run, topology, state, argv, opts, events, t0).await?;
+            save_snapshot(run, topology, key, &agent, &outcome, files, events).await;
+            (agent, outcome)
+        }
+    };
+    finish(run, state, &agent, outcome, events).await
+}
+
+/// Stops the QEMU of a failed restore, so a cold boot can start its own.
+fn stop_qemu(run: &RunDir, state: &mut LabState) {
+    if let Some(pid) = state.qemu_pid.take() {
+        process::terminate(pid, &run.marker(), Duration::from_secs(5));
+    }
+    for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
+        let _ = std::fs::remove_file(run.socket(f));
+    }
+    let _ = std::fs::remove_file(run.path("console.log"));
+}
+
+/// Saves the freshly booted lab for the next `lab up` of the same key;
+/// a failure only costs the next `lab up` a cold boot, so it is a warning.
+async fn save_snapshot(
+    run: &RunDir,
+    topology: &Topology,
+    key: &SnapshotKey,
+    agent: &Agent,
+    outcome: &cxl_regions::plan::Outcome,
+    files: &[DeviceFiles],
+    events: &Events,
+) {
+    let root = snapshot::root();
+    let dir = snapshot::dir_for(&root, &run.name, key);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Save,
+        detail: String::new(),
+    });
+    let saved = async {
+        let meta = SnapshotMeta {
+            key: key.clone(),
+            created: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs(),
+            regions: outcome.clone(),
+            labels: snapshot::label_digests(files)?,
+            volatile: topology
+                .devices
+                .iter()
+                .filter(|d| d.kind != cxl_topology::DeviceKind::Persistent)
+                .map(|d| d.name.clone())
+                .collect(),
+        };
+        snapshot::save(&qemu::qmp_socket(&run.sockets), agent, &dir, &meta, files).await
+    }
+    .await;
+    match saved {
+        Ok(bytes) => {
+            snapshot::prune(&root, &dir);
+            events.emit(Event::Finished {
+                step: Step::Save,
+                elapsed: t.elapsed(),
+                detail: format!("{} MiB", bytes >> 20),
+            });
+        }
+        Err(e) => events.emit(Event::Warning {
+            step: Step::Save,
+            message: format!(
+                "the lab state was not saved, so the next lab up boots cold: {}",
+                error_chain(&LabError::from(e))
+            ),
+        }),
+    }
+}
+
+/// Starts QEMU with `-incoming` and loads the saved state into it; the
+/// guest then runs as it was when saved, with its clock set and extras
+/// mounted.
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    run: &RunDir,
+    state: &mut LabState,
+    argv: &[String],
+    saved: &Saved,
+    files: &[DeviceFiles],
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+) -> Result<Agent, LabError> {
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Restore,
+        detail: String::new(),
+    });
+    let result = async {
+        saved.restore_volatile(files)?;
+        let mut argv = argv.to_vec();
+        argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
+        let mut child = process::spawn_detached(&argv, &run.qemu_log())?;
+        state.qemu_pid = Some(child.id());
+        run.save(state)?;
+        let deadline = Instant::now() + opts.boot_timeout;
+        let qmp_socket = qemu::qmp_socket(&run.sockets);
+        let qmp_conn = loop {
+            if qmp_socket.exists() {
+                if let Ok(c) = crate::qmp::Qmp::connect(&qmp_socket).await {
+                    break c;
+                }
+            }
+            if !process::child_running(&mut child) || Instant::now() >= deadline {
+                return Err(LabError::QemuDied {
+                    log: run.qemu_log(),
+                    qemu_tail: process::tail(&run.qemu_log(), 10),
+                    console: qemu::console_log(&run.dir),
+                    console_tail: String::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        snapshot::incoming(&qmp_conn, saved).await?;
+        let agent = Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(10))
+            .await
+            .map_err(snapshot::SnapshotError::from)?;
+        state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+        snapshot::resume_guest(&agent, &saved.meta.regions).await?;
+        state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+        Ok(agent)
+    }
+    .await;
+    match &result {
+        Ok(_) => events.emit(Event::Finished {
+            step: Step::Restore,
+            elapsed: t.elapsed(),
+            detail: String::new(),
+        }),
+        Err(e) => events.emit(Event::Failed {
+            step: Step::Restore,
+            error: error_chain(e),
+        }),
+    }
+    result
+}
+
+/// Cold boot: QEMU from the kernel, the guest agent, regions.
 async fn boot(
     run: &RunDir,
     topology: &Topology,
@@ -294,7 +550,7 @@ async fn boot(
     opts: &UpOptions,
     events: &Events,
     t0: Instant,
-) -> Result<(), LabError> {
+) -> Result<(Agent, cxl_regions::plan::Outcome), LabError> {
     let mut qemu_child = events.step(Step::QemuStart, state.accel.as_str(), || {
         process::spawn_detached(argv, &run.qemu_log())
     })?;
@@ -379,6 +635,17 @@ async fn boot(
         detail: daxes.join(" "),
     });
     state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+    Ok((agent, outcome))
+}
+
+/// After either way up: timing mode armed, the lab marked up.
+async fn finish(
+    run: &RunDir,
+    state: &mut LabState,
+    agent: &Agent,
+    outcome: cxl_regions::plan::Outcome,
+    events: &Events,
+) -> Result<(), LabError> {
     if let Some(ts) = state.timing.clone() {
         let t = Instant::now();
         events.emit(Event::Started {
@@ -387,7 +654,7 @@ async fn boot(
         });
         let armed = crate::timing::arm(
             &run.memsim_control(),
-            &agent,
+            agent,
             &outcome,
             Duration::from_secs(30),
         )
