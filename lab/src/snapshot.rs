@@ -671,7 +671,11 @@ mod tests {
         };
         assert!(find(root.path(), "lab", &changed).unwrap().is_none());
         // A description whose key differs from its directory's digest.
-        std::fs::write(dir.join(META), serde_json::to_vec(&meta(changed)).unwrap()).unwrap();
+        std::fs::write(
+            dir.join(META),
+            serde_json::to_vec(&meta(changed.clone())).unwrap(),
+        )
+        .unwrap();
         assert!(find(root.path(), "lab", &k).unwrap().is_none());
         std::fs::remove_file(dir.join(STATE)).unwrap();
         assert!(
@@ -738,7 +742,7 @@ mod tests {
         let removed = prune_plan(&entries, 2, 1000);
         assert_eq!(
             removed,
-            vec![PathBuf::from("/s/b/0"), PathBuf::from("/s/a/1")],
+            vec![PathBuf::from("/s/a/1"), PathBuf::from("/s/b/0")],
             "a partial state and the oldest beyond two per lab"
         );
         // Over the cap: the oldest kept go until the rest fit.
@@ -746,8 +750,8 @@ mod tests {
         assert_eq!(
             removed,
             vec![
-                PathBuf::from("/s/b/0"),
                 PathBuf::from("/s/a/1"),
+                PathBuf::from("/s/b/0"),
                 PathBuf::from("/s/a/2")
             ]
         );
