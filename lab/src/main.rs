@@ -68,10 +68,16 @@ enum Verb {
         /// the simulator's model and stats (`cxl-memsim stats`). TCG only.
         #[arg(long)]
         timing: bool,
-        /// Boot from the kernel even when a saved post-boot state of this
-        /// lab (same image, kernel, topology, QEMU, lab version, accel and
-        /// timing mode) exists; the state saved afterwards replaces it.
+        /// Experimental: restore this lab's saved post-boot state (same
+        /// image, kernel, topology, QEMU, lab version, CPUs/memory, accel
+        /// and timing mode) instead of booting, and save one after a cold
+        /// boot. With QEMU 10.0 a restored guest's CXL memory accesses go
+        /// nowhere (README, "Saved lab states").
         #[arg(long)]
+        restore: bool,
+        /// With --restore: boot cold even when a saved state exists; the
+        /// state saved afterwards replaces it.
+        #[arg(long, requires = "restore")]
         cold: bool,
         #[arg(long)]
         json: bool,
@@ -288,6 +294,10 @@ enum BenchWhat {
         /// Boot in timing mode (the TCG plugin loaded, armed after regions).
         #[arg(long)]
         timing: bool,
+        /// Also time boots that restore the state the cold ones saved
+        /// (experimental, as `lab up --restore`).
+        #[arg(long)]
+        restore: bool,
         #[arg(long)]
         json: bool,
     },
@@ -464,6 +474,7 @@ async fn main() -> anyhow::Result<()> {
             accel,
             boot_timeout,
             timing,
+            restore,
             cold,
             json,
         } => {
@@ -474,6 +485,7 @@ async fn main() -> anyhow::Result<()> {
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing,
+                restore,
                 cold,
             };
             let events = ui();
@@ -651,6 +663,7 @@ async fn main() -> anyhow::Result<()> {
                     topology,
                     runs,
                     timing,
+                    restore,
                     json,
                 },
         } => {
@@ -659,6 +672,7 @@ async fn main() -> anyhow::Result<()> {
                 topology,
                 accel: AccelChoice::Tcg,
                 timing,
+                restore,
                 ..UpOptions::default()
             };
             let b = verbs::bench_boot(&opts, runs, &Events::none())

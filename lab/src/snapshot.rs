@@ -526,7 +526,7 @@ pub const SIZE_CAP: u64 = 4 << 30;
 /// then the oldest overall until the rest fit in `cap` bytes.
 pub fn prune_plan(entries: &[Entry], keep: usize, cap: u64) -> Vec<PathBuf> {
     let mut sorted: Vec<&Entry> = entries.iter().collect();
-    sorted.sort_by(|a, b| b.created.cmp(&a.created));
+    sorted.sort_by_key(|e| std::cmp::Reverse(e.created));
     let mut kept: Vec<&Entry> = Vec::new();
     let mut removed = Vec::new();
     for e in sorted {

@@ -9,9 +9,10 @@ use crate::rundir::{BootKind, Timings};
 use crate::stats::median;
 use crate::summary::{BootBench, BootStats};
 
-/// `lab bench boot`: `runs` cold boots (`lab up --cold`, each saving the
-/// state), then `runs` boots that restore it, each followed by `lab down`,
-/// with a cached image; the medians of each kind's boot timings.
+/// `lab bench boot`: `runs` cold boots, then, with `opts.restore`, `runs`
+/// boots that restore the state the cold ones saved (`lab up --restore`),
+/// each followed by `lab down`, with a cached image; the medians of each
+/// kind's boot timings.
 pub async fn bench_boot(
     opts: &UpOptions,
     runs: usize,
@@ -20,7 +21,12 @@ pub async fn bench_boot(
     // Build (or find) the image first so every run measures a cached start.
     image::build(&opts.image, events)?;
     let mut timings = Vec::new();
-    for cold in [true, false] {
+    let phases: &[bool] = if opts.restore {
+        &[true, false]
+    } else {
+        &[true]
+    };
+    for &cold in phases {
         let opts = UpOptions {
             cold,
             ..opts.clone()
