@@ -6,7 +6,8 @@
 //! `memory-backend-file,share=on` over cxl-memsim's files, and the
 //! `x-ignore-shared` capability leaves them out of the state file, so the
 //! backing stays the truth (a default lab saves about 165 MB of guest RAM,
-//! not its 512 MiB of CXL memory). `mapped-ram` together with
+//! not its 512 MiB of CXL memory; QEMU leaves the type-3 backends out even
+//! without it, and the capability makes that explicit). `mapped-ram` together with
 //! `x-ignore-shared` saves, but the load fails ("Error reading ramblock
 //! pc.ram pages, region has bad alignment"), so the state is a plain stream.
 //! The 9p extras export blocks migration while mounted: the guest unmounts
@@ -19,6 +20,9 @@
 //! Persistent devices keep the data they hold now; their label areas must
 //! be as they were at save time (the guest caches the labels), else the
 //! snapshot is dropped.
+//!
+//! Opt-in (`UpOptions::restore`): with QEMU 10.0.2 the restored guest's
+//! CXL memory accesses read zero and drop writes (README).
 
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
