@@ -572,6 +572,10 @@ pub fn remove(root: &Path, lab: Option<&str>) -> Vec<Entry> {
         .collect();
     for e in &gone {
         let _ = std::fs::remove_dir_all(&e.dir);
+        // The lab's directory goes too once empty (remove_dir refuses otherwise).
+        if let Some(lab_dir) = e.dir.parent() {
+            let _ = std::fs::remove_dir(lab_dir);
+        }
     }
     gone
 }
