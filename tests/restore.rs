@@ -1,16 +1,15 @@
 //! Restored labs: the first `lab up` of a key boots cold and saves the
 //! VM; the next restores it. The restored guest has the regions and dax
 //! devices of a cold boot, pmem data written after the save (the backing
-//! is the truth, not the state file), a working guest agent, the image
-//! extras mounted and a clock that is right; a changed topology boots
-//! cold. One test: its boots run one after another.
-//!
-//! Ignored: with QEMU 10.0.2 the restored guest's CXL memory accesses go
-//! nowhere (reads zero, writes dropped), so the pmem check fails; run it
-//! with `--ignored` when trying a fix (README, "Saved lab states").
+//! is the truth, not the state file), a volatile device that works, the
+//! dax suite passing, a working guest agent, the image extras mounted and
+//! a clock that is right; `--cold` and a changed topology boot cold. One
+//! test: its boots run one after another.
 
+use cxl_lab::events::Events;
 use cxl_lab::rundir::BootKind;
 use cxl_lab::snapshot;
+use cxl_lab::suites::Suite;
 use cxl_lab::summary::Summary;
 use cxl_lab::verbs::{self, UpOptions};
 use lab_e2e::{error_chain, TestLab};
@@ -39,21 +38,24 @@ fn pattern(lab: &TestLab, action: &str, dax: &str, seed: &str) {
     ]);
 }
 
-/// `lab up --restore` (on `topology` when given).
-fn up_restoring(lab: &TestLab, topology: Option<&std::path::Path>) -> Summary {
-    let events = cxl_lab::events::Events::new(lab.recorder.clone());
+/// `lab up` (on `topology` when given; `--cold` with `cold`).
+fn up(lab: &TestLab, topology: Option<&std::path::Path>, cold: bool) -> Summary {
+    let events = Events::new(lab.recorder.clone());
     let opts = UpOptions {
-        restore: true,
         topology: topology.map(ToOwned::to_owned),
+        cold,
         ..lab.options()
     };
     lab.rt
         .block_on(verbs::up(&opts, &events))
-        .unwrap_or_else(|e| panic!("lab up --restore failed: {}", error_chain(&e)))
+        .unwrap_or_else(|e| panic!("lab up failed: {}", error_chain(&e)))
+}
+
+fn up_restoring(lab: &TestLab, topology: Option<&std::path::Path>) -> Summary {
+    up(lab, topology, false)
 }
 
 #[test]
-#[ignore = "QEMU 10.0.2 loses the restored guest's CXL memory path"]
 fn a_saved_lab_is_restored_as_it_was_with_todays_backing() {
     let lab = TestLab::new(LAB);
     snapshot::remove(&snapshot::root(), Some(LAB));
@@ -114,6 +116,30 @@ fn a_saved_lab_is_restored_as_it_was_with_todays_backing() {
     let vdax = dax_of(&restored, "vmem0");
     pattern(&lab, "write", &vdax, "45");
     pattern(&lab, "verify", &vdax, "45");
+    let vmem = restored
+        .devices
+        .iter()
+        .find(|d| d.name == "vmem0")
+        .expect("vmem0");
+    let backing = std::fs::read(&vmem.backing).expect("the volatile backing file");
+    let (off, len) = (6usize << 20, 2usize << 20);
+    dax_pattern::check(&backing[off..off + len], 45, off as u64)
+        .expect("the restored guest's writes reach the backing file");
+    let report = lab
+        .rt
+        .block_on(verbs::run_suites(&lab.name, &[Suite::Dax], &Events::none()))
+        .unwrap_or_else(|e| panic!("lab run dax: {}", error_chain(&e)));
+    assert!(
+        report.suites[0].passed,
+        "the dax suite passes on a restored lab: {:?}",
+        report.suites[0].error
+    );
+    lab.down();
+
+    // --cold boots from the kernel although a state exists.
+    let forced = up(&lab, None, true);
+    assert_eq!(forced.timings.boot, BootKind::Cold);
+    pattern(&lab, "verify", &pdax, "44");
     lab.down();
 
     // Another topology is another key: a cold boot.

@@ -68,17 +68,15 @@ enum Verb {
         /// the simulator's model and stats (`cxl-memsim stats`). TCG only.
         #[arg(long)]
         timing: bool,
-        /// Experimental: restore this lab's saved post-boot state (same
-        /// image, kernel, topology, QEMU, lab version, CPUs/memory, accel
-        /// and timing mode) instead of booting, and save one after a cold
-        /// boot. With QEMU 10.0 a restored guest's CXL memory accesses go
-        /// nowhere (README, "Saved lab states").
+        /// Boot from the kernel even when a saved state of this lab's key
+        /// (image, kernel, topology, QEMU, lab version, CPUs/memory, accel,
+        /// timing mode) exists; the state saved on the way replaces it.
+        /// Without it such a state is restored (README, "Saved lab states").
         #[arg(long)]
-        restore: bool,
-        /// With --restore: boot cold even when a saved state exists; the
-        /// state saved afterwards replaces it.
-        #[arg(long, requires = "restore")]
         cold: bool,
+        /// Do not save a state during a cold boot.
+        #[arg(long)]
+        no_save: bool,
         #[arg(long)]
         json: bool,
     },
@@ -294,10 +292,6 @@ enum BenchWhat {
         /// Boot in timing mode (the TCG plugin loaded, armed after regions).
         #[arg(long)]
         timing: bool,
-        /// Also time boots that restore the state the cold ones saved
-        /// (experimental, as `lab up --restore`).
-        #[arg(long)]
-        restore: bool,
         #[arg(long)]
         json: bool,
     },
@@ -474,8 +468,8 @@ async fn main() -> anyhow::Result<()> {
             accel,
             boot_timeout,
             timing,
-            restore,
             cold,
+            no_save,
             json,
         } => {
             let opts = UpOptions {
@@ -485,8 +479,8 @@ async fn main() -> anyhow::Result<()> {
                 image: ImageOptions::default(),
                 boot_timeout: Duration::from_secs(boot_timeout),
                 timing,
-                restore,
                 cold,
+                save: !no_save,
             };
             let events = ui();
             let summary = tokio::select! {
@@ -663,7 +657,6 @@ async fn main() -> anyhow::Result<()> {
                     topology,
                     runs,
                     timing,
-                    restore,
                     json,
                 },
         } => {
@@ -672,7 +665,6 @@ async fn main() -> anyhow::Result<()> {
                 topology,
                 accel: AccelChoice::Tcg,
                 timing,
-                restore,
                 ..UpOptions::default()
             };
             let b = verbs::bench_boot(&opts, runs, &Events::none())

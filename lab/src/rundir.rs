@@ -104,6 +104,10 @@ pub struct Timings {
     /// How the guest came up.
     #[serde(default)]
     pub boot: BootKind,
+    /// A cold boot that saved its state for the next `lab up`: how long
+    /// the save took (between agent and regions, so in regions_ready_ms).
+    #[serde(default)]
+    pub save_ms: Option<u64>,
 }
 
 /// How `lab up` brought the guest up.

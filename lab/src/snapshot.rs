@@ -1,41 +1,44 @@
-//! Saved post-boot lab states: after a cold boot reaches regions ready,
-//! `lab up` saves the VM to a file (QEMU file migration) and later `lab up`
-//! runs with the same [`SnapshotKey`] start QEMU with `-incoming` from it.
+//! Saved post-boot lab states: the first cold boot of a [`SnapshotKey`]
+//! saves the VM to a file (QEMU file migration) once the guest has loaded
+//! its modules and before any region exists; later `lab up` runs with the
+//! same key start QEMU with `-incoming` from it, re-enumerate the guest's
+//! CXL hierarchy and create the regions as after a cold boot.
 //!
-//! Measured with QEMU 10.0 here: the CXL device memory and label areas are
+//! Why before regions: QEMU 10.0.2 has no migration state for any CXL
+//! device (`-dump-vmstate` lists no `cxl-rp`, `cxl-type3`, switch ports
+//! nor the pxb-cxl bridge), so after `-incoming` the CXL hierarchy is at
+//! reset (root-port bus numbers and windows, type-3 BARs and command
+//! register, every HDM decoder) while the guest kernel believes its old
+//! enumeration: its CXL memory reads zero and drops writes. Memory onlined
+//! as system RAM cannot be given back, so the guest must not have regions
+//! yet; it then tears down its CXL side (cxl_acpi unbound, the devices
+//! below the CXL host bridges removed), rescans PCI so the kernel
+//! enumerates the reset hardware, binds cxl_acpi again, and the lab's
+//! region set-up runs. Everything the guest caches about the devices
+//! (memdevs, namespace labels, regions) is read again from the backing, so
+//! it agrees with it by construction: persistent devices keep the data and
+//! labels they hold now, and volatile devices are empty, as at save time.
+//!
+//! Measured with QEMU 10.0: the CXL device memory and label areas are
 //! `memory-backend-file,share=on` over cxl-memsim's files, and the
-//! `x-ignore-shared` capability leaves them out of the state file, so the
-//! backing stays the truth (a default lab saves about 165 MB of guest RAM,
-//! not its 512 MiB of CXL memory; QEMU leaves the type-3 backends out even
-//! without it, and the capability makes that explicit). `mapped-ram` together with
-//! `x-ignore-shared` saves, but the load fails ("Error reading ramblock
-//! pc.ram pages, region has bad alignment"), so the state is a plain stream.
-//! The 9p extras export blocks migration while mounted: the guest unmounts
-//! it before the save and mounts it again after either side resumes.
-//! The guest clock stood still while saved: it is set after a restore.
-//!
-//! cxl-memsim recreates volatile backing files empty at each start, so a
-//! volatile device's bytes at save time are kept beside the state (only
-//! their non-zero chunks) and written back before QEMU maps them.
-//! Persistent devices keep the data they hold now; their label areas must
-//! be as they were at save time (the guest caches the labels), else the
-//! snapshot is dropped.
-//!
-//! Opt-in (`UpOptions::restore`): with QEMU 10.0.2 the restored guest's
-//! CXL memory accesses read zero and drop writes (README).
+//! `x-ignore-shared` capability leaves them out of the state file (a
+//! default lab saves about 160 MB of guest RAM, not its 512 MiB of CXL
+//! memory). `mapped-ram` together with `x-ignore-shared` saves, but the
+//! load fails ("Error reading ramblock pc.ram pages, region has bad
+//! alignment"), so the state is a plain stream. The 9p extras export
+//! blocks migration while mounted: the guest unmounts it before the save
+//! and mounts it again after either side resumes. The guest clock stood
+//! still while saved: it is set after a restore.
 
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use cxl_regions::plan::Outcome;
 use qapi::qmp;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::qga::{Agent, QgaError};
 use crate::qmp::{Qmp, QmpError};
-use crate::runfiles::DeviceFiles;
 
 /// Errors saving, finding or restoring a saved lab state.
 #[derive(Debug, thiserror::Error)]
@@ -137,24 +140,12 @@ pub fn qemu_version() -> String {
         .unwrap_or_default()
 }
 
-/// A persistent device's label area at save time.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct LabelDigest {
-    pub device: String,
-    pub sha256: String,
-}
-
-/// What a saved state needs besides the VM: its key, the regions the guest
-/// has, and the label areas and volatile memory as they were.
+/// What a saved state needs besides the VM: its key.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotMeta {
     pub key: SnapshotKey,
     /// Seconds since the epoch.
     pub created: u64,
-    pub regions: Outcome,
-    pub labels: Vec<LabelDigest>,
-    /// Devices whose memory is kept beside the state (`<name>.mem`).
-    pub volatile: Vec<String>,
 }
 
 /// The root of every lab's saved states.
@@ -175,39 +166,6 @@ const STATE: &str = "vm.state";
 impl Saved {
     pub fn state_file(&self) -> PathBuf {
         self.dir.join(STATE)
-    }
-
-    fn volatile_copy(&self, device: &str) -> PathBuf {
-        self.dir.join(format!("{device}.mem"))
-    }
-
-    /// Why the backing no longer agrees with what the guest caches, if it
-    /// does not: a label area that changed since the save.
-    pub fn mismatch(&self, files: &[DeviceFiles]) -> Result<Option<String>, SnapshotError> {
-        let now = label_digests(files)?;
-        for was in &self.meta.labels {
-            match now.iter().find(|n| n.device == was.device) {
-                Some(n) if n.sha256 == was.sha256 => {}
-                _ => {
-                    return Ok(Some(format!(
-                        "the namespace labels of {} changed since the state was saved",
-                        was.device
-                    )))
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    /// Writes the volatile devices' saved memory into the backing files
-    /// cxl-memsim has just created empty.
-    pub fn restore_volatile(&self, files: &[DeviceFiles]) -> Result<(), SnapshotError> {
-        for name in &self.meta.volatile {
-            if let Some(f) = files.iter().find(|f| &f.name == name) {
-                copy_nonzero(&self.volatile_copy(name), &f.memory, false)?;
-            }
-        }
-        Ok(())
     }
 
     /// Removes this saved state.
@@ -247,51 +205,6 @@ pub fn find(root: &Path, lab: &str, key: &SnapshotKey) -> Result<Option<Saved>, 
         return Ok(None);
     }
     Ok(Some(Saved { dir, meta }))
-}
-
-/// SHA-256 of every label area.
-pub fn label_digests(files: &[DeviceFiles]) -> Result<Vec<LabelDigest>, SnapshotError> {
-    files
-        .iter()
-        .filter_map(|f| f.lsa.as_ref().map(|l| (f, l)))
-        .map(|(f, lsa)| {
-            let bytes = std::fs::read(lsa).map_err(io_err(lsa))?;
-            Ok(LabelDigest {
-                device: f.name.clone(),
-                sha256: hex::encode(Sha256::digest(&bytes)),
-            })
-        })
-        .collect()
-}
-
-const CHUNK: usize = 1 << 20;
-
-/// Copies `from` into `to` chunk by chunk, writing only non-zero chunks
-/// (`to` is sparse when `create`, else an existing file already zeroed).
-fn copy_nonzero(from: &Path, to: &Path, create: bool) -> Result<(), SnapshotError> {
-    let src = std::fs::File::open(from).map_err(io_err(from))?;
-    let len = src.metadata().map_err(io_err(from))?.len();
-    let dst = std::fs::OpenOptions::new()
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .open(to)
-        .map_err(io_err(to))?;
-    if create {
-        dst.set_len(len).map_err(io_err(to))?;
-    }
-    let mut buf = vec![0u8; CHUNK];
-    let mut offset = 0u64;
-    while offset < len {
-        let n = ((len - offset) as usize).min(CHUNK);
-        src.read_exact_at(&mut buf[..n], offset)
-            .map_err(io_err(from))?;
-        if buf[..n].iter().any(|&b| b != 0) {
-            dst.write_all_at(&buf[..n], offset).map_err(io_err(to))?;
-        }
-        offset += n as u64;
-    }
-    Ok(())
 }
 
 /// The guest's 9p mount of the image extras (it blocks migration).
@@ -361,17 +274,24 @@ async fn wait_migration(
 }
 
 /// Saves the running lab into `dir` (made whole only at the end: a state
-/// cut short is never found). The guest runs again afterwards, whether or
-/// not the save worked.
+/// cut short is never found) once the guest has settled: its modules
+/// loaded and the extras mounted (`settled_file` exists), and no region
+/// made yet. The guest runs again afterwards, whether or not the save
+/// worked.
 pub async fn save(
     qmp_socket: &Path,
     agent: &Agent,
+    settled_file: &str,
     dir: &Path,
     meta: &SnapshotMeta,
-    files: &[DeviceFiles],
 ) -> Result<u64, SnapshotError> {
+    guest_sh(
+        agent,
+        &format!("i=0; until [ -e {settled_file} ]; do i=$((i+1)); [ $i -le 600 ] || exit 1; sleep 0.1; done"),
+    )
+    .await?;
     guest_sh(agent, EXTRAS_UNMOUNT).await?;
-    let result = save_stopped(qmp_socket, dir, meta, files).await;
+    let result = save_stopped(qmp_socket, dir, meta).await;
     // The extras come back whatever the save did.
     let remount = guest_sh(agent, EXTRAS_MOUNT).await;
     let bytes = result?;
@@ -383,8 +303,9 @@ async fn save_stopped(
     qmp_socket: &Path,
     dir: &Path,
     meta: &SnapshotMeta,
-    files: &[DeviceFiles],
 ) -> Result<u64, SnapshotError> {
+    // Two labs of one name under one state root cannot save at once (the
+    // run directory is locked), but a stale partial state may be left.
     let partial = dir.with_extension("partial");
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(io_err(&partial))?;
@@ -401,14 +322,7 @@ async fn save_stopped(
                 resume: None,
             })
             .await?;
-        wait_migration(&qmp_conn, "to", Duration::from_secs(120)).await?;
-        // The guest is stopped: its volatile memory is what the state has.
-        for name in &meta.volatile {
-            if let Some(f) = files.iter().find(|f| &f.name == name) {
-                copy_nonzero(&f.memory, &partial.join(format!("{name}.mem")), true)?;
-            }
-        }
-        Ok::<(), SnapshotError>(())
+        wait_migration(&qmp_conn, "to", Duration::from_secs(120)).await
     }
     .await;
     let cont = qmp_conn.execute(qmp::cont {}).await;
@@ -445,27 +359,46 @@ pub async fn incoming(qmp_conn: &Qmp, saved: &Saved) -> Result<(), SnapshotError
     Ok(())
 }
 
-/// After a restore: the guest clock to the host's, the extras mounted, and
-/// every dax device of the saved regions present.
-pub async fn resume_guest(agent: &Agent, regions: &Outcome) -> Result<(), SnapshotError> {
+/// The guest script that makes the kernel enumerate the CXL hierarchy
+/// again, as QEMU has reset it: cxl_acpi unbound (the CXL root, its ports
+/// and decoders go), every PCI device below the CXL host bridges (root
+/// buses `host_bridge_buses`) removed, a PCI rescan (bus numbers, windows
+/// and BARs assigned anew; cxl_pci probes the memdevs), cxl_acpi bound
+/// again (its probe rescans the CXL bus, so cxl_mem finds the ports).
+pub fn reenumerate_script(host_bridge_buses: &[u8]) -> String {
+    let buses: Vec<String> = host_bridge_buses
+        .iter()
+        .map(|b| format!("/sys/bus/pci/devices/0000:{b:02x}:*"))
+        .collect();
+    format!(
+        "set -e; drv=/sys/bus/platform/drivers/cxl_acpi; \
+root=$(cd $drv && ls -d ACPI0017:* | head -n 1); \
+[ -n \"$root\" ] || {{ echo 'cxl_acpi is bound to no ACPI0017 device' >&2; exit 1; }}; \
+echo \"$root\" > $drv/unbind; \
+for d in {}; do [ ! -e \"$d/remove\" ] || echo 1 > \"$d/remove\"; done; \
+echo 1 > /sys/bus/pci/rescan; \
+echo \"$root\" > $drv/bind",
+        buses.join(" ")
+    )
+}
+
+/// After a restore: the guest clock to the host's, the extras mounted,
+/// and the CXL hierarchy enumerated again ([`reenumerate_script`]).
+pub async fn resume_guest(agent: &Agent, host_bridge_buses: &[u8]) -> Result<(), SnapshotError> {
     // Not guest-set-time: after setting the clock qemu-ga runs
     // /sbin/hwclock, which the image lacks, and reports failure.
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs();
-    guest_sh(agent, &format!("date -u -s @{now} >/dev/null")).await?;
-    guest_sh(agent, EXTRAS_MOUNT).await?;
-    let daxes: Vec<String> = regions
-        .devices
-        .iter()
-        .filter_map(|d| d.dax.clone())
-        .map(|d| format!("test -e {d}"))
-        .collect();
-    if !daxes.is_empty() {
-        guest_sh(agent, &daxes.join(" && ")).await?;
-    }
-    Ok(())
+    guest_sh(
+        agent,
+        &format!(
+            "date -u -s @{now} >/dev/null; {EXTRAS_MOUNT}; {}",
+            reenumerate_script(host_bridge_buses)
+        ),
+    )
+    .await
 }
 
 fn dir_size(dir: &Path) -> u64 {
@@ -646,17 +579,7 @@ mod tests {
     }
 
     fn meta(k: SnapshotKey) -> SnapshotMeta {
-        SnapshotMeta {
-            key: k,
-            created: 1,
-            regions: Outcome {
-                devices: Vec::new(),
-                regions: Vec::new(),
-                elapsed_ms: 0,
-            },
-            labels: Vec::new(),
-            volatile: Vec::new(),
-        }
+        SnapshotMeta { key: k, created: 1 }
     }
 
     #[test]
@@ -693,40 +616,25 @@ mod tests {
     }
 
     #[test]
-    fn changed_labels_are_a_mismatch() {
-        let dir = tempfile::tempdir().unwrap();
-        let lsa = dir.path().join("pmem0.lsa");
-        std::fs::write(&lsa, [0u8; 64]).unwrap();
-        let files = vec![DeviceFiles {
-            name: "pmem0".into(),
-            memory: dir.path().join("pmem0.mem"),
-            lsa: Some(lsa.clone()),
-        }];
-        let saved = Saved {
-            dir: dir.path().to_owned(),
-            meta: SnapshotMeta {
-                labels: label_digests(&files).unwrap(),
-                ..meta(key())
-            },
+    fn reenumeration_removes_only_the_cxl_host_bridges_devices() {
+        let script = reenumerate_script(&[12, 44]);
+        assert!(
+            script.contains(
+                "for d in /sys/bus/pci/devices/0000:0c:* /sys/bus/pci/devices/0000:2c:*;"
+            ),
+            "{script}"
+        );
+        // cxl_acpi goes before the devices and comes back after the rescan.
+        let at = |what: &str| {
+            script
+                .find(what)
+                .unwrap_or_else(|| panic!("{what} in {script}"))
         };
-        assert_eq!(saved.mismatch(&files).unwrap(), None);
-        std::fs::write(&lsa, [1u8; 64]).unwrap();
-        let why = saved.mismatch(&files).unwrap().expect("labels changed");
-        assert!(why.contains("namespace labels of pmem0 changed"), "{why}");
-    }
-
-    #[test]
-    fn volatile_memory_round_trips_sparsely() {
-        let dir = tempfile::tempdir().unwrap();
-        let mem = dir.path().join("vmem0.mem");
-        let copy = dir.path().join("copy.mem");
-        let mut bytes = vec![0u8; 3 * CHUNK];
-        bytes[CHUNK + 5] = 9;
-        std::fs::write(&mem, &bytes).unwrap();
-        copy_nonzero(&mem, &copy, true).unwrap();
-        std::fs::write(&mem, vec![0u8; 3 * CHUNK]).unwrap();
-        copy_nonzero(&copy, &mem, false).unwrap();
-        assert_eq!(std::fs::read(&mem).unwrap(), bytes);
+        assert!(
+            at("/unbind") < at("/remove")
+                && at("/remove") < at("/rescan")
+                && at("/rescan") < at("/bind")
+        );
     }
 
     fn entry(lab: &str, created: u64, bytes: u64) -> Entry {

@@ -302,7 +302,7 @@ fn figure_line(f: &FigureDiff) -> String {
 pub fn bench_boot(b: &BootBench) -> String {
     let mut out = String::from("run  boot      agent-ready  regions-ready\n");
     for (i, t) in b.runs.iter().enumerate() {
-        let _ = writeln!(
+        let _ = write!(
             out,
             "{:>3}  {:<8}  {:>9.2}s  {:>11.2}s",
             i + 1,
@@ -310,6 +310,10 @@ pub fn bench_boot(b: &BootBench) -> String {
             t.agent_ready_ms as f64 / 1e3,
             t.regions_ready_ms as f64 / 1e3
         );
+        let _ = match t.save_ms {
+            Some(ms) => writeln!(out, "  (saved the state: {:.2}s)", ms as f64 / 1e3),
+            None => writeln!(out),
+        };
     }
     let line = |out: &mut String, kind: &str, s: &crate::summary::BootStats| {
         let _ = writeln!(

@@ -9,10 +9,10 @@ use crate::rundir::{BootKind, Timings};
 use crate::stats::median;
 use crate::summary::{BootBench, BootStats};
 
-/// `lab bench boot`: `runs` cold boots, then, with `opts.restore`, `runs`
-/// boots that restore the state the cold ones saved (`lab up --restore`),
-/// each followed by `lab down`, with a cached image; the medians of each
-/// kind's boot timings.
+/// `lab bench boot`: `runs` cold boots that save nothing, one cold boot
+/// that saves the state (its save time in the runs, but in neither
+/// median), then `runs` boots that restore it, each followed by `lab
+/// down`, with a cached image; the medians of each kind's boot timings.
 pub async fn bench_boot(
     opts: &UpOptions,
     runs: usize,
@@ -21,18 +21,25 @@ pub async fn bench_boot(
     // Build (or find) the image first so every run measures a cached start.
     image::build(&opts.image, events)?;
     let mut timings = Vec::new();
-    let phases: &[bool] = if opts.restore {
-        &[true, false]
-    } else {
-        &[true]
+    let cold = UpOptions {
+        cold: true,
+        save: false,
+        ..opts.clone()
     };
-    for &cold in phases {
-        let opts = UpOptions {
-            cold,
-            ..opts.clone()
-        };
-        for _ in 0..runs {
-            let s = up(&opts, events).await?;
+    let saving = UpOptions {
+        cold: true,
+        save: true,
+        ..opts.clone()
+    };
+    let restoring = UpOptions {
+        cold: false,
+        save: false,
+        ..opts.clone()
+    };
+    let phases = [(&cold, runs), (&saving, 1), (&restoring, runs)];
+    for (opts, n) in phases {
+        for _ in 0..n {
+            let s = up(opts, events).await?;
             down(&opts.name, events).await?;
             timings.push(s.timings);
         }
@@ -53,7 +60,10 @@ pub async fn bench_boot(
 
 /// Medians of the runs that came up `kind`, if any did.
 fn stats(timings: &[Timings], kind: BootKind) -> Option<BootStats> {
-    let runs: Vec<&Timings> = timings.iter().filter(|t| t.boot == kind).collect();
+    let runs: Vec<&Timings> = timings
+        .iter()
+        .filter(|t| t.boot == kind && t.save_ms.is_none())
+        .collect();
     if runs.is_empty() {
         return None;
     }

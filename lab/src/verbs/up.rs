@@ -34,14 +34,12 @@ pub struct UpOptions {
     /// Timing mode: load the TCG plugin and arm it once regions are up
     /// (also on when the topology says `[simulator] timing = true`).
     pub timing: bool,
-    /// Experimental: restore this lab's saved post-boot state when one of
-    /// its key exists, and save one after a cold boot (`crate::snapshot`).
-    /// Off by default: with QEMU 10.0 a restored guest's CXL memory
-    /// accesses go nowhere (README, "Saved lab states").
-    pub restore: bool,
-    /// With `restore`: boot from the kernel even when a saved state of
-    /// this lab's key exists (the state saved afterwards replaces it).
+    /// Boot from the kernel even when a saved state of this lab's key
+    /// exists (`crate::snapshot`); without it such a state is restored.
     pub cold: bool,
+    /// After a cold boot, save the state for the next `lab up` of the same
+    /// key (replacing an older one).
+    pub save: bool,
 }
 
 impl Default for UpOptions {
@@ -53,8 +51,8 @@ impl Default for UpOptions {
             image: ImageOptions::default(),
             boot_timeout: Duration::from_secs(180),
             timing: false,
-            restore: false,
             cold: false,
+            save: true,
         }
     }
 }
@@ -295,10 +293,10 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         timing: launch.plugin.is_some(),
         accel: launch.accel.as_str().to_owned(),
     };
-    let saved = if !opts.restore || opts.cold {
+    let saved = if opts.cold {
         None
     } else {
-        usable_snapshot(&run, &key, &launch.devices, events)
+        usable_snapshot(&run, &key, events)
     };
 
     let result = match backing_agrees {
@@ -312,7 +310,6 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
                 events,
                 t0,
                 (&key, saved),
-                &launch.devices,
             )
             .await
         }
@@ -327,48 +324,25 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
 }
 
-/// The saved state of this lab's key, if one exists and still agrees with
-/// the backing files; one that does not is removed, saying why.
-fn usable_snapshot(
-    run: &RunDir,
-    key: &SnapshotKey,
-    files: &[DeviceFiles],
-    events: &Events,
-) -> Option<Saved> {
-    let warn = |message: String| {
-        events.emit(Event::Warning {
-            step: Step::Restore,
-            message,
-        })
-    };
-    let saved = match snapshot::find(&snapshot::root(), &run.name, key) {
-        Ok(s) => s?,
+/// The saved state of this lab's key, if one exists; one that cannot be
+/// read is reported and the lab boots cold.
+fn usable_snapshot(run: &RunDir, key: &SnapshotKey, events: &Events) -> Option<Saved> {
+    match snapshot::find(&snapshot::root(), &run.name, key) {
+        Ok(s) => s,
         Err(e) => {
-            warn(format!("{}; booting cold", error_chain(&LabError::from(e))));
-            return None;
-        }
-    };
-    match saved.mismatch(files) {
-        Ok(None) => Some(saved),
-        Ok(Some(why)) => {
-            saved.discard();
-            warn(format!("dropped the saved lab state ({why}); booting cold"));
-            None
-        }
-        Err(e) => {
-            saved.discard();
-            warn(format!(
-                "dropped the saved lab state ({}); booting cold",
-                error_chain(&LabError::from(e))
-            ));
+            events.emit(Event::Warning {
+                step: Step::Restore,
+                message: format!("{}; booting cold", error_chain(&LabError::from(e))),
+            });
             None
         }
     }
 }
 
-/// Restores the saved state when there is one (falling back to a cold
-/// boot if that fails), else boots cold and saves the state; then arms
-/// timing mode.
+/// Restores the saved state when there is one and creates the regions
+/// in it (falling back to a cold boot if either fails), else boots cold,
+/// saves the state before the regions and creates them; then arms timing
+/// mode.
 #[allow(clippy::too_many_arguments)]
 async fn bring_up(
     run: &RunDir,
@@ -379,14 +353,18 @@ async fn bring_up(
     events: &Events,
     t0: Instant,
     (key, saved): (&SnapshotKey, Option<Saved>),
-    files: &[DeviceFiles],
 ) -> Result<(), LabError> {
-    let mut up = None;
     if let Some(saved) = saved {
-        match restore(run, state, argv, &saved, files, opts, events, t0).await {
-            Ok(agent) => {
+        let restored = async {
+            let agent = restore(run, state, argv, &saved, topology, opts, events, t0).await?;
+            let outcome = create_regions(run, topology, state, &agent, events, t0).await?;
+            Ok::<_, LabError>((agent, outcome))
+        }
+        .await;
+        match restored {
+            Ok((agent, outcome)) => {
                 state.timings.boot = BootKind::Restored;
-                up = Some((agent, saved.meta.regions.clone()));
+                return finish(run, state, &agent, outcome, events).await;
             }
             Err(e) => {
                 events.emit(Event::Warning {
@@ -398,19 +376,17 @@ async fn bring_up(
                 });
                 saved.discard();
                 stop_qemu(run, state);
+                state.argv = argv.to_vec();
             }
         }
     }
-    let (agent, outcome) = match up {
-        Some(up) => up,
-        None => {
-            let (agent, outcome) = boot(run, topology, state, argv, opts, events, t0).await?;
-            if opts.restore {
-                save_snapshot(run, topology, key, &agent, &outcome, files, events).await;
-            }
-            (agent, outcome)
-        }
-    };
+    let agent = boot(run, state, argv, opts, events, t0).await?;
+    if opts.save {
+        let t = Instant::now();
+        save_snapshot(run, key, &agent, events).await;
+        state.timings.save_ms = Some(t.elapsed().as_millis() as u64);
+    }
+    let outcome = create_regions(run, topology, state, &agent, events, t0).await?;
     finish(run, state, &agent, outcome, events).await
 }
 
@@ -425,17 +401,10 @@ fn stop_qemu(run: &RunDir, state: &mut LabState) {
     let _ = std::fs::remove_file(run.path("console.log"));
 }
 
-/// Saves the freshly booted lab for the next `lab up` of the same key;
-/// a failure only costs the next `lab up` a cold boot, so it is a warning.
-async fn save_snapshot(
-    run: &RunDir,
-    topology: &Topology,
-    key: &SnapshotKey,
-    agent: &Agent,
-    outcome: &cxl_regions::plan::Outcome,
-    files: &[DeviceFiles],
-    events: &Events,
-) {
+/// Saves the freshly booted lab (modules loaded, no region yet) for the
+/// next `lab up` of the same key; a failure only costs the next `lab up` a
+/// cold boot, so it is a warning.
+async fn save_snapshot(run: &RunDir, key: &SnapshotKey, agent: &Agent, events: &Events) {
     let root = snapshot::root();
     let dir = snapshot::dir_for(&root, &run.name, key);
     let t = Instant::now();
@@ -443,24 +412,20 @@ async fn save_snapshot(
         step: Step::Save,
         detail: String::new(),
     });
-    let saved = async {
-        let meta = SnapshotMeta {
-            key: key.clone(),
-            created: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_secs(),
-            regions: outcome.clone(),
-            labels: snapshot::label_digests(files)?,
-            volatile: topology
-                .devices
-                .iter()
-                .filter(|d| d.kind != cxl_topology::DeviceKind::Persistent)
-                .map(|d| d.name.clone())
-                .collect(),
-        };
-        snapshot::save(&qemu::qmp_socket(&run.sockets), agent, &dir, &meta, files).await
-    }
+    let meta = SnapshotMeta {
+        key: key.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    };
+    let saved = snapshot::save(
+        &qemu::qmp_socket(&run.sockets),
+        agent,
+        regions::EXTRAS_READY_FILE,
+        &dir,
+        &meta,
+    )
     .await;
     match saved {
         Ok(bytes) => {
@@ -482,15 +447,15 @@ async fn save_snapshot(
 }
 
 /// Starts QEMU with `-incoming` and loads the saved state into it; the
-/// guest then runs as it was when saved, with its clock set and extras
-/// mounted.
+/// guest then runs as it was when saved, with its clock set, extras
+/// mounted and its CXL hierarchy enumerated again, ready for regions.
 #[allow(clippy::too_many_arguments)]
 async fn restore(
     run: &RunDir,
     state: &mut LabState,
     argv: &[String],
     saved: &Saved,
-    files: &[DeviceFiles],
+    topology: &Topology,
     opts: &UpOptions,
     events: &Events,
     t0: Instant,
@@ -501,11 +466,12 @@ async fn restore(
         detail: String::new(),
     });
     let result = async {
-        saved.restore_volatile(files)?;
         let mut argv = argv.to_vec();
         argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
         let mut child = process::spawn_detached(&argv, &run.qemu_log())?;
         state.qemu_pid = Some(child.id());
+        // `lab args` of a running lab is the argv its QEMU runs with.
+        state.argv = argv;
         run.save(state)?;
         let deadline = Instant::now() + opts.boot_timeout;
         let qmp_socket = qemu::qmp_socket(&run.sockets);
@@ -530,8 +496,12 @@ async fn restore(
             .await
             .map_err(snapshot::SnapshotError::from)?;
         state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
-        snapshot::resume_guest(&agent, &saved.meta.regions).await?;
-        state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+        let buses: Vec<u8> = topology
+            .host_bridges
+            .iter()
+            .filter_map(|h| h.bus_nr)
+            .collect();
+        snapshot::resume_guest(&agent, &buses).await?;
         Ok(agent)
     }
     .await;
@@ -549,16 +519,15 @@ async fn restore(
     result
 }
 
-/// Cold boot: QEMU from the kernel, the guest agent, regions.
+/// Cold boot: QEMU from the kernel, up to the guest agent.
 async fn boot(
     run: &RunDir,
-    topology: &Topology,
     state: &mut LabState,
     argv: &[String],
     opts: &UpOptions,
     events: &Events,
     t0: Instant,
-) -> Result<(Agent, cxl_regions::plan::Outcome), LabError> {
+) -> Result<Agent, LabError> {
     let mut qemu_child = events.step(Step::QemuStart, state.accel.as_str(), || {
         process::spawn_detached(argv, &run.qemu_log())
     })?;
@@ -614,14 +583,26 @@ async fn boot(
         detail: String::new(),
     });
     state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+    Ok(agent)
+}
 
+/// The lab's regions, after either way up.
+async fn create_regions(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    agent: &Agent,
+    events: &Events,
+    t0: Instant,
+) -> Result<cxl_regions::plan::Outcome, LabError> {
+    let console = qemu::console_log(&run.dir);
     let plan = regions::plan(topology);
     let t = Instant::now();
     events.emit(Event::Started {
         step: Step::Regions,
         detail: format!("{} devices", plan.devices.len()),
     });
-    let outcome = regions::create(&agent, &plan).await.map_err(|source| {
+    let outcome = regions::create(agent, &plan).await.map_err(|source| {
         let e = LabError::Regions {
             console: console.clone(),
             source: Box::new(source),
@@ -643,7 +624,7 @@ async fn boot(
         detail: daxes.join(" "),
     });
     state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
-    Ok((agent, outcome))
+    Ok(outcome)
 }
 
 /// After either way up: timing mode armed, the lab marked up.
