@@ -144,12 +144,12 @@ fn a_saved_lab_is_restored_as_it_was_with_todays_backing() {
 
     // Another topology is another key: a cold boot.
     let dir = tempfile_dir();
-    let topology = dir.join("smaller-vmem.toml");
+    let topology = dir.join("larger-vmem.toml");
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../topology/examples/default.toml"),
     )
     .expect("the default topology example");
-    let changed = text.replacen("size = \"256M\"", "size = \"128M\"", 1);
+    let changed = text.replacen("size = \"256M\"", "size = \"512M\"", 1);
     assert_ne!(changed, text);
     std::fs::write(&topology, changed).unwrap();
     let other = up_restoring(&lab, Some(&topology));
