@@ -1,5 +1,7 @@
 //! `lab args` for a lab that is not running prints the command line `lab
-//! up` then starts QEMU with, element for element.
+//! up` then starts QEMU with, element for element (on a cold boot: a
+//! restoring one adds `-incoming defer`, and `lab args` of the running lab
+//! says so).
 
 use lab_e2e::{error_chain, TestLab};
 
@@ -8,7 +10,16 @@ fn args_before_up_is_the_argv_qemu_then_runs_with() {
     let lab = TestLab::new("e2e-args");
     let printed = cxl_lab::verbs::args(&lab.options())
         .unwrap_or_else(|e| panic!("lab args: {}", error_chain(&e)));
-    let summary = lab.up();
+    let events = cxl_lab::events::Events::new(lab.recorder.clone());
+    let opts = cxl_lab::verbs::UpOptions {
+        cold: true,
+        save: false,
+        ..lab.options()
+    };
+    let summary = lab
+        .rt
+        .block_on(cxl_lab::verbs::up(&opts, &events))
+        .unwrap_or_else(|e| panic!("lab up --cold --no-save: {}", error_chain(&e)));
 
     // The pid QEMU wrote itself (-pidfile), checked against the state's.
     let run = cxl_lab::verbs::run_dir(&lab.name).expect("run dir");

@@ -110,6 +110,7 @@ fn run_dir(results: &Path, run: &str) -> PathBuf {
         environment: Environment {
             kernel: "6.12.118+deb12-amd64".into(),
             kernel_origin: None,
+            boot: None,
             topology: TopologyId {
                 origin: "embedded default".into(),
                 sha256: "0123456789abcdef".into(),

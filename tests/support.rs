@@ -53,10 +53,15 @@ impl TestLab {
         lab
     }
 
+    /// `lab up`'s options for this lab: TCG, and a cold boot that saves no
+    /// state. Most test labs boot once, so a saved state would only cost its
+    /// save (and cache space); `tests/restore.rs` tests saving and restoring.
     pub fn options(&self) -> UpOptions {
         UpOptions {
             name: self.name.clone(),
             accel: AccelChoice::Tcg,
+            cold: true,
+            save: false,
             ..UpOptions::default()
         }
     }

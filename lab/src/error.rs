@@ -44,6 +44,8 @@ pub enum LabError {
     Kernel(#[from] KernelError),
     #[error("Starting QEMU failed.")]
     Process(#[from] ProcessError),
+    #[error("Restoring the saved lab state failed.")]
+    Snapshot(#[from] crate::snapshot::SnapshotError),
     #[error("Creating regions in the guest failed; the console log is {console}.")]
     Regions {
         console: PathBuf,

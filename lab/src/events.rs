@@ -20,6 +20,8 @@ pub enum Step {
     AgentWait,
     Regions,
     Timing,
+    Restore,
+    Save,
     Command,
     Shutdown,
     /// `lab matrix`: its cells' labs.
@@ -40,6 +42,8 @@ impl Step {
             Step::AgentWait => "boot to guest agent",
             Step::Regions => "create regions",
             Step::Timing => "arm the timing plugin",
+            Step::Restore => "restore the saved lab state",
+            Step::Save => "save the lab state for the next lab up",
             Step::Command => "guest command",
             Step::Shutdown => "shut down",
             Step::Matrix => "matrix",

@@ -96,6 +96,15 @@ enum Verb {
         timing: Option<TimingArg>,
         #[command(flatten)]
         kernel: KernelArgs,
+        /// Boot from the kernel even when a saved state of this lab's key
+        /// (image, kernel, topology, QEMU, lab version, CPUs/memory, accel,
+        /// timing mode) exists; the state saved on the way replaces it.
+        /// Without it such a state is restored (README, "Saved lab states").
+        #[arg(long)]
+        cold: bool,
+        /// Do not save a state during a cold boot.
+        #[arg(long)]
+        no_save: bool,
         #[arg(long)]
         json: bool,
     },
@@ -438,6 +447,18 @@ enum BenchWhat {
 
 #[derive(Subcommand)]
 enum ImageVerb {
+    /// List the saved post-boot lab states `lab up` restores (newest
+    /// first per lab), or remove them.
+    Snapshots {
+        /// Remove them (only lab NAME's with `--lab`).
+        #[arg(long)]
+        remove: bool,
+        /// Only this lab's.
+        #[arg(long)]
+        lab: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Build (or find cached) the guest image.
     Build {
         /// Rebuild even when cached.
@@ -596,6 +617,8 @@ async fn main() -> anyhow::Result<()> {
             boot_timeout,
             timing,
             kernel,
+            cold,
+            no_save,
             json,
         } => {
             let opts = UpOptions {
@@ -608,6 +631,8 @@ async fn main() -> anyhow::Result<()> {
                 stall: timing == Some(TimingArg::Stall),
                 kernel: kernel.kernel,
                 modules: kernel.modules,
+                cold,
+                save: !no_save,
             };
             let events = ui();
             let summary = tokio::select! {
@@ -951,6 +976,27 @@ async fn main() -> anyhow::Result<()> {
             }
             if r.failures > 0 || r.cycles_with_leftovers > 0 {
                 std::process::exit(1);
+            }
+        }
+        Verb::Image {
+            verb: ImageVerb::Snapshots { remove, lab, json },
+        } => {
+            let root = cxl_lab::snapshot::root();
+            let entries = if remove {
+                cxl_lab::snapshot::remove(&root, lab.as_deref())
+            } else {
+                cxl_lab::snapshot::list(&root)
+                    .into_iter()
+                    .filter(|e| {
+                        lab.as_deref()
+                            .is_none_or(|l| e.lab == cxl_lab::snapshot::lab_dir_name(l))
+                    })
+                    .collect()
+            };
+            if json {
+                print_json(&entries)?;
+            } else {
+                print!("{}", text::snapshots(&entries, remove));
             }
         }
         Verb::Image {

@@ -101,6 +101,33 @@ pub struct Timings {
     pub simulator_ms: u64,
     pub agent_ready_ms: u64,
     pub regions_ready_ms: u64,
+    /// How the guest came up.
+    #[serde(default)]
+    pub boot: BootKind,
+    /// A cold boot that saved its state for the next `lab up`: how long
+    /// the save took (between agent and regions, so in regions_ready_ms).
+    #[serde(default)]
+    pub save_ms: Option<u64>,
+}
+
+/// How `lab up` brought the guest up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootKind {
+    /// A full boot from the kernel, then region creation.
+    #[default]
+    Cold,
+    /// QEMU loaded a saved post-boot state (`crate::snapshot`).
+    Restored,
+}
+
+impl BootKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BootKind::Cold => "cold",
+            BootKind::Restored => "restored",
+        }
+    }
 }
 
 /// Where a lab is in its life, as state.json records it.

@@ -248,7 +248,19 @@ pub struct RunReport {
 /// cached image.
 #[derive(Debug, Clone, Serialize)]
 pub struct BootBench {
+    /// Every run in order, cold ones first; each says how it came up.
     pub runs: Vec<Timings>,
+    pub cold: BootStats,
+    /// None when no state could be saved (the warnings of `lab up` say why).
+    pub restored: Option<BootStats>,
+    /// Cold median regions-ready over restored median regions-ready.
+    pub speedup: Option<f64>,
+}
+
+/// Medians of one kind of boot in `lab bench boot`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootStats {
+    pub runs: usize,
     pub median_agent_ready_ms: u64,
     pub median_regions_ready_ms: u64,
     pub min_regions_ready_ms: u64,

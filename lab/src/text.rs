@@ -113,7 +113,8 @@ pub fn summary(s: &Summary) -> String {
     let t = &s.timings;
     let _ = writeln!(
         out,
-        "  boot: image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
+        "  boot ({}): image {:.1}s, simulator {:.1}s, guest agent {:.1}s, regions ready {:.1}s",
+        t.boot.as_str(),
         t.image_ms as f64 / 1e3,
         t.simulator_ms as f64 / 1e3,
         t.agent_ready_ms as f64 / 1e3,
@@ -480,25 +481,56 @@ pub fn matrix_bench(b: &MatrixBench) -> String {
 
 /// `lab bench boot`.
 pub fn bench_boot(b: &BootBench) -> String {
-    let mut out = String::from("run  agent-ready  regions-ready\n");
+    let mut out = String::from("run  boot      agent-ready  regions-ready\n");
     for (i, t) in b.runs.iter().enumerate() {
-        let _ = writeln!(
+        let _ = write!(
             out,
-            "{:>3}  {:>9.2}s  {:>11.2}s",
+            "{:>3}  {:<8}  {:>9.2}s  {:>11.2}s",
             i + 1,
+            t.boot.as_str(),
             t.agent_ready_ms as f64 / 1e3,
             t.regions_ready_ms as f64 / 1e3
         );
+        let _ = match t.save_ms {
+            Some(ms) => writeln!(out, "  (saved the state: {:.2}s)", ms as f64 / 1e3),
+            None => writeln!(out),
+        };
     }
-    let _ = writeln!(
-        out,
-        "median over {} runs: guest agent {:.2}s, regions ready {:.2}s (min {:.2}s, max {:.2}s)",
-        b.runs.len(),
-        b.median_agent_ready_ms as f64 / 1e3,
-        b.median_regions_ready_ms as f64 / 1e3,
-        b.min_regions_ready_ms as f64 / 1e3,
-        b.max_regions_ready_ms as f64 / 1e3
-    );
+    let line = |out: &mut String, kind: &str, s: &crate::summary::BootStats| {
+        let _ = writeln!(
+            out,
+            "{kind}: median over {} runs: guest agent {:.2}s, regions ready {:.2}s (min {:.2}s, max {:.2}s)",
+            s.runs,
+            s.median_agent_ready_ms as f64 / 1e3,
+            s.median_regions_ready_ms as f64 / 1e3,
+            s.min_regions_ready_ms as f64 / 1e3,
+            s.max_regions_ready_ms as f64 / 1e3
+        );
+    };
+    line(&mut out, "cold", &b.cold);
+    if let (Some(r), Some(x)) = (&b.restored, b.speedup) {
+        line(&mut out, "restored", r);
+        let _ = writeln!(out, "restored is {x:.1}x faster to regions ready");
+    }
+    out
+}
+
+/// `lab image snapshots`.
+pub fn snapshots(entries: &[crate::snapshot::Entry], removed: bool) -> String {
+    if entries.is_empty() {
+        return "no saved lab states\n".to_owned();
+    }
+    let mut out = String::new();
+    for e in entries {
+        let _ = writeln!(
+            out,
+            "{}{:<12} {:>7.1} MiB  {}",
+            if removed { "removed " } else { "" },
+            e.lab,
+            e.bytes as f64 / (1u64 << 20) as f64,
+            e.dir.display()
+        );
+    }
     out
 }
 

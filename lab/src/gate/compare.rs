@@ -128,8 +128,20 @@ pub fn compare(base: &RunRecord, new: &RunRecord) -> Comparison {
     }
     let mut digests = Vec::new();
     let mut figures = Vec::new();
+    // A restored lab reaches regions ready many times sooner than a cold
+    // one: boot times compare only between labs that came up alike.
+    let same_boot = be.boot_kind() == ne.boot_kind();
+    if !same_boot {
+        notes.push(format!(
+            "boot: {} -> {} (boot times not compared)",
+            be.boot_kind(),
+            ne.boot_kind()
+        ));
+    }
     if reasons.is_empty() {
-        compare_figures("boot", &base.boot, &new.boot, &mut figures);
+        if same_boot {
+            compare_figures("boot", &base.boot, &new.boot, &mut figures);
+        }
         for b in &base.suites {
             let Some(n) = new.suite(&b.suite) else {
                 continue;
@@ -257,6 +269,7 @@ mod tests {
                 qemu: "QEMU emulator version 10.0.3".into(),
                 lab: "0.1.0".into(),
                 accel: "tcg".into(),
+                boot: None,
             },
             boot: Figures::from([("regions_ready_ms".to_owned(), 8000.0)]),
             suites: ["dax", "fio", "faults", "ioriot", "ras"]
@@ -327,6 +340,27 @@ mod tests {
         new.boot.insert("regions_ready_ms".into(), 3000.0);
         assert_eq!(compare(&base, &new).verdict, Verdict::Equal);
         new.boot.insert("regions_ready_ms".into(), 20_000.0);
+        assert_eq!(compare(&base, &new).verdict, Verdict::Regression);
+    }
+
+    #[test]
+    fn boot_times_of_a_restored_lab_and_a_cold_one_are_not_compared() {
+        let mut base = run("run1");
+        base.environment.boot = Some("restored".into());
+        base.boot.insert("regions_ready_ms".into(), 1000.0);
+        // A record from before restores: it booted cold.
+        let mut new = run("run1");
+        new.boot.insert("regions_ready_ms".into(), 20_000.0);
+        let c = compare(&base, &new);
+        assert_eq!(c.verdict, Verdict::Equal, "{c:?}");
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n == "boot: restored -> cold (boot times not compared)"),
+            "{:?}",
+            c.notes
+        );
+        new.environment.boot = Some("restored".into());
         assert_eq!(compare(&base, &new).verdict, Verdict::Regression);
     }
 

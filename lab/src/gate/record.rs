@@ -100,6 +100,17 @@ pub struct Environment {
     /// This `lab`'s version.
     pub lab: String,
     pub accel: String,
+    /// How the lab came up: `cold` or `restored` (a saved state); runs
+    /// recorded before labs were restored have none and booted cold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot: Option<String>,
+}
+
+impl Environment {
+    /// How the lab came up (`cold` when the record predates restores).
+    pub fn boot_kind(&self) -> &str {
+        self.boot.as_deref().unwrap_or("cold")
+    }
 }
 
 /// One suite of a run.
@@ -306,6 +317,7 @@ mod tests {
                 qemu: "QEMU emulator version 10.0.3".into(),
                 lab: "0.1.0".into(),
                 accel: "tcg".into(),
+                boot: None,
             },
             boot: Figures::new(),
             suites: vec![],

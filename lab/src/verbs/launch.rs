@@ -42,6 +42,12 @@ pub struct UpOptions {
     /// the model's extra latency, calibrated after arming (also on when
     /// the topology says `[simulator] timing = "stall"`).
     pub stall: bool,
+    /// Boot from the kernel even when a saved state of this lab's key
+    /// exists (`crate::snapshot`); without it such a state is restored.
+    pub cold: bool,
+    /// After a cold boot, save the state for the next `lab up` of the same
+    /// key (replacing an older one).
+    pub save: bool,
     /// Boot this kernel instead of the image's: a Debian kernel package,
     /// a bzImage/vmlinuz or a kernel build tree (`crate::kernel`).
     pub kernel: Option<PathBuf>,
@@ -59,6 +65,8 @@ impl Default for UpOptions {
             boot_timeout: Duration::from_secs(180),
             timing: false,
             stall: false,
+            cold: false,
+            save: true,
             kernel: None,
             modules: None,
         }

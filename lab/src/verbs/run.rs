@@ -262,6 +262,7 @@ async fn run_planned(
             qemu: qemu::qemu_version(),
             lab: env!("CARGO_PKG_VERSION").to_owned(),
             accel: state.accel.as_str().to_owned(),
+            boot: Some(state.timings.boot.as_str().to_owned()),
         },
         boot,
         suites: records,

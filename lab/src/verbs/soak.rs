@@ -28,6 +28,9 @@ pub struct SoakCycle {
     /// The step that failed (`up`, `run dax`, `down`) and why.
     pub failed: Option<String>,
     pub error: Option<String>,
+    /// How the guest came up (the first cycle of a key cold, then
+    /// restored from the state it saved).
+    pub boot: Option<crate::rundir::BootKind>,
     pub agent_ready_ms: Option<u64>,
     pub regions_ready_ms: Option<u64>,
     pub run_ms: Option<u64>,
@@ -124,6 +127,7 @@ async fn cycle(opts: &UpOptions, run: &RunDir, n: usize, events: &Events) -> Soa
     };
     match up(opts, events).await {
         Ok(s) => {
+            c.boot = Some(s.timings.boot);
             c.agent_ready_ms = Some(s.timings.agent_ready_ms);
             c.regions_ready_ms = Some(s.timings.regions_ready_ms);
             let t = Instant::now();

@@ -15,7 +15,8 @@ use crate::process;
 use crate::qemu::{self, DeviceFiles};
 use crate::qga::Agent;
 use crate::regions;
-use crate::rundir::{LabState, LabStatus, RunDir, Timings};
+use crate::rundir::{BootKind, LabState, LabStatus, RunDir, Timings};
+use crate::snapshot::{self, Saved, SnapshotKey, SnapshotMeta};
 use crate::summary::{summarize, Summary};
 
 /// What the guest /init prints on the console once qemu-ga runs.
@@ -256,8 +257,43 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     };
     run.save(&state)?;
 
+    let key = SnapshotKey {
+        image_key: launch.image.manifest.key.clone(),
+        // What QEMU boots: the image's kernel or the user's (`--kernel`),
+        // and the initramfs with its modules layer.
+        kernel: format!(
+            "{}; {}",
+            snapshot::kernel_identity(&launch.kernel.kernel),
+            snapshot::kernel_identity(&launch.kernel.initrd)
+        ),
+        topology: snapshot::topology_digest(&topology.to_toml()),
+        qemu_version: snapshot::qemu_version(),
+        lab_version: env!("CARGO_PKG_VERSION").to_owned(),
+        cpus: topology.guest.cpus,
+        memory: topology.guest.memory.to_string(),
+        timing: launch.plugin.is_some(),
+        accel: launch.accel.as_str().to_owned(),
+    };
+    let saved = if opts.cold {
+        None
+    } else {
+        usable_snapshot(&run, &key, events)
+    };
+
     let result = match backing_agrees {
-        Ok(()) => boot(&run, topology, &mut state, &argv, opts, events, t0).await,
+        Ok(()) => {
+            bring_up(
+                &run,
+                topology,
+                &mut state,
+                &argv,
+                opts,
+                events,
+                t0,
+                (&key, saved),
+            )
+            .await
+        }
         Err(e) => Err(e),
     };
     match result {
@@ -269,7 +305,27 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     }
 }
 
-async fn boot(
+/// The saved state of this lab's key, if one exists; one that cannot be
+/// read is reported and the lab boots cold.
+fn usable_snapshot(run: &RunDir, key: &SnapshotKey, events: &Events) -> Option<Saved> {
+    match snapshot::find(&snapshot::root(), &run.name, key) {
+        Ok(s) => s,
+        Err(e) => {
+            events.emit(Event::Warning {
+                step: Step::Restore,
+                message: format!("{}; booting cold", error_chain(&LabError::from(e))),
+            });
+            None
+        }
+    }
+}
+
+/// Restores the saved state when there is one and creates the regions
+/// in it (falling back to a cold boot if either fails), else boots cold,
+/// saves the state before the regions and creates them; then arms timing
+/// mode.
+#[allow(clippy::too_many_arguments)]
+async fn bring_up(
     run: &RunDir,
     topology: &Topology,
     state: &mut LabState,
@@ -277,7 +333,182 @@ async fn boot(
     opts: &UpOptions,
     events: &Events,
     t0: Instant,
+    (key, saved): (&SnapshotKey, Option<Saved>),
 ) -> Result<(), LabError> {
+    if let Some(saved) = saved {
+        let restored = async {
+            let agent = restore(run, state, argv, &saved, topology, opts, events, t0).await?;
+            let outcome = create_regions(run, topology, state, &agent, events, t0).await?;
+            Ok::<_, LabError>((agent, outcome))
+        }
+        .await;
+        match restored {
+            Ok((agent, outcome)) => {
+                state.timings.boot = BootKind::Restored;
+                return finish(run, topology, state, &agent, outcome, opts, events).await;
+            }
+            Err(e) => {
+                events.emit(Event::Warning {
+                    step: Step::Restore,
+                    message: format!(
+                        "dropped the saved lab state ({}); booting cold",
+                        error_chain(&e)
+                    ),
+                });
+                saved.discard();
+                stop_qemu(run, state);
+                state.argv = argv.to_vec();
+            }
+        }
+    }
+    let agent = boot(run, state, argv, opts, events, t0).await?;
+    if opts.save {
+        let t = Instant::now();
+        save_snapshot(run, key, &agent, events).await;
+        state.timings.save_ms = Some(t.elapsed().as_millis() as u64);
+    }
+    let outcome = create_regions(run, topology, state, &agent, events, t0).await?;
+    finish(run, topology, state, &agent, outcome, opts, events).await
+}
+
+/// Stops the QEMU of a failed restore, so a cold boot can start its own.
+fn stop_qemu(run: &RunDir, state: &mut LabState) {
+    if let Some(pid) = state.qemu_pid.take() {
+        process::terminate(pid, &run.marker(), Duration::from_secs(5));
+    }
+    for f in ["qmp.sock", "qga.sock", "qemu.pid"] {
+        let _ = std::fs::remove_file(run.socket(f));
+    }
+    let _ = std::fs::remove_file(run.path("console.log"));
+}
+
+/// Saves the freshly booted lab (modules loaded, no region yet) for the
+/// next `lab up` of the same key; a failure only costs the next `lab up` a
+/// cold boot, so it is a warning.
+async fn save_snapshot(run: &RunDir, key: &SnapshotKey, agent: &Agent, events: &Events) {
+    let root = snapshot::root();
+    let dir = snapshot::dir_for(&root, &run.name, key);
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Save,
+        detail: String::new(),
+    });
+    let meta = SnapshotMeta {
+        key: key.clone(),
+        created: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs(),
+    };
+    let saved = snapshot::save(
+        &qemu::qmp_socket(&run.sockets),
+        agent,
+        regions::EXTRAS_READY_FILE,
+        &dir,
+        &meta,
+    )
+    .await;
+    match saved {
+        Ok(bytes) => {
+            snapshot::prune(&root, &dir);
+            events.emit(Event::Finished {
+                step: Step::Save,
+                elapsed: t.elapsed(),
+                detail: format!("{} MiB", bytes >> 20),
+            });
+        }
+        Err(e) => events.emit(Event::Warning {
+            step: Step::Save,
+            message: format!(
+                "the lab state was not saved, so the next lab up boots cold: {}",
+                error_chain(&LabError::from(e))
+            ),
+        }),
+    }
+}
+
+/// Starts QEMU with `-incoming` and loads the saved state into it; the
+/// guest then runs as it was when saved, with its clock set, extras
+/// mounted and its CXL hierarchy enumerated again, ready for regions.
+#[allow(clippy::too_many_arguments)]
+async fn restore(
+    run: &RunDir,
+    state: &mut LabState,
+    argv: &[String],
+    saved: &Saved,
+    topology: &Topology,
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+) -> Result<Agent, LabError> {
+    let t = Instant::now();
+    events.emit(Event::Started {
+        step: Step::Restore,
+        detail: String::new(),
+    });
+    let result = async {
+        let mut argv = argv.to_vec();
+        argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
+        let mut child = process::spawn_detached(&argv, &run.qemu_log())?;
+        state.qemu_pid = Some(child.id());
+        // `lab args` of a running lab is the argv its QEMU runs with.
+        state.argv = argv;
+        run.save(state)?;
+        let deadline = Instant::now() + opts.boot_timeout;
+        let qmp_socket = qemu::qmp_socket(&run.sockets);
+        let qmp_conn = loop {
+            if qmp_socket.exists() {
+                if let Ok(c) = crate::qmp::Qmp::connect(&qmp_socket).await {
+                    break c;
+                }
+            }
+            if !process::child_running(&mut child) || Instant::now() >= deadline {
+                return Err(LabError::QemuDied {
+                    log: run.qemu_log(),
+                    qemu_tail: process::tail(&run.qemu_log(), 10),
+                    console: qemu::console_log(&run.dir),
+                    console_tail: String::new(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        snapshot::incoming(&qmp_conn, saved).await?;
+        let agent = Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(10))
+            .await
+            .map_err(snapshot::SnapshotError::from)?;
+        state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+        let buses: Vec<u8> = topology
+            .host_bridges
+            .iter()
+            .filter_map(|h| h.bus_nr)
+            .collect();
+        snapshot::resume_guest(&agent, &buses).await?;
+        Ok(agent)
+    }
+    .await;
+    match &result {
+        Ok(_) => events.emit(Event::Finished {
+            step: Step::Restore,
+            elapsed: t.elapsed(),
+            detail: String::new(),
+        }),
+        Err(e) => events.emit(Event::Failed {
+            step: Step::Restore,
+            error: error_chain(e),
+        }),
+    }
+    result
+}
+
+/// Cold boot: QEMU from the kernel, up to the guest agent.
+async fn boot(
+    run: &RunDir,
+    state: &mut LabState,
+    argv: &[String],
+    opts: &UpOptions,
+    events: &Events,
+    t0: Instant,
+) -> Result<Agent, LabError> {
     let mut qemu_child = events.step(Step::QemuStart, state.accel.as_str(), || {
         process::spawn_detached(argv, &run.qemu_log())
     })?;
@@ -329,14 +560,26 @@ async fn boot(
         detail: String::new(),
     });
     state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
+    Ok(agent)
+}
 
+/// The lab's regions, after either way up.
+async fn create_regions(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    agent: &Agent,
+    events: &Events,
+    t0: Instant,
+) -> Result<cxl_regions::plan::Outcome, LabError> {
+    let console = qemu::console_log(&run.dir);
     let plan = regions::plan(topology);
     let t = Instant::now();
     events.emit(Event::Started {
         step: Step::Regions,
         detail: format!("{} devices", plan.devices.len()),
     });
-    let outcome = regions::create(&agent, &plan).await.map_err(|source| {
+    let outcome = regions::create(agent, &plan).await.map_err(|source| {
         let e = LabError::Regions {
             console: console.clone(),
             source: Box::new(source),
@@ -354,6 +597,19 @@ async fn boot(
         detail: daxes.join(" "),
     });
     state.timings.regions_ready_ms = t0.elapsed().as_millis() as u64;
+    Ok(outcome)
+}
+
+/// After either way up: timing mode armed, the lab marked up.
+async fn finish(
+    run: &RunDir,
+    topology: &Topology,
+    state: &mut LabState,
+    agent: &Agent,
+    outcome: cxl_regions::plan::Outcome,
+    opts: &UpOptions,
+    events: &Events,
+) -> Result<(), LabError> {
     if let Some(ts) = state.timing.clone() {
         let t = Instant::now();
         events.emit(Event::Started {
@@ -362,14 +618,14 @@ async fn boot(
         });
         let armed = crate::timing::arm(
             &run.memsim_control(),
-            &agent,
+            agent,
             &outcome,
             Duration::from_secs(30),
         )
         .await
         .map_err(|e| failed(events, Step::Timing, e))?;
         let stall = if opts.stall || topology.simulator.timing == TimingMode::Stall {
-            let s = crate::stall::apply(&run.memsim_control(), &agent, topology, &outcome)
+            let s = crate::stall::apply(&run.memsim_control(), agent, topology, &outcome)
                 .await
                 .map_err(|e| failed(events, Step::Timing, e))?;
             Some(s)
