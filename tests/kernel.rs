@@ -154,6 +154,12 @@ fn debian_6_1_as_a_package_runs_every_suite_or_names_what_it_lacks() {
     };
     // The default topology's volatile device needs volatile regions (6.3):
     // refused before anything starts.
+    // An earlier run of this test left its (stopped) run directory; without
+    // it, "nothing was started" is "no lab state at all".
+    let run_dir = cxl_lab::rundir::RunDir::new(&lab.name)
+        .expect("run dir")
+        .dir;
+    let _ = std::fs::remove_dir_all(&run_dir);
     let e = lab
         .rt
         .block_on(verbs::up(&opts, &Events::none()))
