@@ -75,6 +75,9 @@ fn a_two_cell_matrix_runs_both_cells_at_once_and_brings_them_down() {
         lab(&["down", "--name", cell]);
         let results = RunDir::new(cell).unwrap().results_dir();
         let _ = std::fs::remove_dir_all(results);
+        // Each cell boots cold, as on a fresh machine, not from a state an
+        // earlier run of this test saved.
+        cxl_lab::snapshot::remove(&cxl_lab::snapshot::root(), Some(cell));
     }
     let out_dir = dir.join("out");
     let out = lab(&[
