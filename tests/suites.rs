@@ -142,8 +142,14 @@ fn dax_and_fio_suites_pass_in_the_guest() {
             && error.contains("cargo build -p fio-preload"),
         "{error}"
     );
-    let v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&r.result_file).expect("result file"))
         .expect("result JSON");
+    // Every result names the kernel it ran on (`lab up --kernel`).
+    let kernel = v
+        .as_object_mut()
+        .and_then(|m| m.remove("kernel"))
+        .unwrap_or_else(|| panic!("no kernel in {v}"));
+    assert!(kernel["release"].is_string(), "{kernel}");
     assert_eq!(
         v,
         json!({"suite": "fio", "passed": false, "error": error}),
