@@ -23,9 +23,6 @@ use serde_json::{json, Value};
 use crate::suite_support::{sh, SuiteContext, SuiteError};
 use cxl_topology::DeviceKind;
 
-/// The guest directory the lines run in.
-pub const WORKDIR: &str = "/root/seeds";
-
 /// What an adaptation changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AdaptationKind {
@@ -664,12 +661,13 @@ pub const LINES: &[Line] = &[
     },
 ];
 
-/// The working directory: the documents' relative program paths as links
-/// to the image's programs.
+/// Makes the working directory (a fresh `mktemp -d` of the guest, its path
+/// printed last): the documents' relative program paths as links to the
+/// image's programs.
 const SETUP: &str = r#"set -e
-rm -rf /root/seeds
-mkdir -p /root/seeds/src
-cd /root/seeds
+dir=$(mktemp -d)
+cd "$dir"
+mkdir src
 ln -s /usr/lib/cxl-lab/libfio_intercept.so libfio_intercept.so
 ln -s /usr/bin/test_mwait_dax test_mwait_dax
 ln -s /usr/bin/fault_monitor fault_monitor
@@ -680,7 +678,8 @@ for p in sequential-access-benchmark random-access-benchmark; do ln -s /usr/bin/
 for p in libfio_intercept.so test_mwait_dax src/data_generator src/mmap_workload src/fault_monitor \
     tools/pagefault_monitor.py sequential-access-benchmark random-access-benchmark; do
   [ -e $p ] || { echo "missing: $p (its program is not in the image)"; exit 1; }
-done"#;
+done
+echo "$dir""#;
 
 /// `script` with the lab's values in place of `{offset}` and the monitor
 /// harness.
@@ -692,9 +691,9 @@ pub fn render(script: &str, offset: u64) -> String {
 }
 
 /// The shell the guest runs for a line: the line in the working
-/// directory, then the check's `then`, exiting with the line's code.
-pub fn guest_script(script: &str, then: &str) -> String {
-    format!("cd {WORKDIR}\n{{\n{script}\n}} 2>&1\nrc=$?\n{then}\nexit $rc")
+/// directory `dir`, then the check's `then`, exiting with the line's code.
+pub fn guest_script(dir: &str, script: &str, then: &str) -> String {
+    format!("cd '{dir}'\n{{\n{script}\n}} 2>&1\nrc=$?\n{then}\nexit $rc")
 }
 
 /// The last lines of a line's output, for a failure.
@@ -760,9 +759,16 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         detail: resource.clone(),
     })?;
     let setup = ctx.exec(&sh(SETUP)).await?;
-    if !setup.success() {
+    let workdir = setup
+        .stdout
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    if !setup.success() || !workdir.starts_with('/') {
         return Err(SuiteError::Setup {
-            what: format!("lay out {WORKDIR}"),
+            what: "lay out the working directory".into(),
             detail: format!("{}{}", setup.stdout, setup.stderr),
         });
     }
@@ -784,7 +790,11 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         let ran = render(script, offset);
         let started = std::time::Instant::now();
         let out = ctx
-            .exec(&sh(guest_script(&ran, &render(check.then, offset))))
+            .exec(&sh(guest_script(
+                &workdir,
+                &ran,
+                &render(check.then, offset),
+            )))
             .await?;
         let output = format!("{}{}", out.stdout, out.stderr);
         let problems = problems(&check, out.exit_code, &output);
@@ -826,7 +836,7 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "host_side": count("host_side"),
         "run_by": count("run_by"),
     });
-    let _ = ctx.exec(&sh(format!("rm -rf {WORKDIR}"))).await;
+    let _ = ctx.exec(&sh(format!("rm -rf '{workdir}'"))).await;
     Ok(json!({
         "suite": "seeds",
         "passed": count("failed") == 0,
