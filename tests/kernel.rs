@@ -150,6 +150,9 @@ fn debian_6_1_as_a_package_runs_every_suite_or_names_what_it_lacks() {
     let lab = TestLab::new("e2e-kernel-deb");
     let opts = UpOptions {
         kernel: Some(k.deb.clone()),
+        // A user's kernel boots once here: cold, saving no state.
+        cold: true,
+        save: false,
         ..lab.options()
     };
     // The default topology's volatile device needs volatile regions (6.3):
@@ -223,6 +226,9 @@ fn debian_6_1_unpacked_as_vmlinuz_and_modules_boots_the_same_release() {
             kernel: Some(vmlinuz.clone()),
             modules: Some(modules.clone()),
             topology: Some(PathBuf::from("persistent")),
+            // A user's kernel boots once here: cold, saving no state.
+            cold: true,
+            save: false,
             ..lab.options()
         },
     );

@@ -3,8 +3,9 @@
 //! devices of a cold boot, pmem data written after the save (the backing
 //! is the truth, not the state file), a volatile device that works, the
 //! dax suite passing, a working guest agent, the image extras mounted and
-//! a clock that is right; `--cold` and a changed topology boot cold. One
-//! test: its boots run one after another.
+//! a clock that is right; a lab of another name restores the same state;
+//! `--cold` and a changed topology boot cold. One test: its boots run one
+//! after another.
 
 use cxl_lab::events::Events;
 use cxl_lab::rundir::BootKind;
@@ -75,13 +76,16 @@ fn without_memdevs(v: serde_json::Value) -> serde_json::Value {
 #[test]
 fn a_saved_lab_is_restored_as_it_was_with_todays_backing() {
     let lab = TestLab::new(LAB);
+    // What an earlier run of this test saved (its larger topology's state
+    // among them). The default topology's state may be another lab's: the
+    // first boot is cold (`--cold`), and its state replaces that one.
     snapshot::remove(&snapshot::root(), Some(LAB));
 
-    let cold = up_restoring(&lab, None);
-    assert_eq!(cold.timings.boot, BootKind::Cold, "no saved state yet");
+    let cold = up(&lab, None, true);
+    assert_eq!(cold.timings.boot, BootKind::Cold, "--cold boots the kernel");
     let saved = snapshot::list(&snapshot::root())
         .into_iter()
-        .filter(|e| e.lab == snapshot::lab_dir_name(LAB))
+        .filter(|e| e.lab == LAB)
         .count();
     assert_eq!(
         saved,
@@ -158,6 +162,21 @@ fn a_saved_lab_is_restored_as_it_was_with_todays_backing() {
     assert_eq!(forced.timings.boot, BootKind::Cold);
     pattern(&lab, "verify", &pdax, "44");
     lab.down();
+
+    // A lab of another name and the same key restores the same state, with
+    // its own (empty) backing.
+    let other_lab = TestLab::new("restore-other");
+    let shared = up_restoring(&other_lab, None);
+    assert_eq!(
+        shared.timings.boot,
+        BootKind::Restored,
+        "a state is shared by every lab of its key: {:?}",
+        other_lab.recorder.events()
+    );
+    let odax = dax_of(&shared, "pmem0");
+    pattern(&other_lab, "write", &odax, "46");
+    pattern(&other_lab, "verify", &odax, "46");
+    other_lab.down();
 
     // Another topology is another key: a cold boot.
     let dir = tempfile_dir();

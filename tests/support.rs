@@ -53,15 +53,17 @@ impl TestLab {
         lab
     }
 
-    /// `lab up`'s options for this lab: TCG, and a cold boot that saves no
-    /// state. Most test labs boot once, so a saved state would only cost its
-    /// save (and cache space); `tests/restore.rs` tests saving and restoring.
+    /// `lab up`'s options for this lab: TCG, restoring the saved state of
+    /// its key when there is one (saved states are shared by lab names, so
+    /// the first test of a key boots cold and saves, and later tests of
+    /// that key restore), as a user's `lab up` does. Tests about the boot
+    /// itself set `cold` (and `save: false`).
     pub fn options(&self) -> UpOptions {
         UpOptions {
             name: self.name.clone(),
             accel: AccelChoice::Tcg,
-            cold: true,
-            save: false,
+            cold: false,
+            save: true,
             ..UpOptions::default()
         }
     }

@@ -987,10 +987,7 @@ async fn main() -> anyhow::Result<()> {
             } else {
                 cxl_lab::snapshot::list(&root)
                     .into_iter()
-                    .filter(|e| {
-                        lab.as_deref()
-                            .is_none_or(|l| e.lab == cxl_lab::snapshot::lab_dir_name(l))
-                    })
+                    .filter(|e| lab.as_deref().is_none_or(|l| e.lab == l))
                     .collect()
             };
             if json {

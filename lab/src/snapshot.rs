@@ -146,6 +146,11 @@ pub struct SnapshotMeta {
     pub key: SnapshotKey,
     /// Seconds since the epoch.
     pub created: u64,
+    /// The lab whose cold boot saved it (pruning keeps the newest few per
+    /// lab; `lab image snapshots --name` filters on it). Any lab of the
+    /// same key restores it.
+    #[serde(default)]
+    pub lab: String,
 }
 
 /// The root of every lab's saved states.
@@ -174,23 +179,19 @@ impl Saved {
     }
 }
 
-/// The directory of lab `lab`'s saved states: its name and a digest of
-/// its state root, since labs of one name under different state roots
-/// (`$CXL_LAB_STATE`) are different labs sharing one cache.
-pub fn lab_dir_name(lab: &str) -> String {
-    let state_root = crate::paths::state_root();
-    let digest = Sha256::digest(state_root.as_os_str().as_encoded_bytes());
-    format!("{lab}-{}", hex::encode(&digest[..4]))
+/// Where the state for `key` lives. States are shared by every lab of the
+/// same key, whatever its name: the key holds everything the guest's RAM
+/// depends on (the lab's name, sockets and backing files are not in it:
+/// QEMU is started with the restoring lab's own, and the state is saved
+/// before any region, so the CXL side is read again from that lab's
+/// backing).
+pub fn dir_for(root: &Path, key: &SnapshotKey) -> PathBuf {
+    root.join(key.digest())
 }
 
-/// Where lab `lab`'s state for `key` lives.
-pub fn dir_for(root: &Path, lab: &str, key: &SnapshotKey) -> PathBuf {
-    root.join(lab_dir_name(lab)).join(key.digest())
-}
-
-/// The saved state of `lab` for exactly `key`, if there is one.
-pub fn find(root: &Path, lab: &str, key: &SnapshotKey) -> Result<Option<Saved>, SnapshotError> {
-    let dir = dir_for(root, lab, key);
+/// The saved state for exactly `key`, if there is one.
+pub fn find(root: &Path, key: &SnapshotKey) -> Result<Option<Saved>, SnapshotError> {
+    let dir = dir_for(root, key);
     let meta_path = dir.join(META);
     let text = match std::fs::read_to_string(&meta_path) {
         Ok(t) => t,
@@ -304,9 +305,10 @@ async fn save_stopped(
     dir: &Path,
     meta: &SnapshotMeta,
 ) -> Result<u64, SnapshotError> {
-    // Two labs of one name under one state root cannot save at once (the
-    // run directory is locked), but a stale partial state may be left.
-    let partial = dir.with_extension("partial");
+    // Labs of different names may save the same key at once: each writes
+    // a partial directory of its own (a stale one of a crashed lab is
+    // pruned once old).
+    let partial = partial_dir(dir);
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir_all(&partial).map_err(io_err(&partial))?;
     let qmp_conn = Qmp::connect(qmp_socket).await?;
@@ -337,10 +339,29 @@ async fn save_stopped(
         serde_json::to_vec_pretty(meta).expect("meta serialises"),
     )
     .map_err(io_err(&meta_path))?;
-    let _ = std::fs::remove_dir_all(dir);
-    std::fs::rename(&partial, dir).map_err(io_err(dir))?;
+    // A lab that saved the same key meanwhile is replaced: the newest cold
+    // boot wins (a lab restoring the old one has its file open already).
+    if std::fs::rename(&partial, dir).is_err() {
+        let _ = std::fs::remove_dir_all(dir);
+        if let Err(e) = std::fs::rename(&partial, dir) {
+            let _ = std::fs::remove_dir_all(&partial);
+            return Err(io_err(dir)(e));
+        }
+    }
     Ok(dir_size(dir))
 }
+
+/// The directory a save writes before it is made whole under `dir`: one
+/// per process, so two labs saving one key never share it.
+fn partial_dir(dir: &Path) -> PathBuf {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    dir.with_file_name(format!("{name}{PARTIAL}{}", std::process::id()))
+}
+
+/// What names a partial state directory (`<digest>.partial-<pid>`).
+const PARTIAL: &str = ".partial-";
+/// A partial state older than this belongs to a lab that died saving.
+const STALE_PARTIAL: Duration = Duration::from_secs(600);
 
 /// Loads a saved state into a QEMU started with `-incoming defer`, and
 /// lets the guest run.
@@ -424,31 +445,43 @@ pub struct Entry {
     pub bytes: u64,
 }
 
-/// Every saved state under `root` (partial ones too, with `created` 0, so
-/// pruning removes them first).
+/// Every saved state under `root`, with stale partial ones (`created`
+/// 0, so pruning removes them first); a partial state still being
+/// written is left out.
 pub fn list(root: &Path) -> Vec<Entry> {
     let mut out = Vec::new();
-    let Ok(labs) = std::fs::read_dir(root) else {
+    let Ok(states) = std::fs::read_dir(root) else {
         return out;
     };
-    for lab in labs.flatten() {
-        let Ok(states) = std::fs::read_dir(lab.path()) else {
+    for s in states.flatten() {
+        let dir = s.path();
+        if !dir.is_dir() {
             continue;
-        };
-        for s in states.flatten() {
-            let dir = s.path();
-            let created = std::fs::read_to_string(dir.join(META))
-                .ok()
-                .and_then(|t| serde_json::from_str::<SnapshotMeta>(&t).ok())
-                .map(|m| m.created)
-                .unwrap_or(0);
-            out.push(Entry {
-                lab: lab.file_name().to_string_lossy().into_owned(),
-                bytes: dir_size(&dir),
-                dir,
-                created,
-            });
         }
+        let name = s.file_name().to_string_lossy().into_owned();
+        let meta = std::fs::read_to_string(dir.join(META))
+            .ok()
+            .and_then(|t| serde_json::from_str::<SnapshotMeta>(&t).ok());
+        // Without a description it is a partial state, or a lab directory
+        // of the layout before states were shared by lab names (which no
+        // `lab up` finds any more): both are listed as created 0.
+        if meta.is_none() && name.contains(PARTIAL) {
+            let age = s
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .unwrap_or_default();
+            if age < STALE_PARTIAL {
+                continue;
+            }
+        }
+        out.push(Entry {
+            lab: meta.as_ref().map(|m| m.lab.clone()).unwrap_or_default(),
+            bytes: dir_size(&dir),
+            created: meta.map(|m| m.created).unwrap_or(0),
+            dir,
+        });
     }
     out.sort_by(|a, b| (&a.lab, b.created).cmp(&(&b.lab, a.created)));
     out
@@ -497,18 +530,14 @@ pub fn prune(root: &Path, keep_dir: &Path) -> Vec<PathBuf> {
     removed
 }
 
-/// Removes every saved state (of one lab, when `lab` is given).
+/// Removes every saved state (those lab `lab` saved, when it is given).
 pub fn remove(root: &Path, lab: Option<&str>) -> Vec<Entry> {
     let gone: Vec<Entry> = list(root)
         .into_iter()
-        .filter(|e| lab.is_none_or(|l| e.lab == lab_dir_name(l)))
+        .filter(|e| lab.is_none_or(|l| e.lab == l))
         .collect();
     for e in &gone {
         let _ = std::fs::remove_dir_all(&e.dir);
-        // The lab's directory goes too once empty (remove_dir refuses otherwise).
-        if let Some(lab_dir) = e.dir.parent() {
-            let _ = std::fs::remove_dir(lab_dir);
-        }
     }
     gone
 }
@@ -579,14 +608,18 @@ mod tests {
     }
 
     fn meta(k: SnapshotKey) -> SnapshotMeta {
-        SnapshotMeta { key: k, created: 1 }
+        SnapshotMeta {
+            key: k,
+            created: 1,
+            lab: "lab".into(),
+        }
     }
 
     #[test]
     fn a_state_of_another_key_is_never_found() {
         let root = tempfile::tempdir().unwrap();
         let k = key();
-        let dir = dir_for(root.path(), "lab", &k);
+        let dir = dir_for(root.path(), &k);
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(STATE), b"state").unwrap();
         std::fs::write(
@@ -594,23 +627,22 @@ mod tests {
             serde_json::to_vec(&meta(k.clone())).unwrap(),
         )
         .unwrap();
-        assert!(find(root.path(), "lab", &k).unwrap().is_some());
-        assert!(find(root.path(), "other-lab", &k).unwrap().is_none());
+        assert!(find(root.path(), &k).unwrap().is_some());
         let changed = SnapshotKey {
             topology: topology_digest("b = 1"),
             ..k.clone()
         };
-        assert!(find(root.path(), "lab", &changed).unwrap().is_none());
+        assert!(find(root.path(), &changed).unwrap().is_none());
         // A description whose key differs from its directory's digest.
         std::fs::write(
             dir.join(META),
             serde_json::to_vec(&meta(changed.clone())).unwrap(),
         )
         .unwrap();
-        assert!(find(root.path(), "lab", &k).unwrap().is_none());
+        assert!(find(root.path(), &k).unwrap().is_none());
         std::fs::remove_file(dir.join(STATE)).unwrap();
         assert!(
-            find(root.path(), "lab", &changed).unwrap().is_none(),
+            find(root.path(), &changed).unwrap().is_none(),
             "no state file"
         );
     }
@@ -635,6 +667,36 @@ mod tests {
                 && at("/remove") < at("/rescan")
                 && at("/rescan") < at("/bind")
         );
+    }
+
+    #[test]
+    fn listing_names_the_saving_lab_and_skips_a_save_in_progress() {
+        let root = tempfile::tempdir().unwrap();
+        let k = key();
+        let dir = dir_for(root.path(), &k);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(STATE), b"state").unwrap();
+        std::fs::write(dir.join(META), serde_json::to_vec(&meta(k)).unwrap()).unwrap();
+        // Another lab saving right now.
+        let saving = partial_dir(&dir);
+        std::fs::create_dir_all(&saving).unwrap();
+        let listed = list(root.path());
+        assert_eq!(listed.len(), 1, "{listed:?}");
+        assert_eq!((listed[0].lab.as_str(), listed[0].created), ("lab", 1));
+        assert_eq!(listed[0].dir, dir);
+        // A partial directory of a lab that died saving long ago is listed
+        // as created 0, which pruning removes first.
+        let old = std::time::SystemTime::now() - STALE_PARTIAL - Duration::from_secs(1);
+        std::fs::File::open(&saving)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let listed = list(root.path());
+        assert_eq!(listed.len(), 2, "{listed:?}");
+        assert!(listed.iter().any(|e| e.dir == saving && e.created == 0));
+        assert_eq!(remove(root.path(), Some("other")).len(), 0);
+        assert_eq!(remove(root.path(), Some("lab")).len(), 1);
+        assert!(!dir.exists());
     }
 
     fn entry(lab: &str, created: u64, bytes: u64) -> Entry {

@@ -277,7 +277,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
     let saved = if opts.cold {
         None
     } else {
-        usable_snapshot(&run, &key, events)
+        usable_snapshot(&key, events)
     };
 
     let result = match backing_agrees {
@@ -307,8 +307,8 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
 
 /// The saved state of this lab's key, if one exists; one that cannot be
 /// read is reported and the lab boots cold.
-fn usable_snapshot(run: &RunDir, key: &SnapshotKey, events: &Events) -> Option<Saved> {
-    match snapshot::find(&snapshot::root(), &run.name, key) {
+fn usable_snapshot(key: &SnapshotKey, events: &Events) -> Option<Saved> {
+    match snapshot::find(&snapshot::root(), key) {
         Ok(s) => s,
         Err(e) => {
             events.emit(Event::Warning {
@@ -387,7 +387,7 @@ fn stop_qemu(run: &RunDir, state: &mut LabState) {
 /// cold boot, so it is a warning.
 async fn save_snapshot(run: &RunDir, key: &SnapshotKey, agent: &Agent, events: &Events) {
     let root = snapshot::root();
-    let dir = snapshot::dir_for(&root, &run.name, key);
+    let dir = snapshot::dir_for(&root, key);
     let t = Instant::now();
     events.emit(Event::Started {
         step: Step::Save,
@@ -399,6 +399,7 @@ async fn save_snapshot(run: &RunDir, key: &SnapshotKey, agent: &Agent, events: &
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs(),
+        lab: run.name.clone(),
     };
     let saved = snapshot::save(
         &qemu::qmp_socket(&run.sockets),
