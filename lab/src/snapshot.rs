@@ -93,6 +93,11 @@ pub struct SnapshotKey {
     /// `qemu-system-x86_64 --version`, first line.
     pub qemu_version: String,
     pub lab_version: String,
+    /// SHA-256 of QEMU's command line without what is the lab's own (its
+    /// `-name`, run directory and socket paths): the machine, devices and
+    /// kernel command line the guest was booted with ([`machine_digest`]).
+    #[serde(default)]
+    pub machine: String,
     pub cpus: u32,
     pub memory: String,
     pub timing: bool,
@@ -117,6 +122,29 @@ pub fn kernel_identity(kernel: &Path) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{} ({size} B, mtime {mtime})", kernel.display())
+}
+
+/// SHA-256 of QEMU's `argv` with every `own` path (the lab's run and
+/// socket directories) replaced by a placeholder and its `-name` left out:
+/// two labs that differ only in name share it, while any change of the
+/// machine, a device or the kernel command line (which a restored guest
+/// would not see) changes it.
+pub fn machine_digest(argv: &[String], own: &[&Path]) -> String {
+    let mut hash = Sha256::new();
+    let mut args = argv.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-name" {
+            args.next();
+            continue;
+        }
+        let mut arg = arg.clone();
+        for (i, path) in own.iter().enumerate() {
+            arg = arg.replace(&*path.to_string_lossy(), &format!("<own {i}>"));
+        }
+        hash.update(arg.as_bytes());
+        hash.update([0]);
+    }
+    hex::encode(hash.finalize())
 }
 
 /// SHA-256 of a topology's effective TOML.
@@ -553,6 +581,7 @@ mod tests {
             topology: topology_digest("a = 1"),
             qemu_version: "QEMU emulator version 10.0.2".into(),
             lab_version: "0.1.0".into(),
+            machine: "m".into(),
             cpus: 2,
             memory: "1G".into(),
             timing: false,
@@ -582,6 +611,10 @@ mod tests {
             },
             SnapshotKey {
                 lab_version: "0.2.0".into(),
+                ..base.clone()
+            },
+            SnapshotKey {
+                machine: "n".into(),
                 ..base.clone()
             },
             SnapshotKey {
@@ -697,6 +730,31 @@ mod tests {
         assert_eq!(remove(root.path(), Some("other")).len(), 0);
         assert_eq!(remove(root.path(), Some("lab")).len(), 1);
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn the_machine_digest_ignores_only_what_is_the_labs_own() {
+        let argv = |name: &str, dir: &str, append: &str| -> Vec<String> {
+            [
+                "qemu-system-x86_64",
+                "-name",
+                &format!("cxl-lab-{name}"),
+                "-append",
+                append,
+                "-chardev",
+                &format!("socket,id=qmp,path={dir}/qmp.sock,server=on"),
+            ]
+            .map(str::to_owned)
+            .to_vec()
+        };
+        let (a, b) = (Path::new("/state/a"), Path::new("/state/b"));
+        let one = machine_digest(&argv("a", "/state/a", "quiet"), &[a]);
+        assert_eq!(one, machine_digest(&argv("b", "/state/b", "quiet"), &[b]));
+        assert_ne!(
+            one,
+            machine_digest(&argv("a", "/state/a", "quiet no_timer_check"), &[a]),
+            "a changed kernel command line is another key"
+        );
     }
 
     fn entry(lab: &str, created: u64, bytes: u64) -> Entry {

@@ -269,6 +269,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         topology: snapshot::topology_digest(&topology.to_toml()),
         qemu_version: snapshot::qemu_version(),
         lab_version: env!("CARGO_PKG_VERSION").to_owned(),
+        machine: snapshot::machine_digest(&argv, &[&run.dir, &run.sockets]),
         cpus: topology.guest.cpus,
         memory: topology.guest.memory.to_string(),
         timing: launch.plugin.is_some(),
