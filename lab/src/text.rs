@@ -325,8 +325,15 @@ fn figure_line(f: &FigureDiff) -> String {
         Better::Higher => "higher",
         Better::Lower => "lower",
     };
+    let scaled = match f.load_scale {
+        Some(k) => format!(
+            ", QEMU's CPU share {k:.2}x the base's: base scaled to {}",
+            number(f.old * k)
+        ),
+        None => String::new(),
+    };
     format!(
-        "  {} {}: {} -> {} {} ({change}{better} is better, tolerance {:.0}%)\n",
+        "  {} {}: {} -> {} {} ({change}{better} is better, tolerance {:.0}%{scaled})\n",
         f.suite,
         f.field,
         number(f.old),

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::figures::{improved, metric, regressed, Better};
+use super::figures::{improved, metric, regressed, Better, Load};
 use super::record::RunRecord;
 
 /// The outcome, and `lab compare`'s exit code.
@@ -62,6 +62,11 @@ pub struct FigureDiff {
     pub better: Better,
     pub tolerance: f64,
     pub status: FigureStatus,
+    /// For a load-sensitive figure (`Load::Rate`) of two runs that both
+    /// recorded QEMU's CPU share: new share / base share, by which `old`
+    /// was scaled before the tolerance was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_scale: Option<f64>,
 }
 
 /// What `lab compare` found.
@@ -140,14 +145,18 @@ pub fn compare(base: &RunRecord, new: &RunRecord) -> Comparison {
     }
     if reasons.is_empty() {
         if same_boot {
-            compare_figures("boot", &base.boot, &new.boot, &mut figures);
+            compare_figures("boot", &base.boot, &new.boot, None, &mut figures);
         }
         for b in &base.suites {
             let Some(n) = new.suite(&b.suite) else {
                 continue;
             };
             diff_values(&b.suite, String::new(), &b.digest, &n.digest, &mut digests);
-            compare_figures(&b.suite, &b.figures, &n.figures, &mut figures);
+            let load_scale = match (&b.qemu_cpu, &n.qemu_cpu) {
+                (Some(x), Some(y)) if x.share > 0.0 && y.share > 0.0 => Some(y.share / x.share),
+                _ => None,
+            };
+            compare_figures(&b.suite, &b.figures, &n.figures, load_scale, &mut figures);
         }
     }
     let verdict = if !reasons.is_empty() {
@@ -180,17 +189,21 @@ fn compare_figures(
     suite: &str,
     base: &super::figures::Figures,
     new: &super::figures::Figures,
+    load_scale: Option<f64>,
     out: &mut Vec<FigureDiff>,
 ) {
     for (key, &old) in base {
         let Some(m) = metric(suite, key) else {
             continue;
         };
+        let load_scale = load_scale.filter(|_| m.load == Load::Rate);
+        // What the base figure would have been with the new run's share.
+        let expected = old * load_scale.unwrap_or(1.0);
         let n = new.get(key).copied();
         let status = match n {
             None => FigureStatus::Missing,
-            Some(n) if regressed(m, old, n) => FigureStatus::Regressed,
-            Some(n) if improved(m, old, n) => FigureStatus::Improved,
+            Some(n) if regressed(m, expected, n) => FigureStatus::Regressed,
+            Some(n) if improved(m, expected, n) => FigureStatus::Improved,
             Some(_) => FigureStatus::Within,
         };
         out.push(FigureDiff {
@@ -202,6 +215,7 @@ fn compare_figures(
             better: m.better,
             tolerance: m.tolerance,
             status,
+            load_scale,
         });
     }
 }
@@ -248,6 +262,7 @@ mod tests {
     use crate::gate::figures::Figures;
     use crate::gate::fixture;
     use crate::gate::record::{suite_record, Environment, TopologyId, SCHEMA};
+    use crate::schedstat::CpuShare;
     use serde_json::json;
 
     /// A record of fixture run `run` (two real runs of every suite on the
@@ -331,6 +346,58 @@ mod tests {
         let c = compare(&base, &faster);
         assert_eq!(c.verdict, Verdict::Equal);
         assert!(c.figures.iter().any(|f| f.status == FigureStatus::Improved));
+    }
+
+    fn with_share(mut r: RunRecord, suite: &str, share: f64) -> RunRecord {
+        let s = r.suites.iter_mut().find(|s| s.suite == suite).unwrap();
+        s.qemu_cpu = Some(CpuShare {
+            run_seconds: 100.0 * share,
+            wait_seconds: 100.0 * (1.0 - share),
+            share,
+        });
+        r
+    }
+
+    #[test]
+    fn rates_are_weighed_by_the_cpu_share_qemu_got() {
+        let base = with_share(run("run1"), "dax", 0.9);
+        let key = "bandwidth_mb_s:vmem0 read 1048576B";
+        let old = base.suite("dax").unwrap().figures[key];
+        // A fifth of the bandwidth on a host where QEMU got a fifth of the
+        // share it had: the load, not a regression.
+        let mut loaded = with_share(run("run1"), "dax", 0.18);
+        let dax = loaded.suites.iter_mut().find(|s| s.suite == "dax").unwrap();
+        for (k, v) in dax.figures.iter_mut() {
+            if k.starts_with("bandwidth_mb_s:") {
+                *v *= 0.2;
+            }
+        }
+        let c = compare(&base, &loaded);
+        assert_eq!(c.verdict, Verdict::Equal, "{c:#?}");
+        let f = c.figures.iter().find(|f| f.field == key).unwrap();
+        assert!((f.load_scale.unwrap() - 0.2).abs() < 1e-9);
+        assert_eq!((f.old, f.new), (old, Some(old * 0.2)));
+        // Latency medians are not scaled.
+        let lat = c
+            .figures
+            .iter()
+            .find(|f| f.field.starts_with("latency_p50_ns:"))
+            .unwrap();
+        assert_eq!(lat.load_scale, None);
+        // The same fifth with an unchanged share is a regression.
+        let mut slower = loaded.clone();
+        slower
+            .suites
+            .iter_mut()
+            .find(|s| s.suite == "dax")
+            .unwrap()
+            .qemu_cpu = base.suite("dax").unwrap().qemu_cpu;
+        let c = compare(&base, &slower);
+        assert_eq!(c.verdict, Verdict::Regression);
+        assert!(c.regressions().any(|f| f.field == key));
+        // A run recorded without shares compares as recorded.
+        let c = compare(&run("run1"), &loaded);
+        assert_eq!(c.verdict, Verdict::Regression);
     }
 
     #[test]

@@ -277,7 +277,10 @@ pub fn figure_diff_row(f: &FigureDiff, with_suite: bool) -> (Option<&'static str
         Cell::Text(f.unit.clone()),
         Cell::Text(change),
         Cell::Text(format!("{:?}", f.better).to_lowercase()),
-        Cell::Text(format!("{:.0} %", f.tolerance * 100.0)),
+        Cell::Text(match f.load_scale {
+            Some(k) => format!("{:.0} % of old × {k:.2} (CPU share)", f.tolerance * 100.0),
+            None => format!("{:.0} %", f.tolerance * 100.0),
+        }),
         Cell::Text(status.into()),
     ]);
     (class, cells)

@@ -14,6 +14,7 @@ use crate::gate::record::{self, Environment, RunRecord, TopologyId};
 use crate::process;
 use crate::qemu;
 use crate::rundir::{LabState, RunDir};
+use crate::schedstat;
 use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::{expand_for, Suite, SuiteArg};
 use crate::summary::{summarize, RunReport, SuiteResult};
@@ -199,6 +200,7 @@ async fn run_planned(
             step: Step::Command,
             detail: format!("suite {name}"),
         });
+        let cpu_before = state.qemu_pid.map(schedstat::Sample::take);
         let result = match process_gone(&run, &state) {
             Some(e) => Err(e),
             None => {
@@ -206,6 +208,10 @@ async fn run_planned(
                 process_gone(&run, &state).map_or(result, Err)
             }
         };
+        let qemu_cpu = state
+            .qemu_pid
+            .zip(cpu_before)
+            .map(|(pid, before)| schedstat::Sample::take(pid).since(&before));
         let Outcome {
             passed,
             error,
@@ -224,7 +230,9 @@ async fn run_planned(
             elapsed: t.elapsed(),
             detail,
         });
-        let rec = record::suite_record(name, seconds, &v);
+        let mut rec = record::suite_record(name, seconds, &v);
+        rec.qemu_cpu = qemu_cpu;
+        rec.load_average = schedstat::load_average();
         out.push(SuiteResult {
             suite: name.into(),
             passed,
