@@ -301,6 +301,19 @@ pub fn comparison(c: &Comparison) -> String {
             out.push_str(&figure_line(f));
         }
     }
+    let ungated: Vec<&FigureDiff> = c
+        .figures
+        .iter()
+        .filter(|f| f.status == FigureStatus::Worse)
+        .collect();
+    if !ungated.is_empty() {
+        out.push_str(
+            "figures worse beyond tolerance that do not gate (single short jobs; their series' geometric mean gates):\n",
+        );
+        for f in ungated {
+            out.push_str(&figure_line(f));
+        }
+    }
     let better: Vec<&FigureDiff> = c
         .figures
         .iter()

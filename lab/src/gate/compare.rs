@@ -48,6 +48,9 @@ pub enum FigureStatus {
     Within,
     Improved,
     Regressed,
+    /// Worse beyond its tolerance, on a figure that does not gate
+    /// (`Metric::gates`): listed, not a regression.
+    Worse,
     /// In the base, not in the new run.
     Missing,
 }
@@ -202,7 +205,8 @@ fn compare_figures(
         let n = new.get(key).copied();
         let status = match n {
             None => FigureStatus::Missing,
-            Some(n) if regressed(m, expected, n) => FigureStatus::Regressed,
+            Some(n) if regressed(m, expected, n) && m.gates => FigureStatus::Regressed,
+            Some(n) if regressed(m, expected, n) => FigureStatus::Worse,
             Some(n) if improved(m, expected, n) => FigureStatus::Improved,
             Some(_) => FigureStatus::Within,
         };
@@ -327,7 +331,7 @@ mod tests {
         let base = run("run1");
         let mut new = run("run1");
         let fio = new.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
-        let iops = fio.figures.get_mut("iops:256B randread").unwrap();
+        let iops = fio.figures.get_mut("iops_geomean:randread").unwrap();
         let old = *iops;
         *iops = old * 0.3;
         let c = compare(&base, &new);
@@ -336,16 +340,30 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].suite.as_str(), r[0].field.as_str()),
-            ("fio", "iops:256B randread")
+            ("fio", "iops_geomean:randread")
         );
         assert_eq!((r[0].old, r[0].new), (old, Some(old * 0.3)));
         // Three times the IOPS is better, not a regression.
         let mut faster = run("run1");
         let fio = faster.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
-        *fio.figures.get_mut("iops:256B randread").unwrap() = old * 3.0;
+        *fio.figures.get_mut("iops_geomean:randread").unwrap() = old * 3.0;
         let c = compare(&base, &faster);
         assert_eq!(c.verdict, Verdict::Equal);
         assert!(c.figures.iter().any(|f| f.status == FigureStatus::Improved));
+        // One job at 30 %: listed as worse, but a single short job does
+        // not gate.
+        let mut one = run("run1");
+        let fio = one.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
+        *fio.figures.get_mut("iops:256B randread").unwrap() *= 0.3;
+        let c = compare(&base, &one);
+        assert_eq!(c.verdict, Verdict::Equal);
+        let worse: Vec<&FigureDiff> = c
+            .figures
+            .iter()
+            .filter(|f| f.status == FigureStatus::Worse)
+            .collect();
+        assert_eq!(worse.len(), 1);
+        assert_eq!(worse[0].field, "iops:256B randread");
     }
 
     fn with_share(mut r: RunRecord, suite: &str, share: f64) -> RunRecord {
@@ -361,14 +379,14 @@ mod tests {
     #[test]
     fn rates_are_weighed_by_the_cpu_share_qemu_got() {
         let base = with_share(run("run1"), "dax", 0.9);
-        let key = "bandwidth_mb_s:vmem0 read 1048576B";
+        let key = "bandwidth_geomean_mb_s:vmem0 read";
         let old = base.suite("dax").unwrap().figures[key];
         // A fifth of the bandwidth on a host where QEMU got a fifth of the
         // share it had: the load, not a regression.
         let mut loaded = with_share(run("run1"), "dax", 0.18);
         let dax = loaded.suites.iter_mut().find(|s| s.suite == "dax").unwrap();
         for (k, v) in dax.figures.iter_mut() {
-            if k.starts_with("bandwidth_mb_s:") {
+            if k.starts_with("bandwidth") {
                 *v *= 0.2;
             }
         }

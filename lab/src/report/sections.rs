@@ -404,45 +404,62 @@ fn size_name(bytes: u64) -> String {
     }
 }
 
-/// fio's IOPS per block size and direction. The suite runs fio through
-/// the preload only (onto the dax device), so that is the only series.
+/// fio's IOPS per block size and direction, with the preload (onto the
+/// dax device through libfio_intercept.so) and, where the run has it,
+/// without (plain fio's dev-dax engine on the same device and slot).
 fn fio_charts(v: &Value) -> Vec<Block> {
     let runs: Vec<&Value> = array(&v["runs"]).collect();
+    let baseline: Vec<&Value> = array(&v["baseline"]["runs"]).collect();
     let sizes: Vec<u64> = dedup(runs.iter().filter_map(|r| r["bs"].as_u64()));
     let rws: Vec<String> = dedup(runs.iter().map(|r| text(&r["rw"])));
-    let series = rws
-        .iter()
-        .map(|rw| Series {
+    let iops = |set: &[&Value], rw: &str| -> Vec<Option<f64>> {
+        sizes
+            .iter()
+            .map(|bs| {
+                set.iter()
+                    .find(|r| r["bs"].as_u64() == Some(*bs) && text(&r["rw"]) == rw)
+                    .and_then(|r| r["iops"].as_f64())
+            })
+            .collect()
+    };
+    let mut series = Vec::new();
+    for rw in &rws {
+        series.push(Series {
             name: format!("{rw}, with the preload"),
-            values: sizes
-                .iter()
-                .map(|bs| {
-                    runs.iter()
-                        .find(|r| r["bs"].as_u64() == Some(*bs) && &text(&r["rw"]) == rw)
-                        .and_then(|r| r["iops"].as_f64())
-                })
-                .collect(),
-        })
-        .collect();
-    vec![
-        chart(
-            "chart-fio-iops",
-            BarChart {
-                title: "fio: IOPS per block size".into(),
-                y_label: "IOPS".into(),
-                categories: sizes.iter().map(|b| size_name(*b)).collect(),
-                series,
-                log: false,
-            },
-            format!(
-                "fio ({}, {}) through libfio_intercept.so onto {} ({}). The suite runs fio only with the preload; the run has no figures without it to set beside these.",
-                text(&v["engine"]),
-                text(&v["verify"]),
-                text(&v["dax"]),
-                text(&v["device"])
-            ),
+            values: iops(&runs, rw),
+        });
+        if !baseline.is_empty() {
+            series.push(Series {
+                name: format!("{rw}, without (fio dev-dax)"),
+                values: iops(&baseline, rw),
+            });
+        }
+    }
+    let without = if baseline.is_empty() {
+        "This run has no figures without the preload (it was recorded before the suite ran a baseline).".to_owned()
+    } else {
+        format!(
+            "Without: the same jobs by plain fio, its {} engine, on the same device and slot, no LD_PRELOAD.",
+            text(&v["baseline"]["engine"])
+        )
+    };
+    vec![chart(
+        "chart-fio-iops",
+        BarChart {
+            title: "fio: IOPS per block size, with and without the preload".into(),
+            y_label: "IOPS".into(),
+            categories: sizes.iter().map(|b| size_name(*b)).collect(),
+            series,
+            log: false,
+        },
+        format!(
+            "With: fio ({}, {}) through libfio_intercept.so onto {} ({}). {without}",
+            text(&v["engine"]),
+            text(&v["verify"]),
+            text(&v["dax"]),
+            text(&v["device"])
         ),
-    ]
+    )]
 }
 
 /// fault-monitor's per-thread fault times of the monitored sequential and
