@@ -233,6 +233,8 @@ pub(crate) mod tests {
             "chart-fio-iops",
             "chart-faults-latency-seq",
             "chart-faults-latency-random",
+            "chart-faults-histogram-seq",
+            "chart-faults-histogram-random",
             "chart-ioriot-ops",
             "chart-ioriot-rate",
         ] {
@@ -243,6 +245,11 @@ pub(crate) mod tests {
         let dax = chart_svg(&html, "chart-dax-latency-vmem0").unwrap();
         for label in ["read 64 B", "write 4096 B", "mwait wake-up", "p99"] {
             assert!(dax.contains(label), "{label}");
+        }
+        // The fault-time histogram: a bar per thread in each log2 bucket.
+        let hist = chart_svg(&html, "chart-faults-histogram-random").unwrap();
+        for label in ["16 µs–33 µs", "mmap-w0"] {
+            assert!(hist.contains(label), "{label}");
         }
         // No network: nothing is loaded, nothing runs.
         for banned in ["<script", "<link", "src=", "url(", "@import"] {

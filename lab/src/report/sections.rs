@@ -503,15 +503,75 @@ fn faults_charts(v: &Value) -> Vec<Block> {
                 log: true,
             },
             format!(
-                "fault-monitor (kprobe and kretprobe on handle_mm_fault) over mmap-workload -p {pattern}: each thread's shortest, average and longest fault. The monitor keeps these three per thread, not a distribution, so that is what is drawn. Faults per thread: {}.",
+                "fault-monitor (kprobe and kretprobe on handle_mm_fault) over mmap-workload -p {pattern}: each thread's shortest, average and longest fault. Faults per thread: {}.",
                 rows.iter()
                     .map(|r| format!("{} major + {} minor", r["major"], r["minor"]))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
         ));
+        out.push(fault_histogram(pattern, &rows).unwrap_or_else(|| {
+            Block::Note(format!(
+                "This run's fault-monitor kept no histogram of the {pattern} workload's fault times (it was recorded before the monitor kept one)."
+            ))
+        }));
     }
     out
+}
+
+/// A time in ns as a short label: ns below 1 µs, µs below 1 ms, else ms.
+fn time_label(ns: u64) -> String {
+    let ns = ns as f64;
+    match ns {
+        n if n < 1e3 => format!("{n:.0} ns"),
+        n if n < 1e4 => format!("{:.1} µs", n / 1e3),
+        n if n < 1e6 => format!("{:.0} µs", n / 1e3),
+        n => format!("{:.1} ms", n / 1e6),
+    }
+}
+
+/// fault-monitor's log2 histogram of each thread's fault times: one
+/// grouped chart per workload, a bucket per category, a thread per series;
+/// None when no row has a histogram (a run recorded before the monitor
+/// kept one).
+fn fault_histogram(pattern: &str, rows: &[&Value]) -> Option<Block> {
+    let buckets: BTreeSet<(u64, u64)> = rows
+        .iter()
+        .flat_map(|r| array(&r["histogram"]))
+        .filter_map(|b| Some((b["from_ns"].as_u64()?, b["to_ns"].as_u64()?)))
+        .collect();
+    if buckets.is_empty() {
+        return None;
+    }
+    let series = rows
+        .iter()
+        .map(|r| Series {
+            name: format!("{} ({})", text(&r["comm"]), r["tid"]),
+            values: buckets
+                .iter()
+                .map(|(from, _)| {
+                    array(&r["histogram"])
+                        .find(|b| b["from_ns"].as_u64() == Some(*from))
+                        .and_then(|b| b["count"].as_f64())
+                        .or(Some(0.0))
+                })
+                .collect(),
+        })
+        .collect();
+    Some(chart(
+        format!("chart-faults-histogram-{pattern}"),
+        BarChart {
+            title: format!("page-fault time histogram per thread: {pattern} workload"),
+            y_label: "faults".into(),
+            categories: buckets
+                .iter()
+                .map(|(from, to)| format!("{}–{}", time_label(*from), time_label(*to)))
+                .collect(),
+            series,
+            log: false,
+        },
+        "fault-monitor's log2 buckets of each thread's fault times (kept in the BPF map per thread, as bcc's funclatency: a bucket holds the faults from its lower bound up to, not including, its upper).".to_owned(),
+    ))
 }
 
 /// ioriot's op mix (captured, and in the replay file) and its replay
