@@ -308,7 +308,7 @@ pub fn comparison(c: &Comparison) -> String {
         .collect();
     if !ungated.is_empty() {
         out.push_str(
-            "figures worse beyond tolerance that do not gate (single short jobs; their series' geometric mean gates):\n",
+            "figures worse beyond tolerance that do not gate (single short measurements; see METRICS in lab/src/gate/figures.rs):\n",
         );
         for f in ungated {
             out.push_str(&figure_line(f));
