@@ -3,10 +3,10 @@
 //! (`/proc/<pid>/task/<tid>/schedstat`: nanoseconds on a CPU, nanoseconds
 //! runnable but waiting for one, timeslices). `lab run` samples QEMU's
 //! threads before and after each suite: under TCG a guest's wall-clock
-//! rates scale with the share of its runnable time QEMU actually ran, so
-//! `lab compare` weighs rates against that share (`gate::figures::Load`).
-//! Time QEMU sleeps (an idle guest) is in neither count, so a guest that
-//! waits more does not lower the share.
+//! rates fall when QEMU waits for a CPU, so `summary.json` keeps the share
+//! of its runnable time QEMU actually ran, and `lab compare` shows two
+//! runs' ratio beside their rates (`gate::figures::Load`). Time QEMU
+//! sleeps (an idle guest) is in neither count.
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -339,10 +339,7 @@ fn figure_line(f: &FigureDiff) -> String {
         Better::Lower => "lower",
     };
     let scaled = match f.load_scale {
-        Some(k) => format!(
-            ", QEMU's CPU share {k:.2}x the base's: base scaled to {}",
-            number(f.old * k)
-        ),
+        Some(k) => format!(", QEMU's CPU share {k:.2}x the base's"),
         None => String::new(),
     };
     format!(

@@ -26,11 +26,14 @@ pub enum Better {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Load {
-    /// A rate over a wall-clock interval of seconds while the guest is
-    /// busy: it scales with the share of its runnable time QEMU ran
-    /// (`schedstat::CpuShare::share`, recorded per suite). `lab compare`
-    /// scales the base figure by new share / base share before applying
-    /// the tolerance, when both runs recorded it.
+    /// A rate over wall-clock time while the guest is busy: it falls when
+    /// QEMU's threads wait for a CPU. `lab compare` shows the two runs'
+    /// ratio of QEMU's CPU share (`schedstat::CpuShare::share`, recorded
+    /// per suite) beside it but does not scale by it: measured here, two
+    /// runs on one lab whose dax suites had shares 0.18 and 0.33 (1.89x)
+    /// gave vmem0 write bandwidth geometric means of 6.0 and 3.1 MB/s, and
+    /// fio's with shares 0.22 and 0.50 (2.22x) IOPS means 1.4x to 3.5x
+    /// apart: one suite's share does not predict its short jobs' rates.
     Rate,
     /// Compared as recorded: a ratio of two figures of the same run, the
     /// latency of single short operations (a timeslice lost to another

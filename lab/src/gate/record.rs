@@ -127,7 +127,8 @@ pub struct SuiteRecord {
     /// Its figures (`gate::figures`), keyed `name:instance`.
     pub figures: Figures,
     /// How much of the host CPU QEMU's threads got while the suite ran
-    /// (`schedstat`): `lab compare` weighs load-sensitive figures by it.
+    /// (`schedstat`): `lab compare` shows the two runs' ratio beside
+    /// load-sensitive figures.
     /// None in runs recorded before it was kept, and for skipped suites.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub qemu_cpu: Option<CpuShare>,

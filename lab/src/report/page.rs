@@ -279,7 +279,7 @@ pub fn figure_diff_row(f: &FigureDiff, with_suite: bool) -> (Option<&'static str
         Cell::Text(change),
         Cell::Text(format!("{:?}", f.better).to_lowercase()),
         Cell::Text(match f.load_scale {
-            Some(k) => format!("{:.0} % of old × {k:.2} (CPU share)", f.tolerance * 100.0),
+            Some(k) => format!("{:.0} % (QEMU's CPU share {k:.2}x)", f.tolerance * 100.0),
             None => format!("{:.0} %", f.tolerance * 100.0),
         }),
         Cell::Text(status.into()),
