@@ -315,6 +315,14 @@ async fn write_memsim_stats(run: &RunDir, state: &LabState, dir: &Path) -> Resul
 
 /// Writes the JUnit report of the run kept in `dir` to `file`.
 pub fn write_junit(dir: &Path, file: &Path) -> Result<(), LabError> {
+    let (run_id, suites) = run_suites_json(dir)?;
+    write_junit_report(&junit::report(&run_id, &suites), file)
+}
+
+/// A kept run's id and its suites' `(suite, seconds, JSON)` in the order
+/// they ran (a results file that is not JSON becomes a failed suite
+/// saying so).
+pub fn run_suites_json(dir: &Path) -> Result<(String, junit::RunSuites), LabError> {
     let record = record::load(dir)?;
     let mut suites = Vec::new();
     for s in &record.suites {
@@ -325,7 +333,11 @@ pub fn write_junit(dir: &Path, file: &Path) -> Result<(), LabError> {
         );
         suites.push((s.suite.clone(), s.seconds, v));
     }
-    let report = junit::report(&record.run_id, &suites);
+    Ok((record.run_id, suites))
+}
+
+/// Writes a JUnit report to `file`, creating its directory.
+pub fn write_junit_report(report: &quick_junit::Report, file: &Path) -> Result<(), LabError> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
