@@ -90,6 +90,17 @@ pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
                     )
                 }));
             }
+            for r in v["baseline"]["runs"].as_array().into_iter().flatten() {
+                let name = format!("{} B {} without the preload", r["bs"], text(&r["rw"]));
+                out.push(step(name, r["passed"] == Value::Bool(true), || {
+                    format!(
+                        "fio error {}; I/Os {}; {}",
+                        r["error"],
+                        r["fio_ios"],
+                        text(&r["stderr"])
+                    )
+                }));
+            }
         }
         "faults" => {
             for (check, ok) in v["checks"].as_object().into_iter().flatten() {
@@ -376,7 +387,11 @@ mod tests {
     fn every_suite_has_its_steps() {
         let count = |s: &str| steps(s, &fixture(&format!("run1/{s}"))).len();
         assert_eq!(count("dax"), 12, "6 modes on 2 devices");
-        assert_eq!(count("fio"), 12);
+        assert_eq!(
+            count("fio"),
+            24,
+            "6 sizes × 2 directions, with and without the preload"
+        );
         assert_eq!(count("ras"), 8);
         assert_eq!(count("ioriot"), 7 + 10, "measurements and the procedure");
         assert!(count("faults") >= 8);
