@@ -2,7 +2,7 @@
 /* Page-fault monitor: kprobe + kretprobe on handle_mm_fault.
  *
  * Per (pid, tid) the faults are aggregated in the kernel (major, minor,
- * total/max/min handling time, comm); with events on, every completed fault
+ * total/max/min handling time, a log2 histogram of it, comm); with events on, every completed fault
  * also goes to a ring buffer. Counting follows the kernel's own accounting
  * (mm_account_fault): a call that returns VM_FAULT_RETRY is not a fault yet,
  * the retried call completes it, and a fault is major if the completing call
@@ -26,6 +26,11 @@ struct key {
 	__u32 tid;
 };
 
+/* Log2 buckets of the fault time in ns, as bcc's funclatency: slot k
+ * counts faults of [2^k, 2^(k+1)) ns (slot 0 also 0 ns), the last slot
+ * everything from 2^31 ns. */
+#define HIST_SLOTS 32
+
 struct stats {
 	__u64 major;
 	__u64 minor;
@@ -34,6 +39,7 @@ struct stats {
 	__u64 max_ns;
 	__u64 min_ns;
 	char comm[TASK_COMM_LEN];
+	__u64 hist[HIST_SLOTS];
 };
 
 struct inflight {
@@ -59,7 +65,8 @@ struct event {
  * Key, RawStats, Event::parse): a change here must change both. */
 _Static_assert(sizeof(struct key) == 8, "struct key is 8 bytes");
 _Static_assert(__builtin_offsetof(struct key, tid) == 4, "key.tid at 4");
-_Static_assert(sizeof(struct stats) == 64, "struct stats is 64 bytes");
+_Static_assert(sizeof(struct stats) == 64 + 8 * HIST_SLOTS, "struct stats is 320 bytes");
+_Static_assert(__builtin_offsetof(struct stats, hist) == 64, "stats.hist at 64");
 _Static_assert(__builtin_offsetof(struct stats, errors) == 16, "stats.errors at 16");
 _Static_assert(__builtin_offsetof(struct stats, min_ns) == 40, "stats.min_ns at 40");
 _Static_assert(__builtin_offsetof(struct stats, comm) == 48, "stats.comm at 48");
@@ -88,6 +95,26 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } events SEC(".maps");
+
+/* floor(log2(v)) for v > 0, 0 for 0; branch-free as bcc's bpf_log2. */
+static __always_inline __u32 log2_u32(__u32 v)
+{
+	__u32 r, shift;
+
+	r = (v > 0xFFFF) << 4; v >>= r;
+	shift = (v > 0xFF) << 3; v >>= shift; r |= shift;
+	shift = (v > 0xF) << 2; v >>= shift; r |= shift;
+	shift = (v > 0x3) << 1; v >>= shift; r |= shift;
+	r |= (v >> 1);
+	return r;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 hi = v >> 32;
+
+	return hi ? log2_u32(hi) + 32 : log2_u32((__u32)v);
+}
 
 SEC("kprobe/handle_mm_fault")
 int BPF_KPROBE(fault_enter, void *vma, unsigned long address, unsigned int flags)
@@ -160,6 +187,10 @@ int BPF_KRETPROBE(fault_exit, unsigned int ret)
 			s->max_ns = dur;
 		if (dur < s->min_ns)
 			s->min_ns = dur;
+		__u32 slot = log2_u64(dur);
+		if (slot >= HIST_SLOTS)
+			slot = HIST_SLOTS - 1;
+		s->hist[slot & (HIST_SLOTS - 1)]++;
 	}
 
 	if (emit_events) {

@@ -287,13 +287,14 @@ fn reports_render_in_headless_chromium() {
         .unwrap();
     fio.digest["runs"][4]["intercepted"]["read"] = json!(1000);
     // And a figure at 30 % of the base's: a red row.
-    let old = base.suite("fio").unwrap().figures["iops:256B randread"];
-    fio.figures.insert("iops:256B randread".into(), old * 0.3);
+    let old = base.suite("fio").unwrap().figures["iops_geomean:randread"];
+    fio.figures
+        .insert("iops_geomean:randread".into(), old * 0.3);
     let c = compare(&base, &new.record);
     let compared = work.join("report-compared.html");
     let html = report::render(&new, Some(&c)).unwrap();
     assert!(html.contains("REGRESSION") && html.contains("fio runs[4].intercepted.read"));
-    assert!(html.contains("<tr class=\"regressed\"><td>fio</td><td>iops:256B randread</td>"));
+    assert!(html.contains("<tr class=\"regressed\"><td>fio</td><td>iops_geomean:randread</td>"));
     std::fs::write(&compared, html).unwrap();
     let shot = check_in_browser(&compared, &work);
     println!("screenshot of the compared report: {}", shot.display());

@@ -1,6 +1,7 @@
 //! `lab run dax` and `lab run fio` on the default topology: the results'
 //! structure, pass/fail and the evidence behind it are snapshot-tested;
-//! timings and rates are left out. The persistent device's data outlives
+//! timings and rates are left out. fio runs with the preload and, as a
+//! baseline, without it (fio's dev-dax engine). The persistent device's data outlives
 //! the dax suite, and fio without its LD_PRELOAD library is a failure that
 //! replaces the earlier PASS in the results directory.
 
@@ -119,6 +120,17 @@ fn dax_and_fio_suites_pass_in_the_guest() {
                 "preload": v["preload"],
                 "file_created_on_disk": v["file_created_on_disk"],
                 "runs": v["runs"].as_array().expect("runs").iter().map(fio_digest).collect::<Vec<_>>(),
+                "baseline": {
+                    "engine": v["baseline"]["engine"],
+                    "runs": v["baseline"]["runs"].as_array().expect("baseline runs").iter().map(|r| json!({
+                        "bs": r["bs"],
+                        "rw": r["rw"],
+                        "passed": r["passed"],
+                        "error": r["error"],
+                        "iops_positive": r["iops"].as_f64().is_some_and(|i| i > 0.0),
+                        "fio_ios": r["fio_ios"],
+                    })).collect::<Vec<_>>(),
+                },
             }),
             other => panic!("unexpected suite {other}"),
         };

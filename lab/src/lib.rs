@@ -45,6 +45,7 @@ pub mod regions;
 pub mod report;
 pub mod rundir;
 pub mod runfiles;
+pub mod schedstat;
 pub mod snapshot;
 pub mod stall;
 pub mod stats;

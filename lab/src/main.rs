@@ -275,6 +275,10 @@ enum Verb {
         /// Run only this cell (as a CI job of `--emit` does).
         #[arg(long)]
         cell: Option<String>,
+        /// Also write a JUnit XML report: one test suite per cell and
+        /// suite, one test case per step (as `lab run --junit`).
+        #[arg(long)]
+        junit: Option<PathBuf>,
         /// Print the cells as a CI system's matrix (one job each, running
         /// `lab matrix FILE --cell NAME`) and run nothing; with --json, as
         /// JSON (GitHub: for `fromJSON`).
@@ -894,6 +898,7 @@ async fn main() -> anyhow::Result<()> {
             file,
             run,
             cell,
+            junit,
             emit,
             json,
         } => {
@@ -918,6 +923,9 @@ async fn main() -> anyhow::Result<()> {
             let m = verbs::matrix(&opts, &ui(), ctrl_c_stop())
                 .await
                 .context("lab matrix failed")?;
+            if let Some(file) = &junit {
+                verbs::matrix::write_matrix_junit(&m, file).context("lab matrix --junit failed")?;
+            }
             if json {
                 print_json(&m)?;
             } else {

@@ -301,6 +301,19 @@ pub fn comparison(c: &Comparison) -> String {
             out.push_str(&figure_line(f));
         }
     }
+    let ungated: Vec<&FigureDiff> = c
+        .figures
+        .iter()
+        .filter(|f| f.status == FigureStatus::Worse)
+        .collect();
+    if !ungated.is_empty() {
+        out.push_str(
+            "figures worse beyond tolerance that do not gate (single short measurements; see METRICS in lab/src/gate/figures.rs):\n",
+        );
+        for f in ungated {
+            out.push_str(&figure_line(f));
+        }
+    }
     let better: Vec<&FigureDiff> = c
         .figures
         .iter()
@@ -325,8 +338,12 @@ fn figure_line(f: &FigureDiff) -> String {
         Better::Higher => "higher",
         Better::Lower => "lower",
     };
+    let scaled = match f.load_scale {
+        Some(k) => format!(", QEMU's CPU share {k:.2}x the base's"),
+        None => String::new(),
+    };
     format!(
-        "  {} {}: {} -> {} {} ({change}{better} is better, tolerance {:.0}%)\n",
+        "  {} {}: {} -> {} {} ({change}{better} is better, tolerance {:.0}%{scaled})\n",
         f.suite,
         f.field,
         number(f.old),

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::btf::FaultBits;
 use crate::preflight::PROBE_POINT;
-use crate::table::{self, Counts, Row};
+use crate::table::{self, Counts, Row, HIST_SLOTS};
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -64,7 +64,7 @@ struct Key {
 }
 
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug)]
 struct RawStats {
     major: u64,
     minor: u64,
@@ -73,13 +73,29 @@ struct RawStats {
     max_ns: u64,
     min_ns: u64,
     comm: [u8; 16],
+    hist: [u64; HIST_SLOTS],
+}
+
+impl Default for RawStats {
+    fn default() -> RawStats {
+        RawStats {
+            major: 0,
+            minor: 0,
+            errors: 0,
+            total_ns: 0,
+            max_ns: 0,
+            min_ns: 0,
+            comm: [0; 16],
+            hist: [0; HIST_SLOTS],
+        }
+    }
 }
 
 // SAFETY: aya copies Pod values to and from map bytes. Key is #[repr(C)],
 // two u32s: 8 bytes, no padding (the layout test), any bit pattern valid.
 unsafe impl aya::Pod for Key {}
-// SAFETY: as for Key: six u64s and 16 bytes, 64 bytes with no padding (the
-// layout test), any bit pattern valid.
+// SAFETY: as for Key: six u64s, 16 bytes and 32 u64s, 320 bytes with no
+// padding (the layout test), any bit pattern valid.
 unsafe impl aya::Pod for RawStats {}
 
 /// One fault from the ring buffer (`struct event` in the C program).
@@ -191,6 +207,7 @@ impl Monitor {
                 total_ns: v.total_ns,
                 max_ns: v.max_ns,
                 min_ns: v.min_ns,
+                hist: v.hist,
             };
             rows.push(Row::new(k.pid, k.tid, table::comm(&v.comm), &c));
         }
@@ -326,7 +343,8 @@ mod tests {
         // struct key and struct stats in bpf/fault_monitor.bpf.c.
         assert_eq!(std::mem::size_of::<Key>(), 8);
         assert_eq!(std::mem::offset_of!(Key, tid), 4);
-        assert_eq!(std::mem::size_of::<RawStats>(), 64);
+        assert_eq!(std::mem::size_of::<RawStats>(), 64 + 8 * HIST_SLOTS);
+        assert_eq!(std::mem::offset_of!(RawStats, hist), 64);
         assert_eq!(std::mem::offset_of!(RawStats, errors), 16);
         assert_eq!(std::mem::offset_of!(RawStats, min_ns), 40);
         assert_eq!(std::mem::offset_of!(RawStats, comm), 48);

@@ -3,6 +3,9 @@
 
 use serde::Serialize;
 
+/// Log2 slots of the fault-time histogram (`HIST_SLOTS` in the C program).
+pub const HIST_SLOTS: usize = 32;
+
 /// The raw totals of one (pid, tid), as the kernel map holds them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -12,6 +15,34 @@ pub struct Counts {
     pub total_ns: u64,
     pub max_ns: u64,
     pub min_ns: u64,
+    /// Faults per log2 slot of their time in ns: slot k is [2^k, 2^(k+1)).
+    pub hist: [u64; HIST_SLOTS],
+}
+
+/// One bucket of a thread's fault-time histogram: faults that took from
+/// `from_ns` up to (not including) `to_ns`, as bcc's funclatency prints
+/// them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Bucket {
+    pub from_ns: u64,
+    pub to_ns: u64,
+    pub count: u64,
+}
+
+/// The buckets from the first slot with a fault to the last (empty ones
+/// between kept, as funclatency shows them); none when there was no fault.
+pub fn histogram(hist: &[u64; HIST_SLOTS]) -> Vec<Bucket> {
+    let Some(first) = hist.iter().position(|c| *c > 0) else {
+        return Vec::new();
+    };
+    let last = hist.iter().rposition(|c| *c > 0).unwrap_or(first);
+    (first..=last)
+        .map(|k| Bucket {
+            from_ns: if k == 0 { 0 } else { 1 << k },
+            to_ns: 1 << (k + 1),
+            count: hist[k],
+        })
+        .collect()
 }
 
 /// One (pid, tid)'s totals since the monitor started.
@@ -28,6 +59,8 @@ pub struct Row {
     pub avg_ms: f64,
     pub max_ms: f64,
     pub min_us: f64,
+    /// The log2 histogram of its fault times (the JSON report only).
+    pub histogram: Vec<Bucket>,
 }
 
 impl Row {
@@ -48,6 +81,7 @@ impl Row {
             },
             max_ms: c.max_ns as f64 / 1e6,
             min_us: if n == 0 { 0.0 } else { c.min_ns as f64 / 1e3 },
+            histogram: histogram(&c.hist),
         }
     }
 
@@ -91,7 +125,63 @@ mod tests {
             total_ns,
             max_ns,
             min_ns,
+            hist: [0; HIST_SLOTS],
         }
+    }
+
+    #[test]
+    fn the_histogram_runs_from_the_first_to_the_last_slot_used() {
+        let mut hist = [0; HIST_SLOTS];
+        assert!(histogram(&hist).is_empty());
+        // Faults of 1.5 us (slot 10: 1024..2048 ns) and 5 us (slot 12).
+        hist[10] = 3;
+        hist[12] = 1;
+        let h = histogram(&hist);
+        assert_eq!(
+            h,
+            [
+                Bucket {
+                    from_ns: 1024,
+                    to_ns: 2048,
+                    count: 3
+                },
+                Bucket {
+                    from_ns: 2048,
+                    to_ns: 4096,
+                    count: 0
+                },
+                Bucket {
+                    from_ns: 4096,
+                    to_ns: 8192,
+                    count: 1
+                },
+            ]
+        );
+        let mut zero = [0; HIST_SLOTS];
+        zero[0] = 2;
+        assert_eq!(
+            histogram(&zero)[0],
+            Bucket {
+                from_ns: 0,
+                to_ns: 2,
+                count: 2
+            }
+        );
+        let r = Row::new(
+            1,
+            2,
+            "w".into(),
+            &Counts {
+                hist,
+                ..c(0, 4, 0, 9_500, 5_000, 1_500)
+            },
+        );
+        assert_eq!(r.histogram.len(), 3);
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(
+            json["histogram"][0],
+            serde_json::json!({"from_ns": 1024, "to_ns": 2048, "count": 3})
+        );
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::figures::{improved, metric, regressed, Better};
+use super::figures::{improved, metric, regressed, Better, Load};
 use super::record::RunRecord;
 
 /// The outcome, and `lab compare`'s exit code.
@@ -48,6 +48,9 @@ pub enum FigureStatus {
     Within,
     Improved,
     Regressed,
+    /// Worse beyond its tolerance, on a figure that does not gate
+    /// (`Metric::gates`): listed, not a regression.
+    Worse,
     /// In the base, not in the new run.
     Missing,
 }
@@ -62,6 +65,12 @@ pub struct FigureDiff {
     pub better: Better,
     pub tolerance: f64,
     pub status: FigureStatus,
+    /// For a load-sensitive figure (`Load::Rate`) of two runs that both
+    /// recorded QEMU's CPU share: new share / base share, shown so a reader
+    /// sees how differently loaded the host was (not applied to the
+    /// figures).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_scale: Option<f64>,
 }
 
 /// What `lab compare` found.
@@ -140,14 +149,18 @@ pub fn compare(base: &RunRecord, new: &RunRecord) -> Comparison {
     }
     if reasons.is_empty() {
         if same_boot {
-            compare_figures("boot", &base.boot, &new.boot, &mut figures);
+            compare_figures("boot", &base.boot, &new.boot, None, &mut figures);
         }
         for b in &base.suites {
             let Some(n) = new.suite(&b.suite) else {
                 continue;
             };
             diff_values(&b.suite, String::new(), &b.digest, &n.digest, &mut digests);
-            compare_figures(&b.suite, &b.figures, &n.figures, &mut figures);
+            let load_scale = match (&b.qemu_cpu, &n.qemu_cpu) {
+                (Some(x), Some(y)) if x.share > 0.0 && y.share > 0.0 => Some(y.share / x.share),
+                _ => None,
+            };
+            compare_figures(&b.suite, &b.figures, &n.figures, load_scale, &mut figures);
         }
     }
     let verdict = if !reasons.is_empty() {
@@ -180,16 +193,21 @@ fn compare_figures(
     suite: &str,
     base: &super::figures::Figures,
     new: &super::figures::Figures,
+    load_scale: Option<f64>,
     out: &mut Vec<FigureDiff>,
 ) {
     for (key, &old) in base {
         let Some(m) = metric(suite, key) else {
             continue;
         };
+        // Shown beside a load-sensitive figure, not applied: measured
+        // here, rates did not follow the share (see `Load::Rate`).
+        let load_scale = load_scale.filter(|_| m.load == Load::Rate);
         let n = new.get(key).copied();
         let status = match n {
             None => FigureStatus::Missing,
-            Some(n) if regressed(m, old, n) => FigureStatus::Regressed,
+            Some(n) if regressed(m, old, n) && m.gates => FigureStatus::Regressed,
+            Some(n) if regressed(m, old, n) => FigureStatus::Worse,
             Some(n) if improved(m, old, n) => FigureStatus::Improved,
             Some(_) => FigureStatus::Within,
         };
@@ -202,6 +220,7 @@ fn compare_figures(
             better: m.better,
             tolerance: m.tolerance,
             status,
+            load_scale,
         });
     }
 }
@@ -248,6 +267,7 @@ mod tests {
     use crate::gate::figures::Figures;
     use crate::gate::fixture;
     use crate::gate::record::{suite_record, Environment, TopologyId, SCHEMA};
+    use crate::schedstat::CpuShare;
     use serde_json::json;
 
     /// A record of fixture run `run` (two real runs of every suite on the
@@ -312,7 +332,7 @@ mod tests {
         let base = run("run1");
         let mut new = run("run1");
         let fio = new.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
-        let iops = fio.figures.get_mut("iops:256B randread").unwrap();
+        let iops = fio.figures.get_mut("iops_geomean:randread").unwrap();
         let old = *iops;
         *iops = old * 0.3;
         let c = compare(&base, &new);
@@ -321,16 +341,70 @@ mod tests {
         assert_eq!(r.len(), 1);
         assert_eq!(
             (r[0].suite.as_str(), r[0].field.as_str()),
-            ("fio", "iops:256B randread")
+            ("fio", "iops_geomean:randread")
         );
         assert_eq!((r[0].old, r[0].new), (old, Some(old * 0.3)));
         // Three times the IOPS is better, not a regression.
         let mut faster = run("run1");
         let fio = faster.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
-        *fio.figures.get_mut("iops:256B randread").unwrap() = old * 3.0;
+        *fio.figures.get_mut("iops_geomean:randread").unwrap() = old * 3.0;
         let c = compare(&base, &faster);
         assert_eq!(c.verdict, Verdict::Equal);
         assert!(c.figures.iter().any(|f| f.status == FigureStatus::Improved));
+        // One job at 30 %: listed as worse, but a single short job does
+        // not gate.
+        let mut one = run("run1");
+        let fio = one.suites.iter_mut().find(|s| s.suite == "fio").unwrap();
+        *fio.figures.get_mut("iops:256B randread").unwrap() *= 0.3;
+        let c = compare(&base, &one);
+        assert_eq!(c.verdict, Verdict::Equal);
+        let worse: Vec<&FigureDiff> = c
+            .figures
+            .iter()
+            .filter(|f| f.status == FigureStatus::Worse)
+            .collect();
+        assert_eq!(worse.len(), 1);
+        assert_eq!(worse[0].field, "iops:256B randread");
+    }
+
+    fn with_share(mut r: RunRecord, suite: &str, share: f64) -> RunRecord {
+        let s = r.suites.iter_mut().find(|s| s.suite == suite).unwrap();
+        s.qemu_cpu = Some(CpuShare {
+            run_seconds: 100.0 * share,
+            wait_seconds: 100.0 * (1.0 - share),
+            share,
+        });
+        r
+    }
+
+    #[test]
+    fn the_cpu_share_ratio_is_shown_beside_rates_not_applied() {
+        let base = with_share(run("run1"), "dax", 0.2);
+        let key = "bandwidth_geomean_mb_s:vmem0 read";
+        // A fifth of the bandwidth with five times the share: the gate
+        // does not excuse (or blame) it on the load, it shows the ratio.
+        let mut new = with_share(run("run1"), "dax", 0.9);
+        let dax = new.suites.iter_mut().find(|s| s.suite == "dax").unwrap();
+        for (k, v) in dax.figures.iter_mut() {
+            if k.starts_with("bandwidth") {
+                *v *= 0.2;
+            }
+        }
+        let c = compare(&base, &new);
+        assert_eq!(c.verdict, Verdict::Regression);
+        let f = c.figures.iter().find(|f| f.field == key).unwrap();
+        assert_eq!(f.status, FigureStatus::Regressed);
+        assert!((f.load_scale.unwrap() - 4.5).abs() < 1e-9);
+        // Latencies are not load-sensitive rates: no ratio.
+        let lat = c
+            .figures
+            .iter()
+            .find(|f| f.field.starts_with("latency_p50_ns:"))
+            .unwrap();
+        assert_eq!(lat.load_scale, None);
+        // Runs recorded without shares: no ratio either.
+        let c = compare(&run("run1"), &new);
+        assert!(c.figures.iter().all(|f| f.load_scale.is_none()));
     }
 
     #[test]

@@ -97,7 +97,30 @@ fn fio(v: &Value) -> Value {
         "verify": v["verify"],
         "file_created_on_disk": v["file_created_on_disk"],
         "runs": runs,
+        "baseline": fio_baseline(&v["baseline"]),
     })
+}
+
+/// The runs without the preload: each job's verdict and fio's I/O counts
+/// (null for a run recorded before the suite had a baseline).
+fn fio_baseline(b: &Value) -> Value {
+    if b.is_null() {
+        return Value::Null;
+    }
+    let runs: Vec<Value> = array(&b["runs"])
+        .iter()
+        .map(|r| {
+            json!({
+                "bs": r["bs"],
+                "rw": r["rw"],
+                "size": r["size"],
+                "passed": r["passed"],
+                "error": r["error"],
+                "fio_ios": r["fio_ios"],
+            })
+        })
+        .collect();
+    json!({ "engine": b["engine"], "runs": runs })
 }
 
 fn faults(v: &Value) -> Value {

@@ -90,6 +90,17 @@ pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
                     )
                 }));
             }
+            for r in v["baseline"]["runs"].as_array().into_iter().flatten() {
+                let name = format!("{} B {} without the preload", r["bs"], text(&r["rw"]));
+                out.push(step(name, r["passed"] == Value::Bool(true), || {
+                    format!(
+                        "fio error {}; I/Os {}; {}",
+                        r["error"],
+                        r["fio_ios"],
+                        text(&r["stderr"])
+                    )
+                }));
+            }
         }
         "faults" => {
             for (check, ok) in v["checks"].as_object().into_iter().flatten() {
@@ -192,34 +203,78 @@ pub fn steps(suite: &str, v: &Value) -> Vec<Step> {
     out
 }
 
+/// A run's suites: `(suite, seconds, JSON)` in the order they ran.
+pub type RunSuites = Vec<(String, f64, Value)>;
+
 /// The report of a run: `(suite, seconds, JSON)` in the order they ran.
 pub fn report(run_id: &str, suites: &[(String, f64, Value)]) -> Report {
     let mut report = Report::new(format!("cxl-lab run {run_id}"));
     let mut total = Duration::ZERO;
     for (suite, seconds, v) in suites {
-        let mut ts = TestSuite::new(suite.as_str());
-        let time = Duration::from_secs_f64(seconds.max(0.0));
-        total += time;
-        ts.set_time(time);
-        for s in steps(suite, v) {
-            let status = match &s.outcome {
-                Outcome::Passed => TestCaseStatus::success(),
-                Outcome::Failed(why) => {
-                    let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    st.set_message(why.as_str());
-                    st
+        total += add_suite(&mut report, suite, suite, *seconds, v);
+    }
+    report.set_time(total);
+    report
+}
+
+/// Adds one `<testsuite>` named `name` with suite `suite`'s steps (one
+/// test case each); returns its time.
+pub fn add_suite(
+    report: &mut Report,
+    name: &str,
+    suite: &str,
+    seconds: f64,
+    v: &Value,
+) -> Duration {
+    let mut ts = TestSuite::new(name);
+    let time = Duration::from_secs_f64(seconds.max(0.0));
+    ts.set_time(time);
+    for s in steps(suite, v) {
+        let status = match &s.outcome {
+            Outcome::Passed => TestCaseStatus::success(),
+            Outcome::Failed(why) => {
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                st.set_message(why.as_str());
+                st
+            }
+            Outcome::Skipped(why) => {
+                let mut st = TestCaseStatus::skipped();
+                st.set_message(why.as_str());
+                st
+            }
+        };
+        let mut tc = TestCase::new(s.name, status);
+        tc.set_classname(format!("cxl-lab.{suite}"));
+        ts.add_test_case(tc);
+    }
+    report.add_test_suite(ts);
+    time
+}
+
+/// The report of a matrix: per cell, each suite of its run as a
+/// `<testsuite>` named `<cell> <suite>`; a cell with no run (its lab did
+/// not come up) is one `<testsuite>` named after it with one failed case
+/// and the reason.
+pub fn matrix_report(matrix_id: &str, cells: &[(String, Result<RunSuites, String>)]) -> Report {
+    let mut report = Report::new(format!("cxl-lab matrix {matrix_id}"));
+    let mut total = Duration::ZERO;
+    for (cell, run) in cells {
+        match run {
+            Ok(suites) => {
+                for (suite, seconds, v) in suites {
+                    total += add_suite(&mut report, &format!("{cell} {suite}"), suite, *seconds, v);
                 }
-                Outcome::Skipped(why) => {
-                    let mut st = TestCaseStatus::skipped();
-                    st.set_message(why.as_str());
-                    st
-                }
-            };
-            let mut tc = TestCase::new(s.name, status);
-            tc.set_classname(format!("cxl-lab.{suite}"));
-            ts.add_test_case(tc);
+            }
+            Err(why) => {
+                let mut ts = TestSuite::new(cell.as_str());
+                let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                st.set_message(why.as_str());
+                let mut tc = TestCase::new("run", st);
+                tc.set_classname(format!("cxl-lab.matrix.{cell}"));
+                ts.add_test_case(tc);
+                report.add_test_suite(ts);
+            }
         }
-        report.add_test_suite(ts);
     }
     report.set_time(total);
     report
@@ -279,6 +334,52 @@ fn procedure_steps(p: &Value) -> Vec<Step> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_matrix_report_has_a_testsuite_per_cell_and_suite() {
+        let suites = |run: &str| -> RunSuites {
+            ["fio", "faults"]
+                .iter()
+                .map(|s| {
+                    (
+                        s.to_string(),
+                        1.0,
+                        crate::gate::fixture(&format!("{run}/{s}")),
+                    )
+                })
+                .collect()
+        };
+        let cells = vec![
+            ("default".to_string(), Ok(suites("run1"))),
+            ("switched".to_string(), Ok(suites("run2"))),
+            (
+                "dcd".to_string(),
+                Err("lab up failed: no agent".to_string()),
+            ),
+        ];
+        let mut out = Vec::new();
+        matrix_report("m1", &cells).serialize(&mut out).unwrap();
+        let xml = String::from_utf8(out).unwrap();
+        for name in [
+            "default fio",
+            "default faults",
+            "switched fio",
+            "switched faults",
+        ] {
+            assert!(
+                xml.contains(&format!("<testsuite name=\"{name}\"")),
+                "{name}"
+            );
+        }
+        assert!(xml.contains("<testsuite name=\"dcd\" tests=\"1\""));
+        assert!(xml.contains("lab up failed: no agent"));
+        // The same cases as a run's report, per cell.
+        let one = report("r", &suites("run1"));
+        assert_eq!(
+            one.test_suites[0].test_cases.len(),
+            matrix_report("m1", &cells).test_suites[0].test_cases.len()
+        );
+    }
     use crate::gate::fixture;
     use serde_json::json;
 
@@ -286,7 +387,11 @@ mod tests {
     fn every_suite_has_its_steps() {
         let count = |s: &str| steps(s, &fixture(&format!("run1/{s}"))).len();
         assert_eq!(count("dax"), 12, "6 modes on 2 devices");
-        assert_eq!(count("fio"), 12);
+        assert_eq!(
+            count("fio"),
+            24,
+            "6 sizes × 2 directions, with and without the preload"
+        );
         assert_eq!(count("ras"), 8);
         assert_eq!(count("ioriot"), 7 + 10, "measurements and the procedure");
         assert!(count("faults") >= 8);

@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use super::digest::digest;
 use super::figures::{figures, headline, Figures};
+use crate::schedstat::CpuShare;
 
 /// The summary file of a run or baseline directory.
 pub const SUMMARY_FILE: &str = "summary.json";
@@ -125,6 +126,15 @@ pub struct SuiteRecord {
     pub digest: Value,
     /// Its figures (`gate::figures`), keyed `name:instance`.
     pub figures: Figures,
+    /// How much of the host CPU QEMU's threads got while the suite ran
+    /// (`schedstat`): `lab compare` shows the two runs' ratio beside
+    /// load-sensitive figures.
+    /// None in runs recorded before it was kept, and for skipped suites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_cpu: Option<CpuShare>,
+    /// The host's 1, 5 and 15 minute load averages as the suite ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load_average: Option<[f64; 3]>,
 }
 
 /// `summary.json`.
@@ -157,6 +167,8 @@ pub fn suite_record(suite: &str, seconds: f64, result: &Value) -> SuiteRecord {
         headline: headline(suite, result),
         digest: digest(suite, result),
         figures: figures(suite, result),
+        qemu_cpu: None,
+        load_average: None,
     }
 }
 

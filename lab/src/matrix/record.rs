@@ -245,12 +245,7 @@ impl MatrixBench {
     }
 }
 
-/// The load average, from /proc/loadavg.
-pub fn load_average() -> Option<[f64; 3]> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
-    let mut it = text.split_whitespace().map(|w| w.parse::<f64>().ok());
-    Some([it.next()??, it.next()??, it.next()??])
-}
+pub use crate::schedstat::load_average;
 
 #[cfg(test)]
 mod tests {

@@ -233,6 +233,8 @@ pub(crate) mod tests {
             "chart-fio-iops",
             "chart-faults-latency-seq",
             "chart-faults-latency-random",
+            "chart-faults-histogram-seq",
+            "chart-faults-histogram-random",
             "chart-ioriot-ops",
             "chart-ioriot-rate",
         ] {
@@ -243,6 +245,11 @@ pub(crate) mod tests {
         let dax = chart_svg(&html, "chart-dax-latency-vmem0").unwrap();
         for label in ["read 64 B", "write 4096 B", "mwait wake-up", "p99"] {
             assert!(dax.contains(label), "{label}");
+        }
+        // The fault-time histogram: a bar per thread in each log2 bucket.
+        let hist = chart_svg(&html, "chart-faults-histogram-random").unwrap();
+        for label in ["16 µs–33 µs", "mmap-w0"] {
+            assert!(hist.contains(label), "{label}");
         }
         // No network: nothing is loaded, nothing runs.
         for banned in ["<script", "<link", "src=", "url(", "@import"] {
@@ -259,14 +266,15 @@ pub(crate) mod tests {
     fn tables_have_the_runs_numbers_and_steps() {
         let run = fixture_run("run1");
         let html = render(&run, None).unwrap();
-        // fio 256 B randread with the preload: 17655.17 IOPS in run1.
+        // fio 256 B randread with the preload: 12800 IOPS in run1, and
+        // 44522 without it.
         let iops = run.results["fio"]["runs"][5]["iops"].as_f64().unwrap();
         assert_eq!(run.results["fio"]["runs"][5]["bs"], 256);
         assert!(html.contains(&format!(
             "<td>iops:256B randread</td><td class=\"num\">{}</td>",
             page::number(iops)
         )));
-        assert!(html.contains("17655"));
+        assert!(html.contains("12800") && html.contains("44522"));
         // The summary names what the run ran on.
         for s in [
             "6.12.118+deb12-amd64",
@@ -326,21 +334,21 @@ pub(crate) mod tests {
             .find(|s| s.suite == "fio")
             .unwrap();
         fio.digest["runs"][4]["intercepted"]["read"] = json!(1000);
-        let old_iops = base.record.suite("fio").unwrap().figures["iops:256B randread"];
+        let old_iops = base.record.suite("fio").unwrap().figures["iops_geomean:randread"];
         fio.figures
-            .insert("iops:256B randread".into(), old_iops * 0.3);
+            .insert("iops_geomean:randread".into(), old_iops * 0.3);
         let c = compare(&base.record, &new.record);
         let html = render(&new, Some(&c)).unwrap();
         assert!(html.contains("REGRESSION"));
         assert!(html.contains("<li>fio runs[4].intercepted.read: 1024 -&gt; 1000</li>"));
         let row = format!(
-            "<tr class=\"regressed\"><td>iops:256B randread</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
+            "<tr class=\"regressed\"><td>iops_geomean:randread</td><td class=\"num\">{}</td><td class=\"num\">{}</td>",
             page::number(old_iops),
             page::number(old_iops * 0.3)
         );
         // Once in the comparison's table (with the suite), once in fio's.
         assert!(html.contains(&row), "{row}");
-        assert!(html.contains("<tr class=\"regressed\"><td>fio</td><td>iops:256B randread</td>"));
+        assert!(html.contains("<tr class=\"regressed\"><td>fio</td><td>iops_geomean:randread</td>"));
         // The unedited runs are equal: no red row.
         let c = compare(&base.record, &fixture_run("run2").record);
         let html = render(&fixture_run("run2"), Some(&c)).unwrap();

@@ -254,7 +254,7 @@ pub fn figure_diff_row(f: &FigureDiff, with_suite: bool) -> (Option<&'static str
     let class = match f.status {
         FigureStatus::Regressed | FigureStatus::Missing => Some("regressed"),
         FigureStatus::Improved => Some("improved"),
-        FigureStatus::Within => None,
+        FigureStatus::Within | FigureStatus::Worse => None,
     };
     let change = match f.new {
         Some(n) if f.old != 0.0 => format!("{:+.0} %", (n / f.old - 1.0) * 100.0),
@@ -264,6 +264,7 @@ pub fn figure_diff_row(f: &FigureDiff, with_suite: bool) -> (Option<&'static str
         FigureStatus::Within => "within",
         FigureStatus::Improved => "improved",
         FigureStatus::Regressed => "REGRESSED",
+        FigureStatus::Worse => "worse (does not gate)",
         FigureStatus::Missing => "MISSING",
     };
     let mut cells = Vec::new();
@@ -277,7 +278,10 @@ pub fn figure_diff_row(f: &FigureDiff, with_suite: bool) -> (Option<&'static str
         Cell::Text(f.unit.clone()),
         Cell::Text(change),
         Cell::Text(format!("{:?}", f.better).to_lowercase()),
-        Cell::Text(format!("{:.0} %", f.tolerance * 100.0)),
+        Cell::Text(match f.load_scale {
+            Some(k) => format!("{:.0} % (QEMU's CPU share {k:.2}x)", f.tolerance * 100.0),
+            None => format!("{:.0} %", f.tolerance * 100.0),
+        }),
         Cell::Text(status.into()),
     ]);
     (class, cells)

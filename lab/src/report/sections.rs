@@ -404,45 +404,62 @@ fn size_name(bytes: u64) -> String {
     }
 }
 
-/// fio's IOPS per block size and direction. The suite runs fio through
-/// the preload only (onto the dax device), so that is the only series.
+/// fio's IOPS per block size and direction, with the preload (onto the
+/// dax device through libfio_intercept.so) and, where the run has it,
+/// without (plain fio's dev-dax engine on the same device and slot).
 fn fio_charts(v: &Value) -> Vec<Block> {
     let runs: Vec<&Value> = array(&v["runs"]).collect();
+    let baseline: Vec<&Value> = array(&v["baseline"]["runs"]).collect();
     let sizes: Vec<u64> = dedup(runs.iter().filter_map(|r| r["bs"].as_u64()));
     let rws: Vec<String> = dedup(runs.iter().map(|r| text(&r["rw"])));
-    let series = rws
-        .iter()
-        .map(|rw| Series {
+    let iops = |set: &[&Value], rw: &str| -> Vec<Option<f64>> {
+        sizes
+            .iter()
+            .map(|bs| {
+                set.iter()
+                    .find(|r| r["bs"].as_u64() == Some(*bs) && text(&r["rw"]) == rw)
+                    .and_then(|r| r["iops"].as_f64())
+            })
+            .collect()
+    };
+    let mut series = Vec::new();
+    for rw in &rws {
+        series.push(Series {
             name: format!("{rw}, with the preload"),
-            values: sizes
-                .iter()
-                .map(|bs| {
-                    runs.iter()
-                        .find(|r| r["bs"].as_u64() == Some(*bs) && &text(&r["rw"]) == rw)
-                        .and_then(|r| r["iops"].as_f64())
-                })
-                .collect(),
-        })
-        .collect();
-    vec![
-        chart(
-            "chart-fio-iops",
-            BarChart {
-                title: "fio: IOPS per block size".into(),
-                y_label: "IOPS".into(),
-                categories: sizes.iter().map(|b| size_name(*b)).collect(),
-                series,
-                log: false,
-            },
-            format!(
-                "fio ({}, {}) through libfio_intercept.so onto {} ({}). The suite runs fio only with the preload; the run has no figures without it to set beside these.",
-                text(&v["engine"]),
-                text(&v["verify"]),
-                text(&v["dax"]),
-                text(&v["device"])
-            ),
+            values: iops(&runs, rw),
+        });
+        if !baseline.is_empty() {
+            series.push(Series {
+                name: format!("{rw}, without (fio dev-dax)"),
+                values: iops(&baseline, rw),
+            });
+        }
+    }
+    let without = if baseline.is_empty() {
+        "This run has no figures without the preload (it was recorded before the suite ran a baseline).".to_owned()
+    } else {
+        format!(
+            "Without: the same jobs by plain fio, its {} engine, on the same device and slot, no LD_PRELOAD.",
+            text(&v["baseline"]["engine"])
+        )
+    };
+    vec![chart(
+        "chart-fio-iops",
+        BarChart {
+            title: "fio: IOPS per block size, with and without the preload".into(),
+            y_label: "IOPS".into(),
+            categories: sizes.iter().map(|b| size_name(*b)).collect(),
+            series,
+            log: false,
+        },
+        format!(
+            "With: fio ({}, {}) through libfio_intercept.so onto {} ({}). {without}",
+            text(&v["engine"]),
+            text(&v["verify"]),
+            text(&v["dax"]),
+            text(&v["device"])
         ),
-    ]
+    )]
 }
 
 /// fault-monitor's per-thread fault times of the monitored sequential and
@@ -486,15 +503,75 @@ fn faults_charts(v: &Value) -> Vec<Block> {
                 log: true,
             },
             format!(
-                "fault-monitor (kprobe and kretprobe on handle_mm_fault) over mmap-workload -p {pattern}: each thread's shortest, average and longest fault. The monitor keeps these three per thread, not a distribution, so that is what is drawn. Faults per thread: {}.",
+                "fault-monitor (kprobe and kretprobe on handle_mm_fault) over mmap-workload -p {pattern}: each thread's shortest, average and longest fault. Faults per thread: {}.",
                 rows.iter()
                     .map(|r| format!("{} major + {} minor", r["major"], r["minor"]))
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
         ));
+        out.push(fault_histogram(pattern, &rows).unwrap_or_else(|| {
+            Block::Note(format!(
+                "This run's fault-monitor kept no histogram of the {pattern} workload's fault times (it was recorded before the monitor kept one)."
+            ))
+        }));
     }
     out
+}
+
+/// A time in ns as a short label: ns below 1 µs, µs below 1 ms, else ms.
+fn time_label(ns: u64) -> String {
+    let ns = ns as f64;
+    match ns {
+        n if n < 1e3 => format!("{n:.0} ns"),
+        n if n < 1e4 => format!("{:.1} µs", n / 1e3),
+        n if n < 1e6 => format!("{:.0} µs", n / 1e3),
+        n => format!("{:.1} ms", n / 1e6),
+    }
+}
+
+/// fault-monitor's log2 histogram of each thread's fault times: one
+/// grouped chart per workload, a bucket per category, a thread per series;
+/// None when no row has a histogram (a run recorded before the monitor
+/// kept one).
+fn fault_histogram(pattern: &str, rows: &[&Value]) -> Option<Block> {
+    let buckets: BTreeSet<(u64, u64)> = rows
+        .iter()
+        .flat_map(|r| array(&r["histogram"]))
+        .filter_map(|b| Some((b["from_ns"].as_u64()?, b["to_ns"].as_u64()?)))
+        .collect();
+    if buckets.is_empty() {
+        return None;
+    }
+    let series = rows
+        .iter()
+        .map(|r| Series {
+            name: format!("{} ({})", text(&r["comm"]), r["tid"]),
+            values: buckets
+                .iter()
+                .map(|(from, _)| {
+                    array(&r["histogram"])
+                        .find(|b| b["from_ns"].as_u64() == Some(*from))
+                        .and_then(|b| b["count"].as_f64())
+                        .or(Some(0.0))
+                })
+                .collect(),
+        })
+        .collect();
+    Some(chart(
+        format!("chart-faults-histogram-{pattern}"),
+        BarChart {
+            title: format!("page-fault time histogram per thread: {pattern} workload"),
+            y_label: "faults".into(),
+            categories: buckets
+                .iter()
+                .map(|(from, to)| format!("{}–{}", time_label(*from), time_label(*to)))
+                .collect(),
+            series,
+            log: false,
+        },
+        "fault-monitor's log2 buckets of each thread's fault times (kept in the BPF map per thread, as bcc's funclatency: a bucket holds the faults from its lower bound up to, not including, its upper).".to_owned(),
+    ))
 }
 
 /// ioriot's op mix (captured, and in the replay file) and its replay

@@ -9,6 +9,15 @@
 //! `LD_PRELOAD` and fio would write a tmpfs file instead, so the suite also
 //! refuses to start when the library is missing from the guest and checks
 //! that no file was created on disk.
+//!
+//! The baseline, without the preload: the same jobs (block size,
+//! direction, number of I/Os, crc32c verify) run by plain fio through its
+//! own `dev-dax` engine (Debian's fio has it, with libpmem: it maps the
+//! device and copies with `memcpy` and `pmem_memcpy_persist`) onto the same
+//! device and slot. Device-dax maps only whole 2 MiB pages, so those jobs
+//! map the slot (`--size` 2 MiB) and do the same number of I/Os in it
+//! (`--io_size`), at random offsets of the slot; and they run without
+//! O_DIRECT, which a dax device refuses (its I/O is direct anyway).
 
 use std::collections::BTreeMap;
 
@@ -53,6 +62,28 @@ fn fio_argv(dax: &str, rw: &str, bs: u64) -> Vec<String> {
         &format!("--rw={rw}"),
         "--ioengine=psync",
         "--direct=1",
+        "--randrepeat=1",
+        "--verify=crc32c",
+        "--verify_state_save=0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// The baseline job: plain fio's `dev-dax` engine onto `dax`, no preload.
+fn baseline_argv(dax: &str, rw: &str, bs: u64) -> Vec<String> {
+    [
+        "fio",
+        "--output-format=json",
+        "--name=cxl-baseline",
+        &format!("--filename={dax}"),
+        "--ioengine=dev-dax",
+        &format!("--size={FILE_SIZE}"),
+        &format!("--io_size={}", job_size(bs)),
+        &format!("--bs={bs}"),
+        &format!("--rw={rw}"),
+        "--direct=0",
         "--randrepeat=1",
         "--verify=crc32c",
         "--verify_state_save=0",
@@ -195,13 +226,18 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         false => None,
     };
     let runs = fio_runs(ctx, &dax).await;
+    let baseline = match &runs {
+        Ok(_) => baseline_runs(ctx, &dax).await,
+        Err(_) => Ok(Vec::new()),
+    };
     if let Some(saved) = &saved {
         // Restored whatever the runs did; a failed restore is the error
         // that matters, and names the copy.
         device_data::restore(ctx, saved, chardev).await?;
     }
-    let runs = runs?;
-    let mut all_passed = runs.iter().all(|r| r["passed"] == true);
+    let (runs, baseline) = (runs?, baseline?);
+    let mut all_passed =
+        runs.iter().all(|r| r["passed"] == true) && baseline.iter().all(|r| r["passed"] == true);
     // The library claims the path, so nothing may exist on disk.
     let on_disk = ctx.exec(&sh(format!("test -e {FILE}"))).await?.success();
     all_passed &= !on_disk;
@@ -219,7 +255,78 @@ pub async fn run(ctx: &SuiteContext<'_>) -> Result<Value, SuiteError> {
         "file_created_on_disk": on_disk,
         "passed": all_passed,
         "runs": runs,
+        "baseline": {
+            "what": "the same jobs without the preload: plain fio, its dev-dax engine, on the same device and slot",
+            "engine": "dev-dax",
+            "runs": baseline,
+        },
     }))
+}
+
+/// Runs one fio job and reads its JSON report.
+async fn fio_json(
+    ctx: &SuiteContext<'_>,
+    argv: &[String],
+) -> Result<(Value, String, bool), SuiteError> {
+    let out = ctx.exec(argv).await?;
+    match serde_json::from_str(out.stdout.trim()) {
+        Ok(v) => {
+            let success = out.success();
+            Ok((v, out.stderr, success))
+        }
+        Err(_) if !out.success() => Err(SuiteError::Command {
+            command: argv.join(" "),
+            code: out.exit_code,
+            stderr: out.stderr.trim().to_owned(),
+        }),
+        Err(source) => Err(SuiteError::Output {
+            command: argv.join(" "),
+            output: out.stdout.trim().to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Every block size, randwrite then randread, without the preload.
+async fn baseline_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, SuiteError> {
+    let mut runs = Vec::new();
+    for bs in BLOCK_SIZES {
+        for (rw, dir) in [("randwrite", "write"), ("randread", "read")] {
+            let (report, stderr, success) = fio_json(ctx, &baseline_argv(dax, rw, bs)).await?;
+            runs.push(baseline_run(&report, &stderr, success, bs, rw, dir));
+        }
+    }
+    Ok(runs)
+}
+
+/// One baseline job's record: it passes when fio exited 0 with no job
+/// error and did the job's number of I/Os in its direction.
+fn baseline_run(
+    report: &Value,
+    stderr: &str,
+    success: bool,
+    bs: u64,
+    rw: &str,
+    dir: &str,
+) -> Value {
+    let (iops, bw, error) = job_figures(report, dir);
+    let ios = |d: &str| report["jobs"][0][d]["total_ios"].as_u64();
+    let expected = job_size(bs) / bs;
+    let passed = success && error == 0 && ios(dir) == Some(expected) && iops > 0.0;
+    let mut run = json!({
+        "bs": bs,
+        "rw": rw,
+        "size": job_size(bs),
+        "passed": passed,
+        "error": error,
+        "iops": iops,
+        "bw_bytes": bw,
+        "fio_ios": { "write": ios("write"), "read": ios("read") },
+    });
+    if !passed {
+        run["stderr"] = json!(stderr.trim());
+    }
+    run
 }
 
 /// Every block size, randwrite then randread, with each run's evidence.
@@ -227,28 +334,10 @@ async fn fio_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, Suite
     let mut runs = Vec::new();
     for bs in BLOCK_SIZES {
         for (rw, dir) in [("randwrite", "write"), ("randread", "read")] {
-            let argv = fio_argv(dax, rw, bs);
-            let out = ctx.exec(&argv).await?;
-            let report: Value = match serde_json::from_str(out.stdout.trim()) {
-                Ok(v) => v,
-                Err(_) if !out.success() => {
-                    return Err(SuiteError::Command {
-                        command: argv.join(" "),
-                        code: out.exit_code,
-                        stderr: out.stderr.trim().to_owned(),
-                    })
-                }
-                Err(source) => {
-                    return Err(SuiteError::Output {
-                        command: argv.join(" "),
-                        output: out.stdout.trim().to_owned(),
-                        source,
-                    })
-                }
-            };
+            let (report, stderr, success) = fio_json(ctx, &fio_argv(dax, rw, bs)).await?;
             let (iops, bw, error) = job_figures(&report, dir);
-            let evidence = evidence(&report, &intercept_log(&out.stderr), dax, dir);
-            let passed = out.success() && error == 0 && all_checks(&evidence);
+            let evidence = evidence(&report, &intercept_log(&stderr), dax, dir);
+            let passed = success && error == 0 && all_checks(&evidence);
             runs.push(json!({
                 "bs": bs,
                 "rw": rw,
@@ -280,6 +369,50 @@ mod tests {
         assert!(a.contains(&"--size=65536".to_string()));
         assert_eq!(job_size(512), 512 << 10);
         assert_eq!(job_size(4096), FILE_SIZE);
+    }
+
+    #[test]
+    fn the_baseline_is_plain_fio_on_the_device_with_the_same_jobs() {
+        let a = baseline_argv("/dev/dax0.0", "randread", 256);
+        assert_eq!(a[0], "fio", "no env, no LD_PRELOAD");
+        assert!(!a
+            .iter()
+            .any(|x| x.contains("FIO_") || x.contains("PRELOAD")));
+        for want in [
+            "--filename=/dev/dax0.0",
+            "--ioengine=dev-dax",
+            "--size=2097152",
+            "--io_size=262144",
+            "--bs=256",
+            "--rw=randread",
+            "--direct=0",
+            "--verify=crc32c",
+        ] {
+            assert!(a.contains(&want.to_string()), "{want} in {a:?}");
+        }
+        let ok = json!({"jobs": [{"error": 0, "read": {"total_ios": 1024, "iops": 5000.0, "bw_bytes": 1280000}, "write": {"total_ios": 0}}]});
+        let r = baseline_run(&ok, "", true, 256, "randread", "read");
+        assert_eq!(r["passed"], true, "{r}");
+        assert_eq!(r["iops"], 5000.0);
+        assert!(r.get("stderr").is_none());
+        // Fewer I/Os than the job's, or fio's failure, fails it with fio's words.
+        let short = json!({"jobs": [{"error": 0, "read": {"total_ios": 1000, "iops": 5000.0}}]});
+        let r = baseline_run(
+            &short,
+            "fio: verify failed\n",
+            true,
+            256,
+            "randread",
+            "read",
+        );
+        assert_eq!(
+            (r["passed"].clone(), r["stderr"].clone()),
+            (json!(false), json!("fio: verify failed"))
+        );
+        assert_eq!(
+            baseline_run(&ok, "", false, 256, "randread", "read")["passed"],
+            false
+        );
     }
 
     #[test]

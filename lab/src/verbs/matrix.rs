@@ -551,6 +551,32 @@ pub async fn bench_matrix(
     Ok(MatrixBench::new(parallel, one_by_one))
 }
 
+/// `lab matrix --junit FILE`: one `<testsuite>` per cell and suite (the
+/// steps of `lab run --junit` as its test cases), read from each cell's
+/// kept run; a cell with no run is one failed case with its error.
+pub fn write_matrix_junit(
+    m: &crate::matrix::record::MatrixRecord,
+    file: &std::path::Path,
+) -> Result<(), LabError> {
+    let mut cells = Vec::new();
+    for c in &m.cells {
+        let run = match &c.run_dir {
+            Some(dir) => super::run::run_suites_json(std::path::Path::new(dir))
+                .map(|(_, suites)| suites)
+                .map_err(|e| crate::error::error_chain(&e)),
+            None => Err(c
+                .error
+                .clone()
+                .unwrap_or_else(|| "the cell kept no run".to_owned())),
+        };
+        cells.push((c.cell.clone(), run));
+    }
+    super::run::write_junit_report(
+        &crate::gate::junit::matrix_report(&m.matrix_id, &cells),
+        file,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,6 +14,7 @@ use crate::gate::record::{self, Environment, RunRecord, TopologyId};
 use crate::process;
 use crate::qemu;
 use crate::rundir::{LabState, RunDir};
+use crate::schedstat;
 use crate::suite_support::{SuiteContext, SuiteError};
 use crate::suites::{expand_for, Suite, SuiteArg};
 use crate::summary::{summarize, RunReport, SuiteResult};
@@ -199,6 +200,7 @@ async fn run_planned(
             step: Step::Command,
             detail: format!("suite {name}"),
         });
+        let cpu_before = state.qemu_pid.map(schedstat::Sample::take);
         let result = match process_gone(&run, &state) {
             Some(e) => Err(e),
             None => {
@@ -206,6 +208,10 @@ async fn run_planned(
                 process_gone(&run, &state).map_or(result, Err)
             }
         };
+        let qemu_cpu = state
+            .qemu_pid
+            .zip(cpu_before)
+            .map(|(pid, before)| schedstat::Sample::take(pid).since(&before));
         let Outcome {
             passed,
             error,
@@ -224,7 +230,9 @@ async fn run_planned(
             elapsed: t.elapsed(),
             detail,
         });
-        let rec = record::suite_record(name, seconds, &v);
+        let mut rec = record::suite_record(name, seconds, &v);
+        rec.qemu_cpu = qemu_cpu;
+        rec.load_average = schedstat::load_average();
         out.push(SuiteResult {
             suite: name.into(),
             passed,
@@ -307,6 +315,14 @@ async fn write_memsim_stats(run: &RunDir, state: &LabState, dir: &Path) -> Resul
 
 /// Writes the JUnit report of the run kept in `dir` to `file`.
 pub fn write_junit(dir: &Path, file: &Path) -> Result<(), LabError> {
+    let (run_id, suites) = run_suites_json(dir)?;
+    write_junit_report(&junit::report(&run_id, &suites), file)
+}
+
+/// A kept run's id and its suites' `(suite, seconds, JSON)` in the order
+/// they ran (a results file that is not JSON becomes a failed suite
+/// saying so).
+pub fn run_suites_json(dir: &Path) -> Result<(String, junit::RunSuites), LabError> {
     let record = record::load(dir)?;
     let mut suites = Vec::new();
     for s in &record.suites {
@@ -317,7 +333,11 @@ pub fn write_junit(dir: &Path, file: &Path) -> Result<(), LabError> {
         );
         suites.push((s.suite.clone(), s.seconds, v));
     }
-    let report = junit::report(&record.run_id, &suites);
+    Ok((record.run_id, suites))
+}
+
+/// Writes a JUnit report to `file`, creating its directory.
+pub fn write_junit_report(report: &quick_junit::Report, file: &Path) -> Result<(), LabError> {
     if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent).map_err(io_err(parent))?;
     }
