@@ -237,7 +237,8 @@ async fn measure_timing(
                 probed
             }
         };
-        let report = stall::probe(&agent, &stall::calibration_args(&target)).await?;
+        // 5 rounds: a median that one slow stretch of the machine does not move.
+        let report = stall::probe(&agent, &stall::probe_args(&target, 5)).await?;
         let f = |side: &str, key: &str| report[side][key].as_f64().unwrap_or(0.0);
         ratios.push(RatioRow {
             setting: factor.map_or("stall off".into(), |f| format!("{f}x")),
