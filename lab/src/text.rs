@@ -725,6 +725,34 @@ pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
             r.guest_cxl_ns_per_load
         );
     }
+    match &b.application {
+        Some(a) => {
+            let _ = writeln!(
+                out,
+                "\napplication, stall on: {}\n  bound to node {} (local): {:.1} ms; to node {} ({}, CXL): {:.1} ms; slowdown {:.2}x (model latency {:.2}x)",
+                a.workload,
+                a.local_node,
+                crate::stats::median(&a.local_ms),
+                a.cxl_node,
+                a.device,
+                crate::stats::median(&a.cxl_ms),
+                a.slowdown,
+                a.model_latency_ratio
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "\napplication: skipped, no system-ram region (a NUMA node; try --topology tiering)"
+            );
+        }
+    }
+    if b.workloads.is_empty() {
+        let _ = writeln!(
+            out,
+            "armed/disarmed workloads: skipped, no devdax region (they write one)"
+        );
+    }
     out
 }
 
