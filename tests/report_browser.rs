@@ -122,6 +122,7 @@ fn run_dir(results: &Path, run: &str) -> PathBuf {
         },
         boot: Figures::from([("regions_ready_ms".to_owned(), 7800.0)]),
         suites,
+        stall: None,
     };
     record::write_run(results, &record).unwrap();
     dir

@@ -419,7 +419,7 @@ enum BenchWhat {
         runs: usize,
         /// Model settings: every device's read latency as this multiple
         /// of the local latency (repeatable).
-        #[arg(long = "factor", default_values_t = [2.0, 3.0])]
+        #[arg(long = "factor", default_values_t = [1.0, 2.0, 3.0])]
         factors: Vec<f64>,
         #[arg(long)]
         json: bool,

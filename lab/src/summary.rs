@@ -297,6 +297,26 @@ pub struct RatioRow {
     pub guest_cxl_mb_per_s: f64,
 }
 
+/// The application experiment: one guest workload with its memory bound
+/// to local RAM and to the CXL NUMA node, stall mode on (the lab's own
+/// calibration and model), times as the guest measures them.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppExperiment {
+    /// The workload (run under `numactl --membind=NODE`).
+    pub workload: String,
+    pub local_node: i64,
+    pub cxl_node: i64,
+    /// The CXL node's device (an interleaved region: its first member).
+    pub device: String,
+    /// The model's CXL/local latency of that device.
+    pub model_latency_ratio: f64,
+    /// The workload's own elapsed time, each run, in milliseconds.
+    pub local_ms: Vec<f64>,
+    pub cxl_ms: Vec<f64>,
+    /// The medians' ratio, CXL over local.
+    pub slowdown: f64,
+}
+
 /// `lab bench timing`.
 #[derive(Debug, Clone, Serialize)]
 pub struct TimingBench {
@@ -306,8 +326,11 @@ pub struct TimingBench {
     pub loadavg_end: String,
     pub runs: usize,
     pub stall: crate::stall::StallState,
+    /// Empty when the lab has no devdax region (the workloads write one).
     pub workloads: Vec<WorkloadSlowdown>,
     pub ratios: Vec<RatioRow>,
+    /// None when the lab has no system-ram (NUMA node) region.
+    pub application: Option<AppExperiment>,
 }
 
 /// `lab inject`: what was injected and what QEMU answered.

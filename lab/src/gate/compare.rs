@@ -296,6 +296,7 @@ mod tests {
                 .iter()
                 .map(|s| suite_record(s, 1.0, &fixture(&format!("{run}/{s}"))))
                 .collect(),
+            stall: None,
         }
     }
 

@@ -150,6 +150,12 @@ pub struct RunRecord {
     pub boot: Figures,
     /// In the order they ran.
     pub suites: Vec<SuiteRecord>,
+    /// Stall mode (`lab up --timing=stall`): the calibration, each
+    /// device's modelled latency and wall times, the plugin's table, as
+    /// the lab recorded them at up. Absent otherwise (and in summaries
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stall: Option<crate::stall::StallState>,
 }
 
 impl RunRecord {
@@ -333,7 +339,45 @@ mod tests {
             },
             boot: Figures::new(),
             suites: vec![],
+            stall: None,
         }
+    }
+
+    #[test]
+    fn a_stall_mode_run_keeps_its_calibration_and_older_summaries_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let results = dir.path().join("results");
+        std::fs::create_dir_all(results.join("a")).unwrap();
+        let mut r = record("a");
+        let t = cxl_topology::Topology::embedded_default();
+        let c = crate::stall::Calibration::new("dax:/dev/dax0.0".into(), 50.0, 600.0, &t);
+        let devices = crate::stall::device_stalls(&t, &c);
+        r.stall = Some(crate::stall::StallState {
+            local_latency_ns: 100,
+            calibration: c,
+            devices,
+            command: "plugin stall off".into(),
+        });
+        let run = write_run(&results, &r).unwrap();
+        let text = std::fs::read_to_string(run.join(SUMMARY_FILE)).unwrap();
+        assert!(text.contains("\"wall_ns_per_model_ns\""), "{text}");
+        assert!(text.contains("\"model_latency_ratio\""), "{text}");
+        // (Floats through JSON may move in their last bit.)
+        let back = load(&run).unwrap().stall.expect("the stall state back");
+        let st = r.stall.as_ref().unwrap();
+        assert_eq!(back.command, st.command);
+        assert_eq!(back.devices.len(), 2);
+        assert!(
+            (back.calibration.wall_ns_per_model_ns - st.calibration.wall_ns_per_model_ns).abs()
+                < 1e-9
+        );
+        // Without stall mode the key is left out, and a summary without
+        // it (written before it existed) loads as None.
+        std::fs::create_dir_all(results.join("b")).unwrap();
+        let run = write_run(&results, &record("b")).unwrap();
+        let text = std::fs::read_to_string(run.join(SUMMARY_FILE)).unwrap();
+        assert!(!text.contains("\"stall\""), "{text}");
+        assert_eq!(load(&run).unwrap().stall, None);
     }
 
     fn write(results: &Path, id: &str) {

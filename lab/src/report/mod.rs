@@ -202,6 +202,7 @@ pub(crate) mod tests {
                 .chain(&["dcd"])
                 .map(|s| suite_record(s, 10.0, &results[*s]))
                 .collect(),
+            stall: None,
         };
         // cxl-memsim's stats: only run1 has them, from a real `lab up
         // --timing` and `lab run fio` on the default topology (2026-12-07).

@@ -14,7 +14,9 @@ use crate::image;
 use crate::rundir::{BootKind, RunDir, Timings};
 use crate::stall::{self, StallError, StallState};
 use crate::stats::median;
-use crate::summary::{BootBench, BootStats, RatioRow, TimingBench, WorkloadSlowdown};
+use crate::summary::{
+    AppExperiment, BootBench, BootStats, RatioRow, TimingBench, WorkloadSlowdown,
+};
 use crate::timing::{self, TimingError};
 
 /// `lab bench boot`: `runs` cold boots that save nothing, one cold boot
@@ -116,7 +118,7 @@ pub async fn bench_timing(
     let summary = up(&opts, events).await?;
     let measured = measure_timing(&opts.name, &summary, runs.max(1), factors).await;
     down(&opts.name, events).await?;
-    let (stall, workloads, ratios) = measured?;
+    let (stall, workloads, ratios, application) = measured?;
     Ok(TimingBench {
         loadavg_start,
         loadavg_end: loadavg(),
@@ -124,10 +126,16 @@ pub async fn bench_timing(
         stall,
         workloads,
         ratios,
+        application,
     })
 }
 
-type Measured = (StallState, Vec<WorkloadSlowdown>, Vec<RatioRow>);
+type Measured = (
+    StallState,
+    Vec<WorkloadSlowdown>,
+    Vec<RatioRow>,
+    Option<AppExperiment>,
+);
 
 async fn measure_timing(
     name: &str,
@@ -149,18 +157,17 @@ async fn measure_timing(
     let stall_state = timing.stall.clone().ok_or(StallError::NoProbeTarget)?;
     let agent = agent(name).await?;
     let target = stall::probe_target(&outcome).ok_or(StallError::NoProbeTarget)?;
-    let dax = outcome
-        .regions
+    // The README table's workloads write a dax device: none without one.
+    let workloads: Vec<Vec<String>> = match outcome.regions.iter().find_map(|r| r.dax.clone()) {
+        Some(dax) => [
+            format!("dax-pattern write {dax} --offset 0 --len 4M"),
+            "data-generator -f /tmp/bench-timing.dat -s 16 -p random".to_owned(),
+        ]
         .iter()
-        .find_map(|r| r.dax.clone())
-        .ok_or(StallError::NoProbeTarget)?;
-    let workloads: Vec<Vec<String>> = [
-        format!("dax-pattern write {dax} --offset 0 --len 4M"),
-        "data-generator -f /tmp/bench-timing.dat -s 16 -p random".to_owned(),
-    ]
-    .iter()
-    .map(|w| w.split_whitespace().map(str::to_owned).collect())
-    .collect();
+        .map(|w| w.split_whitespace().map(str::to_owned).collect())
+        .collect(),
+        None => Vec::new(),
+    };
     let wall = |argv: Vec<String>| {
         let agent = &agent;
         async move {
@@ -190,18 +197,20 @@ async fn measure_timing(
     for w in &workloads {
         armed.push(wall(w.clone()).await?);
     }
-    timing::arm_windows(&control, &agent, &[], ARM_TIMEOUT).await?;
     let mut slowdowns = Vec::new();
-    for (w, a) in workloads.iter().zip(armed) {
-        let d = wall(w.clone()).await?;
-        slowdowns.push(WorkloadSlowdown {
-            workload: w.join(" "),
-            armed_s: a,
-            disarmed_s: d,
-            slowdown: a / d.max(1e-9),
-        });
+    if !workloads.is_empty() {
+        timing::arm_windows(&control, &agent, &[], ARM_TIMEOUT).await?;
+        for (w, a) in workloads.iter().zip(armed) {
+            let d = wall(w.clone()).await?;
+            slowdowns.push(WorkloadSlowdown {
+                workload: w.join(" "),
+                armed_s: a,
+                disarmed_s: d,
+                slowdown: a / d.max(1e-9),
+            });
+        }
+        timing::arm_windows(&control, &agent, &timing.windows, ARM_TIMEOUT).await?;
     }
-    timing::arm_windows(&control, &agent, &timing.windows, ARM_TIMEOUT).await?;
 
     let mut ratios = Vec::new();
     for factor in std::iter::once(None).chain(factors.iter().copied().map(Some)) {
@@ -237,7 +246,8 @@ async fn measure_timing(
                 probed
             }
         };
-        let report = stall::probe(&agent, &stall::calibration_args(&target)).await?;
+        // 5 rounds: a median that one slow stretch of the machine does not move.
+        let report = stall::probe(&agent, &stall::probe_args(&target, 5)).await?;
         let f = |side: &str, key: &str| report[side][key].as_f64().unwrap_or(0.0);
         ratios.push(RatioRow {
             setting: factor.map_or("stall off".into(), |f| format!("{f}x")),
@@ -251,9 +261,93 @@ async fn measure_timing(
             guest_cxl_mb_per_s: f("cxl", "stream_mb_per_s"),
         });
     }
-    // The lab's own table back (it goes down next, but say what it was).
+    // The lab's own table back, for the application experiment.
     stall::control(&control, &stall_state.command).await?;
-    Ok((stall_state, slowdowns, ratios))
+    let application = match outcome.regions.iter().find(|r| r.numa_node.is_some()) {
+        Some(r) => Some(application(&control, &agent, r, &stall_state, runs).await?),
+        None => None,
+    };
+    Ok((stall_state, slowdowns, ratios, application))
+}
+
+/// The application experiment's workload: random page writes over a
+/// mapped 4 MiB file, each first one to a page a copy-on-write copy placed
+/// by the memory policy (`numactl --membind`), then a write to it.
+const APP_FILE: &str = "/tmp/bench-app.dat";
+const APP_WORKLOAD: &str = "mmap-workload -f /tmp/bench-app.dat -p random -c 2000 --json";
+
+/// Runs [`APP_WORKLOAD`] bound to node 0 (local RAM) and to the region's
+/// node in turn, `runs` times each, with the lab's stall table in force.
+async fn application(
+    control: &std::path::Path,
+    agent: &crate::qga::Agent,
+    region: &cxl_regions::plan::RegionOutcome,
+    stall_state: &StallState,
+    runs: usize,
+) -> Result<AppExperiment, LabError> {
+    let cxl_node = region.numa_node.unwrap_or_default();
+    let device = region
+        .members
+        .first()
+        .map(|m| m.device.clone())
+        .unwrap_or_default();
+    let model_latency_ratio = stall_state
+        .devices
+        .iter()
+        .find(|d| d.device == device)
+        .map_or(0.0, |d| d.model_latency_ratio);
+    let exec = |argv: Vec<String>| async move {
+        let out = agent
+            .exec(&argv[0], &argv[1..], Duration::from_secs(600))
+            .await
+            .map_err(|e| LabError::Guest(Box::new(e)))?;
+        if !out.success() {
+            return Err(LabError::from(StallError::GuestFailed {
+                command: argv.join(" "),
+                code: out.exit_code,
+                stderr: out.stderr.trim().to_owned(),
+            }));
+        }
+        Ok(out.stdout)
+    };
+    let words = |s: &str| s.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    // The file is written unstalled: every user-space store would be
+    // held (16 MiB did not finish in 10 minutes).
+    stall::control(control, "plugin stall off").await?;
+    exec(words(&format!(
+        "data-generator -f {APP_FILE} -s 4 -p sequential"
+    )))
+    .await?;
+    stall::control(control, &stall_state.command).await?;
+    let bound = |node: i64| words(&format!("numactl --membind={node} {APP_WORKLOAD}"));
+    let elapsed = |stdout: String, node: i64| -> Result<f64, LabError> {
+        serde_json::from_str::<serde_json::Value>(&stdout)
+            .ok()
+            .and_then(|v| v["elapsed_ms"].as_f64())
+            .ok_or_else(|| {
+                StallError::BadReport(format!(
+                    "no elapsed_ms from {APP_WORKLOAD} on node {node}: {stdout}"
+                ))
+                .into()
+            })
+    };
+    let (mut local_ms, mut cxl_ms) = (Vec::new(), Vec::new());
+    // Alternating, so a change in the machine's speed touches both.
+    for _ in 0..runs {
+        local_ms.push(elapsed(exec(bound(0)).await?, 0)?);
+        cxl_ms.push(elapsed(exec(bound(cxl_node)).await?, cxl_node)?);
+    }
+    exec(words(&format!("rm -f {APP_FILE}"))).await?;
+    Ok(AppExperiment {
+        workload: APP_WORKLOAD.to_owned(),
+        local_node: 0,
+        cxl_node,
+        device,
+        model_latency_ratio,
+        slowdown: median(&cxl_ms) / median(&local_ms).max(1e-9),
+        local_ms,
+        cxl_ms,
+    })
 }
 
 const ARM_TIMEOUT: Duration = Duration::from_secs(60);

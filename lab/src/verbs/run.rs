@@ -274,6 +274,7 @@ async fn run_planned(
         },
         boot,
         suites: records,
+        stall: state.timing.as_ref().and_then(|t| t.stall.clone()),
     };
     record::write_run(&results, &record)?;
     Ok(RunReport {

@@ -324,8 +324,10 @@ extern "C" fn on_idle(_id: qemu_plugin_id_t, vcpu: c_uint) {
     poll_pending(st);
 }
 
-extern "C" fn on_resume(_id: qemu_plugin_id_t, _vcpu: c_uint) {
-    poll_pending(state());
+extern "C" fn on_resume(_id: qemu_plugin_id_t, vcpu: c_uint) {
+    let st = state();
+    st.stall.resumed(vcpu as usize);
+    poll_pending(st);
 }
 
 extern "C" fn on_exit(_id: qemu_plugin_id_t, _userdata: *mut c_void) {
