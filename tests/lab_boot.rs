@@ -56,11 +56,9 @@ fn default_topology_boots_with_dax_devices_and_survives_restarts() {
         "{status:#?}"
     );
     assert_eq!(status.vm_status.as_deref(), Some("running"));
-    let mut argv = cxl_lab::verbs::args(&lab.options()).expect("lab args");
-    // A restored lab's QEMU also waits for its state (`-incoming defer`).
-    if summary.timings.boot == cxl_lab::rundir::BootKind::Restored {
-        argv.extend(["-incoming".to_owned(), "defer".to_owned()]);
-    }
+    // Of a running lab, `lab args` is the argv its QEMU runs with (a
+    // restored one's ends in `-incoming defer`).
+    let argv = cxl_lab::verbs::args(&lab.options()).expect("lab args");
     let cmdline = std::fs::read(format!("/proc/{}/cmdline", summary.qemu_pid.expect("pid")))
         .expect("QEMU cmdline");
     let running: Vec<String> = cmdline
