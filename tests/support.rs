@@ -62,8 +62,12 @@ impl TestLab {
         UpOptions {
             name: self.name.clone(),
             accel: AccelChoice::Tcg,
-            cold: false,
-            save: true,
+            // Cold, saving nothing: on restored labs the guest agent stopped
+            // answering twice (tests/lab_faults.rs's hung-agent test, and
+            // tests/seeds.rs once), not yet explained; tests/restore.rs
+            // tests restoring.
+            cold: true,
+            save: false,
             ..UpOptions::default()
         }
     }
