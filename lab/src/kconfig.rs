@@ -94,6 +94,13 @@ pub const OPTIONS: &[ConfigOption] = &[
     required("CXL_REGION", "cxl-regions creates and commits every region through the region driver's sysfs"),
     required("LIBNVDIMM", "persistent regions become nvdimm regions and namespaces (ndctl)"),
     required("BLK_DEV_PMEM", "nd_pmem: /dev/pmemN of a persistent region's namespace (fsdax mode, the ioriot filesystem)"),
+    // What the dax options depend on: absent from a defconfig base, and
+    // merge_config.sh does not pull dependencies in, so a fragment without
+    // them silently loses every dax option below.
+    required("TRANSPARENT_HUGEPAGE", "device_dax depends on it (DEV_DAX is hidden without it): its mappings are 2 MiB pages"),
+    required("MEMORY_HOTPLUG", "kmem onlines a system-ram region with add_memory(), and ZONE_DEVICE depends on it"),
+    required("MEMORY_HOTREMOVE", "ZONE_DEVICE depends on it"),
+    required("ZONE_DEVICE", "devdax and fsdax namespaces (NVDIMM_PFN) and FS_DAX map device memory as ZONE_DEVICE pages"),
     required("NVDIMM_DAX", "ndctl create-namespace -m devdax: the default topology's pmem0 is a dax device"),
     required("DEV_DAX", "device_dax: /dev/daxX.Y of every devdax region"),
     required("DEV_DAX_PMEM", "dax_pmem: the dax device of a devdax pmem namespace"),
