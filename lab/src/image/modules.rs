@@ -44,6 +44,7 @@ pub struct ModuleTree {
 }
 
 /// A module ready for the image.
+#[derive(Debug, Clone)]
 pub struct ImageModule {
     pub name: String,
     /// Path relative to `/lib/modules/<release>/`, without compression suffix.

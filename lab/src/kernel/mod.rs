@@ -26,6 +26,7 @@ use std::process::Command;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::image::kmod;
 use crate::image::modules::{self, ModuleTree};
 use crate::image::recipe::Recipe;
 use crate::image::{self, Image, Source};
@@ -139,6 +140,10 @@ struct Entry {
     kind: KernelKind,
     modules: Vec<String>,
     absent_modules: Vec<String>,
+    /// The image's out-of-tree modules built against this kernel (a build
+    /// tree's), in its layer.
+    #[serde(default)]
+    built_modules: Vec<String>,
 }
 
 /// The files of a user's kernel before it is cached.
@@ -148,6 +153,9 @@ struct Found {
     config: KernelConfig,
     config_text: Vec<u8>,
     modules: Option<ModuleTree>,
+    /// The recipe's out-of-tree modules built against this kernel (only a
+    /// build tree can: it has what `make M=` needs).
+    built: Vec<modules::ImageModule>,
 }
 
 /// Prepares a user's kernel for `image`: checks it, caches it under
@@ -197,6 +205,7 @@ pub fn prepare(
                 .manifest
                 .built_modules
                 .iter()
+                .filter(|m| !entry.built_modules.contains(&m.name))
                 .map(|m| m.name.clone())
                 .collect()
         },
@@ -317,6 +326,7 @@ fn find_bzimage(image: &Path, modules: Option<&Path>) -> Result<Found, KernelErr
         config,
         config_text,
         modules,
+        built: Vec::new(),
     })
 }
 
@@ -399,6 +409,10 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
     let mut h = Sha256::new();
     sha256_file(&image, &mut h)?;
     h.update(&found.config_text);
+    // A rebuilt module alone leaves bzImage and .config as they were: the
+    // modules' own state is part of the key, or the loop would boot the
+    // modules installed before the rebuild.
+    h.update(tree_modules_stamp(tree).as_bytes());
     let dest = kernels.join(format!("tree-{}", hex::encode(&h.finalize()[..12])));
     let done = dest.join(".installed");
     if !done.is_file() {
@@ -430,7 +444,78 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
         std::fs::write(&done, b"").map_err(io_err(&done))?;
     }
     found.modules = Some(open_modules(&dest, &image, &found.bz.release)?);
+    found.built = build_against_tree(tree, &dest, &found.bz.release);
     Ok(found)
+}
+
+/// Path, size and modification time of every module the tree's last
+/// `make modules` listed (`modules.order`): cheap, and changed by any
+/// rebuilt module.
+fn tree_modules_stamp(tree: &Path) -> String {
+    let order = std::fs::read_to_string(tree.join("modules.order")).unwrap_or_default();
+    let mut stamp = String::new();
+    for line in order.lines() {
+        let line = line.trim();
+        // Lines name the module's object (`drivers/dax/kmem.o`; `.ko` before 6.2).
+        let ko = tree.join(match line.strip_suffix(".o") {
+            Some(stem) => format!("{stem}.ko"),
+            None => line.to_owned(),
+        });
+        let meta = std::fs::metadata(&ko).ok();
+        let size = meta.as_ref().map_or(0, |m| m.len());
+        let mtime = meta
+            .and_then(|m| m.modified().ok())
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        stamp.push_str(&format!("{line} {size} {mtime}\n"));
+    }
+    stamp
+}
+
+/// The recipe's out-of-tree modules (seq_page_faults), built against the
+/// tree with `make -C <tree> M=…` once per installed-modules entry, so a
+/// user's kernel loads them as the image's kernel does. A module that does
+/// not build is left out, saying why; the suites that need it skip.
+fn build_against_tree(tree: &Path, dest: &Path, release: &str) -> Vec<modules::ImageModule> {
+    let recipe = Recipe::embedded();
+    let mut built = Vec::new();
+    for name in &recipe.built_modules {
+        let cached = dest.join("built").join(format!("{name}.ko"));
+        if let Ok(bytes) = std::fs::read(&cached) {
+            built.push(modules::ImageModule {
+                name: name.clone(),
+                rel_path: format!("{}/{name}.ko", kmod::EXTRA_DIR),
+                bytes,
+                depends: Vec::new(),
+            });
+            continue;
+        }
+        let result = kmod::source(name)
+            .and_then(|src| kmod::build(src, tree, release, &dest.join("built-work")));
+        let _ = std::fs::remove_dir_all(dest.join("built-work"));
+        match result {
+            Ok(b) => {
+                let _ = std::fs::create_dir_all(dest.join("built"));
+                if let Err(e) = std::fs::write(&cached, &b.module.bytes) {
+                    tracing::warn!("cannot cache {}: {e}", cached.display());
+                }
+                built.push(b.module);
+            }
+            Err(e) => {
+                let mut why = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    why.push_str(&format!(": {s}"));
+                    source = s.source();
+                }
+                tracing::warn!(
+                    "module {name} does not build against {}; suites that need it skip: {why}",
+                    tree.display()
+                )
+            }
+        }
+    }
+    built
 }
 
 /// The modules layer of `found`: the recipe's module lists resolved in its
@@ -487,7 +572,8 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
         .map(|m| modules::canonical(m))
         .filter(|m| tree.has_module(m))
         .collect();
-    let mods = tree.closure(&present)?;
+    let mut mods = tree.closure(&present)?;
+    mods.extend(found.built.iter().cloned());
     let base = format!("/lib/modules/{}", tree.kernel_release);
     files.insert(
         format!("{base}/modules.dep"),
@@ -579,6 +665,7 @@ fn store(
         kind,
         modules: layer.modules,
         absent_modules: layer.absent,
+        built_modules: found.built.iter().map(|m| m.name.clone()).collect(),
     };
     let record = tmp.join("kernel.json");
     std::fs::write(

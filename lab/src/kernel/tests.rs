@@ -366,16 +366,39 @@ fn a_build_tree_installs_its_modules_with_its_own_make() {
     std::fs::write(
         tree.join("Makefile"),
         format!(
-            "modules_install:\n\ttest \"$(INSTALL_MOD_STRIP)\" = 1\n\tmkdir -p $(INSTALL_MOD_PATH)/lib\n\tcp -r {}/lib/modules $(INSTALL_MOD_PATH)/lib/\n",
+            "modules_install:\n\ttest \"$(INSTALL_MOD_STRIP)\" = 1\n\techo run >> {}/installs\n\tmkdir -p $(INSTALL_MOD_PATH)/lib\n\tcp -r {}/lib/modules $(INSTALL_MOD_PATH)/lib/\n",
+            d.path().display(),
             staged.display()
         ),
     )
     .unwrap();
+    let installs = || {
+        std::fs::read_to_string(d.path().join("installs"))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
     let cache = d.path().join("cache");
     let k = prepare_path(&tree, None, &cache).unwrap();
     assert_eq!(k.origin.kind, KernelKind::Tree);
     assert_eq!(k.release, RELEASE);
     assert!(k.modules.contains(&"cxl_mem".to_owned()));
+    // The stand-in cannot build the recipe's out-of-tree module (no
+    // `modules` target): the kernel boots without it, which the faults
+    // suite names.
+    assert_eq!(k.foreign_built_modules, ["seq_page_faults"]);
+    prepare_path(&tree, None, &cache).unwrap();
+    assert_eq!(installs(), 1, "an unchanged tree is installed once");
+    // The rebuild loop: one module rebuilt, bzImage and .config as they
+    // were. Its modules are installed again, not taken from the cache.
+    std::fs::create_dir_all(tree.join("drivers/dax")).unwrap();
+    std::fs::write(tree.join("modules.order"), "drivers/dax/kmem.o\n").unwrap();
+    std::fs::write(tree.join("drivers/dax/kmem.ko"), b"first build").unwrap();
+    prepare_path(&tree, None, &cache).unwrap();
+    assert_eq!(installs(), 2);
+    std::fs::write(tree.join("drivers/dax/kmem.ko"), b"the rebuilt module").unwrap();
+    prepare_path(&tree, None, &cache).unwrap();
+    assert_eq!(installs(), 3, "a rebuilt module is installed again");
     let e = prepare_path(&tree, Some(&staged), &cache).unwrap_err();
     assert!(matches!(e, KernelError::ModulesNotForThis { .. }), "{e}");
     // A failing modules_install: named with its output.
