@@ -62,12 +62,8 @@ impl TestLab {
         UpOptions {
             name: self.name.clone(),
             accel: AccelChoice::Tcg,
-            // Cold, saving nothing: on restored labs the guest agent stopped
-            // answering twice (tests/lab_faults.rs's hung-agent test, and
-            // tests/seeds.rs once), not yet explained; tests/restore.rs
-            // tests restoring.
-            cold: true,
-            save: false,
+            cold: false,
+            save: true,
             ..UpOptions::default()
         }
     }

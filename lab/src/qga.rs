@@ -126,27 +126,28 @@ fn cmd_err(command: &'static str) -> impl Fn(qapi::ExecuteError) -> QgaError {
 }
 
 impl Agent {
-    /// Connects and runs guest-sync with a fresh id, so answers left over
-    /// from an earlier connection cannot be taken for ours.
+    /// Connects and synchronises with a fresh id
+    /// ([`sync_delimited`]): answers and partial requests left over from
+    /// earlier connections are skipped, so none is taken for ours.
     pub async fn connect(path: &Path, sync_timeout: Duration) -> Result<Agent, QgaError> {
-        let stream = QgaStreamTokio::open_uds(path)
+        let mut stream = UnixStream::connect(path)
             .await
             .map_err(|source| QgaError::Connect {
                 path: path.to_owned(),
                 source,
             })?;
-        let (service, reader) = stream.spawn_tokio();
-        let agent = Agent {
-            service,
-            _reader: reader,
-        };
         let id = (std::process::id() as i32)
             .wrapping_mul(31)
             .wrapping_add(sync_id_seed());
-        match tokio::time::timeout(sync_timeout, agent.service.guest_sync(id)).await {
-            Ok(Ok(())) => Ok(agent),
-            Ok(Err(_)) | Err(_) => Err(QgaError::NoSync(sync_timeout)),
+        match tokio::time::timeout(sync_timeout, sync_delimited(&mut stream, id)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return Err(QgaError::NoSync(sync_timeout)),
         }
+        let (service, reader) = QgaStreamTokio::open(stream).spawn_tokio();
+        Ok(Agent {
+            service,
+            _reader: reader,
+        })
     }
 
     /// Connects, retrying until `deadline`, while `alive()` says the VM
@@ -398,6 +399,89 @@ impl Agent {
     }
 }
 
+/// What qemu-ga puts before the answer to guest-sync-delimited; sent to
+/// qemu-ga, it makes its parser drop a partial request. Never in JSON text.
+const SENTINEL: u8 = 0xff;
+
+/// The longest answer line [`sync_delimited`] keeps while looking for its
+/// own (stale answers, such as guest-exec-status with captured output,
+/// can be long; only their length is skipped).
+const SYNC_LINE_MAX: usize = 4096;
+
+/// qemu-ga's protocol for a fresh connection (its schema, at
+/// guest-sync-delimited): send the sentinel (qemu-ga drops any request a
+/// client that went away left half-written), then guest-sync-delimited
+/// with `id`, and skip everything up to the sentinel before the answer
+/// that carries `id`. qemu-ga answers every request it read, in order, to
+/// whoever is connected when it writes; when it could not answer while no
+/// client was connected (stopped, hung, or busy past the client's
+/// timeout), the waiting answers go to the next client first. Taking the
+/// first answer for ours (what qapi's `guest_sync` does) then fails every
+/// connection, each leaving its own request for the next one: the agent
+/// never comes back. Reads one byte at a time, so nothing after our
+/// answer is consumed here.
+async fn sync_delimited(stream: &mut UnixStream, id: i32) -> std::io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut request = vec![SENTINEL];
+    request.extend_from_slice(
+        format!(r#"{{"execute":"guest-sync-delimited","arguments":{{"id":{id}}}}}"#).as_bytes(),
+    );
+    request.push(b'\n');
+    stream.write_all(&request).await?;
+    let mut scanner = SyncScanner::new(id);
+    let mut byte = [0u8; 1];
+    loop {
+        if stream.read(&mut byte).await? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if scanner.push(byte[0]) {
+            return Ok(());
+        }
+    }
+}
+
+/// Finds the answer to guest-sync-delimited `id` in the agent's output,
+/// fed one byte at a time: a line after the sentinel whose `return` is
+/// `id`.
+struct SyncScanner {
+    id: i64,
+    /// After a sentinel: the line so far (None: skipping to the next
+    /// sentinel).
+    line: Option<Vec<u8>>,
+}
+
+impl SyncScanner {
+    fn new(id: i32) -> SyncScanner {
+        SyncScanner {
+            id: id.into(),
+            line: None,
+        }
+    }
+
+    /// True once the byte ends our answer.
+    fn push(&mut self, b: u8) -> bool {
+        if b == SENTINEL {
+            self.line = Some(Vec::new());
+            return false;
+        }
+        let Some(line) = self.line.as_mut() else {
+            return false;
+        };
+        if b != b'\n' {
+            if line.len() < SYNC_LINE_MAX {
+                line.push(b);
+            }
+            return false;
+        }
+        let ours = serde_json::from_slice::<serde_json::Value>(line)
+            .ok()
+            .and_then(|v| v.get("return").and_then(serde_json::Value::as_i64))
+            == Some(self.id);
+        self.line = None;
+        ours
+    }
+}
+
 /// A guest shell function, `tree PID`, that SIGKILLs a process and all
 /// its descendants, found by their parent in /proc/N/stat (the guest's
 /// busybox has no pgrep): each process is stopped before its children are
@@ -438,6 +522,32 @@ mod tests {
             source: err("x"),
         };
         assert!(e.to_string().contains("cargo build --workspace"), "{e}");
+    }
+
+    #[test]
+    fn sync_skips_stale_answers_up_to_its_own() {
+        let mut s = SyncScanner::new(42);
+        let mut feed = |bytes: &[u8]| bytes.iter().map(|&b| s.push(b)).collect::<Vec<_>>();
+        // Answers to earlier clients' requests: plain, an error for their
+        // sentinel, a delimited one with another id, a long one.
+        let stale = [
+            &b"{\"return\": 100}\n"[..],
+            b"{\"error\": {\"class\": \"GenericError\", \"desc\": \"x\"}}\n",
+            b"\xff{\"return\": 7}\n",
+            b"{\"return\": 42}\n",
+        ]
+        .concat();
+        assert!(feed(&stale).iter().all(|d| !d), "only after a sentinel");
+        let long = format!(
+            "{{\"return\": {{\"out-data\": \"{}\"}}}}\n",
+            "A".repeat(10_000)
+        );
+        let long = [&[SENTINEL][..], long.as_bytes()].concat();
+        assert!(!feed(&long).iter().any(|d| *d));
+        // A sentinel in the middle of a line starts a new one.
+        let done = feed(b"\xff{\"ret\xff{\"return\": 42}\n");
+        assert_eq!(done.iter().filter(|d| **d).count(), 1);
+        assert!(*done.last().unwrap(), "done at the newline");
     }
 
     #[test]
