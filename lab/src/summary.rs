@@ -398,7 +398,8 @@ pub struct RebuildPath {
     pub total_s: f64,
     /// `lab up`'s own timings (milliseconds from its start).
     pub up: Timings,
-    /// Each finished step of the path, in order, in seconds.
+    /// Each step of the path that finished before regions were ready, in
+    /// order, in seconds.
     pub steps: Vec<StepTime>,
     /// `uname -r` of the kernel booted.
     pub kernel_release: String,

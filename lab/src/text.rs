@@ -787,7 +787,7 @@ pub fn bench_rebuild(b: &crate::summary::RebuildBench) -> String {
     let k = &b.new_kernel;
     let _ = writeln!(
         out,
-        "new kernel: {} ({}; {}): {:.1}s, the developer's build, not counted",
+        "new kernel: {} ({}; {}): built in {:.1}s, not counted in the loop",
         k.kind, k.changed, k.build, k.build_s
     );
     let _ = writeln!(
