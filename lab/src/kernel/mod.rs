@@ -399,9 +399,13 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
     let mut h = Sha256::new();
     sha256_file(&image, &mut h)?;
     h.update(&found.config_text);
+    // A module rebuilt since the last install (bzImage and .config the
+    // same, as after touching one module's source) is installed again.
+    built_modules_state(tree, &mut h);
     let dest = kernels.join(format!("tree-{}", hex::encode(&h.finalize()[..12])));
     let done = dest.join(".installed");
     if !done.is_file() {
+        remove_installs_of(tree, kernels);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
         let out = Command::new("make")
@@ -427,10 +431,54 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
                 output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
             });
         }
-        std::fs::write(&done, b"").map_err(io_err(&done))?;
+        let record = tree.as_os_str().as_encoded_bytes();
+        std::fs::write(&done, record).map_err(io_err(&done))?;
     }
     found.modules = Some(open_modules(&dest, &image, &found.bz.release)?);
     Ok(found)
+}
+
+/// Each module the tree has built (its `modules.order`) by path, size and
+/// modification time: what a `make` that rebuilds a module changes.
+fn built_modules_state(tree: &Path, h: &mut Sha256) {
+    let order = std::fs::read_to_string(tree.join("modules.order")).unwrap_or_default();
+    for line in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let ko = match line.strip_suffix(".o") {
+            Some(stem) => format!("{stem}.ko"),
+            None => line.to_owned(),
+        };
+        h.update(ko.as_bytes());
+        if let Ok(m) = std::fs::metadata(tree.join(&ko)) {
+            h.update(m.len().to_le_bytes());
+            let since = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            if let Some(d) = since {
+                h.update(d.as_nanos().to_le_bytes());
+            }
+        }
+        h.update([0]);
+    }
+}
+
+/// Removes the earlier modules_install copies of `tree` (their
+/// `.installed` names it): its kernel entries already hold the modules
+/// they boot, and a rebuild loop would otherwise keep one per build.
+fn remove_installs_of(tree: &Path, kernels: &Path) {
+    let Ok(dir) = std::fs::read_dir(kernels) else {
+        return;
+    };
+    let record = tree.as_os_str().as_encoded_bytes();
+    for e in dir.filter_map(Result::ok) {
+        let path = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("tree-")
+            && std::fs::read(path.join(".installed")).is_ok_and(|r| r == record)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// The modules layer of `found`: the recipe's module lists resolved in its
