@@ -337,6 +337,15 @@ mod tests {
             },
             rebuild,
         };
+        // `--json`: the same figures, each part named.
+        let json = serde_json::to_value(&b).unwrap();
+        assert_eq!(json["cold"]["image_build_s"], 20.0);
+        assert_eq!(json["rebuild"]["kernel_s"], 0.3);
+        assert_eq!(json["rebuild"]["steps"][0]["step"], "kernel");
+        assert_eq!(json["rebuild"]["up"]["regions_ready_ms"], 7_600);
+        assert_eq!(json["new_kernel"]["build_s"], 31.0);
+        assert!(json["rebuild"].get("image_build_s").is_none());
+        assert!(json["cold"].get("kernel_s").is_none());
         let text = crate::text::bench_rebuild(&b);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
