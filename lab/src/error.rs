@@ -42,6 +42,8 @@ pub enum LabError {
     Kconfig(#[from] KconfigError),
     #[error(transparent)]
     Kernel(#[from] KernelError),
+    #[error(transparent)]
+    Rebuild(#[from] crate::rebuild::RebuildError),
     #[error("Starting QEMU failed.")]
     Process(#[from] ProcessError),
     #[error("Restoring the saved lab state failed.")]

@@ -17,7 +17,9 @@
 //! config, checked before boot, and the options the suites need are
 //! `kconfig.rs`; a user's kernel (`lab up --kernel`: a .deb, a bzImage
 //! or a build tree, checked and cached with its modules layer) is
-//! `kernel/`. The regression gate (what
+//! `kernel/`; the rebuild loop's new kernel for `lab bench rebuild` (a
+//! tree's make, or a stand-in) and its scratch cache are `rebuild.rs`
+//! (the verb is `verbs/bench_rebuild.rs`). The regression gate (what
 //! of a suite's JSON is behaviour, the metric table, kept runs and
 //! baselines, `lab compare`, JUnit) is `gate/`; `lab report`'s HTML page
 //! and its SVG charts are `report/`. What a lab that is down
@@ -41,6 +43,7 @@ pub mod process;
 pub mod qemu;
 pub mod qga;
 pub mod qmp;
+pub mod rebuild;
 pub mod regions;
 pub mod report;
 pub mod rundir;

@@ -437,6 +437,31 @@ enum BenchWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Today's cold path (the image built from scratch into a scratch
+    /// cache, then a cold `lab up`) against the rebuild loop (a finished
+    /// make to regions ready with a kernel the lab has never seen: `lab up
+    /// --kernel --cold`), from one run: each one's seconds, their parts
+    /// and the ratio. Removes the scratch cache and all made in it.
+    Rebuild {
+        #[arg(long, default_value = "bench-rebuild")]
+        name: String,
+        #[arg(long)]
+        topology: Option<PathBuf>,
+        /// A kernel build tree: FILE is touched and the tree's `make -jN`
+        /// run before the loop (its seconds reported apart). Without it,
+        /// the loop's kernel is a stand-in: the image's kernel as a
+        /// vmlinuz and a modules directory with one module recompressed.
+        #[arg(long)]
+        kernel: Option<PathBuf>,
+        /// The source file touched, relative to the tree.
+        #[arg(long, default_value = cxl_lab::verbs::bench_rebuild::DEFAULT_TOUCH)]
+        touch: PathBuf,
+        /// make's -j (default: the host's cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        #[arg(long)]
+        json: bool,
+    },
     /// The matrix at its parallelism, then again one cell at a time, and
     /// the ratio of their wall times (each run kept as `lab matrix` keeps
     /// it).
@@ -892,6 +917,38 @@ async fn main() -> anyhow::Result<()> {
                 print_json(&b)?;
             } else {
                 print!("{}", text::bench_boot(&b));
+            }
+        }
+        Verb::Bench {
+            what:
+                BenchWhat::Rebuild {
+                    name,
+                    topology,
+                    kernel,
+                    touch,
+                    jobs,
+                    json,
+                },
+        } => {
+            let opts = cxl_lab::verbs::bench_rebuild::RebuildOptions {
+                up: UpOptions {
+                    name,
+                    topology,
+                    accel: AccelChoice::Tcg,
+                    ..UpOptions::default()
+                },
+                tree: kernel,
+                touch,
+                jobs: jobs
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            };
+            let b = verbs::bench_rebuild(&opts, &ui())
+                .await
+                .context("lab bench rebuild failed")?;
+            if json {
+                print_json(&b)?;
+            } else {
+                print!("{}", text::bench_rebuild(&b));
             }
         }
         Verb::Matrix {

@@ -350,3 +350,80 @@ pub struct InjectReport {
     /// QEMU's answer (`{}` for these commands).
     pub answer: serde_json::Value,
 }
+
+/// `lab bench rebuild`: today's cold path against the kernel developer's
+/// rebuild loop, from one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildBench {
+    /// The host's /proc/loadavg when the bench started and ended.
+    pub loadavg_start: String,
+    pub loadavg_end: String,
+    /// How `lab` was built: `debug` or `release`.
+    pub profile: String,
+    /// The packages the image pins, and how many of them were already
+    /// downloaded (reused by the scratch cache, not downloaded again).
+    pub debs_pinned: usize,
+    pub debs_reused: usize,
+    /// Today's cold path: the image built from scratch, then a cold
+    /// `lab up` of the image's kernel.
+    pub cold: RebuildPath,
+    /// The kernel the rebuild loop boots, and how it was made.
+    pub new_kernel: NewKernel,
+    /// The rebuild loop: `lab up --kernel` of that kernel, which the lab
+    /// has never seen, `--cold`.
+    pub rebuild: RebuildPath,
+    /// `cold.total_s` over `rebuild.total_s`.
+    pub ratio: f64,
+}
+
+/// One way to regions ready, in seconds, and its parts.
+#[derive(Debug, Clone, Serialize)]
+pub struct RebuildPath {
+    /// Everything before QEMU: the cold path's image build and `lab up`
+    /// finding it; the loop's kernel preparation in `lab up` (its
+    /// modules_install, modules layer and config check).
+    pub prepare_s: f64,
+    /// The cold image build alone (none in the loop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_build_s: Option<f64>,
+    /// `lab up`'s kernel step alone (none for the image's own kernel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_s: Option<f64>,
+    /// From the end of preparation to the guest agent: simulator, QEMU,
+    /// the guest kernel and /init.
+    pub boot_to_agent_s: f64,
+    /// From the guest agent to regions ready.
+    pub regions_s: f64,
+    /// prepare + boot to agent + regions.
+    pub total_s: f64,
+    /// `lab up`'s own timings (milliseconds from its start).
+    pub up: Timings,
+    /// Each step of the path that finished before regions were ready, in
+    /// order, in seconds.
+    pub steps: Vec<StepTime>,
+    /// `uname -r` of the kernel booted.
+    pub kernel_release: String,
+}
+
+/// One finished step and its seconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepTime {
+    pub step: crate::events::Step,
+    pub seconds: f64,
+}
+
+/// The kernel of the rebuild loop.
+#[derive(Debug, Clone, Serialize)]
+pub struct NewKernel {
+    /// `tree` (`--kernel TREE`: a file touched, the tree's make run) or
+    /// `stand-in` (the image's kernel as a vmlinuz and a modules
+    /// directory, one module file recompressed).
+    pub kind: String,
+    /// What changed: the file touched, or the module rewritten.
+    pub changed: String,
+    /// The build command run (`make -j2`), or how the stand-in was made.
+    pub build: String,
+    /// Its seconds: the developer's compile (or the stand-in's making),
+    /// not counted in the loop.
+    pub build_s: f64,
+}

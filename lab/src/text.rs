@@ -773,6 +773,69 @@ pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
     out
 }
 
+/// `lab bench rebuild`: both paths' parts and totals, and their ratio.
+pub fn bench_rebuild(b: &crate::summary::RebuildBench) -> String {
+    let mut out = format!(
+        "lab bench rebuild ({} build; load average {} at the start, {} at the end)\n",
+        b.profile, b.loadavg_start, b.loadavg_end
+    );
+    let _ = writeln!(
+        out,
+        "image build: from scratch in a scratch cache; {} of {} pinned packages already downloaded and reused",
+        b.debs_reused, b.debs_pinned
+    );
+    let k = &b.new_kernel;
+    let _ = writeln!(
+        out,
+        "new kernel: {} ({}; {}): built in {:.1}s, not counted in the loop",
+        k.kind, k.changed, k.build, k.build_s
+    );
+    let _ = writeln!(
+        out,
+        "{:<14} {:>9} {:>14} {:>9} {:>9}  kernel",
+        "", "prepare", "boot to agent", "regions", "total"
+    );
+    let row = |out: &mut String, what: &str, p: &crate::summary::RebuildPath| {
+        let _ = writeln!(
+            out,
+            "{what:<14} {:>8.1}s {:>13.1}s {:>8.1}s {:>8.1}s  {}",
+            p.prepare_s, p.boot_to_agent_s, p.regions_s, p.total_s, p.kernel_release
+        );
+    };
+    row(&mut out, "cold path", &b.cold);
+    row(&mut out, "rebuild loop", &b.rebuild);
+    let steps = |out: &mut String, what: &str, p: &crate::summary::RebuildPath| {
+        let list: Vec<String> = p
+            .steps
+            .iter()
+            .map(|s| format!("{} {:.1}s", s.step.label(), s.seconds))
+            .collect();
+        let _ = writeln!(out, "{what} steps: {}", list.join(", "));
+    };
+    steps(&mut out, "cold path", &b.cold);
+    steps(&mut out, "rebuild loop", &b.rebuild);
+    if let Some(s) = b.cold.image_build_s {
+        let _ = writeln!(
+            out,
+            "cold path prepare: image build {s:.1}s, then lab up found it in {:.1}s",
+            b.cold.prepare_s - s
+        );
+    }
+    if let Some(s) = b.rebuild.kernel_s {
+        let _ = writeln!(
+            out,
+            "rebuild loop prepare: the kernel (modules_install of a tree, modules layer, config check) {s:.1}s of {:.1}s",
+            b.rebuild.prepare_s
+        );
+    }
+    let _ = writeln!(
+        out,
+        "cold path / rebuild loop, to regions ready: {:.1}x",
+        b.ratio
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -97,6 +97,13 @@ impl ModuleTree {
         })
     }
 
+    /// The file of module `name` (compressed as it lies in the tree).
+    pub fn path_of(&self, name: &str) -> Option<PathBuf> {
+        self.files
+            .get(&canonical(name))
+            .map(|rel| self.dir.join(rel))
+    }
+
     /// Whether the tree has `name` as a module file.
     pub fn has_module(&self, name: &str) -> bool {
         self.files.contains_key(&canonical(name))

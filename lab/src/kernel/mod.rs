@@ -409,13 +409,13 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
     let mut h = Sha256::new();
     sha256_file(&image, &mut h)?;
     h.update(&found.config_text);
-    // A rebuilt module alone leaves bzImage and .config as they were: the
-    // modules' own state is part of the key, or the loop would boot the
-    // modules installed before the rebuild.
-    h.update(tree_modules_stamp(tree).as_bytes());
+    // A module rebuilt since the last install (bzImage and .config the
+    // same, as after touching one module's source) is installed again.
+    built_modules_state(tree, &mut h);
     let dest = kernels.join(format!("tree-{}", hex::encode(&h.finalize()[..12])));
     let done = dest.join(".installed");
     if !done.is_file() {
+        remove_installs_of(tree, kernels);
         let _ = std::fs::remove_dir_all(&dest);
         std::fs::create_dir_all(&dest).map_err(io_err(&dest))?;
         let out = Command::new("make")
@@ -441,35 +441,55 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
                 output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
             });
         }
-        std::fs::write(&done, b"").map_err(io_err(&done))?;
+        let record = tree.as_os_str().as_encoded_bytes();
+        std::fs::write(&done, record).map_err(io_err(&done))?;
     }
     found.modules = Some(open_modules(&dest, &image, &found.bz.release)?);
     found.built = build_against_tree(tree, &dest, &found.bz.release);
     Ok(found)
 }
 
-/// Path, size and modification time of every module the tree's last
-/// `make modules` listed (`modules.order`): cheap, and changed by any
-/// rebuilt module.
-fn tree_modules_stamp(tree: &Path) -> String {
+/// Each module the tree has built (its `modules.order`) by path, size and
+/// modification time: what a `make` that rebuilds a module changes.
+fn built_modules_state(tree: &Path, h: &mut Sha256) {
     let order = std::fs::read_to_string(tree.join("modules.order")).unwrap_or_default();
-    let mut stamp = String::new();
-    for line in order.lines() {
-        let line = line.trim();
-        // Lines name the module's object (`drivers/dax/kmem.o`; `.ko` before 6.2).
-        let ko = tree.join(match line.strip_suffix(".o") {
+    for line in order.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let ko = match line.strip_suffix(".o") {
             Some(stem) => format!("{stem}.ko"),
             None => line.to_owned(),
-        });
-        let meta = std::fs::metadata(&ko).ok();
-        let size = meta.as_ref().map_or(0, |m| m.len());
-        let mtime = meta
-            .and_then(|m| m.modified().ok())
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        stamp.push_str(&format!("{line} {size} {mtime}\n"));
+        };
+        h.update(ko.as_bytes());
+        if let Ok(m) = std::fs::metadata(tree.join(&ko)) {
+            h.update(m.len().to_le_bytes());
+            let since = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+            if let Some(d) = since {
+                h.update(d.as_nanos().to_le_bytes());
+            }
+        }
+        h.update([0]);
     }
-    stamp
+}
+
+/// Removes the earlier modules_install copies of `tree` (their
+/// `.installed` names it): its kernel entries already hold the modules
+/// they boot, and a rebuild loop would otherwise keep one per build.
+fn remove_installs_of(tree: &Path, kernels: &Path) {
+    let Ok(dir) = std::fs::read_dir(kernels) else {
+        return;
+    };
+    let record = tree.as_os_str().as_encoded_bytes();
+    for e in dir.filter_map(Result::ok) {
+        let path = e.path();
+        let name = e.file_name();
+        if name.to_string_lossy().starts_with("tree-")
+            && std::fs::read(path.join(".installed")).is_ok_and(|r| r == record)
+        {
+            let _ = std::fs::remove_dir_all(&path);
+        }
+    }
 }
 
 /// The recipe's out-of-tree modules (seq_page_faults), built against the

@@ -366,18 +366,11 @@ fn a_build_tree_installs_its_modules_with_its_own_make() {
     std::fs::write(
         tree.join("Makefile"),
         format!(
-            "modules_install:\n\ttest \"$(INSTALL_MOD_STRIP)\" = 1\n\techo run >> {}/installs\n\tmkdir -p $(INSTALL_MOD_PATH)/lib\n\tcp -r {}/lib/modules $(INSTALL_MOD_PATH)/lib/\n",
-            d.path().display(),
+            "modules_install:\n\ttest \"$(INSTALL_MOD_STRIP)\" = 1\n\tmkdir -p $(INSTALL_MOD_PATH)/lib\n\tcp -r {}/lib/modules $(INSTALL_MOD_PATH)/lib/\n",
             staged.display()
         ),
     )
     .unwrap();
-    let installs = || {
-        std::fs::read_to_string(d.path().join("installs"))
-            .unwrap_or_default()
-            .lines()
-            .count()
-    };
     let cache = d.path().join("cache");
     let k = prepare_path(&tree, None, &cache).unwrap();
     assert_eq!(k.origin.kind, KernelKind::Tree);
@@ -387,18 +380,49 @@ fn a_build_tree_installs_its_modules_with_its_own_make() {
     // `modules` target): the kernel boots without it, which the faults
     // suite names.
     assert_eq!(k.foreign_built_modules, ["seq_page_faults"]);
-    prepare_path(&tree, None, &cache).unwrap();
-    assert_eq!(installs(), 1, "an unchanged tree is installed once");
-    // The rebuild loop: one module rebuilt, bzImage and .config as they
-    // were. Its modules are installed again, not taken from the cache.
-    std::fs::create_dir_all(tree.join("drivers/dax")).unwrap();
+    let installs = || -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(cache.join("kernels"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("tree-"))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = installs();
+    assert_eq!(first.len(), 1);
+    // A tree that built a module: installed once, reused while unchanged.
+    let log = d.path().join("installs.log");
+    let makefile = format!(
+        "modules_install:\n\techo install >> {}\n\tmkdir -p $(INSTALL_MOD_PATH)/lib\n\tcp -r {}/lib/modules $(INSTALL_MOD_PATH)/lib/\n",
+        log.display(),
+        staged.display()
+    );
+    std::fs::write(tree.join("Makefile"), makefile).unwrap();
     std::fs::write(tree.join("modules.order"), "drivers/dax/kmem.o\n").unwrap();
-    std::fs::write(tree.join("drivers/dax/kmem.ko"), b"first build").unwrap();
+    std::fs::create_dir_all(tree.join("drivers/dax")).unwrap();
+    let ko = tree.join("drivers/dax/kmem.ko");
+    std::fs::write(&ko, b"built").unwrap();
     prepare_path(&tree, None, &cache).unwrap();
-    assert_eq!(installs(), 2);
-    std::fs::write(tree.join("drivers/dax/kmem.ko"), b"the rebuilt module").unwrap();
+    let second = installs();
+    assert_eq!(second.len(), 1, "{second:?}: the earlier install removed");
+    assert_ne!(second, first, "a new module list is a new install");
     prepare_path(&tree, None, &cache).unwrap();
-    assert_eq!(installs(), 3, "a rebuilt module is installed again");
+    assert_eq!(installs(), second, "unchanged: the install is reused");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 1);
+    // One module rebuilt (bzImage and .config the same): installed again.
+    let later = std::time::SystemTime::now() + std::time::Duration::from_secs(5);
+    std::fs::File::options()
+        .append(true)
+        .open(&ko)
+        .unwrap()
+        .set_modified(later)
+        .unwrap();
+    prepare_path(&tree, None, &cache).unwrap();
+    assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 2);
+    let third = installs();
+    assert_eq!(third.len(), 1, "{third:?}");
+    assert_ne!(third, second);
     let e = prepare_path(&tree, Some(&staged), &cache).unwrap_err();
     assert!(matches!(e, KernelError::ModulesNotForThis { .. }), "{e}");
     // A failing modules_install: named with its output.

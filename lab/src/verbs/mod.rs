@@ -1,11 +1,12 @@
 //! The verbs of `lab`, one module each: `up`, `down`, `status`, `exec`,
-//! `args`, `run` (suites), `compare` (and `baseline save`), `report`, `bench` (`bench boot`),
+//! `args`, `run` (suites), `compare` (and `baseline save`), `report`, `bench` (`bench boot`, `bench timing`), `bench_rebuild` (`bench rebuild`),
 //! `soak`, `inject` and `matrix` (and `bench matrix`); `launch` is what QEMU
 //! is started with, for `up` and `args` alike. What they return is in
 //! `summary.rs`, their error in `error.rs`.
 
 pub mod args;
 pub mod bench;
+pub mod bench_rebuild;
 pub mod compare;
 pub mod down;
 pub mod exec;
@@ -20,6 +21,7 @@ pub mod up;
 
 pub use args::args;
 pub use bench::bench_boot;
+pub use bench_rebuild::bench_rebuild;
 pub use compare::{compare_runs, save_baseline};
 pub use down::down;
 pub use exec::{agent, exec};
