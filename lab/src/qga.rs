@@ -161,16 +161,24 @@ impl Agent {
         mut started: impl FnMut() -> bool,
     ) -> Result<Agent, QgaError> {
         let mut last = QgaError::NoSocket(path.to_owned());
+        // Each attempt waits longer (1 s, doubling up to 8 s): a guest too
+        // busy to answer within one attempt's wait would otherwise never
+        // be reached, each attempt giving up before its answer comes.
+        let mut sync_timeout = Duration::from_secs(1);
         while Instant::now() < deadline && alive() {
             if !path.exists() {
                 last = QgaError::NoSocket(path.to_owned());
             } else if !started() {
                 last = QgaError::NotStarted;
             } else {
-                match Agent::connect(path, Duration::from_millis(1000)).await {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match Agent::connect(path, sync_timeout.min(left).max(Duration::from_millis(100)))
+                    .await
+                {
                     Ok(a) => return Ok(a),
                     Err(e) => last = e,
                 }
+                sync_timeout = (sync_timeout * 2).min(Duration::from_secs(8));
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

@@ -7,6 +7,7 @@
 pub mod cpio;
 pub mod debs;
 pub mod elf;
+pub mod key_memo;
 pub mod kmod;
 pub mod lock;
 pub mod modules;
@@ -234,12 +235,47 @@ fn cache_key(tools: &[Tool]) -> Result<String, ImageError> {
     Ok(hex::encode(&h.finalize()[..12]))
 }
 
+/// [`cache_key`], remembered in the cache by the identity of the tools
+/// ([`key_memo`]): the same key, without reading the tools when none
+/// changed since it was computed.
+fn remembered_cache_key(tools: &[Tool], cache_dir: &Path) -> Result<String, ImageError> {
+    let kmod_files: Vec<&[u8]> = kmod::SOURCES
+        .iter()
+        .flat_map(|src| src.files.iter())
+        .flat_map(|(name, text)| [name.as_bytes(), text.as_bytes()])
+        .collect();
+    let mut parts: Vec<&[u8]> = vec![
+        BUILDER_VERSION.as_bytes(),
+        recipe::RECIPE_TOML.as_bytes(),
+        lock::LOCK_TOML.as_bytes(),
+        recipe::INIT_SCRIPT.as_bytes(),
+    ];
+    for (path, text) in recipe::GUEST_FILES {
+        parts.extend([path.as_bytes(), text.as_bytes()]);
+    }
+    parts.extend(kmod_files);
+    let files: Vec<(&str, &Path)> = tools
+        .iter()
+        .map(|t| (t.name.as_str(), t.host.as_path()))
+        .collect();
+    let Some(fingerprint) = key_memo::fingerprint(&parts, &files) else {
+        return cache_key(tools);
+    };
+    let mut memo = key_memo::KeyMemo::load(&cache_dir.join("image-key-memo.json"));
+    if let Some(key) = memo.get(&fingerprint) {
+        return Ok(key.to_owned());
+    }
+    let key = cache_key(tools)?;
+    memo.remember(fingerprint, key.clone());
+    Ok(key)
+}
+
 /// Builds the image, or returns the cached one when nothing changed.
 pub fn build(opts: &ImageOptions, events: &Events) -> Result<Image, ImageError> {
     let recipe = Recipe::embedded();
     let (tools, key) = events.step(Step::ImageResolve, "", || -> Result<_, ImageError> {
         let tools = find_tools(&recipe, &opts.tools_dir)?;
-        let key = cache_key(&tools)?;
+        let key = remembered_cache_key(&tools, &opts.cache_dir)?;
         Ok((tools, key))
     })?;
     let images = opts.cache_dir.join("images");
@@ -866,4 +902,35 @@ pub fn write_initramfs(files: &BTreeMap<String, Source>, out: &Path) -> Result<(
         ))));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_remembered_key_is_the_computed_one_until_a_tool_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let tool = |name: &str, text: &[u8]| {
+            let host = dir.path().join(name);
+            std::fs::write(&host, text).unwrap();
+            Tool {
+                name: name.into(),
+                guest: format!("/usr/bin/{name}"),
+                host,
+            }
+        };
+        let tools = vec![tool("a", b"one"), tool("b", b"two")];
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let key = cache_key(&tools).unwrap();
+        assert_eq!(remembered_cache_key(&tools, &cache).unwrap(), key);
+        assert!(cache.join("image-key-memo.json").is_file());
+        assert_eq!(remembered_cache_key(&tools, &cache).unwrap(), key);
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let tools = vec![tool("a", b"one"), tool("b", b"TWO")];
+        let changed = cache_key(&tools).unwrap();
+        assert_ne!(changed, key);
+        assert_eq!(remembered_cache_key(&tools, &cache).unwrap(), changed);
+    }
 }

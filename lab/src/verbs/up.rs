@@ -475,9 +475,19 @@ async fn restore(
             tokio::time::sleep(Duration::from_millis(20)).await;
         };
         snapshot::incoming(&qmp_conn, saved).await?;
-        let agent = Agent::connect(&qemu::agent_socket(&run.sockets), Duration::from_secs(10))
-            .await
-            .map_err(snapshot::SnapshotError::from)?;
+        // Retried until the boot timeout, as after a cold boot: on a busy
+        // machine the restored guest's agent took more than one 10 s sync
+        // (the end-to-end suites test then dropped the state and booted
+        // cold). The agent runs already in the saved guest, and the
+        // delimited sync skips the answers to earlier attempts.
+        let agent = Agent::wait(
+            &qemu::agent_socket(&run.sockets),
+            deadline,
+            || process::child_running(&mut child),
+            || true,
+        )
+        .await
+        .map_err(snapshot::SnapshotError::from)?;
         state.timings.agent_ready_ms = t0.elapsed().as_millis() as u64;
         let buses: Vec<u8> = topology
             .host_bridges
