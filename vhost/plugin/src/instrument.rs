@@ -385,6 +385,10 @@ unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
             };
             qemu_plugin_insn_data(insn, key.bytes.as_mut_ptr().cast(), key.bytes.len());
             let slot = st.learn.slot(key);
+            if slot.is_none() {
+                // The table is full: an audit's reset starts it over.
+                st.maint.fetch_or(AUDIT, Ordering::Release);
+            }
             if !st.learn.instrument(slot, stalling) {
                 continue;
             }
