@@ -60,10 +60,17 @@ pub fn plugin_socket(socket_dir: &Path) -> PathBuf {
 /// The value of QEMU's `-plugin` option: the library, then its arguments
 /// (disarmed; the lab arms it once regions are up). Checked with the
 /// plugin's own parser, split as QEMU splits it, so a bad argument stops
-/// `lab up` before QEMU starts instead of failing inside QEMU.
-pub fn plugin_option(library: &Path, socket_dir: &Path) -> Result<String, TimingError> {
+/// `lab up` before QEMU starts instead of failing inside QEMU. `learn`:
+/// the topology's `[simulator] timing_learn`.
+pub fn plugin_option(
+    library: &Path,
+    socket_dir: &Path,
+    learn: bool,
+) -> Result<String, TimingError> {
     let mut words = vec![library.display().to_string()];
-    words.extend(PluginArgs::new(plugin_socket(socket_dir)).to_words());
+    let mut args = PluginArgs::new(plugin_socket(socket_dir));
+    args.learn = learn;
+    words.extend(args.to_words());
     let option = words.join(",");
     args::parse_option(&option).map_err(|source| TimingError::PluginArgs {
         option: option.clone(),
@@ -285,9 +292,14 @@ mod tests {
 
     #[test]
     fn the_plugin_option_names_the_socket_and_starts_disarmed() {
+        let t = Path::new("/t/libcxl_memsim_plugin.so");
         assert_eq!(
-            plugin_option(Path::new("/t/libcxl_memsim_plugin.so"), Path::new("/run/x")).unwrap(),
+            plugin_option(t, Path::new("/run/x"), true).unwrap(),
             "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock"
+        );
+        assert_eq!(
+            plugin_option(t, Path::new("/run/x"), false).unwrap(),
+            "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock,learn=off"
         );
     }
 
@@ -298,6 +310,7 @@ mod tests {
         let e = plugin_option(
             Path::new("/t/libcxl_memsim_plugin.so"),
             Path::new("/run/a,b"),
+            true,
         )
         .unwrap_err();
         let TimingError::PluginArgs { option, source } = &e else {

@@ -393,6 +393,12 @@ pub struct Simulator {
     /// CXL latencies are compared with (default [`DEFAULT_LOCAL_LATENCY_NS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_latency_ns: Option<u64>,
+    /// Timing mode's plugin leaves instructions it has seen on RAM only out
+    /// of its instrumentation (default true: cheaper, but an instruction
+    /// left out that later touches CXL memory goes uncounted); `false`
+    /// instruments every access, so counts are exact.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing_learn: Option<bool>,
 }
 
 /// Local DRAM's load latency when the topology does not say: about what
@@ -401,6 +407,10 @@ pub struct Simulator {
 pub const DEFAULT_LOCAL_LATENCY_NS: u64 = 100;
 
 impl Simulator {
+    pub fn timing_learn(&self) -> bool {
+        self.timing_learn.unwrap_or(true)
+    }
+
     pub fn local_latency_ns(&self) -> u64 {
         self.local_latency_ns.unwrap_or(DEFAULT_LOCAL_LATENCY_NS)
     }

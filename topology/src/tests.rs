@@ -76,6 +76,17 @@ fn timing_mode_is_off_unless_asked_and_survives_the_effective_file() {
             .timing,
         TimingMode::Stall
     );
+    assert!(stall.simulator.timing_learn(), "learning is on by default");
+    let exact = Topology::parse(
+        &format!("{BASE}[simulator]\ntiming = true\ntiming_learn = false\n"),
+        "x.toml",
+    )
+    .unwrap();
+    assert!(!exact.simulator.timing_learn());
+    assert!(!Topology::parse(&exact.to_toml(), "again")
+        .unwrap()
+        .simulator
+        .timing_learn());
     let e =
         Topology::parse(&format!("{BASE}[simulator]\ntiming = \"fast\"\n"), "f.toml").unwrap_err();
     assert!(

@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cxl_memsim_wire::{Command, Decoder, Kind, Message, Window, WireError};
+use cxl_memsim_wire::{Command, Decoder, Kind, LearnCounts, Message, Window, WireError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{broadcast, mpsc};
@@ -96,6 +96,7 @@ struct Conn {
     armed: bool,
     next_seq: u64,
     dropped: u64,
+    learn: LearnCounts,
 }
 
 struct HubState {
@@ -107,6 +108,8 @@ struct HubState {
     report: PluginReport,
     /// Dropped counts of closed connections.
     dropped_closed: u64,
+    /// Learning counters of closed connections.
+    learn_closed: LearnCounts,
 }
 
 /// Every plugin connection and the counters of all of them.
@@ -140,6 +143,7 @@ impl PluginHub {
                 next_id: 0,
                 report: PluginReport::default(),
                 dropped_closed: 0,
+                learn_closed: LearnCounts::default(),
             }),
             acks: broadcast::channel(64).0,
         }
@@ -271,6 +275,11 @@ impl PluginHub {
                     v.last_icount = v.last_icount.max(rec.icount);
                 }
             }
+            Kind::Learning => {
+                if let (Some(c), Some(r)) = (st.conns.get_mut(&id), msg.records.first()) {
+                    c.learn = LearnCounts::from_record(r);
+                }
+            }
             kind => {
                 if let Some(c) = st.conns.get_mut(&id) {
                     match kind {
@@ -347,7 +356,23 @@ impl PluginHub {
             .flat_map(|g| g.devices.iter().map(|&d| (st.names[d].clone(), g.start)))
             .collect();
         r.plugin_dropped = st.dropped_closed + st.conns.values().map(|c| c.dropped).sum::<u64>();
+        let learn = st
+            .conns
+            .values()
+            .map(|c| c.learn)
+            .fold(st.learn_closed, add_learn);
+        r.left_out = learn.left_out;
+        r.prunes = learn.prunes;
+        r.relearned = learn.relearned;
         r
+    }
+}
+
+fn add_learn(a: LearnCounts, b: LearnCounts) -> LearnCounts {
+    LearnCounts {
+        left_out: a.left_out + b.left_out,
+        relearned: a.relearned + b.relearned,
+        prunes: a.prunes + b.prunes,
     }
 }
 
@@ -379,6 +404,7 @@ pub async fn connection(stream: UnixStream, hub: Arc<PluginHub>) {
                 armed: false,
                 next_seq: 0,
                 dropped: 0,
+                learn: LearnCounts::default(),
             },
         );
         id
@@ -407,6 +433,7 @@ pub async fn connection(stream: UnixStream, hub: Arc<PluginHub>) {
     let mut st = hub.lock();
     if let Some(c) = st.conns.remove(&id) {
         st.dropped_closed += c.dropped;
+        st.learn_closed = add_learn(st.learn_closed, c.learn);
     }
     if dec.pending() > 0 {
         st.report.truncated_bytes += dec.pending() as u64;
@@ -633,6 +660,35 @@ mod tests {
         good.write_all(&bytes).await.unwrap();
         let r = until(&hub, |r| r.batches == 2).await;
         assert_eq!((r.accesses, r.sequence_gaps, r.plugin_dropped), (2, 2, 7));
+    }
+
+    #[tokio::test]
+    async fn learning_counters_are_each_plugins_latest_and_outlive_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path());
+        let mut a = connect(&hub).await;
+        let mut b = connect(&hub).await;
+        let counts = |left_out, relearned, prunes| LearnCounts {
+            left_out,
+            relearned,
+            prunes,
+        };
+        let mut bytes = Vec::new();
+        counts(10, 0, 1).encode_into(&mut bytes);
+        let mut later = Vec::new();
+        counts(25, 1, 3).encode_into(&mut later);
+        BatchHeader::set_seq_and_dropped(&mut later, 1, 0);
+        bytes.extend_from_slice(&later);
+        a.write_all(&bytes).await.unwrap();
+        let mut other = Vec::new();
+        counts(4, 0, 2).encode_into(&mut other);
+        b.write_all(&other).await.unwrap();
+        let r = until(&hub, |r| r.left_out == 29).await;
+        assert_eq!((r.relearned, r.prunes, r.sequence_gaps), (1, 5, 0));
+        assert_eq!(r.accesses, 0, "counters are no accesses");
+        drop(a);
+        let r = until(&hub, |r| r.connections == 1).await;
+        assert_eq!((r.left_out, r.relearned, r.prunes), (29, 1, 5));
     }
 
     #[tokio::test]

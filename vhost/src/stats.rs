@@ -204,6 +204,14 @@ pub struct PluginReport {
     pub decode_errors: u64,
     /// Bytes of incomplete messages left when a connection closed.
     pub truncated_bytes: u64,
+    /// The plugins' learning (their latest counters, summed): distinct
+    /// instructions left out of the instrumentation once seen (many RAM
+    /// accesses, none to a window), re-translations made for that, and
+    /// left-out instructions later caught touching a window, whose
+    /// accesses while left out went uncounted.
+    pub left_out: u64,
+    pub prunes: u64,
+    pub relearned: u64,
     /// Per vCPU index: accesses streamed and the latest instruction-count
     /// timestamp (instructions the vCPU executed under instrumentation).
     pub vcpus: BTreeMap<u32, VcpuReport>,

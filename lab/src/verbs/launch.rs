@@ -139,7 +139,8 @@ pub fn plan(run: &RunDir, opts: &UpOptions, events: &Events) -> Result<QemuLaunc
         if !library.is_file() {
             return Err(TimingError::NoPlugin(library).into());
         }
-        let option = timing::plugin_option(&library, &run.sockets)?;
+        let option =
+            timing::plugin_option(&library, &run.sockets, topology.simulator.timing_learn())?;
         Some(Plugin { library, option })
     } else {
         None

@@ -3,8 +3,13 @@
 //! Disarmed: a translation callback and vCPU idle/resume callbacks that only
 //! look for a pending request. Armed: every translated block also counts
 //! its instructions into a per-vCPU scoreboard (an inline add, no call) and
-//! every instruction gets a memory callback; the callback asks QEMU for the
-//! physical address and keeps it when it falls in a watched window.
+//! every instruction not yet seen (`learn`) gets a memory callback; the
+//! callback asks QEMU for the physical address and keeps it when it falls
+//! in a watched window. Once instructions are seen (many RAM accesses, none
+//! to a window) the plugin resets itself so that QEMU re-translates the
+//! blocks without their callbacks (a prune, at most every
+//! [`MIN_PRUNE_GAP`]); every `audit_ms` it resets with every count started
+//! over, so that left-out instructions are watched again for a while.
 //!
 //! `qemu_plugin_reset` must be called from a vCPU thread (it queues the
 //! swap as exclusive work on the current vCPU; from another thread QEMU
@@ -14,11 +19,13 @@
 use std::ffi::{c_uint, c_void};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use cxl_memsim_wire::args::{self, MAX_WINDOWS};
-use cxl_memsim_wire::{AccessRecord, Command, Kind, Window, FLAG_WRITE};
+use cxl_memsim_wire::{AccessRecord, Command, Kind, LearnCounts, Window, FLAG_WRITE};
 use qemu_plugin_sys::{
     qemu_plugin_cb_flags, qemu_plugin_get_hwaddr, qemu_plugin_hwaddr_phys_addr, qemu_plugin_id_t,
+    qemu_plugin_insn_data, qemu_plugin_insn_haddr, qemu_plugin_insn_vaddr,
     qemu_plugin_mem_is_store, qemu_plugin_mem_rw, qemu_plugin_mem_size_shift,
     qemu_plugin_meminfo_t, qemu_plugin_op, qemu_plugin_register_atexit_cb,
     qemu_plugin_register_vcpu_idle_cb, qemu_plugin_register_vcpu_mem_cb,
@@ -28,12 +35,40 @@ use qemu_plugin_sys::{
     qemu_plugin_u64_get,
 };
 
+use crate::learn::{Key, Learner};
 use crate::link::Link;
 use crate::stall::Stall;
 
 const NONE: u8 = 0;
 const ARM: u8 = 1;
 const DISARM: u8 = 2;
+
+/// Maintenance resets (bits of `State::maint`), armed state unchanged:
+/// re-translate so that seen instructions lose their callbacks;
+const PRUNE: u8 = 1;
+/// start every instruction's count over (an audit);
+const AUDIT: u8 = 2;
+/// re-translate with every instruction instrumented, then acknowledge the
+/// stall table (stall mode charges every user-space access).
+const STALL_ACK: u8 = 4;
+
+/// A prune flushes QEMU's whole code cache, whose hot part every vCPU
+/// then translates again: it is worth it only once seen instructions that
+/// still have their callback made this many accesses on one vCPU since
+/// the last reset (pruning as soon as any one was seen made a storm of
+/// prunes: measured 1703 in 10 minutes, each lukewarm kernel instruction
+/// reaching its count asking for one, and the guest crawled; 2 Mi and
+/// 300 ms made fewer prunes and ran faster than 64 Ki and 50 ms, or 512 Ki
+/// and 100 ms, in `data-generator` runs here) ...
+pub const PRUNE_AFTER: u64 = 1 << 21;
+/// ... and at most one per 300 ms.
+pub const MIN_PRUNE_GAP: Duration = Duration::from_millis(300);
+
+/// A vCPU's count of accesses by seen instructions that still have their
+/// callback, on a cache line of its own.
+#[repr(align(64))]
+#[derive(Default)]
+struct Waste(AtomicU64);
 
 struct State {
     id: qemu_plugin_id_t,
@@ -50,6 +85,15 @@ struct State {
     icount: ScoreEntry,
     /// Stall mode's costs and debts (off until a `stall` command).
     stall: Stall,
+    /// Which instructions are instrumented.
+    learn: Learner,
+    /// Pending maintenance resets (`PRUNE`, `AUDIT`, `STALL_ACK`).
+    maint: AtomicU8,
+    /// No prune before this, in nanoseconds since `epoch`.
+    next_prune_ns: AtomicU64,
+    /// Per vCPU since the last reset: see [`PRUNE_AFTER`].
+    waste: Box<[Waste]>,
+    epoch: Instant,
 }
 
 /// The scoreboard entry; QEMU owns the memory and keeps it valid for the
@@ -93,6 +137,7 @@ impl State {
 /// disarmed (or, with `armed=on`, armed) callbacks.
 pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(), String> {
     let a = args::parse(raw).map_err(|e| e.to_string())?;
+    let audit_every = a.audit_every;
     let (link, reader) = Link::connect(&a.socket, vcpus, a.batch)?;
     // SAFETY: allocating a scoreboard has no precondition; QEMU sizes it
     // for every vCPU (and grows it for new ones) with one u64 each, which
@@ -109,6 +154,11 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
         resetting: AtomicBool::new(false),
         icount: ScoreEntry(qemu_plugin_u64 { score, offset: 0 }),
         stall: Stall::new(vcpus),
+        learn: Learner::new(a.learn),
+        maint: AtomicU8::new(0),
+        next_prune_ns: AtomicU64::new(0),
+        waste: (0..vcpus).map(|_| Waste::default()).collect(),
+        epoch: Instant::now(),
     };
     if STATE.set(st).is_err() {
         return Err("the plugin is loaded twice".into());
@@ -126,12 +176,21 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
                 state().pending.store(ARM, Ordering::Release);
             }
             Command::Disarm => state().pending.store(DISARM, Ordering::Release),
-            Command::Flush => {}
+            // Sent before the flushed message, so stats read after a
+            // `flush` show the latest counters.
+            Command::Flush => state().send_counters(),
             // Costs change without re-translation: the memory callbacks
-            // read them on every access.
+            // read them on every access. But blocks that leave seen
+            // instructions out would charge none of their accesses: those
+            // are re-translated first, and the table acknowledged after.
             Command::Stall(t) => {
-                state().stall.set(&t);
-                state().link.send_event(Kind::Stalled);
+                let st = state();
+                st.stall.set(&t);
+                if st.stall.is_on() && st.learn.cache_left_out() {
+                    st.maint.fetch_or(STALL_ACK, Ordering::Release);
+                } else {
+                    st.link.send_event(Kind::Stalled);
+                }
             }
         },
         // Without a simulator the instrumentation is pure cost, and the
@@ -141,6 +200,18 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
             state().pending.store(DISARM, Ordering::Release)
         },
     );
+    if !audit_every.is_zero() {
+        std::thread::Builder::new()
+            .name("cxl-plugin-audit".into())
+            .spawn(move || loop {
+                std::thread::sleep(audit_every);
+                let st = state();
+                if st.learn.cache_left_out() {
+                    st.maint.fetch_or(AUDIT, Ordering::Release);
+                }
+            })
+            .map_err(|e| format!("cannot start the plugin's audit thread: {e}"))?;
+    }
     if a.armed {
         st.set_windows(&a.windows);
         register(true);
@@ -148,6 +219,47 @@ pub fn install(id: qemu_plugin_id_t, raw: &[String], vcpus: usize) -> Result<(),
         register(false);
     }
     Ok(())
+}
+
+impl State {
+    fn send_counters(&self) {
+        let c = self.learn.counters();
+        self.link.send_learning(LearnCounts {
+            left_out: c.left_out,
+            relearned: c.relearned,
+            prunes: c.prunes,
+        });
+    }
+
+    fn now_ns(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// A seen instruction still has its callback (on `vcpu`): prune once
+    /// such accesses reached [`PRUNE_AFTER`], unless a prune ran less than
+    /// [`MIN_PRUNE_GAP`] ago (then a later access asks again).
+    #[inline]
+    fn want_prune(&self, vcpu: usize) {
+        let Some(w) = self.waste.get(vcpu) else {
+            return;
+        };
+        let n = w.0.load(Ordering::Relaxed) + 1;
+        w.0.store(n, Ordering::Relaxed);
+        if n >= PRUNE_AFTER {
+            self.prune();
+        }
+    }
+
+    #[cold]
+    fn prune(&self) {
+        if self.maint.load(Ordering::Relaxed) & PRUNE != 0
+            || self.now_ns() < self.next_prune_ns.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        self.maint.fetch_or(PRUNE, Ordering::Release);
+        poll_pending(self);
+    }
 }
 
 /// Registers the callbacks of one state (a reset removed all of them).
@@ -172,7 +284,7 @@ fn register(armed: bool) {
 /// Starts a pending arm/disarm, from a vCPU thread.
 #[inline]
 fn poll_pending(st: &State) {
-    if st.pending.load(Ordering::Relaxed) == NONE {
+    if st.pending.load(Ordering::Relaxed) == NONE && st.maint.load(Ordering::Relaxed) == 0 {
         return;
     }
     if st
@@ -192,6 +304,7 @@ fn poll_pending(st: &State) {
 extern "C" fn on_reset(_id: qemu_plugin_id_t) {
     let st = state();
     let want = st.pending.swap(NONE, Ordering::AcqRel);
+    let maint = st.maint.swap(0, Ordering::AcqRel);
     // Records of the old state go out before the new state is announced.
     st.link.flush_all();
     let armed = match want {
@@ -211,9 +324,27 @@ extern "C" fn on_reset(_id: qemu_plugin_id_t) {
     if !armed {
         st.set_windows(&[]);
     }
+    // The code cache is empty: no block refers to an instruction slot.
+    st.learn
+        .reset(maint & PRUNE != 0, want == ARM || maint & AUDIT != 0);
+    for w in st.waste.iter() {
+        w.0.store(0, Ordering::Relaxed);
+    }
+    if maint & PRUNE != 0 {
+        let next = st.now_ns().saturating_add(MIN_PRUNE_GAP.as_nanos() as u64);
+        st.next_prune_ns.store(next, Ordering::Relaxed);
+    }
     register(armed);
-    st.link
-        .send_event(if armed { Kind::Armed } else { Kind::Disarmed });
+    // A maintenance reset keeps the state: announcing it could pass for
+    // the answer to an arm or disarm still pending.
+    if want != NONE || maint == 0 {
+        st.link
+            .send_event(if armed { Kind::Armed } else { Kind::Disarmed });
+    }
+    if maint & STALL_ACK != 0 {
+        st.link.send_event(Kind::Stalled);
+    }
+    st.send_counters();
     st.resetting.store(false, Ordering::Release);
 }
 
@@ -244,16 +375,47 @@ unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
             st.icount.0,
             n as u64,
         );
+        let stalling = st.stall.is_on();
         for i in 0..n {
             let insn = qemu_plugin_tb_get_insn(tb, i);
+            let mut key = Key {
+                vaddr: qemu_plugin_insn_vaddr(insn),
+                haddr: qemu_plugin_insn_haddr(insn) as u64,
+                bytes: [0; 16],
+            };
+            qemu_plugin_insn_data(insn, key.bytes.as_mut_ptr().cast(), key.bytes.len());
+            let slot = st.learn.slot(key);
+            if slot.is_none() {
+                // The table is full: an audit's reset starts it over.
+                st.maint.fetch_or(AUDIT, Ordering::Release);
+            }
+            if !st.learn.instrument(slot, stalling) {
+                continue;
+            }
             qemu_plugin_register_vcpu_mem_cb(
                 insn,
                 Some(on_mem),
                 qemu_plugin_cb_flags::QEMU_PLUGIN_CB_NO_REGS,
                 qemu_plugin_mem_rw::QEMU_PLUGIN_MEM_RW,
-                (n - i) as *mut c_void,
+                Site::encode(slot, (n - i) as u64) as *mut c_void,
             );
         }
+    }
+}
+
+/// A memory callback's user data: the instruction's learning slot (plus
+/// one; 0: untracked) in the high half, the instructions from it to the
+/// block's end in the low half (at most 512).
+struct Site;
+
+impl Site {
+    fn encode(slot: Option<u32>, back: u64) -> u64 {
+        (slot.map_or(0, |s| u64::from(s) + 1) << 32) | (back & 0xffff_ffff)
+    }
+
+    #[inline]
+    fn decode(v: u64) -> (Option<u32>, u64) {
+        ((v >> 32).checked_sub(1).map(|s| s as u32), v & 0xffff_ffff)
     }
 }
 
@@ -282,6 +444,17 @@ unsafe extern "C" fn on_mem(
     };
     let stalling = st.stall.is_on();
     let watched = st.watched(addr);
+    let (slot, back) = Site::decode(userdata as u64);
+    if let Some(slot) = slot {
+        if watched {
+            st.learn.window_access(slot);
+        } else if st.learn.ram_access(slot) && !stalling {
+            st.want_prune(vcpu as usize);
+        }
+    }
+    if st.maint.load(Ordering::Relaxed) != 0 {
+        poll_pending(st);
+    }
     // Most accesses are local ones outside stall mode: they end here,
     // before any further call into QEMU.
     if !stalling && !watched {
@@ -303,7 +476,6 @@ unsafe extern "C" fn on_mem(
     if !watched {
         return;
     }
-    let back = userdata as u64;
     // SAFETY: the scoreboard entry is valid for QEMU's lifetime and has a
     // counter for every vCPU index QEMU passes.
     let icount = unsafe { qemu_plugin_u64_get(st.icount.0, vcpu) };

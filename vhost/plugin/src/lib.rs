@@ -10,14 +10,20 @@
 //! the next vCPU callback call `qemu_plugin_reset`, whose completion (all
 //! vCPUs stopped, code cache flushed) installs the memory callbacks.
 //!
+//! Armed, an instruction that made many RAM accesses and none to a window
+//! loses its memory callback at the next re-translation (`learn`), so
+//! memory-heavy guest code no longer calls the plugin on every access.
+//!
 //! Stall mode (`stall` command) holds each vCPU for the time the model
 //! charges its accesses beyond TCG's own cost, so the guest's clock shows it.
 //!
 //! Modules: `link` (the socket, per-vCPU buffers, the I/O threads),
 //! `instrument` (the QEMU callbacks and the arm/disarm state machine),
+//! `learn` (which instructions are instrumented: seen ones are left out),
 //! `stall` (stall mode's costs, debts and payments).
 
 mod instrument;
+mod learn;
 mod link;
 mod stall;
 

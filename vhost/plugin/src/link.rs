@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cxl_memsim_wire::{encode_batch, AccessRecord, BatchHeader, Command, Kind};
+use cxl_memsim_wire::{encode_batch, AccessRecord, BatchHeader, Command, Kind, LearnCounts};
 
 /// One vCPU's unsent records.
 #[derive(Default)]
@@ -121,6 +121,13 @@ impl Link {
         self.write(&mut b);
     }
 
+    /// Sends the learning counters (a learning message).
+    pub fn send_learning(&self, c: LearnCounts) {
+        let mut b = Vec::with_capacity(cxl_memsim_wire::HEADER_SIZE + cxl_memsim_wire::RECORD_SIZE);
+        c.encode_into(&mut b);
+        self.write(&mut b);
+    }
+
     /// Writes one encoded message, filling in its sequence number and the
     /// dropped count; false (and the socket is closed) when it fails.
     fn write(&self, msg: &mut [u8]) -> bool {
@@ -154,7 +161,8 @@ impl Link {
     }
 
     /// Reads command lines until the simulator closes the socket, handing
-    /// each to `on_command`; calls `on_close` at the end.
+    /// each to `on_command` (`flush` after the records went out and before
+    /// the flushed message); calls `on_close` at the end.
     pub fn spawn_reader(
         &'static self,
         reader: UnixStream,
@@ -172,6 +180,7 @@ impl Link {
                     match Command::parse(&line) {
                         Ok(Command::Flush) => {
                             self.flush_all();
+                            on_command(Command::Flush);
                             self.send_event(Kind::Flushed);
                         }
                         Ok(c) => on_command(c),

@@ -1,4 +1,4 @@
-//! The plugin's arguments: `-plugin libcxl_memsim_plugin.so,socket=PATH[,window=BASE+SIZE…][,armed=on][,batch=N][,flush_ms=N]`.
+//! The plugin's arguments: `-plugin libcxl_memsim_plugin.so,socket=PATH[,window=BASE+SIZE…][,armed=on][,batch=N][,flush_ms=N][,learn=off][,audit_ms=N]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,6 +20,11 @@ pub struct Args {
     pub batch: usize,
     /// How often partly filled buffers are sent anyway.
     pub flush_every: Duration,
+    /// Leave seen instructions out of the instrumentation (on by default).
+    pub learn: bool,
+    /// How often everything is instrumented again until seen anew (0:
+    /// never).
+    pub audit_every: Duration,
 }
 
 impl Args {
@@ -31,6 +36,8 @@ impl Args {
             armed: false,
             batch: DEFAULT_BATCH,
             flush_every: Duration::from_millis(DEFAULT_FLUSH_MS),
+            learn: true,
+            audit_every: Duration::from_millis(DEFAULT_AUDIT_MS),
         }
     }
 
@@ -47,19 +54,26 @@ impl Args {
         if self.flush_every != Duration::from_millis(DEFAULT_FLUSH_MS) {
             w.push(format!("flush_ms={}", self.flush_every.as_millis()));
         }
+        if !self.learn {
+            w.push("learn=off".into());
+        }
+        if self.audit_every != Duration::from_millis(DEFAULT_AUDIT_MS) {
+            w.push(format!("audit_ms={}", self.audit_every.as_millis()));
+        }
         w
     }
 }
 
 pub const DEFAULT_BATCH: usize = 1024;
 pub const DEFAULT_FLUSH_MS: u64 = 100;
+pub const DEFAULT_AUDIT_MS: u64 = 10_000;
 
 /// A plugin argument QEMU would hand the plugin but the plugin refuses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ArgsError {
     #[error("The plugin argument '{0}' is not key=value. QEMU splits the -plugin option at commas, so a socket path must not contain one; write e.g. socket=PATH.")]
     NotKeyValue(String),
-    #[error("Unknown plugin argument '{0}'; the plugin takes socket, window, armed, batch and flush_ms.")]
+    #[error("Unknown plugin argument '{0}'; the plugin takes socket, window, armed, batch, flush_ms, learn and audit_ms.")]
     Unknown(String),
     #[error(
         "The plugin argument {key}={value} is not a number; write a count, e.g. {key}={example}."
@@ -69,8 +83,10 @@ pub enum ArgsError {
         value: String,
         example: u64,
     },
-    #[error("The plugin argument armed={0} is neither on nor off; write armed=on or armed=off.")]
-    Armed(String),
+    #[error(
+        "The plugin argument {key}={value} is neither on nor off; write {key}=on or {key}=off."
+    )]
+    OnOff { key: &'static str, value: String },
     #[error("The plugin argument window={value} is not a window ({reason}); write window=BASE+SIZE, e.g. window=0x110000000+0x100000000.")]
     Window { value: String, reason: String },
     #[error("The plugin needs socket=PATH, the simulator's plugin socket (cxl-memsim serve --plugin-socket PATH).")]
@@ -91,10 +107,20 @@ pub fn parse(raw: &[String]) -> Result<Args, ArgsError> {
     let mut armed = false;
     let mut batch = DEFAULT_BATCH;
     let mut flush_ms = DEFAULT_FLUSH_MS;
+    let mut learn = true;
+    let mut audit_ms = DEFAULT_AUDIT_MS;
     for a in raw {
         let (k, v) = a
             .split_once('=')
             .ok_or_else(|| ArgsError::NotKeyValue(a.clone()))?;
+        let on_off = |key: &'static str| match v {
+            "on" | "true" | "yes" => Ok(true),
+            "off" | "false" | "no" => Ok(false),
+            _ => Err(ArgsError::OnOff {
+                key,
+                value: v.to_owned(),
+            }),
+        };
         let number = |key: &'static str, example: u64| {
             v.parse::<u64>().map_err(|_| ArgsError::NotANumber {
                 key,
@@ -108,13 +134,9 @@ pub fn parse(raw: &[String]) -> Result<Args, ArgsError> {
                 value: v.to_owned(),
                 reason,
             })?),
-            "armed" => {
-                armed = match v {
-                    "on" | "true" | "yes" => true,
-                    "off" | "false" | "no" => false,
-                    _ => return Err(ArgsError::Armed(v.to_owned())),
-                }
-            }
+            "armed" => armed = on_off("armed")?,
+            "learn" => learn = on_off("learn")?,
+            "audit_ms" => audit_ms = number("audit_ms", DEFAULT_AUDIT_MS)?,
             "batch" => {
                 batch = number("batch", DEFAULT_BATCH as u64)?
                     .clamp(1, u64::from(crate::MAX_RECORDS)) as usize
@@ -136,6 +158,8 @@ pub fn parse(raw: &[String]) -> Result<Args, ArgsError> {
         armed,
         batch,
         flush_every: Duration::from_millis(flush_ms),
+        learn,
+        audit_every: Duration::from_millis(audit_ms),
     })
 }
 
@@ -169,6 +193,12 @@ mod tests {
         assert_eq!(a.windows.len(), 2);
         assert_eq!(a.batch, 64);
         assert_eq!(a.flush_every, Duration::from_millis(5));
+        assert!(a.learn, "learning is on by default");
+        assert_eq!(parse(&a.to_words()).unwrap(), a);
+        let a = parse(&words("socket=/s,learn=off,audit_ms=0")).unwrap();
+        assert!(!a.learn);
+        assert_eq!(a.audit_every, Duration::ZERO);
+        assert_eq!(a.to_words(), ["socket=/s", "learn=off", "audit_ms=0"]);
         assert_eq!(parse(&a.to_words()).unwrap(), a);
     }
 
@@ -178,7 +208,20 @@ mod tests {
         assert_eq!(e("window=0x1000+0x10"), ArgsError::NoSocket);
         assert_eq!(e("socket=/s,armed=on"), ArgsError::ArmedWithoutWindow);
         assert_eq!(e("socket=/s,speed=9"), ArgsError::Unknown("speed".into()));
-        assert_eq!(e("socket=/s,armed=maybe"), ArgsError::Armed("maybe".into()));
+        assert_eq!(
+            e("socket=/s,armed=maybe"),
+            ArgsError::OnOff {
+                key: "armed",
+                value: "maybe".into()
+            }
+        );
+        assert_eq!(
+            e("socket=/s,learn=1"),
+            ArgsError::OnOff {
+                key: "learn",
+                value: "1".into()
+            }
+        );
         assert_eq!(
             e("socket=/s,verbose"),
             ArgsError::NotKeyValue("verbose".into())

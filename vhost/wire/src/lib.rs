@@ -11,8 +11,8 @@
 //! | --- | --- | --- |
 //! | 0 | `magic: [u8; 4]` | `b"CXLP"` |
 //! | 4 | `version: u16` | [`VERSION`] (1) |
-//! | 6 | `kind: u16` | [`Kind`]: 0 accesses, 1 armed, 2 disarmed, 3 flushed |
-//! | 8 | `count: u32` | records that follow (0 unless `kind` is accesses; at most [`MAX_RECORDS`]) |
+//! | 6 | `kind: u16` | [`Kind`]: 0 accesses, 1 armed, 2 disarmed, 3 flushed, 4 stalled, 5 learning |
+//! | 8 | `count: u32` | records that follow (accesses: at most [`MAX_RECORDS`]; learning: 1, [`LearnCounts`]; others 0) |
 //! | 12 | `record_size: u32` | 24: lets a decoder refuse a format it does not know |
 //! | 16 | `seq: u64` | message number on this connection, from 0 |
 //! | 24 | `dropped: u64` | accesses the plugin could not send so far (cumulative) |
@@ -63,6 +63,8 @@ pub enum Kind {
     Flushed = 3,
     /// The stall table of a `stall` command is in force.
     Stalled = 4,
+    /// One record follows, the plugin's learning counters ([`LearnCounts`]).
+    Learning = 5,
 }
 
 impl Kind {
@@ -73,6 +75,7 @@ impl Kind {
             2 => Some(Kind::Disarmed),
             3 => Some(Kind::Flushed),
             4 => Some(Kind::Stalled),
+            5 => Some(Kind::Learning),
             _ => None,
         }
     }
@@ -182,7 +185,12 @@ impl BatchHeader {
             });
         }
         let kind = Kind::from_u16(h.kind).ok_or(WireError::Kind(h.kind))?;
-        if h.count > MAX_RECORDS || (kind != Kind::Accesses && h.count != 0) {
+        let fits = match kind {
+            Kind::Accesses => h.count <= MAX_RECORDS,
+            Kind::Learning => h.count == 1,
+            _ => h.count == 0,
+        };
+        if !fits {
             return Err(WireError::Count(h.count));
         }
         Ok(h)
@@ -195,6 +203,42 @@ impl BatchHeader {
     /// Bytes of the whole message, header included.
     pub fn message_len(&self) -> usize {
         HEADER_SIZE + self.count as usize * RECORD_SIZE
+    }
+}
+
+/// The plugin's learning counters (cumulative since it loaded), carried
+/// by a learning message as its one 24-byte record: three `u64`s at
+/// offsets 0, 8 and 16.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LearnCounts {
+    /// Distinct instructions left out of a translation at least once
+    /// (seen: many RAM accesses, none to a watched window).
+    pub left_out: u64,
+    /// Instructions left out that later touched a watched window under
+    /// instrumentation: their accesses while left out went uncounted.
+    pub relearned: u64,
+    /// Re-translations the plugin made to leave seen instructions out.
+    pub prunes: u64,
+}
+
+impl LearnCounts {
+    /// Appends the whole learning message (header, sequence number and
+    /// dropped count 0: the sender patches them in).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        BatchHeader::new(Kind::Learning, 1, 0, 0).encode_into(out);
+        for v in [self.left_out, self.relearned, self.prunes] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+
+    /// The counters of a learning message's record (decoded as an
+    /// [`AccessRecord`], whose last 8 bytes are `vcpu`, `size`, `flags`).
+    pub fn from_record(r: &AccessRecord) -> LearnCounts {
+        LearnCounts {
+            left_out: r.addr,
+            relearned: r.icount,
+            prunes: u64::from(r.vcpu) | u64::from(r.size) << 32 | u64::from(r.flags) << 48,
+        }
     }
 }
 
@@ -615,6 +659,33 @@ mod tests {
                 b[8] = 1;
             }),
             Err(WireError::Count(1))
+        );
+    }
+
+    #[test]
+    fn a_learning_message_carries_three_counters() {
+        let c = LearnCounts {
+            left_out: 0x0102,
+            relearned: 3,
+            prunes: 0x0807_0605_0403_0201,
+        };
+        let mut b = Vec::new();
+        c.encode_into(&mut b);
+        assert_eq!(b.len(), HEADER_SIZE + RECORD_SIZE);
+        assert_eq!(&b[6..8], &[5, 0], "kind 5");
+        assert_eq!(&b[8..12], &[1, 0, 0, 0], "one record");
+        assert_eq!(&b[32..34], &[2, 1]);
+        assert_eq!(&b[48..56], &[1, 2, 3, 4, 5, 6, 7, 8]);
+        let mut d = Decoder::new();
+        d.push(&b);
+        let m = d.next_message().unwrap().unwrap();
+        assert_eq!(m.header.kind(), Kind::Learning);
+        assert_eq!(LearnCounts::from_record(&m.records[0]), c);
+        // Only one record: more is garbage.
+        b[8] = 2;
+        assert_eq!(
+            BatchHeader::decode(b[..HEADER_SIZE].try_into().unwrap()),
+            Err(WireError::Count(2))
         );
     }
 
