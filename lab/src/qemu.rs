@@ -526,7 +526,7 @@ pub(crate) mod tests {
         let plugin = crate::timing::plugin_option(
             Path::new("/target/debug/libcxl_memsim_plugin.so"),
             Path::new("/run/cxl-lab/test"),
-            true,
+            false,
         )
         .unwrap();
         insta::assert_snapshot!(argv_with(&Topology::embedded_default(), Some(plugin)).join("\n"));

@@ -294,12 +294,12 @@ mod tests {
     fn the_plugin_option_names_the_socket_and_starts_disarmed() {
         let t = Path::new("/t/libcxl_memsim_plugin.so");
         assert_eq!(
-            plugin_option(t, Path::new("/run/x"), true).unwrap(),
+            plugin_option(t, Path::new("/run/x"), false).unwrap(),
             "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock"
         );
         assert_eq!(
-            plugin_option(t, Path::new("/run/x"), false).unwrap(),
-            "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock,learn=off"
+            plugin_option(t, Path::new("/run/x"), true).unwrap(),
+            "/t/libcxl_memsim_plugin.so,socket=/run/x/plugin.sock,learn=on"
         );
     }
 
@@ -310,7 +310,7 @@ mod tests {
         let e = plugin_option(
             Path::new("/t/libcxl_memsim_plugin.so"),
             Path::new("/run/a,b"),
-            true,
+            false,
         )
         .unwrap_err();
         let TimingError::PluginArgs { option, source } = &e else {

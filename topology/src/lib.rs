@@ -394,8 +394,8 @@ pub struct Simulator {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_latency_ns: Option<u64>,
     /// Timing mode's plugin leaves instructions it has seen on RAM only out
-    /// of its instrumentation (default true: cheaper, but an instruction
-    /// left out that later touches CXL memory goes uncounted); `false`
+    /// of its instrumentation (`true`: cheaper, but an instruction left out
+    /// that later touches CXL memory goes uncounted); the default, false,
     /// instruments every access, so counts are exact.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing_learn: Option<bool>,
@@ -408,7 +408,7 @@ pub const DEFAULT_LOCAL_LATENCY_NS: u64 = 100;
 
 impl Simulator {
     pub fn timing_learn(&self) -> bool {
-        self.timing_learn.unwrap_or(true)
+        self.timing_learn.unwrap_or(false)
     }
 
     pub fn local_latency_ns(&self) -> u64 {

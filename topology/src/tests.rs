@@ -76,14 +76,17 @@ fn timing_mode_is_off_unless_asked_and_survives_the_effective_file() {
             .timing,
         TimingMode::Stall
     );
-    assert!(stall.simulator.timing_learn(), "learning is on by default");
-    let exact = Topology::parse(
-        &format!("{BASE}[simulator]\ntiming = true\ntiming_learn = false\n"),
+    assert!(
+        !stall.simulator.timing_learn(),
+        "learning is off by default: counts are exact"
+    );
+    let learning = Topology::parse(
+        &format!("{BASE}[simulator]\ntiming = true\ntiming_learn = true\n"),
         "x.toml",
     )
     .unwrap();
-    assert!(!exact.simulator.timing_learn());
-    assert!(!Topology::parse(&exact.to_toml(), "again")
+    assert!(learning.simulator.timing_learn());
+    assert!(Topology::parse(&learning.to_toml(), "again")
         .unwrap()
         .simulator
         .timing_learn());

@@ -1,4 +1,4 @@
-//! The plugin's arguments: `-plugin libcxl_memsim_plugin.so,socket=PATH[,window=BASE+SIZE…][,armed=on][,batch=N][,flush_ms=N][,learn=off][,audit_ms=N]`.
+//! The plugin's arguments: `-plugin libcxl_memsim_plugin.so,socket=PATH[,window=BASE+SIZE…][,armed=on][,batch=N][,flush_ms=N][,learn=on][,audit_ms=N]`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -20,7 +20,8 @@ pub struct Args {
     pub batch: usize,
     /// How often partly filled buffers are sent anyway.
     pub flush_every: Duration,
-    /// Leave seen instructions out of the instrumentation (on by default).
+    /// Leave seen instructions out of the instrumentation (off by default:
+    /// an instruction left out that later touches CXL memory is not counted).
     pub learn: bool,
     /// How often everything is instrumented again until seen anew (0:
     /// never).
@@ -36,7 +37,7 @@ impl Args {
             armed: false,
             batch: DEFAULT_BATCH,
             flush_every: Duration::from_millis(DEFAULT_FLUSH_MS),
-            learn: true,
+            learn: false,
             audit_every: Duration::from_millis(DEFAULT_AUDIT_MS),
         }
     }
@@ -54,8 +55,8 @@ impl Args {
         if self.flush_every != Duration::from_millis(DEFAULT_FLUSH_MS) {
             w.push(format!("flush_ms={}", self.flush_every.as_millis()));
         }
-        if !self.learn {
-            w.push("learn=off".into());
+        if self.learn {
+            w.push("learn=on".into());
         }
         if self.audit_every != Duration::from_millis(DEFAULT_AUDIT_MS) {
             w.push(format!("audit_ms={}", self.audit_every.as_millis()));
@@ -107,7 +108,7 @@ pub fn parse(raw: &[String]) -> Result<Args, ArgsError> {
     let mut armed = false;
     let mut batch = DEFAULT_BATCH;
     let mut flush_ms = DEFAULT_FLUSH_MS;
-    let mut learn = true;
+    let mut learn = false;
     let mut audit_ms = DEFAULT_AUDIT_MS;
     for a in raw {
         let (k, v) = a
@@ -193,12 +194,12 @@ mod tests {
         assert_eq!(a.windows.len(), 2);
         assert_eq!(a.batch, 64);
         assert_eq!(a.flush_every, Duration::from_millis(5));
-        assert!(a.learn, "learning is on by default");
+        assert!(!a.learn, "learning is off by default: counts are exact");
         assert_eq!(parse(&a.to_words()).unwrap(), a);
-        let a = parse(&words("socket=/s,learn=off,audit_ms=0")).unwrap();
-        assert!(!a.learn);
+        let a = parse(&words("socket=/s,learn=on,audit_ms=0")).unwrap();
+        assert!(a.learn);
         assert_eq!(a.audit_every, Duration::ZERO);
-        assert_eq!(a.to_words(), ["socket=/s", "learn=off", "audit_ms=0"]);
+        assert_eq!(a.to_words(), ["socket=/s", "learn=on", "audit_ms=0"]);
         assert_eq!(parse(&a.to_words()).unwrap(), a);
     }
 
