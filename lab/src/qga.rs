@@ -53,6 +53,8 @@ pub enum QgaError {
         /// What was captured.
         output: Box<ExecOutput>,
     },
+    #[error("This guest agent connection gave up waiting for an earlier answer, so its next answers cannot be told apart; connect again (every `lab` command does).")]
+    Abandoned,
     #[error("The guest agent did not answer {command} within {timeout:?}.")]
     Timeout {
         command: &'static str,
@@ -66,6 +68,11 @@ type Service = QapiService<QgaStreamTokio<WriteHalf<UnixStream>>>;
 pub struct Agent {
     service: Service,
     _reader: tokio::task::JoinHandle<()>,
+    /// Set once a call gave up waiting for its answer: qapi pairs answers
+    /// with requests by order on a guest agent connection, so the late
+    /// answer would be taken for the next request's (and qapi panics on
+    /// the next request while the abandoned one is still pending).
+    abandoned: std::sync::atomic::AtomicBool,
 }
 
 /// What a guest command did.
@@ -147,6 +154,7 @@ impl Agent {
         Ok(Agent {
             service,
             _reader: reader,
+            abandoned: Default::default(),
         })
     }
 
@@ -186,14 +194,44 @@ impl Agent {
     }
 
     pub async fn ping(&self) -> Result<(), QgaError> {
-        tokio::time::timeout(CALL_TIMEOUT, self.service.execute(qga::guest_ping {}))
+        self.call("guest-ping", qga::guest_ping {}).await.map(drop)
+    }
+
+    /// Sends one command and waits up to [`CALL_TIMEOUT`] for its answer;
+    /// a connection that gave up on an answer sends nothing more.
+    async fn timed<C>(
+        &self,
+        name: &'static str,
+        command: C,
+    ) -> Result<Result<C::Ok, qapi::ExecuteError>, QgaError>
+    where
+        C: qapi::Command + qga::QgaCommand,
+    {
+        self.timed_within(name, command, CALL_TIMEOUT).await
+    }
+
+    async fn timed_within<C>(
+        &self,
+        name: &'static str,
+        command: C,
+        limit: Duration,
+    ) -> Result<Result<C::Ok, qapi::ExecuteError>, QgaError>
+    where
+        C: qapi::Command + qga::QgaCommand,
+    {
+        use std::sync::atomic::Ordering;
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Err(QgaError::Abandoned);
+        }
+        tokio::time::timeout(limit, self.service.execute(command))
             .await
-            .map_err(|_| QgaError::Timeout {
-                command: "guest-ping",
-                timeout: CALL_TIMEOUT,
-            })?
-            .map(drop)
-            .map_err(cmd_err("guest-ping"))
+            .map_err(|_| {
+                self.abandoned.store(true, Ordering::Relaxed);
+                QgaError::Timeout {
+                    command: name,
+                    timeout: limit,
+                }
+            })
     }
 
     /// Runs `program args…` in the guest and waits for it to end.
@@ -203,31 +241,28 @@ impl Agent {
         args: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, QgaError> {
-        let started = tokio::time::timeout(
-            CALL_TIMEOUT,
-            self.service.execute(qga::guest_exec {
-                path: program.to_owned(),
-                arg: Some(args.to_vec()),
-                env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
-                input_data: None,
-                capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
-            }),
-        )
-        .await
-        .map_err(|_| QgaError::Timeout {
-            command: "guest-exec",
-            timeout: CALL_TIMEOUT,
-        })?
-        .map_err(|source| match source {
-            qapi::ExecuteError::Qapi(e) if is_missing_program(&e) => QgaError::NoProgram {
-                program: program.to_owned(),
-                source: e,
-            },
-            source => QgaError::Command {
-                command: "guest-exec",
-                source,
-            },
-        })?;
+        let started = self
+            .timed(
+                "guest-exec",
+                qga::guest_exec {
+                    path: program.to_owned(),
+                    arg: Some(args.to_vec()),
+                    env: Some(vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".into()]),
+                    input_data: None,
+                    capture_output: Some(qga::GuestExecCaptureOutput::flag(true)),
+                },
+            )
+            .await?
+            .map_err(|source| match source {
+                qapi::ExecuteError::Qapi(e) if is_missing_program(&e) => QgaError::NoProgram {
+                    program: program.to_owned(),
+                    source: e,
+                },
+                source => QgaError::Command {
+                    command: "guest-exec",
+                    source,
+                },
+            })?;
         let command = || {
             std::iter::once(program.to_owned())
                 .chain(args.iter().cloned())
@@ -237,17 +272,12 @@ impl Agent {
         let deadline = Instant::now() + timeout;
         let mut delay = Duration::from_millis(5);
         loop {
-            let st = tokio::time::timeout(
-                CALL_TIMEOUT,
-                self.service
-                    .execute(qga::guest_exec_status { pid: started.pid }),
-            )
-            .await
-            .map_err(|_| QgaError::Timeout {
-                command: "guest-exec-status",
-                timeout: CALL_TIMEOUT,
-            })?
-            .map_err(cmd_err("guest-exec-status"))?;
+            let st = self
+                .call(
+                    "guest-exec-status",
+                    qga::guest_exec_status { pid: started.pid },
+                )
+                .await?;
             if st.exited {
                 let out_data = st.out_data.unwrap_or_default();
                 let err_data = st.err_data.unwrap_or_default();
@@ -322,7 +352,18 @@ impl Agent {
             }
             None
         };
-        matches!(tokio::time::timeout(CALL_TIMEOUT, kill).await, Ok(Some(())))
+        if self.abandoned.load(std::sync::atomic::Ordering::Relaxed) {
+            return false;
+        }
+        match tokio::time::timeout(CALL_TIMEOUT, kill).await {
+            Ok(done) => done.is_some(),
+            Err(_) => {
+                // A request of it may still wait for its answer.
+                self.abandoned
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+                false
+            }
+        }
     }
 
     /// Reads a whole guest file.
@@ -397,13 +438,7 @@ impl Agent {
     where
         C: qapi::Command + qga::QgaCommand,
     {
-        tokio::time::timeout(CALL_TIMEOUT, self.service.execute(command))
-            .await
-            .map_err(|_| QgaError::Timeout {
-                command: name,
-                timeout: CALL_TIMEOUT,
-            })?
-            .map_err(cmd_err(name))
+        self.timed(name, command).await?.map_err(cmd_err(name))
     }
 }
 
@@ -556,6 +591,50 @@ mod tests {
         let done = feed(b"\xff{\"ret\xff{\"return\": 42}\n");
         assert_eq!(done.iter().filter(|d| **d).count(), 1);
         assert!(*done.last().unwrap(), "done at the newline");
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_gave_up_on_an_answer_sends_nothing_more() {
+        // An agent that reads requests and never answers (stopped, hung).
+        let (ours, mut silent) = UnixStream::pair().unwrap();
+        let drain = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut got = Vec::new();
+            let _ = silent.read_to_end(&mut got).await;
+            got
+        });
+        let (service, reader) = QgaStreamTokio::open(ours).spawn_tokio();
+        let agent = Agent {
+            service,
+            _reader: reader,
+            abandoned: Default::default(),
+        };
+        let e = agent
+            .timed_within("guest-ping", qga::guest_ping {}, Duration::from_millis(50))
+            .await
+            .expect_err("no answer");
+        assert!(
+            matches!(
+                e,
+                QgaError::Timeout {
+                    command: "guest-ping",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        // qapi would pair the late answer with the next request (and
+        // panics on it while the first is pending): refused instead.
+        assert!(matches!(agent.ping().await, Err(QgaError::Abandoned)));
+        assert!(matches!(
+            agent.read_file("/x").await,
+            Err(QgaError::Abandoned)
+        ));
+        assert!(!agent.kill(1).await);
+        drop(agent);
+        let sent = String::from_utf8(drain.await.unwrap()).unwrap();
+        assert_eq!(sent.matches("guest-ping").count(), 1, "{sent}");
+        assert!(!sent.contains("guest-file-open"), "{sent}");
     }
 
     #[test]
