@@ -227,7 +227,7 @@ fn sha256_file(path: &Path, h: &mut Sha256) -> Result<(), KernelError> {
 }
 
 /// Bump when the way a kernel's entry is made changes.
-const LAYER_VERSION: &str = "1";
+const LAYER_VERSION: &str = "2";
 
 /// A .deb is keyed by its bytes and what chooses the layer's modules (the
 /// recipe): a cached one is not unpacked again.
@@ -595,10 +595,22 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
     let mut mods = tree.closure(&present)?;
     mods.extend(found.built.iter().cloned());
     let base = format!("/lib/modules/{}", tree.kernel_release);
+    // modules.dep from each module's own `depends` (what busybox modprobe
+    // reads), and depmod's other indexes beside it.
     files.insert(
         format!("{base}/modules.dep"),
         Source::Bytes(modules::modules_dep(&mods).into_bytes(), 0o644),
     );
+    match module_indexes(tree, &mods) {
+        Ok(indexes) => {
+            for (name, bytes) in indexes {
+                files.insert(format!("{base}/{name}"), Source::Bytes(bytes, 0o644));
+            }
+        }
+        // libkmod (daxctl) then cannot tell a built-in driver from a
+        // missing one.
+        Err(why) => tracing::warn!("no module indexes in the kernel's layer: {why}"),
+    }
     let listed = |list: &[String]| -> Vec<u8> {
         let names: Vec<String> = list
             .iter()
@@ -635,6 +647,63 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
         modules: names,
         absent,
     })
+}
+
+/// The module indexes of the layer's modules but modules.dep, made by the
+/// host's `depmod` in a scratch tree: the `.bin` indexes libkmod reads (daxctl loads a dax mode's driver
+/// through it), with `modules.builtin` so that a driver built in (`=y`)
+/// is known as such rather than missing: without it, `daxctl
+/// reconfigure-device` failed with "insert failure: -2" on a kernel with
+/// device_dax built in.
+fn module_indexes(
+    tree: &ModuleTree,
+    mods: &[modules::ImageModule],
+) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let scratch = tempfile::tempdir().map_err(|e| format!("a scratch directory: {e}"))?;
+    let rel = &tree.kernel_release;
+    let dir = scratch.path().join("lib/modules").join(rel);
+    for m in mods {
+        let p = dir.join(&m.rel_path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        std::fs::write(&p, &m.bytes).map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for f in [
+        "modules.builtin",
+        "modules.builtin.modinfo",
+        "modules.order",
+    ] {
+        if tree.dir.join(f).is_file() {
+            std::fs::copy(tree.dir.join(f), dir.join(f)).map_err(|e| format!("{f}: {e}"))?;
+        }
+    }
+    let out = Command::new("depmod")
+        .arg("-b")
+        .arg(scratch.path())
+        .arg(rel)
+        .output()
+        .map_err(|e| {
+            format!("cannot run depmod (the kmod package; ci/install-deps installs it): {e}")
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "depmod failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let mut indexes = Vec::new();
+    for e in std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let e = e.map_err(|e| e.to_string())?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("modules.") && name != "modules.dep" && e.path().is_file() {
+            let bytes = std::fs::read(e.path()).map_err(|e| format!("{name}: {e}"))?;
+            indexes.push((name, bytes));
+        }
+    }
+    indexes.sort();
+    Ok(indexes)
 }
 
 /// Writes `found` as a cache entry (unless one with the same content is

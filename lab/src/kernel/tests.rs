@@ -161,6 +161,9 @@ fn a_vmlinuz_with_its_modules_becomes_a_cached_kernel_with_a_modules_layer() {
     let cpio = String::from_utf8_lossy(&out.stdout);
     assert!(cpio.contains(&format!("lib/modules/{RELEASE}/kernel/drivers/cxl_pci.ko")));
     assert!(cpio.contains(&format!("lib/modules/{RELEASE}/modules.dep")));
+    // depmod's indexes for libkmod, built-in drivers included.
+    assert!(cpio.contains(&format!("lib/modules/{RELEASE}/modules.builtin.bin")));
+    assert!(cpio.contains(&format!("lib/modules/{RELEASE}/modules.dep.bin")));
     assert!(cpio.contains("kernel/drivers/cxl_pci.ko: kernel/drivers/cxl_acpi.ko"));
     assert!(cpio.contains("etc/cxl-lab/modules"));
     // Again: the same entry, from the cache.
