@@ -218,7 +218,16 @@ fn sha256_file(path: &Path, h: &mut Sha256) -> Result<(), KernelError> {
 }
 
 /// Bump when the way a kernel's entry is made changes.
-const LAYER_VERSION: &str = "1";
+const LAYER_VERSION: &str = "2";
+
+/// The files of a modules tree that say what is built in (written by
+/// depmod, as `make modules_install` runs it), taken into the layer when
+/// there.
+const BUILTIN_INDEXES: [&str; 3] = [
+    "modules.builtin",
+    "modules.builtin.bin",
+    "modules.builtin.alias.bin",
+];
 
 /// A .deb is keyed by its bytes and what chooses the layer's modules (the
 /// recipe): a cached one is not unpacked again.
@@ -541,6 +550,16 @@ fn modules_layer(found: &Found, recipe: &Recipe) -> Result<Layer, KernelError> {
         format!("{base}/modules.dep"),
         Source::Bytes(modules::modules_dep(&mods).into_bytes(), 0o644),
     );
+    // What is built in, as the guest's libkmod reads it: without
+    // modules.builtin.bin, `daxctl reconfigure-device` takes a built-in
+    // device_dax for a missing module and fails (ENOENT).
+    for name in BUILTIN_INDEXES {
+        let path = tree.dir.join(name);
+        if path.is_file() {
+            let bytes = std::fs::read(&path).map_err(io_err(&path))?;
+            files.insert(format!("{base}/{name}"), Source::Bytes(bytes, 0o644));
+        }
+    }
     let listed = |list: &[String]| -> Vec<u8> {
         let names: Vec<String> = list
             .iter()

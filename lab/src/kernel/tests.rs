@@ -75,6 +75,8 @@ fn module_tree(root: &Path, release: &str) -> PathBuf {
         "kernel/drivers/cxl/cxl_port.ko\n",
     )
     .unwrap();
+    // depmod's index of it (content not read by the lab).
+    std::fs::write(dir.join("modules.builtin.bin"), b"index").unwrap();
     dir
 }
 
@@ -161,6 +163,9 @@ fn a_vmlinuz_with_its_modules_becomes_a_cached_kernel_with_a_modules_layer() {
     let cpio = String::from_utf8_lossy(&out.stdout);
     assert!(cpio.contains(&format!("lib/modules/{RELEASE}/kernel/drivers/cxl_pci.ko")));
     assert!(cpio.contains(&format!("lib/modules/{RELEASE}/modules.dep")));
+    // What is built in, for the guest's libkmod (daxctl).
+    assert!(cpio.contains(&format!("lib/modules/{RELEASE}/modules.builtin.bin")));
+    assert!(cpio.contains("kernel/drivers/cxl/cxl_port.ko"));
     assert!(cpio.contains("kernel/drivers/cxl_pci.ko: kernel/drivers/cxl_acpi.ko"));
     assert!(cpio.contains("etc/cxl-lab/modules"));
     // Again: the same entry, from the cache.
