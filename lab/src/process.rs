@@ -373,6 +373,15 @@ pub fn tail(path: &Path, n: usize) -> String {
     lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
+/// The last `n` lines of a finished command's stdout then stderr, for
+/// error messages (a failed `make`).
+pub fn output_tail(out: &std::process::Output, n: usize) -> String {
+    let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Watches a growing log for a line of text, reading only what was
 /// appended since the last look; works on bytes, so invalid UTF-8 in the
 /// log does not hide the text.

@@ -127,13 +127,10 @@ pub fn make(tree: &Path, jobs: usize) -> Result<f64, RebuildError> {
             source,
         })?;
     if !out.status.success() {
-        let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-        output.push_str(&String::from_utf8_lossy(&out.stderr));
-        let tail: Vec<&str> = output.trim().lines().rev().take(20).collect();
         return Err(RebuildError::Make {
             tree: tree.to_owned(),
             jobs,
-            output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+            output: crate::process::output_tail(&out, 20),
         });
     }
     Ok(t.elapsed().as_secs_f64())

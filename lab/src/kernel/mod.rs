@@ -432,13 +432,10 @@ fn find_tree(tree: &Path, kernels: &Path) -> Result<Found, KernelError> {
                 source,
             })?;
         if !out.status.success() {
-            let mut output = String::from_utf8_lossy(&out.stdout).into_owned();
-            output.push_str(&String::from_utf8_lossy(&out.stderr));
-            let tail: Vec<&str> = output.trim().lines().rev().take(20).collect();
             return Err(KernelError::ModulesInstall {
                 tree: tree.to_owned(),
                 dest,
-                output: tail.into_iter().rev().collect::<Vec<_>>().join("\n"),
+                output: crate::process::output_tail(&out, 20),
             });
         }
         let record = tree.as_os_str().as_encoded_bytes();
