@@ -170,22 +170,7 @@ fn busy_text(name: &str, verb: &str, pid: Option<u32>) -> String {
     }
 }
 
-/// An error and its sources as one text: sentences follow each other, a
-/// message that does not end a sentence is followed by ": ".
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut msg = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        let sep = if msg.trim_end().ends_with(['.', '!', '?', ':']) {
-            " "
-        } else {
-            ": "
-        };
-        msg = format!("{}{sep}{s}", msg.trim_end());
-        src = s.source();
-    }
-    msg
-}
+pub use crate::error_chain::error_chain;
 
 /// Maps an I/O error on `path` to [`LabError::Io`].
 pub(crate) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LabError + '_ {

@@ -28,6 +28,7 @@
 //! `matrix/` (the verb is `verbs/matrix.rs`).
 
 pub mod error;
+pub mod error_chain;
 pub mod events;
 pub mod gate;
 pub mod image;

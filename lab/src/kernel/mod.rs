@@ -519,15 +519,10 @@ fn build_against_tree(tree: &Path, dest: &Path, release: &str) -> Vec<modules::I
                 built.push(b.module);
             }
             Err(e) => {
-                let mut why = e.to_string();
-                let mut source = std::error::Error::source(&e);
-                while let Some(s) = source {
-                    why.push_str(&format!(": {s}"));
-                    source = s.source();
-                }
                 tracing::warn!(
-                    "module {name} does not build against {}; suites that need it skip: {why}",
-                    tree.display()
+                    "module {name} does not build against {}; suites that need it skip: {}",
+                    tree.display(),
+                    crate::error_chain::error_chain(&e)
                 )
             }
         }
