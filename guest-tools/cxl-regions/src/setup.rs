@@ -557,9 +557,21 @@ fn pmem_namespace(
                     "ndctl",
                     &["create-namespace", "-f", "-e", &ns, "-m", mode_name],
                 ),
+                // The page map in RAM (`--map=mem`), not on the device:
+                // under TCG every store to CXL memory is an emulated
+                // access, and the namespace's 4 MiB of struct pages made
+                // its every probe (each boot, each restore) take 0.6-0.7 s
+                // instead of 0.08 s. A namespace made before keeps its map.
                 None => tools::run(
                     "ndctl",
-                    &["create-namespace", "-m", mode_name, "-r", &nd_region],
+                    &[
+                        "create-namespace",
+                        "-m",
+                        mode_name,
+                        "--map=mem",
+                        "-r",
+                        &nd_region,
+                    ],
                 ),
             }
             .map_err(tool_err(r))?;

@@ -81,8 +81,15 @@ impl Sysfs {
 }
 
 fn tracing_write(path: &Path, value: &str) {
+    debug_line(&format!("echo {value} > {}", path.display()));
+}
+
+/// With `CXL_REGIONS_DEBUG` set, `what` on stderr after the guest's
+/// uptime: where a slow set-up spends its time.
+pub fn debug_line(what: &str) {
     if std::env::var_os("CXL_REGIONS_DEBUG").is_some() {
-        eprintln!("cxl-regions: echo {value} > {}", path.display());
+        let up = std::fs::read_to_string("/proc/uptime").unwrap_or_default();
+        eprintln!("cxl-regions: {} {what}", up.split(' ').next().unwrap_or(""));
     }
 }
 

@@ -26,6 +26,7 @@ pub enum ToolError {
 /// Runs a command and returns its standard output.
 pub fn run(program: &str, args: &[&str]) -> Result<String, ToolError> {
     let command = format!("{program} {}", args.join(" "));
+    crate::sysfs::debug_line(&format!("run {command}"));
     let out = Command::new(program)
         .args(args)
         .output()
@@ -40,6 +41,7 @@ pub fn run(program: &str, args: &[&str]) -> Result<String, ToolError> {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
         });
     }
+    crate::sysfs::debug_line(&format!("ran {command}"));
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
