@@ -81,6 +81,14 @@ impl Sample {
     }
 }
 
+/// /proc/loadavg as it reads (empty where there is none), for a bench
+/// report's load at its start and end.
+pub fn loadavg_line() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
+}
+
 /// The host's 1, 5 and 15 minute load averages, from /proc/loadavg.
 pub fn load_average() -> Option<[f64; 3]> {
     let text = std::fs::read_to_string("/proc/loadavg").ok()?;

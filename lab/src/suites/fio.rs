@@ -287,16 +287,26 @@ async fn fio_json(
     }
 }
 
-/// Every block size, randwrite then randread, without the preload.
-async fn baseline_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, SuiteError> {
+/// Every block size, randwrite then randread: `argv(rw, bs)` run and its
+/// report made a record by `record(report, stderr, success, bs, rw, dir)`.
+async fn every_job(
+    ctx: &SuiteContext<'_>,
+    argv: impl Fn(&str, u64) -> Vec<String>,
+    record: impl Fn(&Value, &str, bool, u64, &str, &str) -> Value,
+) -> Result<Vec<Value>, SuiteError> {
     let mut runs = Vec::new();
     for bs in BLOCK_SIZES {
         for (rw, dir) in [("randwrite", "write"), ("randread", "read")] {
-            let (report, stderr, success) = fio_json(ctx, &baseline_argv(dax, rw, bs)).await?;
-            runs.push(baseline_run(&report, &stderr, success, bs, rw, dir));
+            let (report, stderr, success) = fio_json(ctx, &argv(rw, bs)).await?;
+            runs.push(record(&report, &stderr, success, bs, rw, dir));
         }
     }
     Ok(runs)
+}
+
+/// Every job without the preload.
+async fn baseline_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, SuiteError> {
+    every_job(ctx, |rw, bs| baseline_argv(dax, rw, bs), baseline_run).await
 }
 
 /// One baseline job's record: it passes when fio exited 0 with no job
@@ -329,16 +339,16 @@ fn baseline_run(
     run
 }
 
-/// Every block size, randwrite then randread, with each run's evidence.
+/// Every job with the preload, with each run's evidence.
 async fn fio_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, SuiteError> {
-    let mut runs = Vec::new();
-    for bs in BLOCK_SIZES {
-        for (rw, dir) in [("randwrite", "write"), ("randread", "read")] {
-            let (report, stderr, success) = fio_json(ctx, &fio_argv(dax, rw, bs)).await?;
-            let (iops, bw, error) = job_figures(&report, dir);
-            let evidence = evidence(&report, &intercept_log(&stderr), dax, dir);
+    every_job(
+        ctx,
+        |rw, bs| fio_argv(dax, rw, bs),
+        |report, stderr, success, bs, rw, dir| {
+            let (iops, bw, error) = job_figures(report, dir);
+            let evidence = evidence(report, &intercept_log(stderr), dax, dir);
             let passed = success && error == 0 && all_checks(&evidence);
-            runs.push(json!({
+            json!({
                 "bs": bs,
                 "rw": rw,
                 "size": job_size(bs),
@@ -348,10 +358,10 @@ async fn fio_runs(ctx: &SuiteContext<'_>, dax: &str) -> Result<Vec<Value>, Suite
                 "bw_bytes": bw,
                 "evidence": evidence,
                 "fio_version": report["fio version"],
-            }));
-        }
-    }
-    Ok(runs)
+            })
+        },
+    )
+    .await
 }
 
 #[cfg(test)]

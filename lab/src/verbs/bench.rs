@@ -92,12 +92,6 @@ fn stats(timings: &[Timings], kind: BootKind) -> Option<BootStats> {
     })
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// `lab bench timing`: one `lab up --timing=stall` on `opts`' topology;
 /// the two workloads of the README's overhead table armed (stall off) and
 /// disarmed, `runs` times each; then the probe's CXL/local ratios with
@@ -109,7 +103,7 @@ pub async fn bench_timing(
     factors: &[f64],
     events: &Events,
 ) -> Result<TimingBench, LabError> {
-    let loadavg_start = loadavg();
+    let loadavg_start = crate::schedstat::loadavg_line();
     let opts = UpOptions {
         timing: true,
         stall: true,
@@ -121,7 +115,7 @@ pub async fn bench_timing(
     let (stall, workloads, ratios, application) = measured?;
     Ok(TimingBench {
         loadavg_start,
-        loadavg_end: loadavg(),
+        loadavg_end: crate::schedstat::loadavg_line(),
         runs: runs.max(1),
         stall,
         workloads,

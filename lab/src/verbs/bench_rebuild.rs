@@ -107,18 +107,12 @@ pub fn path_figures(
     }
 }
 
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_default()
-}
-
 /// `lab bench rebuild`.
 pub async fn bench_rebuild(
     opts: &RebuildOptions,
     events: &Events,
 ) -> Result<RebuildBench, LabError> {
-    let loadavg_start = loadavg();
+    let loadavg_start = crate::schedstat::loadavg_line();
     // Checked before anything is built: a bad tree fails at once.
     if let Some(tree) = &opts.tree {
         match KernelInput::detect(tree, None)? {
@@ -148,7 +142,7 @@ pub async fn bench_rebuild(
     let ratio = cold.total_s / rebuild.total_s.max(1e-9);
     Ok(RebuildBench {
         loadavg_start,
-        loadavg_end: loadavg(),
+        loadavg_end: crate::schedstat::loadavg_line(),
         profile: if cfg!(debug_assertions) {
             "debug"
         } else {
