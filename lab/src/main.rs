@@ -450,7 +450,7 @@ enum BenchWhat {
         /// A kernel build tree: FILE is touched and the tree's `make -jN`
         /// run before the loop (its seconds reported apart). Without it,
         /// the loop's kernel is a stand-in: the image's kernel as a
-        /// vmlinuz and a modules directory with one module recompressed.
+        /// vmlinuz and a modules directory, new to the bench's scratch cache.
         #[arg(long)]
         kernel: Option<PathBuf>,
         /// The source file touched, relative to the tree.

@@ -1,7 +1,7 @@
 //! The new kernel of the rebuild loop (`lab bench rebuild`): a kernel
 //! tree's source touched and its `make` run, or, with no compiler, a
-//! stand-in made from the image's kernel package with one module file
-//! rewritten; and the scratch image cache the bench works in.
+//! stand-in made from the image's kernel package; and the scratch image
+//! cache the bench works in.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,9 +15,6 @@ use crate::image::Manifest;
 /// The file `--touch` defaults to: the source of `kmem`, a module every
 /// lab loads.
 pub const DEFAULT_TOUCH: &str = "drivers/dax/kmem.c";
-
-/// The module the stand-in kernel rewrites (the one of [`DEFAULT_TOUCH`]).
-const STAND_IN_MODULE: &str = "kmem";
 
 /// Errors making the rebuild loop's kernel or the bench's scratch cache.
 #[derive(Debug, thiserror::Error)]
@@ -38,22 +35,12 @@ pub enum RebuildError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{program} failed on {path}: {stderr}")]
-    Tool {
-        program: String,
-        path: PathBuf,
-        stderr: String,
-    },
     #[error("The image's kernel package {package} {version} is not in {dir}, so no stand-in kernel can be made from it; run `lab image build` first.")]
     NoKernelPackage {
         package: String,
         version: String,
         dir: PathBuf,
     },
-    #[error("The stand-in kernel's modules in {dir} have no {module} module to rewrite.")]
-    NoModule { module: String, dir: PathBuf },
-    #[error("Recompressing {0} gave the same bytes at every level tried, so it would not be a new build.")]
-    SameBytes(PathBuf),
     #[error("Unpacking the kernel package {path} failed.")]
     Unpack {
         path: PathBuf,
@@ -136,65 +123,6 @@ pub fn make(tree: &Path, jobs: usize) -> Result<f64, RebuildError> {
     Ok(t.elapsed().as_secs_f64())
 }
 
-fn tool_output(program: &str, args: &[&str], path: &Path) -> Result<Vec<u8>, RebuildError> {
-    let out = Command::new(program)
-        .args(args)
-        .arg(path)
-        .output()
-        .map_err(|source| RebuildError::Spawn {
-            program: program.into(),
-            source,
-        })?;
-    if !out.status.success() {
-        return Err(RebuildError::Tool {
-            program: program.into(),
-            path: path.to_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-        });
-    }
-    Ok(out.stdout)
-}
-
-/// Rewrites the module file `path` to other bytes of the same module:
-/// decompressed and compressed again at another level (a plain `.ko`
-/// becomes `.ko.xz`). Returns the new file and how it was made.
-pub fn recompress(path: &Path) -> Result<(PathBuf, String), RebuildError> {
-    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
-    let (tool, levels, out) = match ext {
-        "xz" => ("xz", ["-0", "-9"], path.to_owned()),
-        "zst" => ("zstd", ["-1", "-19"], path.to_owned()),
-        "gz" => ("gzip", ["-1", "-9"], path.to_owned()),
-        _ => {
-            let mut name = path.as_os_str().to_owned();
-            name.push(".xz");
-            ("xz", ["-0", "-9"], PathBuf::from(name))
-        }
-    };
-    let plain = path.with_extension("bench-plain");
-    let old = std::fs::read(path).map_err(io_err(path))?;
-    let bytes = if out == path {
-        tool_output(tool, &["-dc"], path)?
-    } else {
-        old.clone()
-    };
-    std::fs::write(&plain, &bytes).map_err(io_err(&plain))?;
-    let result = (|| {
-        for level in levels {
-            let new = tool_output(tool, &["-c", level], &plain)?;
-            if new != old {
-                std::fs::write(&out, &new).map_err(io_err(&out))?;
-                if out != path {
-                    std::fs::remove_file(path).map_err(io_err(path))?;
-                }
-                return Ok((out.clone(), format!("{tool} {level}")));
-            }
-        }
-        Err(RebuildError::SameBytes(path.to_owned()))
-    })();
-    let _ = std::fs::remove_file(&plain);
-    result
-}
-
 /// The stand-in kernel, as `lab up --kernel` takes it.
 #[derive(Debug, Clone)]
 pub struct StandIn {
@@ -202,7 +130,7 @@ pub struct StandIn {
     pub kernel: PathBuf,
     /// `lib/modules/<release>`.
     pub modules: PathBuf,
-    /// The module file rewritten (relative to `modules`) and how.
+    /// What makes it a kernel the lab has not seen.
     pub changed: String,
     /// What it was made from.
     pub made_from: String,
@@ -211,8 +139,10 @@ pub struct StandIn {
 /// The stand-in for "a new build" that needs no compiler: the image's
 /// kernel package (found in `deb_dir`) unpacked into `dir` (its vmlinuz
 /// and config in `boot/`, its modules in `lib/modules/<release>`, as `make
-/// install modules_install` would leave them) with one module file
-/// rewritten to other bytes of the same module.
+/// install modules_install` would leave them). It is new to the lab
+/// because the bench runs in a scratch cache: rewriting a module file
+/// would not change it further, as the modules layer holds modules
+/// decompressed.
 pub fn stand_in(image: &Manifest, deb_dir: &Path, dir: &Path) -> Result<StandIn, RebuildError> {
     let m = image;
     let deb = debs::cached_deb(deb_dir, &m.kernel_package, &m.kernel_version).ok_or_else(|| {
@@ -231,17 +161,10 @@ pub fn stand_in(image: &Manifest, deb_dir: &Path, dir: &Path) -> Result<StandIn,
         .join("boot")
         .join(format!("vmlinuz-{}", m.kernel_release));
     let modules = dir.join("lib/modules").join(&m.kernel_release);
-    let tree = ModuleTree::open_release(&modules)?;
-    let file = tree
-        .path_of(STAND_IN_MODULE)
-        .ok_or_else(|| RebuildError::NoModule {
-            module: STAND_IN_MODULE.into(),
-            dir: modules.clone(),
-        })?;
-    let (new, how) = recompress(&file)?;
-    let rel = new.strip_prefix(&modules).unwrap_or(&new);
+    // Checked as `lab up --kernel` will read it.
+    ModuleTree::open_release(&modules)?;
     Ok(StandIn {
-        changed: format!("{} recompressed ({how})", rel.display()),
+        changed: "nothing: the image's kernel, new to the bench's scratch cache".into(),
         made_from: format!("{} {} unpacked", m.kernel_package, m.kernel_version),
         kernel,
         modules,
@@ -252,37 +175,6 @@ pub fn stand_in(image: &Manifest, deb_dir: &Path, dir: &Path) -> Result<StandIn,
 mod tests {
     use super::*;
     use std::time::Duration;
-
-    #[test]
-    fn a_recompressed_module_is_other_bytes_of_the_same_module() {
-        let d = tempfile::tempdir().unwrap();
-        let ko = d.path().join("kmem.ko");
-        let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
-        std::fs::write(&ko, &content).unwrap();
-        // As Debian ships them: xz with a CRC32 check.
-        let xz = tool_output("xz", &["-c", "--check=crc32", "-6"], &ko).unwrap();
-        let file = d.path().join("kmem.ko.xz");
-        std::fs::write(&file, &xz).unwrap();
-        std::fs::remove_file(&ko).unwrap();
-
-        let (new, how) = recompress(&file).unwrap();
-        assert_eq!(new, file);
-        assert!(how.starts_with("xz -"), "{how}");
-        let bytes = std::fs::read(&new).unwrap();
-        assert_ne!(bytes, xz, "different bytes");
-        assert_eq!(tool_output("xz", &["-dc"], &new).unwrap(), content);
-        let left: Vec<_> = std::fs::read_dir(d.path()).unwrap().collect();
-        assert_eq!(left.len(), 1, "no scratch file left");
-
-        // A plain .ko becomes a .ko.xz of the same module.
-        std::fs::write(&ko, &content).unwrap();
-        let (new, _) = recompress(&ko).unwrap();
-        assert_eq!(new, d.path().join("kmem.ko.xz"));
-        assert!(!ko.exists());
-        assert_eq!(tool_output("xz", &["-dc"], &new).unwrap(), content);
-        let tree = ModuleTree::open_release(d.path()).unwrap();
-        assert_eq!(tree.path_of("kmem"), Some(new));
-    }
 
     #[test]
     fn touch_makes_the_source_newer_and_names_a_missing_one() {

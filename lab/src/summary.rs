@@ -417,9 +417,9 @@ pub struct StepTime {
 pub struct NewKernel {
     /// `tree` (`--kernel TREE`: a file touched, the tree's make run) or
     /// `stand-in` (the image's kernel as a vmlinuz and a modules
-    /// directory, one module file recompressed).
+    /// directory, new to the bench's scratch cache).
     pub kind: String,
-    /// What changed: the file touched, or the module rewritten.
+    /// What changed: the file touched (a tree), or nothing (the stand-in).
     pub changed: String,
     /// The build command run (`make -j2`), or how the stand-in was made.
     pub build: String,
