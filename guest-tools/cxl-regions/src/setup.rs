@@ -553,9 +553,17 @@ fn pmem_namespace(
             // A namespace left in another mode (a suite's fsdax) is
             // changed in place; otherwise a new one takes the region.
             let created = match tools::other_namespace(&listed, mode_name) {
-                Some(ns) => tools::run(
+                Some((ns, map)) => tools::run(
                     "ndctl",
-                    &["create-namespace", "-f", "-e", &ns, "-m", mode_name],
+                    &[
+                        "create-namespace",
+                        "-f",
+                        "-e",
+                        &ns,
+                        "-m",
+                        mode_name,
+                        &format!("--map={map}"),
+                    ],
                 ),
                 // The page map in RAM (`--map=mem`), not on the device:
                 // under TCG every store to CXL memory is an emulated

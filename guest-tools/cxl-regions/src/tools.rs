@@ -90,12 +90,18 @@ pub fn fsdax_blockdev(namespaces: &[Value]) -> Option<(String, u64)> {
 /// fsdax one a suite made and could not give back (the lab was stopped
 /// during it): its labels bring it back at boot, and a new namespace next
 /// to it would find no room.
-pub fn other_namespace(namespaces: &[Value], mode: &str) -> Option<String> {
+pub fn other_namespace(namespaces: &[Value], mode: &str) -> Option<(String, String)> {
     namespaces
         .iter()
         .filter(|n| n.get("mode").and_then(Value::as_str) != Some(mode))
         .filter(|n| n.get("size").and_then(Value::as_u64).unwrap_or(0) > 0)
-        .find_map(|n| n.get("dev").and_then(Value::as_str).map(str::to_owned))
+        .find_map(|n| {
+            let dev = n.get("dev").and_then(Value::as_str)?.to_owned();
+            // Its page map is kept (ndctl's -e would reset it to dev);
+            // a raw namespace has none yet, and gets the RAM one.
+            let map = n.get("map").and_then(Value::as_str).unwrap_or("mem");
+            Some((dev, map.to_owned()))
+        })
 }
 
 /// ndctl prints sizes as numbers in `list` and as "250.00 MiB (262.14 MB)"
@@ -129,8 +135,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            other_namespace(&fsdax, "devdax").as_deref(),
-            Some("namespace1.0")
+            other_namespace(&fsdax, "devdax"),
+            Some(("namespace1.0".to_owned(), "dev".to_owned())),
+            "its page map is kept"
+        );
+        let raw = json_list(
+            "ndctl list",
+            r#"{"dev":"namespace1.0","mode":"raw","size":268435456}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            other_namespace(&raw, "devdax"),
+            Some(("namespace1.0".to_owned(), "mem".to_owned()))
         );
         let devdax = json_list(
             "ndctl list",

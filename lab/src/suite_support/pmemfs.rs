@@ -43,6 +43,27 @@ pub struct PmemFs {
     /// The dax device's bytes, saved from the backing file until restored.
     #[serde(skip)]
     pub saved: SavedData,
+    /// Where the namespace keeps its page map (`mem` or `dev`), kept
+    /// through both reconfigurations: ndctl's `-e` does not keep it, and
+    /// another map would move and resize the dax device.
+    #[serde(skip)]
+    pub map: String,
+}
+
+/// The page map (`--map`) of `namespace` in `ndctl list -N` output: `mem`
+/// or `dev` (ndctl's default, also when the listing does not say).
+pub fn map_of(list: &Value, namespace: &str) -> String {
+    let items = match list {
+        Value::Array(a) => a.clone(),
+        v @ Value::Object(_) => vec![v.clone()],
+        _ => Vec::new(),
+    };
+    items
+        .iter()
+        .find(|n| n.get("dev").and_then(Value::as_str) == Some(namespace))
+        .and_then(|n| n.get("map").and_then(Value::as_str))
+        .unwrap_or("dev")
+        .to_owned()
 }
 
 /// The namespace whose devdax character device is `chardev` (`dax1.0`),
@@ -128,9 +149,10 @@ pub async fn mount(
         what: format!("find the namespace of {dax} in `ndctl list -N`"),
         detail: list.to_string(),
     })?;
+    let map = map_of(&list, &namespace);
     let saved = device_data::save(ctx, dev, &chardev, suite, 0, None).await?;
     // From here on the namespace may be fsdax: a failure gives it back.
-    match make_fs(ctx, &namespace, mount).await {
+    match make_fs(ctx, &namespace, &map, mount).await {
         Ok((blockdev, out)) => {
             let mut lines = out.lines();
             let first = lines.next().unwrap_or_default().trim();
@@ -152,10 +174,11 @@ pub async fn mount(
                 options: options.to_owned(),
                 no_dax_reason,
                 saved,
+                map,
             })
         }
         Err(e) => {
-            let back = give_back(ctx, &namespace, mount).await;
+            let back = give_back(ctx, &namespace, &map, mount).await;
             match back {
                 Ok(ns) => {
                     if let Err(r) = put_data_back(ctx, &saved, &ns).await {
@@ -195,11 +218,12 @@ async fn put_data_back(
 async fn make_fs(
     ctx: &SuiteContext<'_>,
     namespace: &str,
+    map: &str,
     mount: &str,
 ) -> Result<(String, String), SuiteError> {
     let (created, _) = ctx
         .exec_json(&sh(format!(
-            "ndctl create-namespace -f -e {namespace} -m fsdax"
+            "ndctl create-namespace -f -e {namespace} -m fsdax --map={map}"
         )))
         .await?;
     let blockdev = created["blockdev"]
@@ -220,6 +244,7 @@ async fn make_fs(
 async fn give_back(
     ctx: &SuiteContext<'_>,
     namespace: &str,
+    map: &str,
     mount: &str,
 ) -> Result<Value, SuiteError> {
     ctx.exec_checked(&sh(format!(
@@ -228,7 +253,7 @@ async fn give_back(
     .await?;
     let (ns, _) = ctx
         .exec_json(&sh(format!(
-            "ndctl create-namespace -f -e {namespace} -m devdax"
+            "ndctl create-namespace -f -e {namespace} -m devdax --map={map}"
         )))
         .await?;
     Ok(ns)
@@ -238,7 +263,7 @@ async fn give_back(
 /// device back and the dax device its data; an error if it comes back under
 /// another name or size.
 pub async fn restore(ctx: &SuiteContext<'_>, fs: &PmemFs) -> Result<Value, SuiteError> {
-    let ns = give_back(ctx, &fs.namespace, &fs.mount).await?;
+    let ns = give_back(ctx, &fs.namespace, &fs.map, &fs.mount).await?;
     let chardev = chardev_of(&ns);
     let written = put_data_back(ctx, &fs.saved, &ns).await?;
     if chardev.as_deref() != Some(fs.chardev.as_str()) {
@@ -291,6 +316,17 @@ mod tests {
         assert_eq!(chardev_of(&one).as_deref(), Some("dax1.0"));
         assert_eq!(chardev_of(&list[1]).as_deref(), Some("dax1.0"));
         assert_eq!(chardev_of(&list[0]), None);
+    }
+
+    #[test]
+    fn the_page_map_is_read_from_the_listing() {
+        let list = json!([
+            {"dev": "namespace0.0", "mode": "devdax", "map": "mem", "chardev": "dax0.0"},
+            {"dev": "namespace1.0", "mode": "fsdax", "blockdev": "pmem1"},
+        ]);
+        assert_eq!(map_of(&list, "namespace0.0"), "mem");
+        assert_eq!(map_of(&list, "namespace1.0"), "dev", "ndctl's default");
+        assert_eq!(map_of(&list[0], "namespace0.0"), "mem");
     }
 
     #[test]

@@ -495,6 +495,7 @@ mod tests {
             options: "rw,relatime".into(),
             no_dax_reason: Some("mount: Invalid argument".into()),
             saved: Default::default(),
+            map: "mem".into(),
         };
         assert!(fs_ok(&fs));
         let v = replay_fs(&fs, json!({"dax": "/dev/dax1.0"}));
