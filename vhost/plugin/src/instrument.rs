@@ -376,22 +376,30 @@ unsafe extern "C" fn on_tb_armed(_id: qemu_plugin_id_t, tb: *mut qemu_plugin_tb)
             n as u64,
         );
         let stalling = st.stall.is_on();
+        // Learning off (the default), no instruction gets a slot: each is
+        // instrumented, and its accesses skip the learning counters.
+        let learning = st.learn.is_on();
         for i in 0..n {
             let insn = qemu_plugin_tb_get_insn(tb, i);
-            let mut key = Key {
-                vaddr: qemu_plugin_insn_vaddr(insn),
-                haddr: qemu_plugin_insn_haddr(insn) as u64,
-                bytes: [0; 16],
+            let slot = if learning {
+                let mut key = Key {
+                    vaddr: qemu_plugin_insn_vaddr(insn),
+                    haddr: qemu_plugin_insn_haddr(insn) as u64,
+                    bytes: [0; 16],
+                };
+                qemu_plugin_insn_data(insn, key.bytes.as_mut_ptr().cast(), key.bytes.len());
+                let slot = st.learn.slot(key);
+                if slot.is_none() {
+                    // The table is full: an audit's reset starts it over.
+                    st.maint.fetch_or(AUDIT, Ordering::Release);
+                }
+                if !st.learn.instrument(slot, stalling) {
+                    continue;
+                }
+                slot
+            } else {
+                None
             };
-            qemu_plugin_insn_data(insn, key.bytes.as_mut_ptr().cast(), key.bytes.len());
-            let slot = st.learn.slot(key);
-            if slot.is_none() {
-                // The table is full: an audit's reset starts it over.
-                st.maint.fetch_or(AUDIT, Ordering::Release);
-            }
-            if !st.learn.instrument(slot, stalling) {
-                continue;
-            }
             qemu_plugin_register_vcpu_mem_cb(
                 insn,
                 Some(on_mem),

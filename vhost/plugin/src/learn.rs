@@ -101,6 +101,12 @@ impl Learner {
         }
     }
 
+    /// Whether instructions are learned and left out (`learn=on`), fixed
+    /// when the plugin loads.
+    pub fn is_on(&self) -> bool {
+        self.on.load(Ordering::Relaxed)
+    }
+
     /// The instruction's slot, made on first sight; `None` when the table
     /// is full (the instruction is then always instrumented).
     pub fn slot(&self, key: Key) -> Option<u32> {
