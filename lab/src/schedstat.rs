@@ -91,7 +91,7 @@ pub fn loadavg_line() -> String {
 
 /// The host's 1, 5 and 15 minute load averages, from /proc/loadavg.
 pub fn load_average() -> Option<[f64; 3]> {
-    let text = std::fs::read_to_string("/proc/loadavg").ok()?;
+    let text = loadavg_line();
     let mut it = text.split_whitespace().map(|w| w.parse::<f64>().ok());
     Some([it.next()??, it.next()??, it.next()??])
 }

@@ -50,15 +50,19 @@ pub struct PmemFs {
     pub map: String,
 }
 
-/// The page map (`--map`) of `namespace` in `ndctl list -N` output: `mem`
-/// or `dev` (ndctl's default, also when the listing does not say).
-pub fn map_of(list: &Value, namespace: &str) -> String {
-    let items = match list {
+/// The namespaces of `ndctl list -N` output: one object, or an array.
+fn items(list: &Value) -> Vec<Value> {
+    match list {
         Value::Array(a) => a.clone(),
         v @ Value::Object(_) => vec![v.clone()],
         _ => Vec::new(),
-    };
-    items
+    }
+}
+
+/// The page map (`--map`) of `namespace` in `ndctl list -N` output: `mem`
+/// or `dev` (ndctl's default, also when the listing does not say).
+pub fn map_of(list: &Value, namespace: &str) -> String {
+    items(list)
         .iter()
         .find(|n| n.get("dev").and_then(Value::as_str) == Some(namespace))
         .and_then(|n| n.get("map").and_then(Value::as_str))
@@ -71,11 +75,7 @@ pub fn map_of(list: &Value, namespace: &str) -> String {
 /// left in another mode by an interrupted run has no character device: it
 /// is found by the name ndctl gives both (`namespace1.0` for `dax1.0`).
 pub fn namespace_of(list: &Value, chardev: &str) -> Option<String> {
-    let items = match list {
-        Value::Array(a) => a.clone(),
-        v @ Value::Object(_) => vec![v.clone()],
-        _ => Vec::new(),
-    };
+    let items = items(list);
     let dev = |n: &Value| n.get("dev").and_then(Value::as_str).map(str::to_owned);
     let by_chardev = items.iter().find_map(|n| {
         let top = n.get("chardev").and_then(Value::as_str) == Some(chardev);
