@@ -5,10 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cxl_lab::events::Events;
 use cxl_lab::verbs::{self, UpOptions};
+use cxl_topology::Topology;
 use lab_e2e::{error_chain, TestLab};
 use serde_json::Value;
 
@@ -65,9 +66,31 @@ fn backing_bytes(path: &Path, offset: u64, len: usize) -> Vec<u8> {
 
 #[test]
 fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
-    let lab = TestLab::new("e2e-timing");
+    charges_cache_line_writes(&TestLab::new("e2e-timing"), None);
+}
+
+/// The same checks with learning on (`[simulator] timing_learn`): the
+/// writes' instructions are new code, instrumented until seen, so every
+/// line is counted; records carry no instruction count in this mode.
+#[test]
+fn learning_mode_counts_the_same_cache_line_writes() {
+    let lab = TestLab::new("e2e-timing-learn");
+    let mut t = Topology::embedded_default();
+    t.simulator.timing_learn = Some(true);
+    let dir = std::env::temp_dir().join(format!("e2e-timing-learn-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("learn.toml");
+    std::fs::write(&file, t.to_toml()).expect("topology file");
+    charges_cache_line_writes(&lab, Some(file));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `topology`: None for the embedded default (learning off).
+fn charges_cache_line_writes(lab: &TestLab, topology: Option<PathBuf>) {
+    let learning = topology.is_some();
     let opts = UpOptions {
         timing: true,
+        topology,
         ..lab.options()
     };
     let summary = lab
@@ -85,7 +108,7 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
             .1
     };
     assert_ne!(region("vmem0"), region("pmem0"));
-    let argv = verbs::args(&lab.options()).expect("lab args");
+    let argv = verbs::args(&opts).expect("lab args");
     let plugin = argv
         .iter()
         .position(|a| a == "-plugin")
@@ -95,6 +118,7 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
         plugin.contains("libcxl_memsim_plugin.so,socket="),
         "{plugin}"
     );
+    assert_eq!(plugin.contains(",learn=on"), learning, "{plugin}");
 
     let control = summary.simulator_control.clone();
     let ask = |line: &str| -> Value {
@@ -200,10 +224,17 @@ fn timing_mode_charges_guest_cache_line_writes_to_their_pages() {
         !i1.is_empty() && i1.keys().all(|k| k == "0" || k == "1"),
         "{i1:?}"
     );
-    assert!(
-        i1.values().sum::<u64>() > i0.values().sum::<u64>(),
-        "instruction counts grow: {i0:?} -> {i1:?}"
-    );
+    if learning {
+        assert!(
+            i1.values().all(|&i| i == 0),
+            "learning counts no instructions: {i1:?}"
+        );
+    } else {
+        assert!(
+            i1.values().sum::<u64>() > i0.values().sum::<u64>(),
+            "instruction counts grow: {i0:?} -> {i1:?}"
+        );
+    }
 
     // Disarmed: the write lands but is not seen; re-armed: it is again.
     assert_eq!(ask("plugin disarm")["plugins"], 1);

@@ -414,7 +414,7 @@ enum BenchWhat {
         name: String,
         #[arg(long)]
         topology: Option<PathBuf>,
-        /// Runs of each workload each way (their median is reported).
+        /// Measured runs of each workload each way, after one unmeasured first run (their median is reported).
         #[arg(long, default_value_t = 3)]
         runs: usize,
         /// Model settings: every device's read latency as this multiple

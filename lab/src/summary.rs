@@ -272,10 +272,14 @@ pub struct BootStats {
 #[derive(Debug, Clone, Serialize)]
 pub struct WorkloadSlowdown {
     pub workload: String,
-    /// Medians over the runs, in seconds.
+    /// Medians over the runs after the first, in seconds.
     pub armed_s: f64,
     pub disarmed_s: f64,
     pub slowdown: f64,
+    /// Each way's first run, not in the medians (with learning, the armed
+    /// one pays the learning of the workload's code).
+    pub first_armed_s: f64,
+    pub first_disarmed_s: f64,
 }
 
 /// The guest's CXL/local ratios at one model setting.
@@ -328,9 +332,24 @@ pub struct TimingBench {
     pub stall: crate::stall::StallState,
     /// Empty when the lab has no devdax region (the workloads write one).
     pub workloads: Vec<WorkloadSlowdown>,
+    /// How the armed runs observed: None with learning off (every access
+    /// called the plugin, every CXL access counted).
+    pub learning: Option<LearningCounts>,
     pub ratios: Vec<RatioRow>,
     /// None when the lab has no system-ram (NUMA node) region.
     pub application: Option<AppExperiment>,
+}
+
+/// The plugin's learning after the armed runs (`[simulator] timing_learn`).
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct LearningCounts {
+    /// Distinct instructions left out of the instrumentation once seen.
+    pub left_out: u64,
+    /// Re-translations made to leave them out.
+    pub prunes: u64,
+    /// Left-out instructions later caught touching a window: their
+    /// accesses while left out went uncounted.
+    pub relearned: u64,
 }
 
 /// `lab inject`: what was injected and what QEMU answered.

@@ -703,7 +703,7 @@ pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
     let c = &b.stall.calibration;
     let _ = writeln!(
         out,
-        "load average {} at the start, {} at the end; medians of {} runs",
+        "load average {} at the start, {} at the end; medians of {} runs after a first one",
         b.loadavg_start, b.loadavg_end, b.runs
     );
     let _ = writeln!(
@@ -713,15 +713,28 @@ pub fn bench_timing(b: &crate::summary::TimingBench) -> String {
     );
     let _ = writeln!(
         out,
-        "\n{:<55} {:>9} {:>9} {:>9}",
-        "workload", "armed", "disarmed", "slowdown"
+        "\n{:<55} {:>9} {:>9} {:>9} {:>17}",
+        "workload", "armed", "disarmed", "slowdown", "first run a / d"
     );
     for w in &b.workloads {
         let _ = writeln!(
             out,
-            "{:<55} {:>8.2}s {:>8.2}s {:>8.2}x",
-            w.workload, w.armed_s, w.disarmed_s, w.slowdown
+            "{:<55} {:>8.2}s {:>8.2}s {:>8.2}x {:>7.2}s / {:>5.2}s",
+            w.workload, w.armed_s, w.disarmed_s, w.slowdown, w.first_armed_s, w.first_disarmed_s
         );
+    }
+    if !b.workloads.is_empty() {
+        let _ = match &b.learning {
+            None => writeln!(
+                out,
+                "armed: every guest access calls the plugin, every CXL access counted (learning off)"
+            ),
+            Some(l) => writeln!(
+                out,
+                "armed with learning: {} instructions left out, {} prunes, {} relearned (a relearned instruction's CXL accesses while left out went uncounted)",
+                l.left_out, l.prunes, l.relearned
+            ),
+        };
     }
     let _ = writeln!(
         out,

@@ -15,7 +15,7 @@ use crate::rundir::{BootKind, RunDir, Timings};
 use crate::stall::{self, StallError, StallState};
 use crate::stats::median;
 use crate::summary::{
-    AppExperiment, BootBench, BootStats, RatioRow, TimingBench, WorkloadSlowdown,
+    AppExperiment, BootBench, BootStats, LearningCounts, RatioRow, TimingBench, WorkloadSlowdown,
 };
 use crate::timing::{self, TimingError};
 
@@ -112,13 +112,14 @@ pub async fn bench_timing(
     let summary = up(&opts, events).await?;
     let measured = measure_timing(&opts.name, &summary, runs.max(1), factors).await;
     down(&opts.name, events).await?;
-    let (stall, workloads, ratios, application) = measured?;
+    let (stall, workloads, learning, ratios, application) = measured?;
     Ok(TimingBench {
         loadavg_start,
         loadavg_end: crate::schedstat::loadavg_line(),
         runs: runs.max(1),
         stall,
         workloads,
+        learning,
         ratios,
         application,
     })
@@ -127,9 +128,24 @@ pub async fn bench_timing(
 type Measured = (
     StallState,
     Vec<WorkloadSlowdown>,
+    Option<LearningCounts>,
     Vec<RatioRow>,
     Option<AppExperiment>,
 );
+
+/// The plugin's learning counters, sent at a flush.
+async fn learning_counts(control: &std::path::Path) -> Result<LearningCounts, LabError> {
+    stall::control(control, "plugin flush").await?;
+    let v = cxl_memsim_wire::control::request(control, "stats")
+        .await
+        .map_err(StallError::from)?;
+    let n = |k: &str| v["plugin"][k].as_u64().unwrap_or(0);
+    Ok(LearningCounts {
+        left_out: n("left_out"),
+        prunes: n("prunes"),
+        relearned: n("relearned"),
+    })
+}
 
 async fn measure_timing(
     name: &str,
@@ -162,11 +178,15 @@ async fn measure_timing(
         .collect(),
         None => Vec::new(),
     };
+    // One run more than measured, first: the guest's page cache, and with
+    // learning the plugin, start each workload's measured runs warm. The
+    // first run's time is reported apart (with learning, it pays the
+    // learning); the median is of the others.
     let wall = |argv: Vec<String>| {
         let agent = &agent;
         async move {
             let mut secs = Vec::new();
-            for _ in 0..runs {
+            for _ in 0..=runs {
                 let t = Instant::now();
                 let out = agent
                     .exec(&argv[0], &argv[1..], Duration::from_secs(600))
@@ -182,7 +202,7 @@ async fn measure_timing(
                     .into());
                 }
             }
-            Ok::<f64, LabError>(median(&secs))
+            Ok::<(f64, f64), LabError>((secs[0], median(&secs[1..])))
         }
     };
     // Armed and observing only: the README table's "armed" column.
@@ -191,16 +211,22 @@ async fn measure_timing(
     for w in &workloads {
         armed.push(wall(w.clone()).await?);
     }
+    let learning = match topology.simulator.timing_learn() {
+        true => Some(learning_counts(&control).await?),
+        false => None,
+    };
     let mut slowdowns = Vec::new();
     if !workloads.is_empty() {
         timing::arm_windows(&control, &agent, &[], ARM_TIMEOUT).await?;
-        for (w, a) in workloads.iter().zip(armed) {
-            let d = wall(w.clone()).await?;
+        for (w, (first_armed, a)) in workloads.iter().zip(armed) {
+            let (first_disarmed, d) = wall(w.clone()).await?;
             slowdowns.push(WorkloadSlowdown {
                 workload: w.join(" "),
                 armed_s: a,
                 disarmed_s: d,
                 slowdown: a / d.max(1e-9),
+                first_armed_s: first_armed,
+                first_disarmed_s: first_disarmed,
             });
         }
         timing::arm_windows(&control, &agent, &timing.windows, ARM_TIMEOUT).await?;
@@ -261,7 +287,7 @@ async fn measure_timing(
         Some(r) => Some(application(&control, &agent, r, &stall_state, runs).await?),
         None => None,
     };
-    Ok((stall_state, slowdowns, ratios, application))
+    Ok((stall_state, slowdowns, learning, ratios, application))
 }
 
 /// The application experiment's workload: random page writes over a

@@ -12,38 +12,99 @@
 //! instrumented at its first translation.
 //!
 //! What can go uncounted: an instruction left out that later touches a
-//! window (a `memcpy` used on RAM for 4096 accesses, then on CXL memory,
-//! after a re-translation in between). Each arm and every audit (a
-//! periodic reset that instruments everything again until it is seen
-//! anew) start the counts over; an instruction that was left out and then
+//! window (a `memcpy` used on RAM for 1024 accesses, then on CXL memory,
+//! after a re-translation in between). Each arm starts the counts over,
+//! and every audit (a periodic reset) those of one share of the
+//! instructions, which are instrumented again until seen anew; an
+//! instruction that was left out and then
 //! touches a window under instrumentation counts in [`Counters::relearned`]:
 //! its accesses before that may have gone uncounted.
 //!
-//! An instruction is known by its virtual address, its host address (the
-//! guest page its bytes are in) and its first 16 bytes: the same code
-//! mapped at another address (another process, ASLR) is new code, and
-//! other code at a reused page and address differs in its bytes (or, with
-//! the very same bytes and place, is the same code).
+//! An instruction is known by its host address (where its bytes lie in
+//! guest RAM, so its physical place) and its first 16 bytes, not by its
+//! virtual address: a program run again, or a shared library in another
+//! process, is the same code at another address (ASLR), and what one run
+//! learned holds for the next instead of every run paying its learning and
+//! the prunes again (measured: a new process each run kept
+//! `data-generator` at 2.3–3.7× armed). Other code at a reused page differs
+//! in its bytes, or, with the very same bytes and place, is the same code.
+//! The price: a routine seen on RAM in one process (libc's `memcpy`) stays
+//! left out when another process uses it on CXL memory, until an audit.
 //!
 //! This module is QEMU-free so that its tests link without QEMU.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
 /// RAM accesses an instruction makes under instrumentation, with none to a
-/// watched window, before it is left out.
-pub const HOT_AT: u32 = 4096;
+/// watched window, before it is left out. 4096 left much of a program's
+/// per-page kernel code (about 4096 runs in a 16 MiB `data-generator`)
+/// instrumented for three or four runs; 1024 is learned in one or two.
+pub const HOT_AT: u32 = 1024;
 /// Instructions tracked at once; past that the table starts over at the
 /// next reset (every instruction instrumented again).
 pub const CAPACITY: usize = 1 << 20;
 
-/// An instruction's identity across translations.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An instruction's identity across translations and processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Key {
-    pub vaddr: u64,
     pub haddr: u64,
     pub bytes: [u8; 16],
+}
+
+impl Hash for Key {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (lo, hi) = self.bytes.split_at(8);
+        state.write_u64(self.haddr);
+        state.write_u64(u64::from_le_bytes(lo.try_into().unwrap_or_default()));
+        state.write_u64(u64::from_le_bytes(hi.try_into().unwrap_or_default()));
+    }
+}
+
+/// A multiply-rotate hash of whole words (the Fx hash): every translated
+/// instruction is looked up under the table's lock, and SipHash's
+/// resistance to chosen keys buys nothing against guest code addresses.
+#[derive(Default)]
+struct WordHasher(u64);
+
+impl Hasher for WordHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Index = HashMap<Key, u32, BuildHasherDefault<WordHasher>>;
+
+/// An audit starts over the counts of one share of the instructions (by
+/// slot), in turn: all of them at once made every audit as costly as a
+/// new arm (every instruction instrumented until seen again, and the
+/// prunes after), which undid the learning of repeatedly run programs
+/// every `audit_ms`. With 8 shares each instruction is watched anew every
+/// 8 audits.
+pub const AUDIT_SHARES: u64 = 8;
+
+/// Which counts a reset starts over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forget {
+    Nothing,
+    /// An audit: the next share.
+    Share,
+    /// An arm: every count.
+    All,
 }
 
 /// The instruction touched a watched window.
@@ -65,7 +126,7 @@ pub struct Counters {
 }
 
 pub struct Learner {
-    index: Mutex<HashMap<Key, u32>>,
+    index: Mutex<Index>,
     ram: Box<[AtomicU32]>,
     flags: Box<[AtomicU8]>,
     capacity: usize,
@@ -79,6 +140,8 @@ pub struct Learner {
     left_out: AtomicU64,
     relearned: AtomicU64,
     prunes: AtomicU64,
+    /// Audits so far: which share the next one starts over.
+    audits: AtomicU64,
 }
 
 impl Learner {
@@ -88,7 +151,7 @@ impl Learner {
 
     pub fn with_capacity(on: bool, capacity: usize) -> Learner {
         Learner {
-            index: Mutex::new(HashMap::new()),
+            index: Mutex::new(Index::default()),
             ram: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
             flags: (0..capacity).map(|_| AtomicU8::new(0)).collect(),
             capacity,
@@ -98,6 +161,7 @@ impl Learner {
             left_out: AtomicU64::new(0),
             relearned: AtomicU64::new(0),
             prunes: AtomicU64::new(0),
+            audits: AtomicU64::new(0),
         }
     }
 
@@ -181,9 +245,9 @@ impl Learner {
     }
 
     /// A reset flushed QEMU's code cache; `prune` when it was asked for to
-    /// leave seen instructions out, `forget` to start every count over
-    /// (an arm, an audit). Runs with every vCPU stopped.
-    pub fn reset(&self, prune: bool, forget: bool) {
+    /// leave seen instructions out, `forget` to start counts over (all of
+    /// them at an arm, one share at an audit). Runs with every vCPU stopped.
+    pub fn reset(&self, prune: bool, forget: Forget) {
         self.cache_left_out.store(false, Ordering::Relaxed);
         if prune {
             self.prunes.fetch_add(1, Ordering::Relaxed);
@@ -197,10 +261,13 @@ impl Learner {
                 self.ram[i].store(0, Ordering::Relaxed);
                 self.flags[i].store(0, Ordering::Relaxed);
             }
-        } else if forget {
+        } else if forget != Forget::Nothing {
             let used = self.index.lock().unwrap_or_else(|p| p.into_inner()).len();
-            for c in &self.ram[..used] {
-                c.store(0, Ordering::Relaxed);
+            let share = self.audits.fetch_add(1, Ordering::Relaxed) % AUDIT_SHARES;
+            for (i, c) in self.ram[..used].iter().enumerate() {
+                if forget == Forget::All || i as u64 % AUDIT_SHARES == share {
+                    c.store(0, Ordering::Relaxed);
+                }
             }
         }
     }
@@ -218,10 +285,9 @@ impl Learner {
 mod tests {
     use super::*;
 
-    fn key(vaddr: u64) -> Key {
+    fn key(place: u64) -> Key {
         Key {
-            vaddr,
-            haddr: 0x1000 + vaddr,
+            haddr: 0x1000 + place,
             bytes: [0x48; 16],
         }
     }
@@ -253,7 +319,7 @@ mod tests {
         l.window_access(s);
         assert!(!see(&l, s, 10 * HOT_AT), "a window instruction never asks");
         assert!(l.instrument(Some(s), false));
-        l.reset(true, true);
+        l.reset(true, Forget::All);
         assert!(l.instrument(Some(s), false), "an audit keeps the mark");
         assert_eq!(l.counters().relearned, 0);
     }
@@ -268,9 +334,28 @@ mod tests {
         let b = l.slot(other);
         assert_ne!(Some(a), b);
         assert!(l.instrument(b, false));
-        let mut moved = key(7);
-        moved.vaddr = 0x7f00_0000_0007;
-        assert!(l.instrument(l.slot(moved), false), "ASLR: new code");
+        assert_eq!(l.slot(key(7)), Some(a), "the same bytes and place");
+        assert!(
+            !l.instrument(Some(a), false),
+            "another run of the program (its pages, at any virtual address) is left out"
+        );
+    }
+
+    #[test]
+    fn the_word_hasher_spreads_keys_that_differ_in_one_word() {
+        let h = |k: Key| {
+            let mut s = WordHasher::default();
+            k.hash(&mut s);
+            s.finish()
+        };
+        let a = key(0x1000);
+        let mut b = a;
+        b.bytes[15] = 0x90;
+        let mut c = a;
+        c.haddr += 1;
+        assert_ne!(h(a), h(b));
+        assert_ne!(h(a), h(c));
+        assert_ne!(h(b), h(c));
     }
 
     #[test]
@@ -292,11 +377,11 @@ mod tests {
         let s = l.slot(key(3));
         see(&l, s.unwrap(), HOT_AT);
         assert!(!l.instrument(s, false));
-        l.reset(true, false);
+        l.reset(true, Forget::Nothing);
         assert!(!l.cache_left_out(), "the reset flushed the cache");
         assert!(!l.instrument(s, false), "still seen after a prune");
-        // An audit starts the counts over: instrumented again.
-        l.reset(false, true);
+        // An arm starts every count over: instrumented again.
+        l.reset(false, Forget::All);
         assert!(l.instrument(s, false));
         l.window_access(s.unwrap());
         l.window_access(s.unwrap());
@@ -312,6 +397,33 @@ mod tests {
     }
 
     #[test]
+    fn each_audit_starts_over_one_share_of_the_instructions_in_turn() {
+        let l = Learner::new(true);
+        let n = 2 * AUDIT_SHARES as u32;
+        let slots: Vec<u32> = (0..n).map(|i| l.slot(key(u64::from(i))).unwrap()).collect();
+        for &s in &slots {
+            see(&l, s, HOT_AT);
+        }
+        let watched = |l: &Learner| {
+            slots
+                .iter()
+                .filter(|&&s| l.instrument(Some(s), false))
+                .count()
+        };
+        assert_eq!(watched(&l), 0, "all seen");
+        l.reset(false, Forget::Share);
+        assert_eq!(watched(&l), 2, "one share watched anew");
+        for _ in 1..AUDIT_SHARES {
+            l.reset(false, Forget::Share);
+        }
+        assert_eq!(
+            watched(&l),
+            slots.len(),
+            "every share after AUDIT_SHARES audits"
+        );
+    }
+
+    #[test]
     fn a_full_table_instruments_the_rest_and_starts_over_at_a_reset() {
         let l = Learner::with_capacity(true, 2);
         let a = l.slot(key(10)).unwrap();
@@ -320,7 +432,7 @@ mod tests {
         assert!(l.instrument(None, false), "untracked: instrumented");
         see(&l, a, HOT_AT);
         l.window_access(a);
-        l.reset(false, false);
+        l.reset(false, Forget::Nothing);
         assert_eq!(l.counters().relearned, 0, "never left out");
         assert_eq!(l.slot(key(12)), Some(0), "the table started over");
         assert!(l.instrument(Some(0), false));
