@@ -856,6 +856,62 @@ mod tests {
     use crate::summary::SuiteResult;
 
     #[test]
+    fn the_timing_bench_shows_first_runs_apart_and_how_the_armed_runs_observed() {
+        use crate::summary::{LearningCounts, TimingBench, WorkloadSlowdown};
+        let topology = cxl_topology::Topology::embedded_default();
+        let bench = |learning| TimingBench {
+            loadavg_start: "0.50".into(),
+            loadavg_end: "0.60".into(),
+            runs: 3,
+            stall: crate::stall::StallState {
+                local_latency_ns: 100,
+                calibration: crate::stall::Calibration::new(
+                    "dax:/dev/dax0.0".into(),
+                    40.0,
+                    450.0,
+                    &topology,
+                ),
+                devices: Vec::new(),
+                command: String::new(),
+            },
+            workloads: vec![WorkloadSlowdown {
+                workload: "data-generator -s 16".into(),
+                armed_s: 0.89,
+                disarmed_s: 0.67,
+                slowdown: 0.89 / 0.67,
+                first_armed_s: 1.49,
+                first_disarmed_s: 0.91,
+            }],
+            learning,
+            ratios: Vec::new(),
+            application: None,
+        };
+        let exact = bench_timing(&bench(None));
+        assert!(
+            exact.contains("medians of 3 runs after a first one"),
+            "{exact}"
+        );
+        assert!(
+            exact.contains("data-generator -s 16") && exact.contains("1.33x    1.49s /  0.91s"),
+            "{exact}"
+        );
+        assert!(
+            exact.contains("every CXL access counted (learning off)"),
+            "{exact}"
+        );
+        let learned = bench_timing(&bench(Some(LearningCounts {
+            left_out: 3446,
+            prunes: 6,
+            relearned: 1,
+        })));
+        assert!(
+            learned.contains("3446 instructions left out, 6 prunes, 1 relearned"),
+            "{learned}"
+        );
+        assert!(!learned.contains("learning off"), "{learned}");
+    }
+
+    #[test]
     fn the_matrix_table_has_a_line_per_cell_and_per_suite_then_the_verdict() {
         let step = StepRecord {
             argv: vec![],
