@@ -102,6 +102,11 @@ fn charges_cache_line_writes(lab: &TestLab, topology: Option<PathBuf>, save: boo
         .unwrap_or_else(|e| panic!("lab up --timing failed: {}", error_chain(&e)));
     let timing = summary.timing.clone().expect("timing mode state");
     assert!(!timing.windows.is_empty(), "{timing:?}");
+    assert_eq!(timing.learning, learning, "{timing:?}");
+    assert_eq!(
+        cxl_lab::text::summary(&summary).contains("learning on (`timing_learn`)"),
+        learning
+    );
     let region = |name: &str| {
         timing
             .regions

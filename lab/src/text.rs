@@ -106,6 +106,12 @@ pub fn summary(s: &Summary) -> String {
             t.windows.join(" "),
             s.simulator_control.display()
         );
+        if t.learning {
+            let _ = writeln!(
+                out,
+                "  timing: learning on (`timing_learn`): instructions seen on RAM only are left out, so counts may miss CXL accesses (`relearned` in the stats' plugin object), and records carry no instruction count"
+            );
+        }
         if let Some(st) = &t.stall {
             stall_lines(&mut out, st);
         }

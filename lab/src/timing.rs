@@ -93,6 +93,9 @@ pub struct TimingState {
     /// Stall mode: the calibration, each device's figures and stalls.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stall: Option<crate::stall::StallState>,
+    /// `[simulator] timing_learn`: counts may miss accesses.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learning: bool,
 }
 
 /// The "CXL Window" ranges of a `/proc/iomem` text.
@@ -182,6 +185,7 @@ pub async fn arm(
         regions,
         arm_ms: t.elapsed().as_millis() as u64,
         stall: None,
+        learning: false,
     })
 }
 

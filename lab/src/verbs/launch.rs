@@ -79,6 +79,9 @@ pub struct Plugin {
     pub library: PathBuf,
     /// The value of QEMU's `-plugin` option.
     pub option: String,
+    /// `[simulator] timing_learn`: the plugin leaves out instructions seen
+    /// on RAM only.
+    pub learning: bool,
 }
 
 /// Everything QEMU's command line is built from, for one run directory.
@@ -139,9 +142,13 @@ pub fn plan(run: &RunDir, opts: &UpOptions, events: &Events) -> Result<QemuLaunc
         if !library.is_file() {
             return Err(TimingError::NoPlugin(library).into());
         }
-        let option =
-            timing::plugin_option(&library, &run.sockets, topology.simulator.timing_learn())?;
-        Some(Plugin { library, option })
+        let learning = topology.simulator.timing_learn();
+        let option = timing::plugin_option(&library, &run.sockets, learning)?;
+        Some(Plugin {
+            library,
+            option,
+            learning,
+        })
     } else {
         None
     };

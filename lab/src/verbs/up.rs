@@ -252,6 +252,7 @@ pub async fn up(opts: &UpOptions, events: &Events) -> Result<Summary, LabError> 
         timing: launch.plugin.as_ref().map(|p| crate::timing::TimingState {
             plugin: p.library.clone(),
             plugin_socket: run.plugin_socket(),
+            learning: p.learning,
             ..Default::default()
         }),
     };
@@ -652,6 +653,7 @@ async fn finish(
         state.timing = Some(crate::timing::TimingState {
             plugin: ts.plugin,
             plugin_socket: ts.plugin_socket,
+            learning: ts.learning,
             stall,
             ..armed
         });
