@@ -264,9 +264,12 @@ impl Learner {
             }
         } else if forget != Forget::Nothing {
             let used = self.index.lock().unwrap_or_else(|p| p.into_inner()).len();
-            let share = self.audits.fetch_add(1, Ordering::Relaxed) % AUDIT_SHARES;
+            let share = match forget {
+                Forget::Share => Some(self.audits.fetch_add(1, Ordering::Relaxed) % AUDIT_SHARES),
+                _ => None,
+            };
             for (i, c) in self.ram[..used].iter().enumerate() {
-                if forget == Forget::All || i as u64 % AUDIT_SHARES == share {
+                if share.is_none_or(|s| i as u64 % AUDIT_SHARES == s) {
                     c.store(0, Ordering::Relaxed);
                 }
             }
