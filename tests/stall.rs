@@ -49,10 +49,7 @@ fn stall_mode_makes_cxl_loads_slower_by_the_models_ratio() {
     let mut t = Topology::embedded_default();
     t.devices[0].read_latency_ns = Some(250);
     t.simulator.timing = TimingMode::Stall;
-    let dir = std::env::temp_dir().join(format!("e2e-stall-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("stall.toml");
-    std::fs::write(&file, t.to_toml()).expect("topology file");
+    let file = lab.topology_file(&t);
     let summary = lab.up_with_topology(&file);
     let st = summary
         .timing
@@ -122,5 +119,5 @@ fn stall_mode_makes_cxl_loads_slower_by_the_models_ratio() {
         "stall_devices",
         json!({"local_latency_ns": st.local_latency_ns, "placement": c.placement, "devices": devices})
     );
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
 }

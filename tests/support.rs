@@ -75,6 +75,16 @@ impl TestLab {
             .unwrap_or_else(|e| panic!("lab up {} failed: {}", self.name, error_chain(&e)))
     }
 
+    /// Writes `topology` to a file of this lab's in the temp directory (the
+    /// same path for the same lab; the test removes it when done).
+    pub fn topology_file(&self, topology: &cxl_topology::Topology) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("{}-{}", self.name, std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("topology.toml");
+        std::fs::write(&file, topology.to_toml()).expect("topology file");
+        file
+    }
+
     /// `lab up` on a topology file instead of the embedded default.
     pub fn up_with_topology(&self, topology: &std::path::Path) -> Summary {
         let events = Events::new(self.recorder.clone());

@@ -77,12 +77,9 @@ fn learning_mode_counts_the_same_cache_line_writes() {
     let lab = TestLab::new("e2e-timing-learn");
     let mut t = Topology::embedded_default();
     t.simulator.timing_learn = Some(true);
-    let dir = std::env::temp_dir().join(format!("e2e-timing-learn-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("learn.toml");
-    std::fs::write(&file, t.to_toml()).expect("topology file");
-    charges_cache_line_writes(&lab, Some(file), false);
-    let _ = std::fs::remove_dir_all(&dir);
+    let file = lab.topology_file(&t);
+    charges_cache_line_writes(&lab, Some(file.clone()), false);
+    let _ = std::fs::remove_file(&file);
 }
 
 /// `topology`: None for the embedded default (learning off). `save`: the

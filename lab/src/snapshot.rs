@@ -431,7 +431,8 @@ root=$(cd $drv && ls -d ACPI0017:* | head -n 1); \
 [ -n \"$root\" ] || {{ echo 'cxl_acpi is bound to no ACPI0017 device' >&2; exit 1; }}; \
 echo \"$root\" > $drv/unbind; \
 for d in {}; do [ ! -e \"$d/remove\" ] || echo 1 > \"$d/remove\"; done; \
-for b in {}; do if [ -e \"$b/rescan\" ]; then echo 1 > \"$b/rescan\"; else echo 1 > /sys/bus/pci/rescan; fi; done; \
+all=; for b in {}; do if [ -e \"$b/rescan\" ]; then echo 1 > \"$b/rescan\"; else all=1; fi; done; \
+[ -z \"$all\" ] || echo 1 > /sys/bus/pci/rescan; \
 echo \"$root\" > $drv/bind",
         devices.join(" "),
         buses.join(" ")
@@ -696,6 +697,15 @@ mod tests {
                 "for d in /sys/bus/pci/devices/0000:0c:* /sys/bus/pci/devices/0000:2c:*;"
             ),
             "{script}"
+        );
+        assert!(
+            script.contains("for b in /sys/class/pci_bus/0000:0c /sys/class/pci_bus/0000:2c;"),
+            "each host bridge's root bus is rescanned: {script}"
+        );
+        assert_eq!(
+            script.matches("/sys/bus/pci/rescan").count(),
+            1,
+            "the whole tree's rescan at most once, for buses without their own: {script}"
         );
         // cxl_acpi goes before the devices and comes back after the rescan.
         let at = |what: &str| {

@@ -50,13 +50,22 @@ pub fn json_list(command: &str, text: &str) -> Result<Vec<Value>, ToolError> {
     if text.trim().is_empty() {
         return Ok(Vec::new());
     }
-    match serde_json::from_str::<Value>(text) {
-        Ok(Value::Array(v)) => Ok(v),
-        Ok(v @ Value::Object(_)) => Ok(vec![v]),
-        _ => Err(ToolError::Output {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(listed)
+        .ok_or_else(|| ToolError::Output {
             command: command.to_owned(),
             output: text.trim().to_owned(),
-        }),
+        })
+}
+
+/// The items of an ndctl or cxl listing, which prints one object alone
+/// and several as an array; None for anything else.
+pub fn listed(list: Value) -> Option<Vec<Value>> {
+    match list {
+        Value::Array(v) => Some(v),
+        v @ Value::Object(_) => Some(vec![v]),
+        _ => None,
     }
 }
 

@@ -50,13 +50,9 @@ pub struct PmemFs {
     pub map: String,
 }
 
-/// The namespaces of `ndctl list -N` output: one object, or an array.
+/// The namespaces of `ndctl list -N` output (one object, or an array).
 fn items(list: &Value) -> Vec<Value> {
-    match list {
-        Value::Array(a) => a.clone(),
-        v @ Value::Object(_) => vec![v.clone()],
-        _ => Vec::new(),
-    }
+    cxl_regions::tools::listed(list.clone()).unwrap_or_default()
 }
 
 /// The page map (`--map`) of `namespace` in `ndctl list -N` output: `mem`

@@ -211,7 +211,7 @@ async fn measure_timing(
     for w in &workloads {
         armed.push(wall(w.clone()).await?);
     }
-    let learning = match topology.simulator.timing_learn() {
+    let learning = match timing.learning {
         true => Some(learning_counts(&control).await?),
         false => None,
     };

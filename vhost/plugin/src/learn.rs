@@ -34,7 +34,7 @@
 //! This module is QEMU-free so that its tests link without QEMU.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hash, Hasher};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Mutex;
 
@@ -49,19 +49,10 @@ pub const HOT_AT: u32 = 4096;
 pub const CAPACITY: usize = 1 << 20;
 
 /// An instruction's identity across translations and processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key {
     pub haddr: u64,
     pub bytes: [u8; 16],
-}
-
-impl Hash for Key {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        let (lo, hi) = self.bytes.split_at(8);
-        state.write_u64(self.haddr);
-        state.write_u64(u64::from_le_bytes(lo.try_into().unwrap_or_default()));
-        state.write_u64(u64::from_le_bytes(hi.try_into().unwrap_or_default()));
-    }
 }
 
 /// A multiply-rotate hash of whole words (the Fx hash): every translated
@@ -348,6 +339,7 @@ mod tests {
     #[test]
     fn the_word_hasher_spreads_keys_that_differ_in_one_word() {
         let h = |k: Key| {
+            use std::hash::Hash;
             let mut s = WordHasher::default();
             k.hash(&mut s);
             s.finish()
